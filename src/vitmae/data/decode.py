@@ -1,0 +1,125 @@
+"""Robust image decoding: any file a user may have becomes an 'L' or 'RGB' image, or a clear error.
+
+Bad files are a fact of life in large image folders (empty downloads, truncated copies, HTML saved as
+.jpg, decompression bombs). They raise `UnreadableImage`, which the loader turns into a skipped sample
+instead of a crashed run.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".npy")
+
+# What a decoded sample is: a PIL image ('L' or 'RGB') for 1 or 3 channels, or a float32 (H, W, C)
+# array for the multi-channel .npy files of remote sensing and medical data.
+ImageLike = Union[Image.Image, np.ndarray]
+
+_NPY_MAGIC = b"\x93NUMPY"
+_HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+class UnreadableImage(ValueError):
+    """A file that cannot be decoded into an image with the requested channels."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+    def __reduce__(self):  # keep (path, reason) when the error crosses a worker-process boundary
+        return (UnreadableImage, (self.path, self.reason))
+
+
+def load_image(source: str | Path | bytes, in_chans: int) -> ImageLike:
+    """Decode a file path or encoded bytes into an image with `in_chans` channels.
+
+    1 channel gives a PIL 'L' image, 3 an 'RGB' image; any channel count is accepted for .npy arrays,
+    which come back as float32 (H, W, C). Raises UnreadableImage with a short reason otherwise.
+    """
+    name = "<bytes>" if isinstance(source, bytes) else str(source)
+    try:
+        if _is_npy(source):
+            return _load_npy(source, in_chans, name)
+        if in_chans not in (1, 3):
+            raise UnreadableImage(name, f"{in_chans} channels requested; only .npy files can hold them")
+        data = io.BytesIO(source) if isinstance(source, bytes) else source
+        with warnings.catch_warnings():
+            # PIL only warns between MAX_IMAGE_PIXELS and twice that; treat both as a bomb.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(data) as img:
+                img.load()  # decode everything now, so a truncated file fails here and not later
+                return convert_image(ImageOps.exif_transpose(img), in_chans)
+    except UnreadableImage:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombWarning) as err:
+        # DecompressionBombError and UnidentifiedImageError are OSError subclasses; a broken PNG
+        # chunk raises SyntaxError and a short palette EOFError.
+        raise UnreadableImage(name, _short_reason(err)) from err
+
+
+def convert_image(img: Image.Image, in_chans: int) -> Image.Image:
+    """Convert a PIL image of any mode to 'L' (in_chans 1) or 'RGB' (in_chans 3).
+
+    Transparent pixels are composited on black (what the model sees where there is no content);
+    16-bit and float images have their own value range stretched to 0..255 so contrast is kept;
+    RGB to 'L' uses PIL's luminance (ITU-R 601-2) and 'L' to RGB replicates the channel.
+    """
+    if in_chans not in (1, 3):
+        raise ValueError(f"PIL images have 1 or 3 channels, not {in_chans}")
+    target = "L" if in_chans == 1 else "RGB"
+    if img.mode in _HIGH_DEPTH_MODES:
+        img = _stretch_to_8bit(img)
+    elif img.mode == "P" or "A" in img.mode or "a" in img.mode or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+    if img.mode not in ("L", "RGB"):
+        img = img.convert("RGB")  # CMYK, YCbCr, 1-bit, RGBA after compositing, ...
+    return img if img.mode == target else img.convert(target)
+
+
+def _stretch_to_8bit(img: Image.Image) -> Image.Image:
+    values = np.asarray(img, dtype=np.float64)
+    low, high = float(values.min()), float(values.max())
+    scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    return Image.fromarray(np.round(scaled).astype(np.uint8))
+
+
+def _is_npy(source: str | Path | bytes) -> bool:
+    if isinstance(source, bytes):
+        return source.startswith(_NPY_MAGIC)
+    return Path(source).suffix.lower() == ".npy"
+
+
+def _load_npy(source: str | Path | bytes, in_chans: int, name: str) -> np.ndarray:
+    """(H, W, C) or (C, H, W) arrays with `in_chans` channels -> float32 (H, W, C).
+
+    Integer arrays are divided by their dtype's maximum (uint8 / 255, uint16 / 65535) so they land in
+    [0, 1] like decoded photos; float arrays are taken as they are.
+    """
+    array = np.load(io.BytesIO(source) if isinstance(source, bytes) else source, allow_pickle=False)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3:
+        raise UnreadableImage(name, f"expected a 2-D or 3-D array, got shape {array.shape}")
+    if array.shape[-1] != in_chans:
+        if array.shape[0] != in_chans:
+            raise UnreadableImage(name, f"expected {in_chans} channels, got shape {array.shape}")
+        array = array.transpose(1, 2, 0)
+    if np.issubdtype(array.dtype, np.integer):
+        return (array / np.iinfo(array.dtype).max).astype(np.float32)
+    if array.dtype == np.bool_ or np.issubdtype(array.dtype, np.floating):
+        return array.astype(np.float32)
+    raise UnreadableImage(name, f"unsupported array dtype {array.dtype}")
+
+
+def _short_reason(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.strerror:  # "No such file or directory", without the path again
+        return err.strerror
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

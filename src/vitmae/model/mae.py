@@ -1,0 +1,129 @@
+"""The masked autoencoder: mask, encode the visible patches, decode all of them, loss on the removed ones.
+
+Reads top to bottom like the paper (He et al. 2021) and the official `models_mae.py`; parameter names are
+the official ones, so an official checkpoint's state dict loads as it is.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..config import ModelConfig
+from .masking import Masking, mask_from_noise, num_kept, random_noise
+from .vit import Block, ViTEncoder, _table_for, init_weights, sincos_pos_embed
+
+
+@dataclass
+class MAEOutput:
+    loss: Tensor  # scalar: mean squared error over the removed patches
+    pred: Tensor  # (N, L, p*p*C) predicted patches (normalised targets' space when norm_pix_loss)
+    mask: Tensor  # (N, L) 1 = removed, 0 = visible
+    ids_restore: Tensor  # (N, L)
+
+
+class MaskedAutoencoder(ViTEncoder):
+    def __init__(self, config: ModelConfig):
+        c = config
+        super().__init__(c.img_size, c.patch_size, c.in_chans, c.embed_dim, c.depth, c.num_heads,
+                         c.mlp_ratio, c.qkv_bias, c.norm_eps)
+        self.config = config
+        # Decoder: a light transformer over all L + 1 positions (visible latents and mask tokens).
+        self.decoder_embed = nn.Linear(c.embed_dim, c.decoder_embed_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, c.decoder_embed_dim))
+        self.decoder_pos_embed = nn.Parameter(
+            sincos_pos_embed(c.decoder_embed_dim, self.grid_size)[None], requires_grad=False
+        )
+        self.decoder_blocks = nn.ModuleList(
+            Block(c.decoder_embed_dim, c.decoder_num_heads, c.decoder_mlp_ratio, c.qkv_bias, c.norm_eps)
+            for _ in range(c.decoder_depth)
+        )
+        self.decoder_norm = nn.LayerNorm(c.decoder_embed_dim, eps=c.norm_eps)
+        self.decoder_pred = nn.Linear(c.decoder_embed_dim, c.patch_size**2 * c.in_chans)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        self.apply(init_weights)
+        self.init_encoder_weights()
+        self.init_decoder_weights()
+
+    def init_decoder_weights(self) -> None:
+        nn.init.normal_(self.mask_token, std=0.02)
+        self.decoder_pos_embed.data.copy_(sincos_pos_embed(self.config.decoder_embed_dim, self.grid_size)[None])
+
+    # -- patches -------------------------------------------------------------------------------------
+    def patchify(self, images: Tensor) -> Tensor:
+        """(N, C, H, W) -> (N, L, p*p*C); patches row-major, values ordered (row, col, channel)."""
+        n, c, h, w = images.shape
+        p = self.patch_size
+        gh, gw = self.grid_of(images)
+        x = images.reshape(n, c, gh, p, gw, p)
+        return torch.einsum("nchpwq->nhwpqc", x).reshape(n, gh * gw, p * p * c)
+
+    def unpatchify(self, patches: Tensor, img_size: tuple[int, int] | None = None) -> Tensor:
+        """(N, L, p*p*C) -> (N, C, H, W); `img_size` defaults to the size the model was built for."""
+        p = self.patch_size
+        h, w = img_size or self.config.img_size
+        gh, gw = h // p, w // p
+        n, length, dim = patches.shape
+        if length != gh * gw:
+            raise ValueError(f"{length} patches do not tile a {h}x{w} image with patch size {p}")
+        c = dim // (p * p)
+        x = patches.reshape(n, gh, gw, p, p, c)
+        return torch.einsum("nhwpqc->nchpwq", x).reshape(n, c, gh * p, gw * p)
+
+    # -- the method ----------------------------------------------------------------------------------
+    def forward_encoder(self, images: Tensor, mask_ratio: float, noise: Tensor | None = None
+                        ) -> tuple[Tensor, Masking]:
+        x = self.embed_patches(images)  # position added before masking, as in the paper
+        n, length, dim = x.shape
+        if noise is None:
+            noise = random_noise(n, self.grid_of(images), device=x.device)
+        masking = mask_from_noise(noise, mask_ratio)
+        x = torch.gather(x, 1, masking.ids_keep.unsqueeze(-1).expand(-1, -1, dim))
+        x = self.forward_blocks(self.prepend_cls(x))
+        return self.norm(x), masking
+
+    def forward_decoder(self, latent: Tensor, ids_restore: Tensor, grid: tuple[int, int]) -> Tensor:
+        x = self.decoder_embed(latent)
+        n, visible, dim = x.shape
+        mask_tokens = self.mask_token.expand(n, ids_restore.shape[1] + 1 - visible, -1)
+        patches = torch.cat([x[:, 1:], mask_tokens], dim=1)
+        patches = torch.gather(patches, 1, ids_restore.unsqueeze(-1).expand(-1, -1, dim))  # unshuffle
+        x = torch.cat([x[:, :1], patches], dim=1)
+        x = x + _table_for(self.decoder_pos_embed, self.grid_size, grid)
+        for block in self.decoder_blocks:
+            x = block(x)
+        return self.decoder_pred(self.decoder_norm(x))[:, 1:]  # drop the cls position
+
+    def target(self, images: Tensor) -> Tensor:
+        """What `pred` is compared with: the patches, normalised per patch when norm_pix_loss."""
+        target = self.patchify(images)
+        if self.config.norm_pix_loss:
+            mean = target.mean(dim=-1, keepdim=True)
+            var = target.var(dim=-1, keepdim=True)
+            target = (target - mean) / (var + 1.0e-6) ** 0.5
+        return target
+
+    def forward_loss(self, images: Tensor, pred: Tensor, mask: Tensor) -> Tensor:
+        per_patch = ((pred.float() - self.target(images).float()) ** 2).mean(dim=-1)
+        return (per_patch * mask).sum() / mask.sum()
+
+    def forward(self, images: Tensor, mask_ratio: float | None = None, noise: Tensor | None = None
+                ) -> MAEOutput:
+        ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
+        latent, masking = self.forward_encoder(images, ratio, noise)
+        pred = self.forward_decoder(latent, masking.ids_restore, self.grid_of(images))
+        mask = masking.mask
+        if num_kept(mask.shape[1], ratio) == mask.shape[1]:
+            mask = torch.ones_like(mask)  # nothing removed: score the plain reconstruction instead
+        loss = self.forward_loss(images, pred, mask)
+        return MAEOutput(loss, pred, masking.mask, masking.ids_restore)
+
+
+def create_model(name: str = "mae_vit_base_patch16", **overrides) -> MaskedAutoencoder:
+    """A freshly initialised MAE from a preset, e.g. `create_model("mae_vit_tiny_patch16", img_size=32)`."""
+    from ..config import model_config
+
+    return MaskedAutoencoder(model_config(name, **overrides))

@@ -1,0 +1,90 @@
+"""Which patches the encoder sees.
+
+Every strategy is expressed as per-sample `noise` (N, L) with the official / Hugging Face meaning: the
+patches with the smallest noise are kept. `mask_from_noise` then does what the paper says, for all of them.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+STRATEGIES = ("random", "block", "grid")
+
+
+class Masking(NamedTuple):
+    ids_keep: Tensor  # (N, len_keep) indices of the visible patches, in shuffled order
+    ids_restore: Tensor  # (N, L) argsort of the shuffle: puts shuffled tokens back in patch order
+    mask: Tensor  # (N, L) 1 = removed, 0 = visible, in the original patch order
+
+
+def num_kept(num_patches: int, mask_ratio: float) -> int:
+    return int(num_patches * (1 - mask_ratio))
+
+
+def mask_from_noise(noise: Tensor, mask_ratio: float) -> Masking:
+    n, length = noise.shape
+    len_keep = num_kept(length, mask_ratio)
+    ids_shuffle = torch.argsort(noise, dim=1)  # ascending: small noise is kept
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    mask = torch.ones(n, length, device=noise.device)
+    mask[:, :len_keep] = 0
+    mask = torch.gather(mask, 1, ids_restore)
+    return Masking(ids_shuffle[:, :len_keep], ids_restore, mask)
+
+
+def random_noise(n: int, grid: tuple[int, int], generator: torch.Generator | None = None,
+                 device: torch.device | str | None = None) -> Tensor:
+    return torch.rand(n, grid[0] * grid[1], generator=generator, device=device)
+
+
+def noise_from_mask(mask: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Noise that removes exactly the patches where `mask` (N, L) is 1, visible ones in random order."""
+    return mask.float() + 0.5 * torch.rand(mask.shape, generator=generator, device=mask.device)
+
+
+def block_noise(n: int, grid: tuple[int, int], mask_ratio: float, generator: torch.Generator | None = None,
+                device: torch.device | str | None = None) -> Tensor:
+    """Block-wise masking (BEiT): removes rectangles of random size and aspect until the ratio is met."""
+    gh, gw = grid
+    target = grid[0] * grid[1] - num_kept(gh * gw, mask_ratio)
+    masks = torch.zeros(n, gh, gw)
+    for i in range(n):
+        while int(masks[i].sum()) < target:
+            left = target - int(masks[i].sum())
+            area = int(torch.randint(min(16, left), max(min(16, left), left) + 1, (1,), generator=generator))
+            log_aspect = (torch.rand(1, generator=generator) * 2 - 1) * torch.log(torch.tensor(3.0))
+            aspect = float(torch.exp(log_aspect))
+            h = max(1, min(gh, round((area * aspect) ** 0.5)))
+            w = max(1, min(gw, round((area / aspect) ** 0.5)))
+            top = int(torch.randint(0, gh - h + 1, (1,), generator=generator))
+            lft = int(torch.randint(0, gw - w + 1, (1,), generator=generator))
+            masks[i, top:top + h, lft:lft + w] = 1
+    # Blocks overshoot the target: the extra patches become visible again through the noise ranking,
+    # where a block patch is preferred for removal over a never-masked one.
+    return noise_from_mask(masks.flatten(1), generator).to(device)
+
+
+def grid_noise(n: int, grid: tuple[int, int], mask_ratio: float, generator: torch.Generator | None = None,
+               device: torch.device | str | None = None) -> Tensor:
+    """Regular grid masking (the paper's 'grid' ablation): keep one patch in every s x s cell, with s
+    chosen from the ratio (0.75 -> 2x2) and a random offset per sample."""
+    step = max(1, round((1 / max(1e-6, 1 - mask_ratio)) ** 0.5))
+    gh, gw = grid
+    rows = torch.arange(gh).view(gh, 1)
+    cols = torch.arange(gw).view(1, gw)
+    offsets = torch.randint(0, step, (n, 2), generator=generator)
+    keep = ((rows[None] - offsets[:, 0, None, None]) % step == 0) & ((cols[None] - offsets[:, 1, None, None]) % step == 0)
+    return noise_from_mask((~keep).flatten(1).float(), generator).to(device)
+
+
+def make_noise(strategy: str, n: int, grid: tuple[int, int], mask_ratio: float,
+               generator: torch.Generator | None = None, device: torch.device | str | None = None) -> Tensor:
+    if strategy == "random":
+        return random_noise(n, grid, generator, device)
+    if strategy == "block":
+        return block_noise(n, grid, mask_ratio, generator, device)
+    if strategy == "grid":
+        return grid_noise(n, grid, mask_ratio, generator, device)
+    raise ValueError(f"unknown masking strategy {strategy!r}; choose from: {', '.join(STRATEGIES)}")
