@@ -7,18 +7,18 @@ instead of a crashed run.
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from pathlib import Path
-from typing import Union
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".npy")
 
 # What a decoded sample is: a PIL image ('L' or 'RGB') for 1 or 3 channels, or a float32 (H, W, C)
 # array for the multi-channel .npy files of remote sensing and medical data.
-ImageLike = Union[Image.Image, np.ndarray]
+ImageLike = Image.Image | np.ndarray
 
 _NPY_MAGIC = b"\x93NUMPY"
 _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
@@ -44,6 +44,8 @@ def load_image(source: str | Path | bytes, in_chans: int) -> ImageLike:
     """
     name = "<bytes>" if isinstance(source, bytes) else str(source)
     try:
+        if (len(source) if isinstance(source, bytes) else os.path.getsize(source)) == 0:
+            raise UnreadableImage(name, "empty file")
         if _is_npy(source):
             return _load_npy(source, in_chans, name)
         if in_chans not in (1, 3):
@@ -57,9 +59,14 @@ def load_image(source: str | Path | bytes, in_chans: int) -> ImageLike:
                 return convert_image(ImageOps.exif_transpose(img), in_chans)
     except UnreadableImage:
         raise
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombWarning) as err:
-        # DecompressionBombError and UnidentifiedImageError are OSError subclasses; a broken PNG
-        # chunk raises SyntaxError and a short palette EOFError.
+    except (
+        OSError,  # also UnidentifiedImageError, truncated data, missing files
+        SyntaxError,  # a broken PNG chunk
+        ValueError,
+        EOFError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as err:
         raise UnreadableImage(name, _short_reason(err)) from err
 
 
@@ -119,6 +126,8 @@ def _load_npy(source: str | Path | bytes, in_chans: int, name: str) -> np.ndarra
 
 
 def _short_reason(err: BaseException) -> str:
+    if isinstance(err, UnidentifiedImageError):  # its message repeats the file name
+        return "not an image in a format PIL can read"
     if isinstance(err, OSError) and err.strerror:  # "No such file or directory", without the path again
         return err.strerror
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

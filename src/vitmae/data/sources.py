@@ -18,7 +18,7 @@ import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Protocol
+from typing import IO, Protocol
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from vitmae.data.decode import IMAGE_EXTENSIONS, ImageLike, UnreadableImage, convert_image, load_image
-from vitmae.data.transforms import mix_seed, sample_generator
+from vitmae.data.transforms import Transform, mix_seed, sample_generator
 
 log = logging.getLogger(__name__)
 
@@ -232,13 +232,11 @@ class ShardSource(IterableDataset):
         if len(self.shards) < self.world_size:
             raise DataError(f"{len(self.shards)} shards cannot feed {self.world_size} ranks")
         self.in_chans, self.shuffle = in_chans, shuffle
-        self.transform: Callable[[ImageLike, torch.Generator], torch.Tensor] | None = None
+        self.transform: Transform | None = None
         self.seed = 0
         self._epoch = SharedEpoch()
 
-    def with_transform(
-        self, transform: Callable[[ImageLike, torch.Generator], torch.Tensor], seed: int
-    ) -> ShardSource:
+    def with_transform(self, transform: Transform, seed: int) -> ShardSource:
         shards = copy.copy(self)
         shards.transform, shards.seed, shards._epoch = transform, seed, SharedEpoch()
         return shards
@@ -276,7 +274,7 @@ class ShardSource(IterableDataset):
         path: str,
         index: int,
         fields: dict[str, bytes],
-        transform: Callable[[ImageLike, torch.Generator], torch.Tensor],
+        transform: Transform,
         generator: torch.Generator,
     ) -> tuple[torch.Tensor, int, int] | Skipped:
         key = next((k for k in SHARD_IMAGE_KEYS if k in fields), None)
@@ -299,7 +297,8 @@ def build_source(
     """A source from a spec: 'fashion-mnist', 'photos', a folder, a .csv file or a .tar shard pattern.
 
     For a folder holding a sub-folder named `split` (ImageNet's train/ and val/), that sub-folder is
-    used. `in_chans` defaults to the data's own (1 for Fashion-MNIST, 3 otherwise).
+    used, and `labeled` takes class names from its sub-folders; CSV files and shards carry labels when
+    they have them. `in_chans` defaults to the data's own (1 for Fashion-MNIST, 3 otherwise).
     """
     if spec == "fashion-mnist":
         if split not in ("train", "val", "test"):

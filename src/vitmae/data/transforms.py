@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +28,8 @@ FASHION_MNIST_MEAN = (0.2860,)
 FASHION_MNIST_STD = (0.3530,)
 
 Size = tuple[int, int]
+# What a dataset applies to each decoded sample: (image, per-sample generator) -> (C, H, W) tensor.
+Transform = Callable[[ImageLike, torch.Generator], torch.Tensor]
 
 
 def mix_seed(*values: int) -> int:

@@ -10,6 +10,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ..config import ConfigError
+
 STRATEGIES = ("random", "block", "grid")
 
 
@@ -87,4 +89,4 @@ def make_noise(strategy: str, n: int, grid: tuple[int, int], mask_ratio: float,
         return block_noise(n, grid, mask_ratio, generator, device)
     if strategy == "grid":
         return grid_noise(n, grid, mask_ratio, generator, device)
-    raise ValueError(f"unknown masking strategy {strategy!r}; choose from: {', '.join(STRATEGIES)}")
+    raise ConfigError(f"unknown masking strategy {strategy!r}; choose from: {', '.join(STRATEGIES)}")

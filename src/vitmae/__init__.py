@@ -1,0 +1,15 @@
+"""vitmae: Masked Autoencoder pre-training of Vision Transformers, and transfer of the encoder.
+
+    import vitmae
+    model = vitmae.create_model("mae_vit_base_patch16")          # or load_pretrained("mae_pretrain_vit_base.pth")
+    out = model(images)                                          # MAEOutput(loss, pred, mask, ids_restore)
+    features = model.encode(images)                              # (N, 1 + L, D), deterministic
+    vitmae.export(model, "hf-model/", "hf")                      # or "timm", "official", "vitmae"
+"""
+from .config import PRESETS, ModelConfig, PretrainConfig, TrainConfig
+from .interop import export, load_pretrained
+from .model import MAEOutput, MaskedAutoencoder, create_model
+
+__version__ = "0.1.0"
+__all__ = ["PRESETS", "MAEOutput", "MaskedAutoencoder", "ModelConfig", "PretrainConfig", "TrainConfig",
+           "create_model", "export", "load_pretrained"]

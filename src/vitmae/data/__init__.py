@@ -1,0 +1,57 @@
+"""Data: sources -> robust decoding -> per-sample seeded transforms -> batches.
+
+    source = build_source("fashion-mnist")
+    mean, std = default_normalization(1, "fashion-mnist")
+    dataset = build_dataset(source, PretrainTransform(28, mean, std), seed=0)
+    sampler = EpochSampler(len(dataset), seed=0)
+    loader = build_loader(dataset, batch_size=256, sampler=sampler, num_workers=2)
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch); dataset.set_epoch(epoch)
+        for batch in loader:  # Batch(images, indices, labels, skipped)
+            ...
+"""
+from vitmae.data.decode import IMAGE_EXTENSIONS, ImageLike, UnreadableImage, convert_image, load_image
+from vitmae.data.loader import (
+    Batch,
+    EpochSampler,
+    TransformedDataset,
+    build_dataset,
+    build_loader,
+    collate,
+)
+from vitmae.data.sources import (
+    FASHION_MNIST_CLASSES,
+    CsvSource,
+    DataError,
+    FashionMNISTSource,
+    ImageFolderSource,
+    PhotosSource,
+    ShardSource,
+    Skipped,
+    Source,
+    build_source,
+    expand_braces,
+)
+from vitmae.data.transforms import (
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    EvalTransform,
+    PretrainTransform,
+    ResizeTransform,
+    Transform,
+    default_normalization,
+    random_resized_crop_params,
+    sample_generator,
+)
+
+__all__ = [
+    "IMAGE_EXTENSIONS", "ImageLike", "UnreadableImage", "convert_image", "load_image",
+    "Batch", "EpochSampler", "TransformedDataset", "build_dataset", "build_loader", "collate",
+    "FASHION_MNIST_CLASSES", "CsvSource", "DataError", "FashionMNISTSource", "ImageFolderSource",
+    "PhotosSource", "ShardSource", "Skipped", "Source", "build_source", "expand_braces",
+    "FASHION_MNIST_MEAN", "FASHION_MNIST_STD", "IMAGENET_MEAN", "IMAGENET_STD", "EvalTransform",
+    "PretrainTransform", "ResizeTransform", "Transform", "default_normalization", "random_resized_crop_params",
+    "sample_generator",
+]

@@ -1,0 +1,261 @@
+"""Checkpoint interop: load official, Hugging Face, timm and our own checkpoints into a MaskedAutoencoder,
+and export one to any of them.
+
+    model = load_pretrained("mae_pretrain_vit_base.pth")      # encoder only: warns, decoder fresh
+    model = load_pretrained("hf-dir/", img_size=448)          # position tables resized
+    export(model, "out-dir/", "hf")                           # loads in every transformers version
+
+Loading never drops a key silently: a missing decoder is one MissingDecoderWarning (classification heads
+of fine-tuned models are left out and named in it); any other missing, unexpected or mis-shaped key is a
+CheckpointError that names them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..config import ModelConfig, to_2tuple
+from ..model import MaskedAutoencoder, sincos_pos_embed
+from ..model.vit import _table_for
+from .formats import FORMATS, Checkpoint, detect_format, read_checkpoint
+from .keymaps import config_to_hf, from_ours, is_decoder_key, is_head_key, to_ours
+from .safe_load import CheckpointError, UnsafeCheckpointError, load_torch_file, name_list
+from .vitmae_format import atomic_write, load_vitmae, resolve_checkpoint, save_safetensors, save_vitmae
+
+__all__ = ["CheckpointError", "FORMATS", "MissingDecoderWarning", "UnsafeCheckpointError", "convert",
+           "describe", "detect_format", "export", "load_pretrained", "load_torch_file", "load_vitmae",
+           "resolve_checkpoint", "save_vitmae"]
+
+FIELDS = {f.name for f in dataclasses.fields(ModelConfig)}
+# What the weights determine; a stated value or an override that disagrees with them is an error.
+SHAPE_FIELDS = ("patch_size", "in_chans", "embed_dim", "depth", "mlp_ratio", "qkv_bias",
+                "decoder_embed_dim", "decoder_depth", "decoder_mlp_ratio")
+POS_TABLES = ("pos_embed", "decoder_pos_embed")
+# Attention heads are not in the weights. The official encoders have 64-wide heads except ViT-H/14
+# (1280 wide, 16 heads); the official decoders have 16 heads.
+ENCODER_HEADS_BY_WIDTH = {1280: 16}
+DECODER_HEADS = 16
+
+
+class MissingDecoderWarning(UserWarning):
+    """The checkpoint holds an encoder only; the decoder was initialised fresh."""
+
+
+@dataclass
+class _Loaded:
+    model: MaskedAutoencoder
+    checkpoint: Checkpoint
+    decoder_present: bool
+    left_out: list[str]  # classifier keys not loaded
+
+
+def load_pretrained(path: str | Path, **overrides: Any) -> MaskedAutoencoder:
+    """A MaskedAutoencoder from a vitmae, official, Hugging Face or timm checkpoint (file, directory or
+    run directory). `overrides` are ModelConfig fields; `img_size` may differ from the checkpoint's (the
+    position tables are resized), the shape fields may not differ from the weights."""
+    loaded = _load(path, overrides)
+    if not loaded.decoder_present:
+        _warn_no_decoder(loaded, "loaded the encoder and initialised the decoder fresh")
+    return loaded.model
+
+
+def convert(src: str | Path, dst: str | Path, to: str, **overrides: Any) -> Path:
+    """load_pretrained + export. A checkpoint without a decoder converts to one without a decoder."""
+    loaded = _load(src, overrides)
+    if not loaded.decoder_present:
+        _warn_no_decoder(loaded, "wrote the encoder only")
+    return export(loaded.model, dst, to, encoder_only=not loaded.decoder_present)
+
+
+def describe(path: str | Path) -> dict[str, Any]:
+    """What `vitmae info` prints: format, architecture, parameter counts, whether the decoder is there."""
+    loaded = _load(path, {})
+    model = loaded.model
+    encoder = sum(p.numel() for name, p in model.named_parameters() if not is_decoder_key(name))
+    decoder = sum(p.numel() for name, p in model.named_parameters() if is_decoder_key(name))
+    decoder = decoder if loaded.decoder_present else 0
+    return {
+        "path": str(loaded.checkpoint.path),
+        "format": loaded.checkpoint.format,
+        "layout": loaded.checkpoint.layout,
+        "architecture": model.config.to_dict(),
+        "parameters": {"encoder": encoder, "decoder": decoder, "total": encoder + decoder},
+        "decoder_present": loaded.decoder_present,
+        "learned_position_tables": [name for name in POS_TABLES if getattr(model, name).requires_grad],
+        "left_out": loaded.left_out,
+    }
+
+
+def export(model: MaskedAutoencoder, path: str | Path, format: str, *, encoder_only: bool = False) -> Path:
+    """Write `model` as `format`:
+    - `vitmae`: our format (see save_vitmae);
+    - `hf`: a directory a `ViTMAEForPreTraining` loads: config.json + model.safetensors in the hub layout;
+    - `timm`: encoder-only safetensors for timm's VisionTransformer (timm reads a `mask_token` as DINOv2's
+      and stumbles on `decoder_*` keys);
+    - `official`: `{'model': state_dict}` as the official scripts save it.
+    A directory given for `timm` or `official` gets `model.safetensors` / `model.pth` inside."""
+    path = Path(path)
+    encoder_only = encoder_only or format == "timm"
+    state = {k: v for k, v in model.state_dict().items() if not (encoder_only and is_decoder_key(k))}
+    if format == "vitmae":
+        return save_vitmae(model, path, encoder_only=encoder_only)
+    if format == "hf":
+        config = json.dumps(config_to_hf(model.config), indent=2)
+        save_safetensors(from_ours(state, "hf_hub"), path / "model.safetensors", metadata={"format": "pt"})
+        atomic_write(path / "config.json", lambda tmp: tmp.write_text(config + "\n"))
+        return path
+    if format == "timm":
+        return save_safetensors(state, path / "model.safetensors" if path.is_dir() else path)
+    if format == "official":
+        state = {k: v.detach().cpu() for k, v in state.items()}
+        return atomic_write(path / "model.pth" if path.is_dir() else path,
+                            lambda tmp: torch.save({"model": state}, tmp))
+    raise CheckpointError(f"unknown format {format!r}; choose from: {', '.join(FORMATS)}")
+
+
+# -- loading -----------------------------------------------------------------------------------------
+
+def _load(path: str | Path, overrides: dict[str, Any]) -> _Loaded:
+    ckpt = read_checkpoint(path)
+    state = to_ours(ckpt.state_dict, ckpt.layout)
+    decoder_present = any(is_decoder_key(k) for k in state)
+    left_out = [] if decoder_present else sorted(k for k in state if is_head_key(k))
+    state = {k: v for k, v in state.items() if k not in left_out}
+    config, img_size = _config(ckpt, state, overrides)
+    model = MaskedAutoencoder(config)
+    _check_keys(ckpt.path, state, model.state_dict(), decoder_present)
+    model.load_state_dict(state, strict=False)  # strictness is _check_keys' job: it allows a missing decoder
+    for name in POS_TABLES:
+        if name in state:  # a loaded table that is not the sin-cos one is learned (see vit._table_for)
+            getattr(model, name).requires_grad_(not _is_sincos(state[name], config.grid_size))
+    if img_size != config.img_size:
+        model = _resized(model, img_size)
+    return _Loaded(model, ckpt, decoder_present, left_out)
+
+
+def _warn_no_decoder(loaded: _Loaded, consequence: str) -> None:
+    message = f"{loaded.checkpoint.path} has no decoder (mask_token, decoder_*): {consequence}"
+    if loaded.left_out:
+        message += f"; left out the classifier keys {name_list(loaded.left_out)}"
+    warnings.warn(message, MissingDecoderWarning, stacklevel=3)
+
+
+def _config(ckpt: Checkpoint, state: dict[str, Tensor], overrides: dict[str, Any]
+            ) -> tuple[ModelConfig, tuple[int, int]]:
+    """The config the checkpoint was made with, and the image size asked for."""
+    unknown = sorted(set(overrides) - FIELDS)
+    if unknown:
+        raise CheckpointError(f"unknown model option(s): {', '.join(unknown)}")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    requested = overrides.pop("img_size", None)
+    weights = _shapes_from_weights(ckpt.path, state)
+    _check_agrees(ckpt.path, f"the {ckpt.format} config", ckpt.stated, weights)
+    _check_agrees(ckpt.path, "the overrides", overrides, weights)
+    values = {**{k: v for k, v in weights.items() if k in FIELDS}, **ckpt.stated, **overrides}
+    values["img_size"] = _native_img_size(ckpt.path, values, requested, weights["num_patches"])
+    _guess_heads(ckpt.path, values)
+    try:
+        config = ModelConfig(**values)
+    except ValueError as err:
+        raise CheckpointError(f"{ckpt.path}: {err}") from None
+    return config, to_2tuple(requested) if requested else config.img_size
+
+
+def _shapes_from_weights(path: Path, state: dict[str, Tensor]) -> dict[str, Any]:
+    try:
+        patch = state["patch_embed.proj.weight"]  # (D, C, p, p)
+        values = {"patch_size": patch.shape[-1], "in_chans": patch.shape[1], "embed_dim": patch.shape[0],
+                  "depth": _count_blocks(state, "blocks"), "qkv_bias": "blocks.0.attn.qkv.bias" in state,
+                  "num_patches": state["pos_embed"].shape[-2] - 1}
+        values["mlp_ratio"] = state["blocks.0.mlp.fc1.weight"].shape[0] / values["embed_dim"]
+        if "decoder_embed.weight" in state:
+            width = state["decoder_embed.weight"].shape[0]
+            values.update(decoder_embed_dim=width, decoder_depth=_count_blocks(state, "decoder_blocks"),
+                          decoder_mlp_ratio=state["decoder_blocks.0.mlp.fc1.weight"].shape[0] / width)
+    except KeyError as err:
+        raise CheckpointError(f"{path}: no {err.args[0]}, so the architecture cannot be read from the weights"
+                              ) from None
+    return values
+
+
+def _count_blocks(state: dict[str, Tensor], prefix: str) -> int:
+    return len({k.split(".")[1] for k in state if k.startswith(prefix + ".")})
+
+
+def _check_agrees(path: Path, source: str, values: dict[str, Any], weights: dict[str, Any]) -> None:
+    conflicts = [f"{k}={values[k]} (weights: {weights[k]})" for k in SHAPE_FIELDS
+                 if k in values and k in weights and values[k] != weights[k]]
+    if "img_size" in values:
+        h, w = to_2tuple(values["img_size"])
+        p = weights["patch_size"]
+        if (h // p) * (w // p) != weights["num_patches"]:
+            conflicts.append(f"img_size={h}x{w} ({(h // p) * (w // p)} patches; weights: {weights['num_patches']})")
+    if conflicts:
+        raise CheckpointError(f"{path}: {source} disagrees with the weights: {'; '.join(conflicts)}")
+
+
+def _native_img_size(path: Path, values: dict[str, Any], requested, num_patches: int) -> tuple[int, int]:
+    """The stated image size; else the requested one if it has as many patches as the checkpoint (which
+    is how a non-square checkpoint without a config says its shape); else the square one."""
+    if "img_size" in values:
+        return to_2tuple(values["img_size"])
+    p = values["patch_size"]
+    if requested is not None:
+        h, w = to_2tuple(requested)
+        if (h // p) * (w // p) == num_patches:
+            return h, w
+    side = round(num_patches**0.5)
+    if side * side != num_patches:
+        raise CheckpointError(f"{path}: {num_patches} patches are not a square grid; pass img_size=(H, W)")
+    return side * p, side * p
+
+
+def _guess_heads(path: Path, values: dict[str, Any]) -> None:
+    width = values["embed_dim"]
+    guesses = {"num_heads": (width, ENCODER_HEADS_BY_WIDTH.get(width, width // 64)),
+               "decoder_num_heads": (values.get("decoder_embed_dim", ModelConfig.decoder_embed_dim), DECODER_HEADS)}
+    for name, (width, heads) in guesses.items():
+        if name in values:
+            continue
+        if heads < 1 or width % heads:
+            raise CheckpointError(f"{path}: the weights do not say {name} and the official convention does "
+                                  f"not fit width {width}: pass {name}=...")
+        values[name] = heads
+
+
+def _check_keys(path: Path, state: dict[str, Tensor], expected: dict[str, Tensor], decoder_present: bool
+                ) -> None:
+    missing = [k for k in expected if k not in state and (decoder_present or not is_decoder_key(k))]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+             for k in state if k in expected and state[k].shape != expected[k].shape]
+    problems = [f"{label} ({len(keys)}): {name_list(keys)}" for label, keys in
+                (("missing", missing), ("unexpected", unexpected), ("wrong shape, file vs model", wrong)) if keys]
+    if problems:
+        raise CheckpointError(f"{path}: does not fit the model: {'; '.join(problems)}")
+
+
+def _is_sincos(table: Tensor, grid: tuple[int, int]) -> bool:
+    """Whether a stored table is the fixed sin-cos one, compared in its own dtype (a half-precision copy
+    of the sin-cos table still is one)."""
+    expected = sincos_pos_embed(table.shape[-1], grid)[None].to(table.dtype)
+    return bool((table.float() - expected.float()).abs().max() <= 1e-5)
+
+
+def _resized(model: MaskedAutoencoder, img_size: tuple[int, int]) -> MaskedAutoencoder:
+    """The model for another image size: learned tables interpolated, sin-cos ones recomputed."""
+    resized = MaskedAutoencoder(model.config.replace(img_size=img_size))
+    state = model.state_dict()
+    for name in POS_TABLES:
+        table = getattr(model, name)
+        state[name] = _table_for(table, model.grid_size, resized.grid_size).detach()
+        getattr(resized, name).requires_grad_(table.requires_grad)
+    resized.load_state_dict(state)
+    return resized

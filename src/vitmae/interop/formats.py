@@ -1,0 +1,129 @@
+"""What a checkpoint is, judged by its content: `vitmae`, `official`, `hf` or `timm`.
+
+`read_checkpoint` returns the weights as stored, their key layout (see keymaps.LAYOUTS) and the
+ModelConfig values the file states (all of them for vitmae and Hugging Face, a few for an official training
+checkpoint's `args`, none for plain weights). Extensions only pick the reader; keys decide the format.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from .keymaps import OFFICIAL_ARGS, add_vit_prefix, config_from_hf, hf_layout, is_decoder_key
+from .safe_load import CheckpointError, load_torch_file, name_list
+from .vitmae_format import CONFIG, WEIGHTS, is_vitmae_file, load_safetensors, load_vitmae, resolve_checkpoint
+
+FORMATS = ("vitmae", "official", "hf", "timm")
+HF_MODEL_TYPES = ("vit_mae", "vit")
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+WRAPPERS = ("model", "state_dict")  # official training scripts save {'model': ...}; timm's {'state_dict': ...}
+
+
+@dataclass
+class Checkpoint:
+    path: Path  # the weights file
+    format: str  # one of FORMATS
+    layout: str  # a key of keymaps.LAYOUTS
+    state_dict: dict[str, Tensor]
+    stated: dict[str, Any] = field(default_factory=dict)  # ModelConfig values the file states
+
+
+def detect_format(path: str | Path) -> str:
+    return read_checkpoint(path).format
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or directory")
+    path = resolve_checkpoint(path)
+    if path.is_dir():
+        return _read_dir(path)
+    if _is_safetensors(path):
+        if is_vitmae_file(path):
+            return _read_vitmae(path)
+        return _from_state_dict(path, load_safetensors(path))
+    return _read_torch(path)
+
+
+def _read_vitmae(path: Path) -> Checkpoint:
+    state, config = load_vitmae(path)
+    return Checkpoint(path, "vitmae", "vitmae", state, config.to_dict())
+
+
+def _read_dir(path: Path) -> Checkpoint:
+    if (path / WEIGHTS).is_file() and is_vitmae_file(path / WEIGHTS):
+        return _read_vitmae(path)
+    config_file = path / CONFIG
+    if not config_file.is_file():
+        raise CheckpointError(f"{path}: a directory with neither vitmae weights nor a {CONFIG} "
+                              f"(saw: {_listing(path)})")
+    config = _read_json(config_file)
+    if config.get("model_type") not in HF_MODEL_TYPES:
+        raise CheckpointError(f"{config_file}: model_type {config.get('model_type')!r} is not one we read "
+                              f"({' or '.join(HF_MODEL_TYPES)})")
+    weights = next((path / name for name in HF_WEIGHTS if (path / name).is_file()), None)
+    if weights is None:
+        raise CheckpointError(f"{path}: no {' or '.join(HF_WEIGHTS)} beside {CONFIG} (saw: {_listing(path)})")
+    state = load_safetensors(weights) if _is_safetensors(weights) else _state_dict_in(weights, load_torch_file(weights))
+    ckpt = _from_state_dict(weights, state)
+    if ckpt.format != "hf":
+        raise CheckpointError(f"{weights}: {CONFIG} says {config['model_type']} but the keys are {ckpt.format}'s")
+    ckpt.stated = config_from_hf(config)
+    return ckpt
+
+
+def _read_torch(path: Path) -> Checkpoint:
+    obj = load_torch_file(path)
+    ckpt = _from_state_dict(path, _state_dict_in(path, obj))
+    if ckpt.format == "timm" and isinstance(obj.get("model"), dict):
+        ckpt.format = ckpt.layout = "official"  # encoder-only official files, e.g. mae_pretrain_vit_base.pth
+    args = obj.get("args")
+    if ckpt.format == "official" and isinstance(args, argparse.Namespace):  # a training checkpoint-N.pth
+        ckpt.stated = {ours: getattr(args, theirs) for ours, theirs in OFFICIAL_ARGS if hasattr(args, theirs)}
+    return ckpt
+
+
+def _state_dict_in(path: Path, obj: Any) -> dict[str, Tensor]:
+    if isinstance(obj, dict):
+        inner = next((obj[k] for k in WRAPPERS if isinstance(obj.get(k), dict)), obj)
+        if inner and all(isinstance(v, Tensor) for v in inner.values()):
+            return inner
+    seen = f"a dict with keys {name_list(list(obj))}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
+    raise CheckpointError(f"{path}: holds {seen}, not a state dict (nor one under {' or '.join(WRAPPERS)})")
+
+
+def _from_state_dict(path: Path, state: dict[str, Tensor]) -> Checkpoint:
+    """Official / timm names or Hugging Face ones; a plain state dict is official with a decoder (timm
+    models have none), timm without. Hugging Face weights without config.json get its default eps."""
+    if any(k.startswith(("vit.", "embeddings.", "decoder.decoder_")) for k in state):
+        state = add_vit_prefix(state)
+        return Checkpoint(path, "hf", hf_layout(state), state, config_from_hf({}))
+    if "patch_embed.proj.weight" in state:
+        fmt = "official" if any(is_decoder_key(k) for k in state) else "timm"
+        return Checkpoint(path, fmt, fmt, state)
+    raise CheckpointError(f"{path}: no ViT weights found (no patch_embed.proj.weight, no vit.*; "
+                          f"{len(state)} keys: {name_list(list(state))})")
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file starts with the 8-byte length of its JSON header, which opens with '{'."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:] == b"{" and 0 < int.from_bytes(head[:8], "little") < path.stat().st_size
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from None
+
+
+def _listing(path: Path) -> str:
+    return name_list(sorted(p.name for p in path.iterdir())) or "nothing"

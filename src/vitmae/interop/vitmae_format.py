@@ -1,0 +1,137 @@
+"""Our own checkpoint format: safetensors weights (official key names) with the ModelConfig inside.
+
+- `NAME.safetensors`: one self-contained file; the config is JSON in the safetensors metadata
+  (`format: vitmae`, `vitmae_config: {...}`).
+- a directory: `model.safetensors` (the same file) plus `config.json`, for people and tools that look there.
+- a training run: `RUN/checkpoints/<name>/` directories as above, and `RUN/checkpoints/latest`, a text
+  file naming the newest one.
+
+Every file is written atomically (a temp file in the same directory, fsync, `os.replace`): a reader sees
+the old file or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from ..config import ModelConfig
+from .keymaps import is_decoder_key
+from .safe_load import CheckpointError
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+LATEST = "latest"
+FORMAT_TAG = "vitmae"
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Create or replace `path` with what `write(temp_path)` writes, all at once."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)  # makes the rename itself durable
+    return path
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_safetensors(state_dict: dict[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None
+                     ) -> Path:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def save_vitmae(model: nn.Module, path: str | Path, *, encoder_only: bool = False) -> Path:
+    """Write `model` (a MaskedAutoencoder) to `path`: a `.safetensors` file, or a directory. Returns the
+    weights file. `encoder_only` leaves out the decoder (`mask_token`, `decoder_*`)."""
+    path = Path(path)
+    state = {k: v for k, v in model.state_dict().items() if not (encoder_only and is_decoder_key(k))}
+    config_json = json.dumps(model.config.to_dict())
+    metadata = {"format": FORMAT_TAG, "vitmae_config": config_json}
+    if path.suffix == ".safetensors":
+        return save_safetensors(state, path, metadata)
+    weights = save_safetensors(state, path / WEIGHTS, metadata)
+    atomic_write(path / CONFIG, lambda tmp: tmp.write_text(config_json + "\n"))
+    return weights
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    try:
+        with safe_open(path, framework="pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
+
+
+def load_safetensors(path: Path) -> dict[str, Tensor]:
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
+
+
+def is_vitmae_file(path: Path) -> bool:
+    return read_metadata(path).get("format") == FORMAT_TAG
+
+
+def load_vitmae(path: str | Path) -> tuple[dict[str, Tensor], ModelConfig]:
+    """(state dict, config) of a vitmae file, checkpoint directory or training run directory."""
+    path = resolve_checkpoint(path)
+    weights = path / WEIGHTS if path.is_dir() else path
+    if not weights.is_file():
+        raise CheckpointError(f"{path}: no {WEIGHTS} here")
+    metadata = read_metadata(weights)
+    if metadata.get("format") != FORMAT_TAG:
+        raise CheckpointError(f"{weights}: not a vitmae file (its safetensors metadata has no format: vitmae)")
+    try:
+        config = ModelConfig.from_dict(json.loads(metadata["vitmae_config"]))
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(f"{weights}: unreadable vitmae_config metadata ({err})") from None
+    return load_safetensors(weights), config
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint directory a run directory (or its `checkpoints/`) stands for: the one `latest`
+    names, else the last complete one in natural name order. Any other path is returned as it is."""
+    path = Path(path)
+    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    if not (root.name == "checkpoints" or (root / LATEST).is_file()):
+        return path
+    latest = root / LATEST
+    if latest.is_file():
+        name = latest.read_text().strip()
+        if not (root / name / WEIGHTS).is_file():
+            raise CheckpointError(f"{latest} names {name!r}, but {root / name / WEIGHTS} does not exist")
+        return root / name
+    complete = [d for d in root.iterdir() if not d.name.startswith(".") and (d / WEIGHTS).is_file()]
+    if not complete:
+        raise CheckpointError(f"{root}: no checkpoint in it (no {LATEST} file, no sub-directory with {WEIGHTS})")
+    return max(complete, key=lambda d: _natural_key(d.name))
+
+
+def _natural_key(name: str) -> list:
+    """`step-9` before `step-10`: digit runs compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]

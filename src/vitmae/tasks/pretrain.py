@@ -1,0 +1,179 @@
+"""`vitmae pretrain`: masked-autoencoder pre-training, from images to a checkpoint a user can watch improve."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor, nn
+
+from ..config import PretrainConfig
+from ..data import (Batch, EvalTransform, PretrainTransform, ShardSource, build_dataset, build_source,
+                    default_normalization, sample_generator)
+from ..data.transforms import mix_seed
+from ..model import MaskedAutoencoder, make_noise
+from ..train import Hook, Trainer, write_json
+from ..viz import reconstruct, save_reconstruction_grid
+
+BUILTIN = ("fashion-mnist", "photos")
+VIZ_IMAGES = 8
+
+
+class MAEObjective:
+    """Masked-patch reconstruction loss; the mask noise of each micro-batch is keyed by
+    (seed, step, micro-batch, rank), so a resumed run masks exactly as the uninterrupted one."""
+
+    def __init__(self, mask_ratio: float, masking: str, patch_size: int, seed: int, rank: int):
+        self.mask_ratio, self.masking, self.patch_size = mask_ratio, masking, patch_size
+        self.seed, self.rank = seed, rank
+
+    def __call__(self, model: nn.Module, batch: Batch, step: int, micro: int) -> Tensor:
+        images = batch.images
+        grid = (images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size)
+        generator = torch.Generator().manual_seed(mix_seed(self.seed, step, micro, self.rank))
+        noise = make_noise(self.masking, len(images), grid, self.mask_ratio, generator).to(images.device)
+        return model(images, mask_ratio=self.mask_ratio, noise=noise).loss
+
+
+def heldout_images(source: Any, count: int, transform: EvalTransform, seed: int) -> tuple[Tensor, list[str]]:
+    """A fixed, evenly spread sample of `count` readable images (unreadable ones are passed over)."""
+    images: list[Tensor] = []
+    if isinstance(source, ShardSource):
+        stream = source.with_transform(transform, seed)
+        for sample in stream:
+            if isinstance(sample, tuple):
+                images.append(sample[0])
+            if len(images) == count:
+                break
+        return torch.stack(images), []
+    n = len(source)
+    picks = sorted({int(i * n / min(count, n)) for i in range(min(count, n))})
+    skipped = []
+    for index in picks:
+        try:
+            img, _ = source[index]
+        except ValueError:  # UnreadableImage
+            skipped.append(source.paths[index])
+            continue
+        images.append(transform(img, sample_generator(seed, 0, index)))
+    if not images:
+        raise ValueError("no readable image for the held-out evaluation")
+    return torch.stack(images), skipped
+
+
+class HeldoutMonitor(Hook):
+    """Held-out masked-patch loss at the start and the end (with the trivial baseline), and a
+    reconstruction grid of fixed held-out images every few epochs."""
+
+    def __init__(self, images: Tensor, description: str, cfg: PretrainConfig, mean, std):
+        self.images, self.description, self.cfg = images, description, cfg
+        self.mean, self.std = mean, std
+        self.results: dict[str, Any] = {}
+
+    def _noise(self, model: MaskedAutoencoder, count: int) -> Tensor:
+        grid = model.grid_of(self.images)
+        generator = torch.Generator().manual_seed(mix_seed(self.cfg.seed, 0xE7A1))
+        return make_noise(self.cfg.masking, count, grid, model.config.mask_ratio, generator)
+
+    @torch.no_grad()
+    def evaluate(self, trainer: Trainer) -> tuple[float, float]:
+        """(masked-patch loss, trivial-predictor loss) over the held-out images, with fixed masks."""
+        model: MaskedAutoencoder = trainer.model
+        was_training = model.training
+        model.eval()
+        noise = self._noise(model, len(self.images))
+        total = baseline = 0.0
+        for start in range(0, len(self.images), 256):
+            images = self.images[start:start + 256].to(trainer.device)
+            batch_noise = noise[start:start + 256].to(trainer.device)
+            with trainer.autocast():
+                out = model(images, noise=batch_noise)
+            total += out.loss.item() * len(images)
+            baseline += model.forward_loss(images, self._trivial_prediction(model, images, out.mask),
+                                           out.mask).item() * len(images)
+        model.train(was_training)
+        return total / len(self.images), baseline / len(self.images)
+
+    @staticmethod
+    def _trivial_prediction(model: MaskedAutoencoder, images: Tensor, mask: Tensor) -> Tensor:
+        """Zeros for norm-pix targets (each patch's own mean); else each image's mean visible pixel."""
+        patches = model.patchify(images)
+        if model.config.norm_pix_loss:
+            return torch.zeros_like(patches)
+        c = images.shape[1]
+        visible = (1 - mask).unsqueeze(-1)
+        per_channel = (patches.unflatten(-1, (-1, c)) * visible.unsqueeze(-1)).sum(dim=(1, 2))
+        per_channel = per_channel / (visible.sum(dim=1) * patches.shape[-1] / c)
+        return per_channel[:, None, None, :].expand(-1, patches.shape[1], patches.shape[-1] // c, -1).flatten(2)
+
+    def save_grid(self, trainer: Trainer, name: str, title: str) -> None:
+        model: MaskedAutoencoder = trainer.model
+        was_training = model.training
+        model.eval()
+        images = self.images[:VIZ_IMAGES].to(trainer.device)
+        rec = reconstruct(model, images, noise=self._noise(model, len(images)).to(trainer.device))
+        model.train(was_training)
+        save_reconstruction_grid(rec, trainer.output / "reconstructions" / name, self.mean, self.std, title)
+
+    def on_start(self, trainer: Trainer) -> None:
+        if trainer.dist.is_main and "heldout_loss_start" not in trainer.extra_state:
+            loss, baseline = self.evaluate(trainer)
+            trainer.extra_state.update(heldout_loss_start=loss, heldout_loss_baseline=baseline)
+            trainer.log_scalars(0, {"heldout/loss": loss})
+            self.save_grid(trainer, "epoch-000.png", "before training")
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int) -> None:
+        if trainer.dist.is_main and self.cfg.viz_every_epochs and epoch % self.cfg.viz_every_epochs == 0:
+            self.save_grid(trainer, f"epoch-{epoch:03d}.png", f"after epoch {epoch}, step {trainer.progress.step}")
+
+    def on_end(self, trainer: Trainer) -> None:
+        if not trainer.dist.is_main:
+            return
+        loss, baseline = self.evaluate(trainer)
+        trainer.log_scalars(trainer.progress.step, {"heldout/loss": loss})
+        self.save_grid(trainer, "final.png", f"end of training, step {trainer.progress.step}")
+        self.results = {
+            "heldout": self.description,
+            "heldout_images": len(self.images),
+            "heldout_loss_start": trainer.extra_state["heldout_loss_start"],
+            "heldout_loss_end": loss,
+            "heldout_loss_baseline": baseline,
+        }
+
+
+def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
+    """Pre-train a masked autoencoder as `cfg` says; returns the summary also written to metrics.json."""
+    model_cfg = cfg.model_config()
+    torch.manual_seed(cfg.seed)
+    model = MaskedAutoencoder(model_cfg)
+    source = build_source(cfg.data, "train", in_chans=model_cfg.in_chans)
+    mean, std = default_normalization(model_cfg.in_chans, cfg.data)
+    transform = PretrainTransform(model_cfg.img_size, mean, std, scale=(cfg.crop_min_scale, 1.0))
+    dataset = build_dataset(source, transform, cfg.seed)
+
+    eval_transform = EvalTransform(model_cfg.img_size, mean, std)
+    if cfg.val_data or cfg.data == "fashion-mnist":
+        spec = cfg.val_data or cfg.data
+        heldout_source = build_source(spec, "val", in_chans=model_cfg.in_chans)
+        description = f"{spec} ({'test split' if spec == 'fashion-mnist' else 'held out'})"
+    else:
+        heldout_source = source
+        description = f"{cfg.data} (a fixed sample of TRAINING images: no --val-data given)"
+    images, _ = heldout_images(heldout_source, cfg.heldout_samples, eval_transform, cfg.seed)
+    monitor = HeldoutMonitor(images, description, cfg, mean, std)
+
+    objective = MAEObjective(model_cfg.mask_ratio, cfg.masking, model_cfg.patch_size, cfg.seed, 0)
+    trainer = Trainer(model, objective, dataset, cfg, hooks=[monitor], samples_per_epoch=cfg.samples_per_epoch)
+    objective.rank = trainer.dist.rank
+    output = Path(cfg.output)
+    if trainer.dist.is_main:
+        output.mkdir(parents=True, exist_ok=True)
+        config = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+        (output / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    summary = trainer.fit()
+    if trainer.dist.is_main:
+        summary = {**summary, **monitor.results, "model": model_cfg.to_dict()}
+        write_json(output / "metrics.json", summary)
+    return summary

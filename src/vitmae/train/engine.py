@@ -1,0 +1,358 @@
+"""The one training engine, for pre-training, fine-tuning and linear probing alike.
+
+A task hands it a model, a dataset and an objective (model, batch -> loss); the engine owns everything
+else: device and precision, DDP, the optimizer and its schedule, gradient accumulation and clipping,
+logging, atomic checkpoints, exact resume and clean stops on SIGTERM / SIGINT. It knows nothing of MAE.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset, IterableDataset
+from tqdm import tqdm
+
+from ..config import ConfigError, TrainConfig
+from ..data import Batch, EpochSampler, build_loader
+from .checkpoint import load_checkpoint, save_checkpoint
+from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from .optim import build_adamw, lr_at, param_groups, set_lr
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+class Objective(Protocol):
+    def __call__(self, model: nn.Module, batch: Batch, step: int, micro: int) -> Tensor:
+        """The scalar loss of one micro-batch at optimizer step `step` (from 1)."""
+
+
+class Hook:
+    """Task-specific work at fixed points of a run (evaluation, pictures). Methods run on every rank."""
+
+    def on_start(self, trainer: "Trainer") -> None: ...
+    def on_epoch_end(self, trainer: "Trainer", epoch: int) -> None: ...
+    def on_end(self, trainer: "Trainer") -> None: ...
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class RunInterrupted(Exception):
+    def __init__(self, signum: int, step: int, checkpoint: Path | None):
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        name = signal.Signals(signum).name
+        super().__init__(f"{name} received: stopped after step {step}, checkpoint saved to {checkpoint}")
+
+
+@dataclass
+class Progress:
+    """Where a run stands; saved in every checkpoint so a resumed run continues exactly."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # the epoch in progress (0-based)
+    epoch_batches: int = 0  # micro-batches of that epoch already consumed
+    images: int = 0  # images trained on, all processes
+    train_time_s: float = 0.0
+
+
+def resolve_device(name: str, dist_info: DistInfo) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", dist_info.local_rank)
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose from: {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    return precision
+
+
+def write_json(path: Path, data: Any) -> None:
+    from .checkpoint import write_text_atomic
+
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, objective: Objective, dataset: Dataset, config: TrainConfig, *,
+                 groups: list[dict] | None = None, betas: tuple[float, float] = (0.9, 0.95),
+                 make_optimizer: Callable[[list[dict], float], torch.optim.Optimizer] | None = None,
+                 hooks: Sequence[Hook] = (), samples_per_epoch: int | None = None):
+        self.config = cfg = config
+        self.dist = init_distributed(resolve_device(cfg.device, DistInfo()).type)
+        self.device = resolve_device(cfg.device, self.dist)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.output = Path(cfg.output)
+        self.model = model.to(self.device)
+        self.objective, self.dataset, self.hooks = objective, dataset, list(hooks)
+        self.progress = Progress()
+        self.extra_state: dict[str, Any] = {}  # task values that must survive a resume
+        self.skipped: dict[str, str] = {}
+        self.last_checkpoint: Path | None = None
+        self._saved_step = -1
+
+        effective_batch = cfg.batch_size * cfg.accum_steps * self.dist.world_size
+        self.base_lr = cfg.lr if cfg.lr is not None else cfg.blr * effective_batch / 256
+        groups = groups if groups is not None else param_groups(model, cfg.weight_decay)
+        self.optimizer = (make_optimizer(groups, self.base_lr) if make_optimizer
+                          else build_adamw(groups, self.base_lr, betas, self.device))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+        self.sampler = None
+        if isinstance(dataset, IterableDataset):
+            if not samples_per_epoch:
+                raise ConfigError("streamed data (shards) needs --samples-per-epoch: its length is unknown")
+            rank_samples = samples_per_epoch // self.dist.world_size
+        else:
+            self.sampler = EpochSampler(len(dataset), cfg.seed, True, self.dist.rank, self.dist.world_size)
+            rank_samples = self.sampler.samples_per_rank
+        self.steps_per_epoch = rank_samples // cfg.batch_size // cfg.accum_steps
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"{rank_samples} images per process are fewer than one step of "
+                             f"{cfg.batch_size} x {cfg.accum_steps}: lower --batch-size or --accum-steps")
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.stop_step = min(self.total_steps, cfg.max_steps or self.total_steps)
+        self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
+        self.loader = build_loader(dataset, cfg.batch_size, self.sampler, cfg.num_workers,
+                                   pin_memory=self.device.type == "cuda")
+        if cfg.resume:
+            self._resume(cfg.resume)
+        self.train_model = (DistributedDataParallel(model, device_ids=[self.device.index]
+                                                    if self.device.type == "cuda" else None)
+                            if self.dist.enabled else model)
+        self._stop_signal: int | None = None
+        self._tb = None
+        self._pbar = None
+
+    # -- precision -------------------------------------------------------------------------------------
+    def autocast(self) -> contextlib.AbstractContextManager:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+    # -- checkpoints -----------------------------------------------------------------------------------
+    def train_state(self) -> dict[str, Any]:
+        state = {
+            "progress": dataclasses.asdict(self.progress),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "extra": self.extra_state,
+            "skipped": self.skipped,
+            "config": json.dumps(dataclasses.asdict(self.config), default=list),
+        }
+        if self.device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def save(self) -> Path | None:
+        if self.dist.is_main:
+            name = f"step-{self.progress.step:08d}"
+            self.last_checkpoint = save_checkpoint(self.output, name, self.model, self.train_state(),
+                                                   self.config.keep_checkpoints)
+        self._saved_step = self.progress.step
+        barrier(self.dist)
+        return self.last_checkpoint
+
+    def _resume(self, path: str) -> None:
+        weights, state, ckpt = load_checkpoint(path)
+        self.model.load_state_dict(weights)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng_cpu"])
+        if "rng_cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+        self.progress = Progress(**state["progress"])
+        self.extra_state = dict(state["extra"])
+        self.skipped = dict(state["skipped"])
+        self.last_checkpoint = ckpt
+        self._saved_step = self.progress.step
+
+    # -- the loop --------------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        if self.dist.is_main:
+            self.output.mkdir(parents=True, exist_ok=True)
+        previous_handlers = self._install_signal_handlers()
+        try:
+            for hook in self.hooks:
+                hook.on_start(self)
+            self._log_file = open(self.output / "metrics.jsonl", "a") if self.dist.is_main else None
+            self._pbar = tqdm(total=self.stop_step, initial=self.progress.step, unit="step",
+                              dynamic_ncols=True, disable=not self.dist.is_main)
+            while self.progress.step < self.stop_step:
+                self._train_epoch()
+                if self.progress.epoch_batches == 0:  # the epoch completed (not stopped by max_steps)
+                    epoch = self.progress.epoch
+                    for hook in self.hooks:
+                        hook.on_epoch_end(self, epoch)
+                    if self.config.save_every_epochs and epoch % self.config.save_every_epochs == 0:
+                        self.save()
+            self._pbar.close()
+            if self._saved_step != self.progress.step:
+                self.save()
+            for hook in self.hooks:
+                hook.on_end(self)
+            return self.summary()
+        finally:
+            if self._pbar is not None:
+                self._pbar.close()
+            if getattr(self, "_log_file", None):
+                self._log_file.close()
+            if self._tb is not None:
+                self._tb.close()
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
+
+    def _train_epoch(self) -> None:
+        cfg, progress = self.config, self.progress
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(progress.epoch)
+        if self.sampler is not None:
+            self.sampler.set_epoch(progress.epoch)
+            self.sampler.skip(progress.epoch_batches * cfg.batch_size)
+        batches = iter(self.loader)
+        if self.sampler is None:  # a stream cannot seek: consume what the resumed run already saw
+            for _ in range(progress.epoch_batches):
+                next(batches)
+        window_loss, window_images, window_start = 0.0, 0, time.perf_counter()
+        while progress.epoch_batches < self.steps_per_epoch * cfg.accum_steps:
+            step = progress.step + 1
+            lr = lr_at(step, self.base_lr, self.total_steps, self.warmup_steps, cfg.min_lr)
+            set_lr(self.optimizer, lr)
+            step_start, step_images = time.perf_counter(), 0
+            for micro in range(cfg.accum_steps):
+                batch = next(batches)
+                self._record_skipped(batch)
+                if len(batch) == 0:
+                    continue
+                batch = batch.to(self.device, non_blocking=True)
+                last = micro == cfg.accum_steps - 1
+                sync = contextlib.nullcontext() if last or not self.dist.enabled else self.train_model.no_sync()
+                with sync:
+                    with self.autocast():
+                        loss = self.objective(self.train_model, batch, step, micro)
+                    loss_value = loss.item()
+                    if not math.isfinite(loss_value):
+                        raise NonFiniteLossError(
+                            f"loss is {loss_value} at step {step} (epoch {progress.epoch + 1}); stopped. "
+                            f"Last good checkpoint: {self.last_checkpoint or 'none'}. "
+                            "Try a lower --blr/--lr, --clip-grad 1.0 or --precision fp32.")
+                    self.scaler.scale(loss / cfg.accum_steps).backward()
+                window_loss += loss_value / cfg.accum_steps
+                step_images += len(batch)
+            if cfg.clip_grad:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            progress.step = step
+            progress.epoch_batches += cfg.accum_steps
+            progress.train_time_s += time.perf_counter() - step_start
+            progress.images += step_images * self.dist.world_size
+            window_images += step_images
+            self._pbar.update(1)
+            if step % cfg.log_every_steps == 0 or step == self.stop_step:
+                elapsed = time.perf_counter() - window_start
+                steps_in_window = (step - 1) % cfg.log_every_steps + 1
+                mean_loss = all_reduce_mean(torch.tensor(window_loss / steps_in_window), self.dist).item()
+                img_s = window_images * self.dist.world_size / max(elapsed, 1e-9)
+                self._log(step, progress.epoch + progress.epoch_batches / (self.steps_per_epoch * cfg.accum_steps),
+                          mean_loss, lr, img_s)
+                window_loss, window_images, window_start = 0.0, 0, time.perf_counter()
+            if cfg.save_every_steps and step % cfg.save_every_steps == 0:
+                self.save()
+            if self._should_stop():
+                raise RunInterrupted(self._stop_signal or signal.SIGTERM, step, self.save())
+            if step >= self.stop_step:
+                return
+        progress.epoch += 1
+        progress.epoch_batches = 0
+
+    # -- bookkeeping -----------------------------------------------------------------------------------
+    def _record_skipped(self, batch: Batch) -> None:
+        for path, reason in batch.skipped:
+            if path not in self.skipped:
+                self.skipped[path] = reason
+                if self.dist.is_main:
+                    tqdm.write(f"skipped unreadable image {path}: {reason}")
+
+    def _log(self, step: int, epoch: float, loss: float, lr: float, img_s: float) -> None:
+        self._pbar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{img_s:.0f}", refresh=False)
+        if not self.dist.is_main:
+            return
+        record = {"step": step, "epoch": round(epoch, 4), "loss": loss, "lr": lr, "img_s": round(img_s, 1)}
+        self._log_file.write(json.dumps(record) + "\n")
+        self._log_file.flush()
+        self.log_scalars(step, {"train/loss": loss, "train/lr": lr, "train/img_s": img_s})
+
+    def log_scalars(self, step: int, values: dict[str, float]) -> None:
+        """TensorBoard scalars (rank 0); hooks use it too."""
+        if not self.dist.is_main:
+            return
+        if self._tb is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.output / "tensorboard"))
+        for tag, value in values.items():
+            self._tb.add_scalar(tag, value, step)
+        self._tb.flush()
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        """SIGTERM / SIGINT finish the step in flight, save, and stop; a second SIGINT stops at once."""
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def request_stop(signum: int, frame: Any) -> None:
+            if self._stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+
+        return {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def _should_stop(self) -> bool:
+        flag = torch.tensor(float(self._stop_signal is not None))
+        if self.dist.enabled:  # every rank must stop at the same step
+            flag = all_reduce_mean(flag.to(self.device), self.dist).cpu()
+        return bool(flag > 0)
+
+    def summary(self) -> dict[str, Any]:
+        skipped = self.skipped
+        if self.dist.enabled:
+            import torch.distributed as torch_dist
+
+            gathered: list[dict[str, str]] = [{} for _ in range(self.dist.world_size)]
+            torch_dist.all_gather_object(gathered, self.skipped)
+            skipped = {k: v for part in gathered for k, v in part.items()}
+        p = self.progress
+        return {
+            "steps": p.step,
+            "epochs": round(p.epoch + p.epoch_batches / (self.steps_per_epoch * self.config.accum_steps), 4),
+            "images": p.images,
+            "train_time_s": round(p.train_time_s, 2),
+            "img_s": round(p.images / max(p.train_time_s, 1e-9), 1),
+            "lr": self.base_lr,
+            "effective_batch_size": self.config.batch_size * self.config.accum_steps * self.dist.world_size,
+            "precision": self.precision,
+            "device": str(self.device),
+            "world_size": self.dist.world_size,
+            "skipped_files": [{"path": k, "reason": v} for k, v in sorted(skipped.items())],
+            "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
+        }

@@ -1,0 +1,28 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A model small enough for a few real training steps per second on a 2-core CPU.
+TINY_MODEL_FLAGS = [
+    "--embed-dim", "32", "--depth", "1", "--num-heads", "2",
+    "--decoder-embed-dim", "32", "--decoder-depth", "1", "--decoder-num-heads", "2",
+]
+
+
+@pytest.fixture
+def run_cli():
+    """Runs `python -m vitmae ARGS` in a fresh process (as a user would) and returns the result."""
+    def run(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1"}
+        result = subprocess.run([sys.executable, "-m", "vitmae", *map(str, args)], capture_output=True,
+                                text=True, timeout=timeout, env=env)
+        if check and result.returncode != 0:
+            raise AssertionError(f"vitmae {' '.join(map(str, args))} exited {result.returncode}:\n"
+                                 f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        return result
+    return run

@@ -1,0 +1,153 @@
+"""End-to-end pre-training runs through the real CLI, on the real built-in data."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import load_file
+
+from tests.conftest import ROOT, TINY_MODEL_FLAGS
+
+FAST = [*TINY_MODEL_FLAGS, "--data", "fashion-mnist", "--batch-size", "16", "--num-workers", "0",
+        "--heldout-samples", "16", "--log-every-steps", "2", "--epochs", "1"]
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    latest = (run_dir / "checkpoints" / "latest").read_text().strip()
+    return load_file(run_dir / "checkpoints" / latest / "model.safetensors")
+
+
+def test_pretrain_writes_metrics_checkpoint_pictures(run_cli, tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("pretrain", *FAST, "--max-steps", "6", "--output", out)
+    assert "held-out masked-patch loss" in result.stdout
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines] == [2, 4, 6]
+    assert set(lines[0]) >= {"step", "epoch", "loss", "lr", "img_s"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 6 and metrics["skipped_files"] == []
+    for key in ("heldout_loss_start", "heldout_loss_end", "heldout_loss_baseline"):
+        assert metrics[key] > 0
+    assert "test split" in metrics["heldout"]
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["max_steps"] == 6 and config["data"] == "fashion-mnist"
+    assert (out / "checkpoints" / "step-00000006" / "model.safetensors").exists()
+    grid = Image.open(out / "reconstructions" / "final.png")
+    assert grid.width > 4 * 28 and grid.height > 8 * 28
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_resume_after_sigkill_is_bit_identical(run_cli, tmp_path):
+    steps = ["--max-steps", "10", "--save-every-steps", "2"]
+    run_cli("pretrain", *FAST, *steps, "--output", tmp_path / "whole")
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "vitmae", "pretrain", *FAST, *steps, "--output", str(killed)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoints" / "step-00000004").exists():
+        assert proc.poll() is None and time.time() < deadline, "run ended before its 4th step was saved"
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert not (killed / "metrics.json").exists()
+
+    run_cli("pretrain", "--resume", killed)  # everything else comes from the run's config.yaml
+    a, b = weights(tmp_path / "whole"), weights(killed)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    resumed = json.loads((killed / "metrics.json").read_text())
+    assert resumed["steps"] == 10
+    whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    assert resumed["heldout_loss_start"] == whole["heldout_loss_start"]
+    assert resumed["heldout_loss_end"] == whole["heldout_loss_end"]
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "vitmae", "pretrain", *FAST, "--max-steps", "100000",
+                             "--output", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "SIGTERM" in err and "--resume" in err and "Traceback" not in err
+    latest = (out / "checkpoints" / "latest").read_text().strip()
+    assert int(latest.split("-")[1]) >= 2
+    assert (out / "checkpoints" / latest / "train_state.pt").exists()
+
+
+def test_unreadable_images_are_skipped_and_listed(run_cli, tmp_path):
+    data = tmp_path / "images" / "some_class"
+    data.mkdir(parents=True)
+    rng = torch.Generator().manual_seed(0)
+    for i in range(40):
+        pixels = (torch.rand(40, 36, 3, generator=rng) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(data / f"img{i:02d}.png")
+    (data / "empty.jpg").write_bytes(b"")
+    (data / "notes.png").write_text("this is not an image")
+    good = (data / "img00.png").read_bytes()
+    (data / "truncated.png").write_bytes(good[: len(good) // 2])
+    out = tmp_path / "run"
+    result = run_cli("pretrain", *TINY_MODEL_FLAGS, "--data", tmp_path / "images", "--img-size", "32",
+                     "--patch-size", "8", "--in-chans", "3", "--batch-size", "8", "--num-workers", "2",
+                     "--epochs", "2", "--heldout-samples", "8", "--output", out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert sorted(Path(s["path"]).name for s in metrics["skipped_files"]) == ["empty.jpg", "notes.png", "truncated.png"]
+    assert metrics["steps"] == 2 * (43 // 8)
+    assert "TRAINING images" in metrics["heldout"]
+    assert "skipped 3 unreadable" in result.stdout
+
+
+def test_config_file_and_flags(run_cli, tmp_path):
+    config = tmp_path / "pretrain.yaml"
+    config.write_text("max-steps: 2\nbatch_size: 8\nmask_ratio: 0.5\nlog_every_steps: 1\n")
+    out = tmp_path / "run"
+    run_cli("pretrain", *FAST, "--config", config, "--max-steps", "3", "--output", out)
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["max_steps"] == 3  # the flag wins over the file
+    assert saved["batch_size"] == 16  # FAST's flag wins over the file too
+    assert saved["mask_ratio"] == 0.5  # from the file
+    assert json.loads((out / "metrics.json").read_text())["model"]["mask_ratio"] == 0.5
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--precision", "fp64"], "unknown precision"),
+    (["--model", "mae_vit_gigantic"], "unknown model"),
+    (["--data", "/nonexistent/folder"], "/nonexistent/folder"),
+    (["--epochs", "many"], "invalid int value"),
+    (["--img-size", "30"], "not divisible by patch_size"),
+    (["--config", "/nonexistent.yaml"], "does not exist"),
+])
+def test_bad_options_are_one_line_and_exit_2(run_cli, tmp_path, args, message):
+    result = run_cli("pretrain", "--output", tmp_path / "run", "--max-steps", "1", *args, check=False)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu(tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_port", "29533", "-m", "vitmae", "pretrain", *FAST, "--max-steps", "4",
+                             "--output", str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["steps"] == 4
+    assert metrics["effective_batch_size"] == 32 and metrics["images"] == 4 * 32
+    assert len(list((out / "checkpoints").glob("step-*"))) == 1  # one writer

@@ -1,0 +1,108 @@
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from vitmae.config import PretrainConfig
+from vitmae.data import FashionMNISTSource, PretrainTransform, build_dataset, default_normalization
+from vitmae.model import MaskedAutoencoder
+from vitmae.tasks.pretrain import MAEObjective
+from vitmae.train import NonFiniteLossError, Trainer
+from vitmae.train.checkpoint import load_checkpoint
+from vitmae.train.optim import lr_at, param_groups
+from tests.conftest import ROOT
+
+TINY = dict(embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
+
+
+def tiny_setup(tmp_path, **train):
+    cfg = PretrainConfig(output=str(tmp_path / "run"), batch_size=8, num_workers=0, epochs=1, **TINY, **train)
+    model = MaskedAutoencoder(cfg.model_config())
+    mean, std = default_normalization(1, "fashion-mnist")
+    dataset = build_dataset(FashionMNISTSource("test"), PretrainTransform(28, mean, std), seed=0)
+    objective = MAEObjective(0.75, "random", 4, seed=0, rank=0)
+    return cfg, model, dataset, objective
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    cfg, model, dataset, objective = tiny_setup(tmp_path, max_steps=10, save_every_steps=1)
+
+    def breaks_at_step_3(model, batch, step, micro):
+        loss = objective(model, batch, step, micro)
+        return loss * math.nan if step == 3 else loss
+
+    trainer = Trainer(model, breaks_at_step_3, dataset, cfg)
+    with pytest.raises(NonFiniteLossError, match="at step 3.*step-00000002"):
+        trainer.fit()
+    weights, state, ckpt = load_checkpoint(tmp_path / "run")
+    assert ckpt.name == "step-00000002" and state["progress"]["step"] == 2
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_accumulation_counts_optimizer_steps(tmp_path):
+    cfg, model, dataset, objective = tiny_setup(tmp_path, max_steps=3, accum_steps=2, log_every_steps=1)
+    summary = Trainer(model, objective, dataset, cfg).fit()
+    assert summary["steps"] == 3 and summary["images"] == 3 * 2 * 8
+    assert summary["effective_batch_size"] == 16
+    assert summary["lr"] == pytest.approx(cfg.blr * 16 / 256)
+
+
+def test_lr_schedule_warmup_then_half_cosine():
+    assert lr_at(1, 1.0, 100, 10) == pytest.approx(0.1)
+    assert lr_at(10, 1.0, 100, 10) == pytest.approx(1.0)
+    assert lr_at(55, 1.0, 100, 10) == pytest.approx(0.5)
+    assert lr_at(100, 1.0, 100, 10, min_lr=0.01) == pytest.approx(0.01)
+    values = [lr_at(s, 1.0, 100, 10) for s in range(10, 101)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_no_weight_decay_on_biases_norms_and_frozen_tables():
+    model = MaskedAutoencoder(PretrainConfig(**TINY).model_config())
+    groups = param_groups(model, 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    plain = {names[id(p)] for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+    assert "blocks.0.attn.qkv.weight" in decayed and "cls_token" in decayed  # as the official code
+    assert "blocks.0.attn.qkv.bias" in plain and "norm.weight" in plain
+    assert "pos_embed" not in decayed | plain  # frozen sin-cos table
+
+
+KILLED_WRITER = textwrap.dedent("""
+    import sys, torch
+    from vitmae.config import PretrainConfig
+    from vitmae.model import MaskedAutoencoder
+    from vitmae.train.checkpoint import save_checkpoint
+    model = MaskedAutoencoder(PretrainConfig(embed_dim=64, depth=2, num_heads=2).model_config())
+    print("ready", flush=True)
+    for step in range(1, 10_000):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(step)
+        save_checkpoint(sys.argv[1], f"step-{step:08d}", model, {"progress": {"step": step}}, keep=2)
+""")
+
+
+def test_checkpoints_survive_a_kill_at_any_moment(tmp_path):
+    """A writer saving checkpoints in a loop is killed at arbitrary moments; every time, the latest
+    checkpoint loads and is whole (all weights from the same save)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    for attempt in range(4):
+        run = tmp_path / f"run{attempt}"
+        proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(run)], env=env,
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        while not (run / "checkpoints" / "latest").exists():
+            time.sleep(0.01)
+        time.sleep(0.05 + 0.07 * attempt)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        weights, state, _ = load_checkpoint(run)
+        step = state["progress"]["step"]
+        assert all(torch.all(w == step) for name, w in weights.items() if "pos_embed" not in name)
+        assert len(list((run / "checkpoints").glob("step-*"))) <= 3
