@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml Makefile
 		apt-get install -y -q dataset-fashion-mnist >/dev/null || \
 		{ apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null; }; \
 	fi
+	@if ! command -v chromium >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium (the demo's browser test)"; \
+		apt-get install -y -q chromium chromium-driver >/dev/null || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }; \
+	fi
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check $(TORCH_SPEC)
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"

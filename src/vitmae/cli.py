@@ -170,6 +170,133 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from .viz import reconstruct_files
+
+    out = reconstruct_files(args.checkpoint, args.images, args.out, args.mask_ratio, args.masking, args.seed,
+                            args.mask)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_attention(args: argparse.Namespace) -> int:
+    from .viz import attention_file
+
+    print(f"wrote {attention_file(args.checkpoint, args.image, args.out, args.layer)}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .viz import write_report
+
+    print(f"wrote {write_report(args.run_dir, args.out)}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:
+        raise ConfigError("the demo needs gradio: pip install 'vitmae[demo]'")
+    from .demo import serve
+
+    app, url = serve(args.checkpoint, args.port, args.host)
+    print(f"demo of {args.checkpoint} on {url} (Ctrl+C stops it)", flush=True)
+    app.block_thread()
+    return 0
+
+
+# -- transfer: fine-tuning, probing, features, evaluation -----------------------------------------------
+HELP.update({
+    "checkpoint": "a pre-trained checkpoint or run directory (any format `vitmae info` reads); none: from scratch / random",
+    "labels_fraction": "keep a stratified, seeded fraction of the training labels (e.g. 0.01)",
+    "labels_per_class": "keep this many training labels of each class (stratified, seeded)",
+    "global_pool": "average the patch tokens + fc_norm (the default); --cls-token classifies from the cls token",
+    "layer_decay": "layer-wise lr decay: block i gets lr * decay^(depth + 1 - (i + 1))",
+    "drop_path": "stochastic depth rate of the last block",
+    "mixup": "mixup alpha (default: 0.8 for RGB, 0 for grayscale)",
+    "cutmix": "cutmix alpha (default: 1.0 for RGB, 0 for grayscale)",
+    "smoothing": "label smoothing",
+    "randaug": "RandAugment (default: on for RGB, off for grayscale)",
+    "randaug_policy": "timm RandAugment policy",
+    "reprob": "random erasing probability (default: 0.25 for RGB, 0 for grayscale)",
+    "pool": "features: cls (the cls token) | mean (the mean patch token)",
+    "cache_features": "compute the frozen encoder's features once (no augmentation); else crop + flip every step",
+    "k": "neighbours that vote",
+    "temperature": "vote weight exp(cosine similarity / temperature)",
+    "split": "which split of the data (fashion-mnist: train | test; folders with train/ and val/: train | val)",
+    "eval_knn": "labeled data (e.g. fashion-mnist) for a kNN accuracy of the encoder at the start and every few epochs",
+    "knn_every_epochs": "kNN evaluation every N epochs (0: only at the start and the end)",
+    "scale": "tiny (a test: seconds) | cpu (a laptop: minutes) | full (the GPU recipe: hours)",
+    "fractions": "label fractions, comma-separated",
+    "pretrained": "skip pre-training: use this pre-trained checkpoint",
+})
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from .config import FinetuneConfig
+    from .tasks.finetune import finetune
+
+    s = finetune(build_config(FinetuneConfig, args))
+    print(f"top-1 {s['top1']:.2f}%  top-5 {s['top5']:.2f}% on {s['val']} ({s['val_images']} images); "
+          f"best top-1 {s['best_top1']:.2f}% at epoch {s['best_epoch']:g}")
+    print(f"{s['steps']} steps on {s['train_images']} labeled images, {s['img_s']:.0f} img/s; "
+          f"last checkpoint {s['last_checkpoint']}, best {s['best_checkpoint']}")
+    return 0
+
+
+def cmd_linprobe(args: argparse.Namespace) -> int:
+    from .config import LinprobeConfig
+    from .tasks.linprobe import linprobe
+
+    s = linprobe(build_config(LinprobeConfig, args))
+    print(f"linear probe top-1 {s['top1']:.2f}%  top-5 {s['top5']:.2f}% on {s['val']} ({s['val_images']} images), "
+          f"{s['train_images']} labeled training images")
+    if s.get("classifier"):
+        print(f"encoder + probe as one classifier: {s['classifier']}")
+    return 0
+
+
+def cmd_knn(args: argparse.Namespace) -> int:
+    from .config import KnnConfig
+    from .tasks.knn import knn
+
+    s = knn(build_config(KnnConfig, args))
+    print(f"kNN (k={s['k']}, T={s['temperature']}) top-1 {s['top1']:.2f}%  top-5 {s['top5']:.2f}% on "
+          f"{s['val']} ({s['val_images']} images), bank of {s['train_images']} labeled images")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from .config import EmbedConfig
+    from .tasks.embed import embed
+
+    s = embed(build_config(EmbedConfig, args))
+    print(f"{s['images']} x {s['dim']} features ({s['pool']}) in {s['embeddings']}, paths in {s['index']}")
+    if s["skipped_files"]:
+        print(f"skipped {len(s['skipped_files'])} unreadable file(s): listed in metrics.json")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .config import EvaluateConfig
+    from .tasks.evaluate import evaluate
+
+    s = evaluate(build_config(EvaluateConfig, args))
+    print(f"top-1 {s['top1']:.2f}%  top-5 {s['top5']:.2f}%  macro F1 {s['macro_f1']:.2f}% on {s['images']} images; "
+          f"confusion matrix {s['confusion_png']}")
+    return 0
+
+
+def cmd_label_efficiency(args: argparse.Namespace) -> int:
+    from .config import LabelEfficiencyConfig
+    from .tasks.label_efficiency import label_efficiency
+
+    s = label_efficiency(build_config(LabelEfficiencyConfig, args))
+    print(f"report: {s['report']}")
+    return 0
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="vitmae", description="Masked Autoencoder pre-training of Vision Transformers.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -192,6 +319,54 @@ def build_parser() -> Parser:
     p.add_argument("dst")
     p.add_argument("--to", required=True, choices=["vitmae", "hf", "timm", "official"])
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("reconstruct", help="picture of masked images and their reconstructions, one row per image")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--checkpoint", required=True, help="any checkpoint `vitmae info` reads, or a run directory")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--mask-ratio", type=float, help="share of patches removed (default: the model's)")
+    p.add_argument("--masking", default="random", choices=["random", "block", "grid"])
+    p.add_argument("--seed", type=int, default=0, help="seed of the masking")
+    p.add_argument("--mask", help="your own mask for all images: a picture (white = removed) or a file of "
+                                  "patch indices; the mask ratio then follows it")
+    p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("attention", help="the cls token's attention over the patches, per head, on the image")
+    p.add_argument("image")
+    p.add_argument("--checkpoint", required=True, help="any checkpoint `vitmae info` reads, or a run directory")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--layer", type=int, default=-1, help="encoder block, from 0 (default -1: the last)")
+    p.set_defaults(func=cmd_attention)
+
+    p = sub.add_parser("report", help="self-contained HTML page of a run: curves, reconstructions, config")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="HTML file to write (default: RUN_DIR/report.html)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("demo", help="web page on localhost to mask images and watch the reconstructions")
+    p.add_argument("--checkpoint", required=True, help="any checkpoint `vitmae info` reads, or a run directory")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all)")
+    p.set_defaults(func=cmd_demo)
+    from .config import (EmbedConfig, EvaluateConfig, FinetuneConfig, KnnConfig, LabelEfficiencyConfig,
+                         LinprobeConfig)
+
+    for name, cls, func, text in (
+        ("finetune", FinetuneConfig, cmd_finetune, "fine-tune a classifier from a pre-trained encoder (or from scratch)"),
+        ("linprobe", LinprobeConfig, cmd_linprobe, "linear probe of a frozen encoder (BatchNorm + Linear, LARS)"),
+        ("knn", KnnConfig, cmd_knn, "weighted kNN accuracy of a frozen encoder's features"),
+        ("embed", EmbedConfig, cmd_embed, "features of every image (npy) with their paths (csv)"),
+        ("evaluate", EvaluateConfig, cmd_evaluate, "top-1/5, per-class P/R/F1 and a confusion matrix of a classifier"),
+        ("label-efficiency", LabelEfficiencyConfig, cmd_label_efficiency,
+         "pre-train once, then fine-tune / probe / kNN with few labels; a Markdown report"),
+    ):
+        p = sub.add_parser(name, help=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p.add_argument("--config", help="YAML file of options; flags override it")
+        add_config_flags(p, cls)
+        if cls is FinetuneConfig:
+            p.add_argument("--cls-token", dest="global_pool", action="store_false", default=argparse.SUPPRESS,
+                           help="classify from the cls token (after the final norm), as --no-global-pool")
+        p.set_defaults(func=func)
     return parser
 
 

@@ -97,7 +97,7 @@ PRESETS: dict[str, ModelConfig] = {
     "mae_vit_huge_patch14": ModelConfig(patch_size=14, embed_dim=1280, depth=32, num_heads=16),
     # Sized for 28x28 grayscale Fashion-MNIST on a laptop CPU: 7x7 patches of 4 px, a narrow decoder.
     "mae_vit_micro_patch4_28": ModelConfig(
-        img_size=(28, 28), patch_size=4, in_chans=1, embed_dim=192, depth=6, num_heads=3,
+        img_size=(28, 28), patch_size=4, in_chans=1, embed_dim=128, depth=6, num_heads=4,
         decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4,
     ),
 }
@@ -150,6 +150,8 @@ class PretrainConfig(TrainConfig):
     crop_min_scale: float = 0.2
     heldout_samples: int = 1000
     viz_every_epochs: int = 1
+    eval_knn: str | None = None  # labeled data for a kNN accuracy of the encoder during training
+    knn_every_epochs: int = 1
     # Architecture overrides of the preset (None = keep the preset's value).
     img_size: tuple[int, int] | None = None
     patch_size: int | None = None
@@ -169,3 +171,156 @@ class PretrainConfig(TrainConfig):
         overrides = {f.name: getattr(self, f.name) for f in dataclasses.fields(ModelConfig)
                      if hasattr(self, f.name)}
         return model_config(self.model, **overrides)
+
+
+# -- transfer ------------------------------------------------------------------------------------------
+ENCODER_OVERRIDES = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio",
+                     "norm_eps")
+
+
+@dataclass
+class LabeledDataConfig:
+    """Where labeled images come from, and which of the training labels are kept."""
+
+    data: str = "fashion-mnist"
+    val_data: str | None = None  # default: the data's val/test split, else a held-out 10%
+    labels_fraction: float | None = None  # keep a stratified, seeded fraction of the training labels
+    labels_per_class: int | None = None  # or this many of each class
+
+    def check_labels(self) -> None:
+        if self.labels_fraction is not None and self.labels_per_class is not None:
+            raise ConfigError("give --labels-fraction or --labels-per-class, not both")
+        if self.labels_fraction is not None and not 0.0 < self.labels_fraction <= 1.0:
+            raise ConfigError(f"--labels-fraction must be in (0, 1], got {self.labels_fraction}")
+        if self.labels_per_class is not None and self.labels_per_class < 1:
+            raise ConfigError(f"--labels-per-class must be at least 1, got {self.labels_per_class}")
+
+
+@dataclass
+class FinetuneConfig(LabeledDataConfig, TrainConfig):
+    """`vitmae finetune`: the official MAE fine-tuning recipe (AdamW, layer-wise lr decay, drop path,
+    warmup + cosine, mixup / cutmix / label smoothing, RandAugment, random erasing). Augmentation options
+    left at None take the data's default: the official ones for RGB images, a light recipe (crop + flip,
+    label smoothing) for grayscale ones."""
+
+    output: str = "runs/finetune"
+    checkpoint: str | None = None  # a pre-trained checkpoint, or "none" to train from scratch
+    epochs: int = 20
+    batch_size: int = 128
+    blr: float = 1e-3
+    min_lr: float = 1e-6
+    warmup_epochs: float = 2.0
+    model: str = "mae_vit_micro_patch4_28"  # the architecture with --checkpoint none
+    img_size: tuple[int, int] | None = None
+    patch_size: int | None = None
+    in_chans: int | None = None
+    embed_dim: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    mlp_ratio: float | None = None
+    norm_eps: float | None = None
+    global_pool: bool = True  # average the patch tokens + fc_norm; --cls-token classifies from the cls token
+    layer_decay: float = 0.75
+    drop_path: float = 0.1
+    mixup: float | None = None  # default 0.8 for RGB, 0 for grayscale
+    cutmix: float | None = None  # default 1.0 for RGB, 0 for grayscale
+    smoothing: float = 0.1
+    randaug: bool | None = None  # default on for RGB
+    randaug_policy: str = "rand-m9-mstd0.5-inc1"
+    reprob: float | None = None  # random erasing; default 0.25 for RGB, 0 for grayscale
+    crop_min_scale: float | None = None  # default 0.08 for RGB (official), 0.35 for grayscale
+    hflip: float = 0.5
+    eval_every_epochs: int = 1
+
+    def model_overrides(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ENCODER_OVERRIDES if getattr(self, k) is not None}
+
+    def augmentation(self, in_chans: int) -> dict[str, Any]:
+        """The augmentation options with their data-dependent defaults filled in."""
+        rgb = in_chans == 3
+        defaults = dict(mixup=0.8 if rgb else 0.0, cutmix=1.0 if rgb else 0.0, randaug=rgb,
+                        reprob=0.25 if rgb else 0.0, crop_min_scale=0.08 if rgb else 0.35)
+        return {k: default if getattr(self, k) is None else getattr(self, k) for k, default in defaults.items()}
+
+
+@dataclass
+class LinprobeConfig(LabeledDataConfig, TrainConfig):
+    """`vitmae linprobe`: the official linear probe: frozen encoder, cls-token features,
+    BatchNorm1d(affine=False) + Linear, LARS, lr = blr * batch / 256, no weight decay."""
+
+    output: str = "runs/linprobe"
+    checkpoint: str | None = None  # "none": a randomly initialised encoder (a baseline)
+    epochs: int = 90
+    batch_size: int = 512
+    blr: float = 0.1
+    weight_decay: float = 0.0
+    warmup_epochs: float = 10.0
+    model: str = "mae_vit_micro_patch4_28"  # the architecture with --checkpoint none
+    img_size: tuple[int, int] | None = None
+    pool: str = "cls"  # cls | mean
+    cache_features: bool = True  # frozen encoder: features of the un-augmented images, computed once
+    crop_min_scale: float = 0.08  # RandomResizedCrop + flip, without --cache-features
+
+
+@dataclass
+class KnnConfig(LabeledDataConfig):
+    """`vitmae knn`: weighted k-nearest-neighbour classification on frozen encoder features."""
+
+    output: str = "runs/knn"
+    checkpoint: str | None = None
+    model: str = "mae_vit_micro_patch4_28"  # the architecture with --checkpoint none
+    img_size: tuple[int, int] | None = None
+    k: int = 20
+    temperature: float = 0.07
+    pool: str = "cls"  # cls | mean
+    batch_size: int = 256
+    num_workers: int = 2
+    device: str = "auto"
+    precision: str = "auto"
+    seed: int = 0
+
+
+@dataclass
+class EmbedConfig:
+    """`vitmae embed`: deterministic features (no masking, original token order) of every image."""
+
+    output: str = "runs/embed"
+    checkpoint: str | None = None
+    data: str | None = None  # a folder (every image in it, recursively), a .csv, or fashion-mnist
+    split: str = "train"  # for fashion-mnist: train | test
+    img_size: tuple[int, int] | None = None
+    pool: str = "cls"  # cls | mean
+    batch_size: int = 256
+    num_workers: int = 2
+    device: str = "auto"
+    precision: str = "auto"
+
+
+@dataclass
+class EvaluateConfig:
+    """`vitmae evaluate`: accuracy, per-class precision / recall / F1 and a confusion matrix."""
+
+    output: str = "runs/evaluate"
+    checkpoint: str | None = None
+    data: str = "fashion-mnist"
+    split: str = "val"  # the val (fashion-mnist: test) split; "train" also works
+    batch_size: int = 256
+    num_workers: int = 2
+    device: str = "auto"
+    precision: str = "auto"
+
+
+@dataclass
+class LabelEfficiencyConfig:
+    """`vitmae label-efficiency`: pre-train once without labels, then fine-tune (MAE and scratch),
+    linear-probe and kNN with a few label fractions; a Markdown report with the table and plots."""
+
+    output: str = "runs/label-efficiency"
+    scale: str = "cpu"  # tiny (tests) | cpu (a laptop, minutes) | full (the GPU recipe)
+    fractions: str = "0.01,0.1,1"
+    pretrained: str | None = None  # reuse this pre-trained checkpoint instead of pre-training
+    device: str = "auto"
+    precision: str = "auto"
+    num_workers: int = 2
+    seed: int = 0
+

@@ -65,8 +65,8 @@ def test_training_checkpoint_with_args_optimizer_and_scaler(tmp_path):
 
 
 def test_shapes_are_inferred_without_config(tmp_path):
-    config = TINY.replace(img_size=24, patch_size=4, in_chans=1, embed_dim=64, depth=3, num_heads=1,
-                          mlp_ratio=2.0, qkv_bias=False, decoder_embed_dim=48, decoder_depth=1, decoder_mlp_ratio=3.0)
+    config = TINY.replace(img_size=24, patch_size=4, in_chans=1, embed_dim=64, depth=3, num_heads=1, mlp_ratio=2.0,
+                          qkv_bias=False, decoder_embed_dim=48, decoder_depth=1, decoder_mlp_ratio=3.0)
     source = MaskedAutoencoder(config)
     model = load_pretrained(save_official(tmp_path / "m.pth", source.state_dict()))
     assert {f: getattr(model.config, f) for f in SHAPE_FIELDS} == {f: getattr(config, f) for f in SHAPE_FIELDS}
@@ -106,7 +106,8 @@ def test_wrong_shape_is_named(tmp_path, tiny_model):
 
 
 def test_partial_decoder_is_an_error_not_a_warning(tmp_path, tiny_model):
-    state = {k: v for k, v in tiny_model.state_dict().items() if not k.startswith(("decoder_norm.", "decoder_blocks.1.mlp"))}
+    dropped = ("decoder_norm.", "decoder_blocks.1.mlp")
+    state = {k: v for k, v in tiny_model.state_dict().items() if not k.startswith(dropped)}
     with pytest.raises(CheckpointError, match=r"missing \(6\): decoder_blocks\.1\.mlp\.fc1\.weight.*6 in all"):
         load_pretrained(save_official(tmp_path / "m.pth", state))
 

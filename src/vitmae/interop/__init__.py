@@ -25,7 +25,7 @@ from ..config import ModelConfig, to_2tuple
 from ..model import MaskedAutoencoder, sincos_pos_embed
 from ..model.vit import _table_for
 from .formats import FORMATS, Checkpoint, detect_format, read_checkpoint
-from .keymaps import config_to_hf, from_ours, is_decoder_key, is_head_key, to_ours
+from .keymaps import config_to_hf, from_ours, is_decoder_key, is_head_key, mlp_ratio, to_ours
 from .safe_load import CheckpointError, UnsafeCheckpointError, load_torch_file, name_list
 from .vitmae_format import atomic_write, load_vitmae, resolve_checkpoint, save_safetensors, save_vitmae
 
@@ -37,6 +37,8 @@ FIELDS = {f.name for f in dataclasses.fields(ModelConfig)}
 # What the weights determine; a stated value or an override that disagrees with them is an error.
 SHAPE_FIELDS = ("patch_size", "in_chans", "embed_dim", "depth", "mlp_ratio", "qkv_bias",
                 "decoder_embed_dim", "decoder_depth", "decoder_mlp_ratio")
+# A ratio matters only through the hidden width it gives: int(width * ratio).
+RATIO_WIDTH = {"mlp_ratio": "embed_dim", "decoder_mlp_ratio": "decoder_embed_dim"}
 POS_TABLES = ("pos_embed", "decoder_pos_embed")
 # Attention heads are not in the weights. The official encoders have 64-wide heads except ViT-H/14
 # (1280 wide, 16 heads); the official decoders have 16 heads.
@@ -172,13 +174,14 @@ def _shapes_from_weights(path: Path, state: dict[str, Tensor]) -> dict[str, Any]
     try:
         patch = state["patch_embed.proj.weight"]  # (D, C, p, p)
         values = {"patch_size": patch.shape[-1], "in_chans": patch.shape[1], "embed_dim": patch.shape[0],
-                  "depth": _count_blocks(state, "blocks"), "qkv_bias": "blocks.0.attn.qkv.bias" in state,
+                  "depth": _count_blocks(state, "blocks"),
+                  "qkv_bias": any(k.startswith("blocks.") and k.endswith(".attn.qkv.bias") for k in state),
                   "num_patches": state["pos_embed"].shape[-2] - 1}
-        values["mlp_ratio"] = state["blocks.0.mlp.fc1.weight"].shape[0] / values["embed_dim"]
+        values["mlp_ratio"] = mlp_ratio(state["blocks.0.mlp.fc1.weight"].shape[0], values["embed_dim"])
         if "decoder_embed.weight" in state:
             width = state["decoder_embed.weight"].shape[0]
             values.update(decoder_embed_dim=width, decoder_depth=_count_blocks(state, "decoder_blocks"),
-                          decoder_mlp_ratio=state["decoder_blocks.0.mlp.fc1.weight"].shape[0] / width)
+                          decoder_mlp_ratio=mlp_ratio(state["decoder_blocks.0.mlp.fc1.weight"].shape[0], width))
     except KeyError as err:
         raise CheckpointError(f"{path}: no {err.args[0]}, so the architecture cannot be read from the weights"
                               ) from None
@@ -191,14 +194,21 @@ def _count_blocks(state: dict[str, Tensor], prefix: str) -> int:
 
 def _check_agrees(path: Path, source: str, values: dict[str, Any], weights: dict[str, Any]) -> None:
     conflicts = [f"{k}={values[k]} (weights: {weights[k]})" for k in SHAPE_FIELDS
-                 if k in values and k in weights and values[k] != weights[k]]
+                 if k in values and k in weights and _differs(k, values[k], weights)]
     if "img_size" in values:
         h, w = to_2tuple(values["img_size"])
-        p = weights["patch_size"]
-        if (h // p) * (w // p) != weights["num_patches"]:
-            conflicts.append(f"img_size={h}x{w} ({(h // p) * (w // p)} patches; weights: {weights['num_patches']})")
+        patches = (h // weights["patch_size"]) * (w // weights["patch_size"])
+        if patches != weights["num_patches"]:
+            conflicts.append(f"img_size={h}x{w} ({patches} patches; weights: {weights['num_patches']})")
     if conflicts:
         raise CheckpointError(f"{path}: {source} disagrees with the weights: {'; '.join(conflicts)}")
+
+
+def _differs(field: str, value: Any, weights: dict[str, Any]) -> bool:
+    if field in RATIO_WIDTH:
+        width = weights[RATIO_WIDTH[field]]
+        return int(width * value) != int(width * weights[field])
+    return value != weights[field]
 
 
 def _native_img_size(path: Path, values: dict[str, Any], requested, num_patches: int) -> tuple[int, int]:
@@ -218,10 +228,10 @@ def _native_img_size(path: Path, values: dict[str, Any], requested, num_patches:
 
 
 def _guess_heads(path: Path, values: dict[str, Any]) -> None:
-    width = values["embed_dim"]
-    guesses = {"num_heads": (width, ENCODER_HEADS_BY_WIDTH.get(width, width // 64)),
-               "decoder_num_heads": (values.get("decoder_embed_dim", ModelConfig.decoder_embed_dim), DECODER_HEADS)}
-    for name, (width, heads) in guesses.items():
+    """Fill in the attention heads, which the weights cannot tell, by the official convention."""
+    encoder, decoder = values["embed_dim"], values.get("decoder_embed_dim", ModelConfig.decoder_embed_dim)
+    for name, width, heads in (("num_heads", encoder, ENCODER_HEADS_BY_WIDTH.get(encoder, encoder // 64)),
+                               ("decoder_num_heads", decoder, DECODER_HEADS)):
         if name in values:
             continue
         if heads < 1 or width % heads:

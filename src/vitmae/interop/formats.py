@@ -70,7 +70,10 @@ def _read_dir(path: Path) -> Checkpoint:
     weights = next((path / name for name in HF_WEIGHTS if (path / name).is_file()), None)
     if weights is None:
         raise CheckpointError(f"{path}: no {' or '.join(HF_WEIGHTS)} beside {CONFIG} (saw: {_listing(path)})")
-    state = load_safetensors(weights) if _is_safetensors(weights) else _state_dict_in(weights, load_torch_file(weights))
+    if _is_safetensors(weights):
+        state = load_safetensors(weights)
+    else:
+        state = _state_dict_in(weights, load_torch_file(weights))
     ckpt = _from_state_dict(weights, state)
     if ckpt.format != "hf":
         raise CheckpointError(f"{weights}: {CONFIG} says {config['model_type']} but the keys are {ckpt.format}'s")

@@ -15,8 +15,8 @@ output rows, rows [:D] query, [D:2D] key, [2D:] value, as Hugging Face stores it
 from __future__ import annotations
 
 import functools
+import math
 import re
-
 from typing import Any
 
 import torch
@@ -78,6 +78,10 @@ LAYOUTS: dict[str, tuple[Rule, ...]] = {
     + HF_DECODER + _blocks("decoder_blocks", "decoder.decoder_layers", V5_BLOCK),
 }
 HF_LAYOUTS = ("hf_hub", "hf_v5_saved", "hf_v5_memory")
+# The linear head of transformers' ViTForImageClassification (same name in every transformers version),
+# ours (= timm's and the official fine-tuned) -> theirs. interop.classifier applies it on top of an HF
+# layout; it is not in LAYOUTS, so the MAE loaders name `classifier.*` as it is in what they leave out.
+HF_CLASSIFIER_HEAD: tuple[Rule, ...] = (("head", "classifier"),)
 
 # Classification heads of fine-tuned models (official/timm, transformers' ViTForImageClassification and
 # ViTModel's pooler): not part of an MAE. A loader drops them and says so.
@@ -110,6 +114,13 @@ OFFICIAL_ARGS: tuple[tuple[str, str], ...] = (
     ("norm_pix_loss", "norm_pix_loss"),
     ("mask_ratio", "mask_ratio"),
 )
+
+
+def mlp_ratio(hidden: int, width: int) -> float:
+    """The ratio our Mlp turns back into `hidden`: it sizes its layer as int(width * ratio), and
+    hidden / width can land a hair below (61 / 28 * 28 < 61)."""
+    ratio = hidden / width
+    return ratio if int(width * ratio) == hidden else math.nextafter(ratio, math.inf)
 
 
 def is_decoder_key(key: str) -> bool:
@@ -205,7 +216,7 @@ def config_from_hf(config: dict[str, Any]) -> dict[str, Any]:
         values["img_size"] = to_2tuple(values["img_size"])
     for ratio, inner, width in HF_MLP:
         if inner in config and width in config:
-            values[ratio] = config[inner] / config[width]
+            values[ratio] = mlp_ratio(config[inner], config[width])
     return values
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 SAFE_GLOBALS = [argparse.Namespace]
 
@@ -49,7 +50,8 @@ def load_torch_file(path: str | Path) -> Any:
                 f"weights file; it was not executed"
             ) from None
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_reason(err)})") from None
-    except (RuntimeError, EOFError, KeyError, ValueError) as err:  # torch's errors for a damaged file
+    # torch's errors for a damaged file (torch.load hands `*.safetensors` names to safetensors)
+    except (RuntimeError, EOFError, KeyError, ValueError, SafetensorError) as err:
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_reason(err)})") from None
 
 

@@ -163,9 +163,17 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         description = f"{cfg.data} (a fixed sample of TRAINING images: no --val-data given)"
     images, _ = heldout_images(heldout_source, cfg.heldout_samples, eval_transform, cfg.seed)
     monitor = HeldoutMonitor(images, description, cfg, mean, std)
+    hooks: list[Hook] = [monitor]
+    knn_monitor = None
+    if cfg.eval_knn:  # kNN accuracy of the encoder on labeled data, at the start and every few epochs
+        from .knn import KnnMonitor
+
+        knn_monitor = KnnMonitor(cfg.eval_knn, model_cfg.in_chans, model_cfg.img_size, mean, std,
+                                 cfg.knn_every_epochs, cfg.seed, num_workers=cfg.num_workers)
+        hooks.append(knn_monitor)
 
     objective = MAEObjective(model_cfg.mask_ratio, cfg.masking, model_cfg.patch_size, cfg.seed, 0)
-    trainer = Trainer(model, objective, dataset, cfg, hooks=[monitor], samples_per_epoch=cfg.samples_per_epoch)
+    trainer = Trainer(model, objective, dataset, cfg, hooks=hooks, samples_per_epoch=cfg.samples_per_epoch)
     objective.rank = trainer.dist.rank
     output = Path(cfg.output)
     if trainer.dist.is_main:
@@ -174,6 +182,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         (output / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     summary = trainer.fit()
     if trainer.dist.is_main:
-        summary = {**summary, **monitor.results, "model": model_cfg.to_dict()}
+        summary = {**summary, **monitor.results, **(knn_monitor.results if knn_monitor else {}),
+                   "model": model_cfg.to_dict()}
         write_json(output / "metrics.json", summary)
     return summary

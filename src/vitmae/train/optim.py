@@ -2,25 +2,25 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import torch
 from torch import nn
 
 
 def param_groups(model: nn.Module, weight_decay: float, layer_id: Callable[[str], int] | None = None,
-                 layer_decay: float = 1.0, num_layers: int = 0) -> list[dict]:
-    """No weight decay on biases and 1-D parameters (norms), as the official code; frozen parameters
-    are left out. With `layer_id`, each group also gets `lr_scale = layer_decay ** (num_layers - id)`
-    (layer-wise lr decay for fine-tuning)."""
+                 layer_decay: float = 1.0, num_layers: int = 0, no_decay: Collection[str] = ()) -> list[dict]:
+    """No weight decay on biases, 1-D parameters (norms) and the parameters named in `no_decay`, as the
+    official code; frozen parameters are left out. With `layer_id`, each group also gets
+    `lr_scale = layer_decay ** (num_layers - id)` (layer-wise lr decay for fine-tuning)."""
     groups: dict[tuple[int, bool], dict] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        no_decay = param.ndim <= 1 or name.endswith(".bias")
+        exempt = param.ndim <= 1 or name.endswith(".bias") or name in no_decay
         layer = layer_id(name) if layer_id else num_layers
-        group = groups.setdefault((layer, no_decay), {
-            "params": [], "weight_decay": 0.0 if no_decay else weight_decay,
+        group = groups.setdefault((layer, exempt), {
+            "params": [], "weight_decay": 0.0 if exempt else weight_decay,
             "lr_scale": layer_decay ** (num_layers - layer),
         })
         group["params"].append(param)

@@ -1,3 +1,12 @@
-from .reconstruction import Reconstruction, reconstruct, reconstruction_grid, save_reconstruction_grid
+"""Pictures of what a model sees: reconstructions, attention maps, and the HTML report of a run."""
+from .attention import attention_file, attention_grid, attention_probs, cls_attention
+from .reconstruction import (Reconstruction, image_tensor, load_for_viewing, load_images, load_mask,
+                             mask_from_picture, normalization_of, reconstruct, reconstruct_files,
+                             reconstruct_masked, reconstruction_grid, reconstruction_panels,
+                             save_reconstruction_grid)
+from .report import report_html, write_report
 
-__all__ = ["Reconstruction", "reconstruct", "reconstruction_grid", "save_reconstruction_grid"]
+__all__ = ["Reconstruction", "attention_file", "attention_grid", "attention_probs", "cls_attention",
+           "image_tensor", "load_for_viewing", "load_images", "load_mask", "mask_from_picture",
+           "normalization_of", "reconstruct", "reconstruct_files", "reconstruct_masked", "reconstruction_grid",
+           "reconstruction_panels", "report_html", "save_reconstruction_grid", "write_report"]

@@ -1,16 +1,122 @@
-"""Reconstruction pictures: original | masked | reconstruction | reconstruction with visible patches."""
+"""Reconstruction pictures: original | masked | reconstruction | reconstruction with visible patches.
+
+Also what every picture of a model needs: the checkpoint with the normalisation its inputs had, image
+files turned into model inputs, user masks (a painted picture or patch indices), and the panel layout.
+"""
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+import torch.nn.functional as F
+import yaml
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from ..model import MaskedAutoencoder
+from ..config import ConfigError, ModelConfig
+from ..data import (IMAGE_EXTENSIONS, DataError, EvalTransform, ImageLike, UnreadableImage, convert_image,
+                    default_normalization, load_image)
+from ..model import MaskedAutoencoder, make_noise
+from ..model.masking import noise_from_mask
 
+Stats = tuple[float, ...]
+PICTURE_EXTENSIONS = tuple(e for e in IMAGE_EXTENSIONS if e != ".npy")
+PANEL = 160  # pixels a panel is enlarged towards, so a 28x28 image is readable
+FONT_SIZE = 14
+
+
+# -- a checkpoint and its inputs -----------------------------------------------------------------------
+
+def load_for_viewing(checkpoint: str | Path) -> tuple[MaskedAutoencoder, Stats, Stats]:
+    """(model in eval mode, mean, std) for any checkpoint `load_pretrained` reads."""
+    from ..interop import load_pretrained  # here, not above: pre-training uses this module and no interop
+
+    model = load_pretrained(checkpoint).eval()
+    return (model, *normalization_of(checkpoint, model.config.in_chans))
+
+
+def normalization_of(checkpoint: str | Path, in_chans: int) -> tuple[Stats, Stats]:
+    """The (mean, std) the checkpoint's training inputs had: its run's data set when it belongs to a
+    vitmae run (RUN/config.yaml), else the usual default (ImageNet for RGB, as the official weights)."""
+    path = Path(checkpoint).resolve()
+    runs = [path] + [p.parent for p in [path, *path.parents][:3] if p.name == "checkpoints"]
+    for run in runs:
+        if (run / "config.yaml").is_file():
+            data = (yaml.safe_load((run / "config.yaml").read_text()) or {}).get("data")
+            return default_normalization(in_chans, data)
+    return default_normalization(in_chans)
+
+
+def view_transform(config: ModelConfig, mean: Stats, std: Stats) -> EvalTransform:
+    """Shorter side to the model's size, centre crop: the whole image as far as the aspect allows."""
+    return EvalTransform(config.img_size, mean, std, resize_ratio=1.0)
+
+
+def image_tensor(img: ImageLike, model: MaskedAutoencoder, mean: Stats, std: Stats) -> Tensor:
+    """A decoded image (PIL of any mode, or an (H, W, C) array) -> the model's (C, H, W) input."""
+    if isinstance(img, Image.Image):
+        img = convert_image(img, model.config.in_chans)
+    return view_transform(model.config, mean, std)(img)
+
+
+def load_images(paths: Sequence[str | Path], model: MaskedAutoencoder, mean: Stats, std: Stats) -> Tensor:
+    images = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"image {path} does not exist")
+        try:
+            images.append(image_tensor(load_image(path, model.config.in_chans), model, mean, std))
+        except UnreadableImage as err:
+            raise DataError(f"cannot read image {err}") from None
+    return torch.stack(images)
+
+
+# -- masks ----------------------------------------------------------------------------------------------
+
+def load_mask(path: str | Path, config: ModelConfig) -> Tensor:
+    """A user mask (L,) with 1 = removed, from a picture (white = removed; it goes through the same resize
+    and crop as the image, then each patch takes its majority) or a text / JSON list of patch indices."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"mask file {path} does not exist")
+    if path.suffix.lower() in PICTURE_EXTENSIONS:
+        try:
+            return mask_from_picture(load_image(path, 1), config)
+        except UnreadableImage as err:
+            raise ConfigError(f"cannot read mask picture {err}") from None
+    gh, gw = config.img_size[0] // config.patch_size, config.img_size[1] // config.patch_size
+    return _mask_from_indices(path.read_text(errors="replace"), gh * gw, path)
+
+
+def mask_from_picture(picture: Image.Image, config: ModelConfig) -> Tensor:
+    pixels = view_transform(config, (0.0,), (1.0,))(convert_image(picture, 1))  # (1, H, W) in [0, 1]
+    painted = F.avg_pool2d((pixels > 0.5).float()[None], config.patch_size)  # painted share of each patch
+    return (painted >= 0.5).float().flatten()
+
+
+def _mask_from_indices(text: str, length: int, path: Path) -> Tensor:
+    try:
+        values = json.loads(text) if text.lstrip().startswith("[") else [
+            int(v) for v in re.split(r"[\s,]+", text.strip()) if v]
+    except ValueError:
+        values = None
+    if not isinstance(values, list) or not all(type(v) is int for v in values):
+        raise ConfigError(f"mask file {path}: expected a picture ({', '.join(PICTURE_EXTENSIONS)}) or patch "
+                          "indices (integers separated by spaces or commas, or a JSON list)")
+    outside = [v for v in values if not 0 <= v < length]
+    if outside:
+        raise ConfigError(f"mask file {path}: patch index {outside[0]} is outside 0..{length - 1}")
+    mask = torch.zeros(length)
+    mask[values] = 1
+    return mask
+
+
+# -- reconstruction ---------------------------------------------------------------------------------------
 
 @dataclass
 class Reconstruction:
@@ -40,7 +146,30 @@ def reconstruct(model: MaskedAutoencoder, images: Tensor, mask_ratio: float | No
     return Reconstruction(images, mask, recon, images * (1 - mask) + recon * mask, out.loss.item(), norm_pix)
 
 
-def to_uint8(images: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+def reconstruct_masked(model: MaskedAutoencoder, images: Tensor, mask_ratio: float | None = None,
+                       masking: str = "random", seed: int = 0, mask: Tensor | None = None) -> Reconstruction:
+    """`reconstruct` with a seeded masking strategy, or with a user mask (L,) (1 = removed) shared by all
+    images, whose share of removed patches then is the mask ratio."""
+    generator = torch.Generator().manual_seed(seed)
+    if mask is not None:
+        removed = int(mask.sum())
+        if removed in (0, len(mask)):
+            raise ConfigError(f"the mask removes {removed} of {len(mask)} patches; it must remove some and "
+                              "keep some (white = removed)")
+        noise = noise_from_mask(mask.expand(len(images), -1), generator)
+        # The model keeps int(L * (1 - ratio)) patches; half a patch of slack keeps float rounding off it.
+        mask_ratio = (removed - 0.5) / len(mask)
+    else:
+        mask_ratio = model.config.mask_ratio if mask_ratio is None else mask_ratio
+        if not 0.0 <= mask_ratio < 1.0:
+            raise ConfigError(f"mask ratio must be in [0, 1), got {mask_ratio}")
+        noise = make_noise(masking, len(images), model.grid_size, mask_ratio, generator)
+    return reconstruct(model, images, mask_ratio, noise.to(images.device))
+
+
+# -- pictures -------------------------------------------------------------------------------------------
+
+def to_uint8(images: Tensor, mean: Stats, std: Stats) -> np.ndarray:
     """(N, C, H, W) normalised -> (N, H, W, C) uint8 (C is 1 or 3; other channel counts show the first 3)."""
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
@@ -50,38 +179,99 @@ def to_uint8(images: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) ->
     return (pixels * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def reconstruction_grid(rec: Reconstruction, mean: tuple[float, ...], std: tuple[float, ...],
-                        panel: int = 128, title: str | None = None) -> Image.Image:
-    ratio = float(rec.mask.mean())
-    headers = ["original", f"masked {ratio:.0%}",
-               "reconstruction" + (" (de-normalised)" if rec.denormalised else ""),
-               "+ visible patches"]
-    masked = rec.original * (1 - rec.mask)
-    columns = [to_uint8(t, mean, std) for t in (rec.original, masked, rec.reconstruction, rec.pasted)]
-    gray = np.full_like(columns[1], 128)  # removed patches drawn gray, not as the mean colour
-    columns[1] = np.where(rec.mask.cpu().permute(0, 2, 3, 1).numpy() > 0, gray, columns[1])
-    n, h, w, _ = columns[0].shape
-    scale = max(1, panel // max(h, w))
-    ph, pw = h * scale, w * scale
-    pad, header = 4, 18 + (16 if title else 0)
-    canvas = Image.new("RGB", (4 * (pw + pad) + pad, header + n * (ph + pad) + pad), "white")
-    draw = ImageDraw.Draw(canvas)
-    if title:
-        draw.text((pad, 2), title, fill="black")
-    for col, name in enumerate(headers):
-        draw.text((pad + col * (pw + pad), header - 16), name, fill="black")
-        for row in range(n):
-            tile = Image.fromarray(columns[col][row].squeeze(-1) if columns[col].shape[-1] == 1
-                                   else columns[col][row])
-            resample = Image.NEAREST if scale > 1 else Image.BICUBIC
-            canvas.paste(tile.convert("RGB").resize((pw, ph), resample),
-                         (pad + col * (pw + pad), header + row * (ph + pad)))
-    return canvas
+def reconstruction_panels(rec: Reconstruction, mean: Stats, std: Stats) -> tuple[list[str], list[np.ndarray]]:
+    """Headers and the four columns of (N, H, W, C) uint8 images; removed patches are drawn gray."""
+    headers = ["original", f"masked {float(rec.mask.mean()):.0%}",
+               "reconstruction" + ("*" if rec.denormalised else ""), "+ visible patches"]
+    columns = [to_uint8(t, mean, std) for t in (rec.original, rec.original, rec.reconstruction, rec.pasted)]
+    removed = rec.mask.cpu().permute(0, 2, 3, 1).numpy() > 0
+    columns[1] = np.where(removed, np.uint8(128), columns[1])  # gray, not the mean colour a zero would give
+    return headers, columns
 
 
-def save_reconstruction_grid(rec: Reconstruction, path: str | Path, mean: tuple[float, ...],
-                             std: tuple[float, ...], title: str | None = None) -> Path:
+DENORMALISED_NOTE = ("* norm-pix model: it predicts each patch normalised, shown here de-normalised with the "
+                     "true mean and std of that patch of the original")
+
+
+def reconstruction_grid(rec: Reconstruction, mean: Stats, std: Stats, panel: int = PANEL,
+                        title: str | None = None) -> Image.Image:
+    headers, columns = reconstruction_panels(rec, mean, std)
+    return panel_grid(columns, headers, panel, title, DENORMALISED_NOTE if rec.denormalised else None)
+
+
+def save_reconstruction_grid(rec: Reconstruction, path: str | Path, mean: Stats, std: Stats,
+                             title: str | None = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     reconstruction_grid(rec, mean, std, title=title).save(path)
     return path
+
+
+def reconstruct_files(checkpoint: str | Path, images: Sequence[str | Path], out: str | Path,
+                      mask_ratio: float | None = None, masking: str = "random", seed: int = 0,
+                      mask_file: str | Path | None = None) -> Path:
+    """`vitmae reconstruct`: one row per image file, written to `out` (PNG)."""
+    model, mean, std = load_for_viewing(checkpoint)
+    batch = load_images(images, model, mean, std)
+    mask = load_mask(mask_file, model.config) if mask_file else None
+    rec = reconstruct_masked(model, batch, mask_ratio, masking, seed, mask)
+    how = f"mask {Path(mask_file).name}" if mask_file else f"{masking} masking, seed {seed}"
+    title = f"{Path(checkpoint).name}: {how}, masked-patch loss {rec.loss:.4f}"
+    return save_reconstruction_grid(rec, out, mean, std, title)
+
+
+# -- layout ---------------------------------------------------------------------------------------------
+
+def font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=FONT_SIZE)  # Pillow's bundled font: no font files needed
+
+
+def enlarge_factor(height: int, width: int, panel: int = PANEL) -> int:
+    """The integer factor that brings an image nearest `panel` pixels; 1 for large images."""
+    return max(1, panel // max(height, width))
+
+
+def enlarge(tile: np.ndarray, panel: int = PANEL) -> Image.Image:
+    """(H, W, C) uint8 -> RGB image enlarged by `enlarge_factor`, nearest-neighbour so patches stay sharp."""
+    img = Image.fromarray(tile.squeeze(-1) if tile.shape[-1] == 1 else tile).convert("RGB")
+    scale = enlarge_factor(img.height, img.width, panel)
+    return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST) if scale > 1 else img
+
+
+def panel_grid(columns: Sequence[np.ndarray], headers: Sequence[str], panel: int = PANEL,
+               title: str | None = None, note: str | None = None) -> Image.Image:
+    """Columns of (N, H, W, C) uint8 images side by side, one row per image, a header over each column,
+    a title above and a note below (both wrapped to the picture's width)."""
+    fnt, pad = font(), 6
+    line = FONT_SIZE + 6
+    tiles = [[enlarge(t, panel) for t in column] for column in columns]
+    pw, ph = tiles[0][0].size
+    col_w = max(pw, *(int(fnt.getlength(h)) for h in headers)) + pad
+    width = len(columns) * col_w + pad
+    title_lines = _wrap(title, fnt, width - 2 * pad) if title else []
+    note_lines = _wrap(note, fnt, width - 2 * pad) if note else []
+    top = pad + line * (len(title_lines) + 1)
+    height = top + len(tiles[0]) * (ph + pad) + line * len(note_lines) + pad
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, text in enumerate(title_lines):
+        draw.text((pad, pad + i * line), text, fill="black", font=fnt)
+    for col, (header, column) in enumerate(zip(headers, tiles)):
+        x = pad + col * col_w
+        draw.text((x, top - line), header, fill="black", font=fnt)
+        for row, tile in enumerate(column):
+            canvas.paste(tile, (x, top + row * (ph + pad)))
+    bottom = top + len(tiles[0]) * (ph + pad)
+    for i, text in enumerate(note_lines):
+        draw.text((pad, bottom + i * line), text, fill="dimgray", font=fnt)
+    return canvas
+
+
+def _wrap(text: str, fnt: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: int) -> list[str]:
+    lines: list[str] = []
+    for word in text.split():
+        if lines and fnt.getlength(f"{lines[-1]} {word}") <= width:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(word)
+    return lines

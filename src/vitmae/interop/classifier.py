@@ -1,0 +1,169 @@
+"""Fine-tuned classifiers: load them from any format, export them to timm and Hugging Face.
+
+    model = load_classifier("runs/finetune")                     # ours, official, timm or HF fine-tuned
+    export_classifier(model, "clf.safetensors", "timm")          # timm VisionTransformer, strict load
+    export_classifier(model, "hf-clf/", "hf")                    # ViTForImageClassification (cls token)
+
+Official fine-tuned files (`fc_norm.*`, `head.*`, no `norm.*`) and timm classifiers use our names; Hugging
+Face's `ViTForImageClassification` uses the ViT names of keymaps plus `classifier.*` for the head. It
+classifies from the cls token after the final norm, so only a `global_pool="token"` classifier (fine-tuned
+with `--cls-token`) can be written for it; an average-pooling one is refused with a clear error.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..model.classifier import ViTClassifier
+from ..model.vit import ViTEncoder, resize_pos_embed
+from .formats import Checkpoint, read_checkpoint
+from .keymaps import HF_CLASSIFIER_HEAD, HF_CONFIG, from_ours, is_decoder_key, to_ours
+from .safe_load import CheckpointError, name_list
+from .vitmae_format import atomic_write, save_safetensors, save_vitmae
+
+CLASSIFIER_FORMATS = ("vitmae", "timm", "official", "hf")
+# ModelConfig fields a ViTConfig holds (the encoder half of HF_CONFIG).
+HF_ENCODER_FIELDS = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "qkv_bias",
+                     "norm_eps")
+
+
+def is_classifier(state: dict[str, Tensor]) -> bool:
+    return any(k.startswith(("head.", "classifier.")) for k in state)
+
+
+def load_classifier(path: str | Path, **overrides: Any) -> ViTClassifier:
+    """A ViTClassifier from a vitmae fine-tuning run or checkpoint, an official fine-tuned `.pth`, a timm
+    classifier or a Hugging Face `ViTForImageClassification` directory. `overrides` are ModelConfig
+    fields (e.g. `img_size`: a learned position table is interpolated to it)."""
+    return classifier_from_checkpoint(read_checkpoint(path), overrides)
+
+
+def classifier_from_checkpoint(ckpt: Checkpoint, overrides: dict[str, Any]) -> ViTClassifier:
+    from . import _config  # the architecture from weights + stated config + overrides, as load_pretrained
+
+    state = _our_names(ckpt)
+    if not any(k.startswith("head.") for k in state):
+        raise CheckpointError(f"{ckpt.path}: not a classifier (no head.* or classifier.* weights); "
+                              "fine-tune it first with `vitmae finetune`")
+    state = {k: v for k, v in state.items() if not is_decoder_key(k)}
+    global_pool = "avg" if "fc_norm.weight" in state else "token"
+    encoder = {k: v for k, v in state.items() if not k.startswith(("head.", "fc_norm."))}
+    config, img_size = _config(ckpt, encoder, dict(overrides))
+    model = ViTClassifier(config, state["head.weight"].shape[0], global_pool)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+             for k in state if k in expected and state[k].shape != expected[k].shape]
+    problems = [f"{label} ({len(keys)}): {name_list(keys)}" for label, keys in
+                (("missing", missing), ("unexpected", unexpected), ("wrong shape, file vs model", wrong)) if keys]
+    if problems:
+        raise CheckpointError(f"{ckpt.path}: does not fit a {global_pool}-pool classifier: {'; '.join(problems)}")
+    if img_size != config.img_size:
+        resized = ViTClassifier(config.replace(img_size=img_size), model.num_classes, global_pool)
+        state = {**state, "pos_embed": resize_pos_embed(state["pos_embed"], model.grid_size, resized.grid_size)}
+        model = resized
+    model.load_state_dict(state)
+    model.class_names = _hf_class_names(ckpt)
+    return model.eval()
+
+
+def load_encoder(path: str | Path, **overrides: Any) -> ViTEncoder:
+    """The encoder of any checkpoint, for transfer: a MaskedAutoencoder (`load_pretrained`; a missing
+    decoder is expected here and not warned about) or, for a fine-tuned file, its ViTClassifier."""
+    from . import MissingDecoderWarning, load_pretrained
+
+    ckpt = read_checkpoint(path)
+    if is_classifier(_our_names(ckpt)):
+        return classifier_from_checkpoint(ckpt, overrides)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MissingDecoderWarning)
+        return load_pretrained(path, **overrides)
+
+
+def export_classifier(model: ViTClassifier, path: str | Path, format: str,
+                      class_names: list[str] | None = None) -> Path:
+    """Write a classifier as `format`:
+    - `timm`: a safetensors state dict that timm's `VisionTransformer(global_pool='avg', fc_norm=True)`
+      (or `global_pool='token'` for a cls-token classifier) loads with strict=True;
+    - `official`: `{'model': state_dict}`, as official fine-tuning saves it;
+    - `hf`: a `ViTForImageClassification` directory (config.json + model.safetensors, hub layout), for a
+      cls-token classifier only;
+    - `vitmae`: our format (the weights name the pooling: `fc_norm.*` means average pooling).
+    A directory given for `timm` or `official` gets `model.safetensors` / `model.pth` inside."""
+    path = Path(path)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    names = class_names or getattr(model, "class_names", None)
+    if format == "vitmae":
+        return save_vitmae(model, path)
+    if format == "timm":
+        return save_safetensors(state, path / "model.safetensors" if path.is_dir() else path)
+    if format == "official":
+        return atomic_write(path / "model.pth" if path.is_dir() else path,
+                            lambda tmp: torch.save({"model": state}, tmp))
+    if format == "hf":
+        if model.global_pool != "token":
+            raise CheckpointError(
+                "Hugging Face's ViTForImageClassification classifies from the cls token, but this model "
+                "averages the patch tokens (global_pool avg, fc_norm): export it to timm, or fine-tune with "
+                "--cls-token to get a model Hugging Face can run")
+        hub = _rename_head(from_ours(state, "hf_hub"), to_theirs=True)
+        config = json.dumps(hf_classifier_config(model, names), indent=2)
+        save_safetensors(hub, path / "model.safetensors", metadata={"format": "pt"})
+        atomic_write(path / "config.json", lambda tmp: tmp.write_text(config + "\n"))
+        return path
+    raise CheckpointError(f"unknown format {format!r}; choose from: {', '.join(CLASSIFIER_FORMATS)}")
+
+
+def hf_classifier_config(model: ViTClassifier, class_names: list[str] | None = None) -> dict[str, Any]:
+    """config.json of a transformers `ViTForImageClassification` equal to `model`."""
+    c = model.config
+    values = {**c.to_dict()}
+    h, w = c.img_size
+    values["img_size"] = h if h == w else [h, w]
+    out: dict[str, Any] = {"architectures": ["ViTForImageClassification"], "model_type": "vit"}
+    out.update((theirs, values[ours]) for ours, theirs in HF_CONFIG if ours in HF_ENCODER_FIELDS)
+    out.update(intermediate_size=int(c.embed_dim * c.mlp_ratio), hidden_act="gelu", hidden_dropout_prob=0.0,
+               attention_probs_dropout_prob=0.0, initializer_range=0.02, encoder_stride=c.patch_size)
+    names = list(class_names or [])[: model.num_classes]
+    names += [f"LABEL_{i}" for i in range(len(names), model.num_classes)]
+    out["id2label"] = {str(i): name for i, name in enumerate(names)}
+    out["label2id"] = {name: i for i, name in enumerate(names)}
+    return out
+
+
+def _our_names(ckpt: Checkpoint) -> dict[str, Tensor]:
+    state = to_ours(ckpt.state_dict, ckpt.layout)
+    return _rename_head(state, to_theirs=False) if ckpt.format == "hf" else state
+
+
+def _rename_head(state: dict[str, Tensor], to_theirs: bool) -> dict[str, Tensor]:
+    out = {}
+    for key, value in state.items():
+        for ours, theirs in HF_CLASSIFIER_HEAD:
+            old, new = (ours, theirs) if to_theirs else (theirs, ours)
+            if key.startswith(old + "."):
+                key = new + key[len(old):]
+        out[key] = value
+    return out
+
+
+def _hf_class_names(ckpt: Checkpoint) -> list[str] | None:
+    """id2label of a Hugging Face config.json beside the weights (None when absent or generic)."""
+    config_file = ckpt.path.parent / "config.json"
+    if ckpt.format != "hf" or not config_file.is_file():
+        return None
+    try:
+        id2label = json.loads(config_file.read_text()).get("id2label") or {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    names = [id2label.get(str(i)) for i in range(len(id2label))]
+    if any(n is None for n in names) or all(n == f"LABEL_{i}" for i, n in enumerate(names)):
+        return None
+    return names
+

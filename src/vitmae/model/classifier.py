@@ -1,0 +1,127 @@
+"""The fine-tuning / probing model: the same ViT encoder, a pooling step and a linear head.
+
+Parameter names are timm's `VisionTransformer` (and the official `models_vit.py`), so a state dict moves
+between them as it is:
+- `global_pool="avg"` (the official fine-tuning default): mean of the patch tokens, then `fc_norm`, then
+  `head`; there is no final `norm` (timm: `global_pool='avg', fc_norm=True`);
+- `global_pool="token"`: the final `norm` on every token, then `head` on the cls token, no `fc_norm`
+  (timm: `global_pool='token'`; this is also what Hugging Face's `ViTForImageClassification` computes).
+
+The position table is learned, as in official fine-tuning (initialised from the checkpoint's table).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..config import ModelConfig
+from .vit import ViTEncoder, init_weights
+
+GLOBAL_POOLS = ("avg", "token")
+HEAD_INIT_STD = 2e-5  # official main_finetune.py: trunc_normal_(model.head.weight, std=2e-5)
+
+
+class ViTClassifier(ViTEncoder):
+    def __init__(self, config: ModelConfig, num_classes: int, global_pool: str = "avg",
+                 drop_path_rate: float = 0.0):
+        if global_pool not in GLOBAL_POOLS:
+            raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, not {global_pool!r}")
+        c = config
+        super().__init__(c.img_size, c.patch_size, c.in_chans, c.embed_dim, c.depth, c.num_heads, c.mlp_ratio,
+                         c.qkv_bias, c.norm_eps, drop_path_rate)
+        self.config, self.num_classes, self.global_pool = config, num_classes, global_pool
+        self.drop_path_rate = drop_path_rate
+        if global_pool == "avg":
+            self.norm = nn.Identity()
+            self.fc_norm = nn.LayerNorm(c.embed_dim, eps=c.norm_eps)
+        else:
+            self.fc_norm = nn.Identity()
+        self.head = nn.Linear(c.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        # The MAE initialisation, so that "from scratch" differs from "from MAE" by the weights only.
+        self.apply(init_weights)
+        self.init_encoder_weights()
+        self.pos_embed.requires_grad_(True)
+        self.init_head()
+
+    def init_head(self) -> None:
+        if isinstance(self.head, nn.Linear):
+            nn.init.trunc_normal_(self.head.weight, std=HEAD_INIT_STD)
+            nn.init.zeros_(self.head.bias)
+
+    # -- forward ---------------------------------------------------------------------------------------
+    def forward_features(self, images: Tensor) -> Tensor:
+        """All tokens (N, 1 + L, D), after the final norm when there is one (timm's forward_features)."""
+        return self.encode(images)
+
+    def forward_head(self, tokens: Tensor, pre_logits: bool = False) -> Tensor:
+        x = tokens[:, 1:].mean(dim=1) if self.global_pool == "avg" else tokens[:, 0]
+        x = self.fc_norm(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(images))
+
+    # -- optimisation ----------------------------------------------------------------------------------
+    @property
+    def num_layers(self) -> int:
+        """Layer ids run 0 (embeddings) .. depth + 1 (norms and head)."""
+        return len(self.blocks) + 1
+
+    def layer_id(self, name: str) -> int:
+        """Official `get_layer_id_for_vit`: patch_embed, cls_token, pos_embed -> 0; block i -> i + 1;
+        the rest (fc_norm, norm, head) -> depth + 1. The lr scale is layer_decay ** (depth + 1 - id)."""
+        if name in ("cls_token", "pos_embed") or name.startswith("patch_embed"):
+            return 0
+        if name.startswith("blocks."):
+            return int(name.split(".")[1]) + 1
+        return self.num_layers
+
+    @staticmethod
+    def no_weight_decay() -> set[str]:
+        return {"pos_embed", "cls_token"}
+
+    def param_groups(self, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
+        """AdamW groups of the official fine-tuning (`param_groups_lrd`): no decay on 1-D parameters,
+        biases, the cls token and the position table; lr scaled per layer."""
+        from ..train.optim import param_groups
+
+        return param_groups(self, weight_decay, self.layer_id, layer_decay, self.num_layers,
+                            no_decay=self.no_weight_decay())
+
+
+def from_pretrained_encoder(encoder: ViTEncoder, num_classes: int, global_pool: str = "avg",
+                            drop_path_rate: float = 0.0) -> ViTClassifier:
+    """A classifier whose encoder is `encoder`'s (any `load_pretrained` result, or another classifier's).
+
+    As official fine-tuning: with `global_pool="avg"` the pre-trained final `norm` is not used and
+    `fc_norm` starts at (1, 0); the head starts at trunc_normal(std 2e-5); the position table is copied
+    and becomes learned."""
+    config = encoder.config
+    if tuple(encoder.grid_size) != tuple(config.grid_size):
+        raise ValueError("the encoder's patch grid does not match its config")
+    model = ViTClassifier(config, num_classes, global_pool, drop_path_rate)
+    state = {k: v for k, v in encoder.state_dict().items() if _is_encoder_key(k)}
+    if global_pool == "avg":
+        state = {k: v for k, v in state.items() if not k.startswith("norm.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    allowed = {k for k in model.state_dict() if k.startswith(("head.", "fc_norm."))}
+    if global_pool == "token" and not any(k.startswith("norm.") for k in state):
+        allowed |= {"norm.weight", "norm.bias"}  # a fine-tuned avg-pool encoder has no final norm: fresh
+    if unexpected or set(missing) - allowed:
+        raise ValueError(f"encoder weights do not fit the classifier: missing {sorted(set(missing) - allowed)}, "
+                         f"unexpected {sorted(unexpected)}")
+    model.pos_embed.requires_grad_(True)
+    return model
+
+
+def _is_encoder_key(key: str) -> bool:
+    return (key in ("cls_token", "pos_embed") or key.startswith(("patch_embed.", "blocks.", "norm.")))
+
+
+def pool_features(tokens: Tensor, pool: str) -> Tensor:
+    """(N, D) image features from encoder tokens (N, 1 + L, D): the cls token or the mean patch token."""
+    if pool == "cls":
+        return tokens[:, 0]
+    if pool == "mean":
+        return tokens[:, 1:].mean(dim=1)
+    raise ValueError(f"pool must be 'cls' or 'mean', not {pool!r}")

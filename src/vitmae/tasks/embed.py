@@ -1,0 +1,170 @@
+"""`vitmae embed`: deterministic features of every image, and the feature extraction other tasks share.
+
+Features come from `encode`: no masking, patch tokens in their original order, after the final norm;
+`pool` takes the cls token or the mean patch token. Images go through the evaluation transform (resize +
+center crop to the model's size), so the same image always gives the same vector.
+
+    RUN/embeddings.npy   float32 (N, D), row i the image of row i of embeddings.csv
+    RUN/embeddings.csv   index,path,label (label -1 where unknown)
+    RUN/metrics.json     counts, dimension, pooling, skipped files
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..config import ConfigError, EmbedConfig, model_config
+from ..data import (EvalTransform, ImageFolderSource, Source, build_dataset, build_loader, build_source,
+                    default_normalization)
+from ..data.sources import ShardSource
+from ..model import MaskedAutoencoder
+from ..model.classifier import pool_features
+from ..model.vit import ViTEncoder
+from ..train import write_json
+from ..train.distributed import DistInfo
+from ..train.engine import resolve_device, resolve_precision
+
+POOLS = ("cls", "mean")
+
+
+@dataclass
+class Features:
+    features: Tensor  # (N, D) float32 on the CPU
+    labels: Tensor  # (N,) long, -1 where unknown
+    indices: Tensor  # (N,) the source index of each row (unreadable images have no row)
+    skipped: list[tuple[str, str]]  # (path, reason)
+
+
+class Runtime:
+    """Device and autocast for tasks that only run the model forward."""
+
+    def __init__(self, device: str | torch.device = "auto", precision: str = "auto"):
+        self.device = device if isinstance(device, torch.device) else resolve_device(device, DistInfo())
+        self.precision = resolve_precision(precision, self.device)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def load_encoder_or_random(checkpoint: str | None, model: str = "mae_vit_micro_patch4_28",
+                           seed: int = 0, **overrides: Any) -> ViTEncoder:
+    """The encoder of `checkpoint` (any format load_pretrained reads, or a fine-tuned classifier), or, for
+    "none", a randomly initialised MAE of the preset `model` (a baseline)."""
+    from ..interop.classifier import load_encoder
+
+    if not checkpoint:
+        raise ConfigError("give --checkpoint PATH (a pre-trained or fine-tuned model), or --checkpoint none")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if checkpoint.lower() == "none":
+        torch.manual_seed(seed)
+        return MaskedAutoencoder(model_config(model, **overrides))
+    return load_encoder(checkpoint, **overrides)
+
+
+def check_pool(pool: str) -> None:
+    if pool not in POOLS:
+        raise ConfigError(f"unknown pooling {pool!r}; choose from: {', '.join(POOLS)}")
+
+
+def eval_transform(encoder: ViTEncoder, data: str) -> EvalTransform:
+    config = encoder.config
+    mean, std = default_normalization(config.in_chans, data)
+    return EvalTransform(config.img_size, mean, std)
+
+
+@torch.no_grad()
+def encode_source(encoder: ViTEncoder, source: Source, transform, pool: str, runtime: Runtime,
+                  batch_size: int = 256, num_workers: int = 0) -> Features:
+    """Pooled features of every readable image of `source`, in source order."""
+    check_pool(pool)
+    was_training = encoder.training
+    encoder.eval().to(runtime.device)
+    dataset = build_dataset(source, transform, seed=0)
+    loader = build_loader(dataset, batch_size, None, num_workers, drop_last=False, persistent_workers=False)
+    feats, labels, indices, skipped = [], [], [], []
+    for batch in loader:
+        skipped.extend(batch.skipped)
+        if len(batch) == 0:
+            continue
+        with runtime.autocast():
+            tokens = encoder.encode(batch.images.to(runtime.device))
+        feats.append(pool_features(tokens, pool).float().cpu())
+        labels.append(batch.labels)
+        indices.append(batch.indices)
+    encoder.train(was_training)
+    if not feats:
+        raise ConfigError("no readable image to encode")
+    return Features(torch.cat(feats), torch.cat(labels), torch.cat(indices), skipped)
+
+
+def embed_source(cfg: EmbedConfig, in_chans: int) -> Source:
+    """Every image a spec names: a folder (recursively, unlabeled), a CSV, or a built-in data set's split."""
+    if not cfg.data:
+        raise ConfigError("give --data: a folder of images, a .csv of path[,label], or fashion-mnist")
+    if os.path.isdir(cfg.data):
+        return ImageFolderSource(cfg.data, labeled=False, in_chans=in_chans)
+    source = build_source(cfg.data, cfg.split, labeled=True, in_chans=in_chans)
+    if isinstance(source, ShardSource):
+        raise ConfigError("embed reads folders, CSV files and fashion-mnist, not streamed shards")
+    return source
+
+
+def embed(cfg: EmbedConfig) -> dict[str, Any]:
+    check_pool(cfg.pool)
+    encoder = load_encoder_or_random(cfg.checkpoint, img_size=cfg.img_size)
+    source = embed_source(cfg, encoder.config.in_chans)
+    runtime = Runtime(cfg.device, cfg.precision)
+    start = time.perf_counter()
+    result = encode_source(encoder, source, eval_transform(encoder, cfg.data), cfg.pool, runtime,
+                           cfg.batch_size, cfg.num_workers)
+    output = Path(cfg.output)
+    output.mkdir(parents=True, exist_ok=True)
+    np.save(output / "embeddings.npy", result.features.numpy().astype(np.float32))
+    with open(output / "embeddings.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "path", "label"])
+        for row, (index, label) in enumerate(zip(result.indices.tolist(), result.labels.tolist())):
+            writer.writerow([row, source.paths[index], label])
+    summary = {
+        "images": len(result.indices),
+        "dim": int(result.features.shape[1]),
+        "pool": cfg.pool,
+        "checkpoint": cfg.checkpoint,
+        "data": cfg.data,
+        "embeddings": str(output / "embeddings.npy"),
+        "index": str(output / "embeddings.csv"),
+        "time_s": round(time.perf_counter() - start, 2),
+        "skipped_files": [{"path": p, "reason": r} for p, r in result.skipped],
+    }
+    write_json(output / "metrics.json", summary)
+    return summary
+
+
+class FeatureDataset(torch.utils.data.Dataset):
+    """Precomputed features as a dataset the engine trains on: sample i is (features[i], i, labels[i]),
+    so a Batch's `images` are (N, D) feature rows."""
+
+    def __init__(self, features: Tensor, labels: Tensor):
+        self.features, self.labels = features, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int, int]:
+        return self.features[index], index, int(self.labels[index])
+
+
+def frozen(module: nn.Module) -> nn.Module:
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()

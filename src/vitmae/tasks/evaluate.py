@@ -1,0 +1,157 @@
+"""`vitmae evaluate`: a fine-tuned classifier on labeled images: top-1 / top-5, per-class precision,
+recall and F1, a confusion matrix (PNG) and a JSON report (metrics.json).
+
+The metric helpers here (`predict`, `topk_accuracy`, `confusion_matrix`, `per_class_metrics`) are the
+ones fine-tuning and linear probing use for their per-epoch evaluation.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import ConfigError, EvaluateConfig
+from ..data import build_dataset, build_loader, build_source
+from ..data.labels import class_names, num_classes_of
+from ..data.sources import ShardSource
+from ..train import write_json
+from .embed import Runtime, eval_transform
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader, device: torch.device, autocast) -> tuple[Tensor, Tensor, list]:
+    """(logits (N, K) float32, labels (N,), skipped) of every batch `loader` yields; the model's
+    training mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    logits, labels, skipped = [], [], []
+    for batch in loader:
+        skipped.extend(batch.skipped)
+        if len(batch) == 0:
+            continue
+        with autocast():
+            out = model(batch.images.to(device, non_blocking=True))
+        logits.append(out.float().cpu())
+        labels.append(batch.labels)
+    model.train(was_training)
+    if not logits:
+        raise ConfigError("no readable image to evaluate")
+    return torch.cat(logits), torch.cat(labels), skipped
+
+
+def topk_accuracy(logits: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    """Percent of samples whose label is among the k highest logits (k capped at the class count)."""
+    out = {}
+    for k in ks:
+        top = logits.topk(min(k, logits.shape[1]), dim=1).indices
+        out[f"top{k}"] = 100.0 * (top == labels[:, None]).any(dim=1).float().mean().item()
+    return out
+
+
+def confusion_matrix(preds: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """(K, K) counts: row = true class, column = predicted class."""
+    flat = labels.long() * num_classes + preds.long()
+    return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def per_class_metrics(confusion: Tensor, names: list[str]) -> list[dict[str, Any]]:
+    """Precision, recall and F1 (percent) and support of each class; 0 where undefined (no predictions
+    or no samples of the class)."""
+    rows = []
+    for c, name in enumerate(names):
+        tp = confusion[c, c].item()
+        predicted, actual = confusion[:, c].sum().item(), confusion[c].sum().item()
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append({"class": name, "precision": 100 * precision, "recall": 100 * recall, "f1": 100 * f1,
+                     "support": actual})
+    return rows
+
+
+def classification_report(logits: Tensor, labels: Tensor, names: list[str]) -> dict[str, Any]:
+    num_classes = len(names)
+    confusion = confusion_matrix(logits.argmax(dim=1), labels, num_classes)
+    classes = per_class_metrics(confusion, names)
+    present = [c for c in classes if c["support"]]
+    return {
+        **topk_accuracy(logits, labels),
+        "loss": F.cross_entropy(logits, labels).item(),
+        "images": len(labels),
+        "macro_precision": sum(c["precision"] for c in present) / max(1, len(present)),
+        "macro_recall": sum(c["recall"] for c in present) / max(1, len(present)),
+        "macro_f1": sum(c["f1"] for c in present) / max(1, len(present)),
+        "per_class": classes,
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def save_confusion_png(confusion: list[list[int]] | Tensor, names: list[str], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = torch.as_tensor(confusion).float()
+    normalised = cm / cm.sum(dim=1, keepdim=True).clamp_min(1)
+    k = len(names)
+    size = max(4.0, 0.55 * k + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(normalised.numpy(), cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    if k <= 30:
+        ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(k), names, fontsize=8)
+        for i in range(k):
+            for j in range(k):
+                if cm[i, j]:
+                    ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=7,
+                            color="white" if normalised[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
+    from ..interop.classifier import load_classifier
+
+    if not cfg.checkpoint:
+        raise ConfigError("give --checkpoint: a fine-tuned classifier (a finetune run directory or a file)")
+    model = load_classifier(cfg.checkpoint)
+    source = build_source(cfg.data, cfg.split, labeled=True, in_chans=model.config.in_chans)
+    if isinstance(source, ShardSource):
+        raise ConfigError("evaluate reads folders, CSV files and fashion-mnist, not streamed shards")
+    num_classes = max(model.num_classes, num_classes_of(source))
+    if num_classes_of(source) > model.num_classes:
+        raise ConfigError(f"{cfg.data} has {num_classes_of(source)} classes, the classifier {model.num_classes}")
+    names = getattr(model, "class_names", None) or class_names(source, num_classes)
+    runtime = Runtime(cfg.device, cfg.precision)
+    model.to(runtime.device)
+    loader = build_loader(build_dataset(source, eval_transform(model, cfg.data)), cfg.batch_size, None,
+                          cfg.num_workers, drop_last=False, persistent_workers=False)
+    start = time.perf_counter()
+    logits, labels, skipped = predict(model, loader, runtime.device, runtime.autocast)
+    keep = labels >= 0
+    if not keep.any():
+        raise ConfigError(f"{cfg.data}: no labeled images to evaluate on")
+    report = classification_report(logits[keep], labels[keep], names)
+    output = Path(cfg.output)
+    png = save_confusion_png(report["confusion_matrix"], names, output / "confusion_matrix.png",
+                             f"{Path(cfg.checkpoint).name} on {cfg.data} ({cfg.split}): "
+                             f"top-1 {report['top1']:.2f}%")
+    report.update(checkpoint=cfg.checkpoint, data=cfg.data, split=cfg.split, global_pool=model.global_pool,
+                  unlabeled_images=int((~keep).sum()), confusion_png=str(png),
+                  time_s=round(time.perf_counter() - start, 2),
+                  skipped_files=[{"path": p, "reason": r} for p, r in skipped])
+    write_json(output / "metrics.json", report)
+    return report
+

@@ -1,0 +1,135 @@
+"""`vitmae linprobe`: the official MAE linear probe. The encoder is frozen; its cls-token feature goes
+through BatchNorm1d(affine=False, eps 1e-6) and a Linear layer (trunc_normal std 0.01), trained with LARS
+(momentum 0.9, trust coefficient 0.001, no weight decay), lr = blr * batch / 256, warmup + cosine.
+
+Since the encoder is frozen, by default the features of the un-augmented images are computed once and the
+engine trains the probe on them (fast: the probe is one layer). `--no-cache-features` runs the encoder on
+every step with RandomResizedCrop + flip, as the official recipe.
+
+    RUN/metrics.json       top1, top5, best_top1, per-epoch history
+    RUN/classifier/        with cls pooling: encoder + probe folded into one ViTClassifier (global_pool
+                           token), which `vitmae evaluate` and the timm / Hugging Face exports take
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..config import LinprobeConfig
+from ..data import EvalTransform, PretrainTransform, build_dataset, build_loader, default_normalization
+from ..data.labels import class_names, num_classes_of
+from ..model.classifier import ViTClassifier, pool_features
+from ..model.vit import ViTEncoder
+from ..train import Trainer, write_json
+from ..train.lars import LARS
+from ..train.optim import param_groups
+from .embed import FeatureDataset, Runtime, check_pool, encode_source, frozen, load_encoder_or_random
+from .finetune import (ClassificationObjective, ClassifierEvaluator, LabeledSources, eval_loader, label_summary,
+                       labeled_data, save_config, save_weights)
+
+
+class LinearProbe(nn.Module):
+    """BatchNorm1d without affine parameters, then Linear: the official probe head."""
+
+    def __init__(self, dim: int, num_classes: int, config):
+        super().__init__()
+        self.config = config  # the encoder's, so that checkpoints record what the features came from
+        self.bn = nn.BatchNorm1d(dim, affine=False, eps=1e-6)
+        self.head = nn.Linear(dim, num_classes)
+        nn.init.trunc_normal_(self.head.weight, std=0.01)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.head(self.bn(features))
+
+
+class FrozenEncoderProbe(nn.Module):
+    """Images -> frozen encoder (always in eval mode) -> pooled feature -> probe."""
+
+    def __init__(self, encoder: ViTEncoder, probe: LinearProbe, pool: str):
+        super().__init__()
+        self.encoder, self.probe, self.pool = frozen(encoder), probe, pool
+        self.config = probe.config
+
+    def train(self, mode: bool = True) -> "FrozenEncoderProbe":
+        super().train(mode)
+        self.encoder.eval()
+        return self
+
+    def forward(self, images: Tensor) -> Tensor:
+        with torch.no_grad():
+            features = pool_features(self.encoder.encode(images), self.pool)
+        return self.probe(features.float())
+
+
+def probe_to_classifier(encoder: ViTEncoder, probe: LinearProbe) -> ViTClassifier:
+    """One ViTClassifier (cls token, final norm, head) equal to encoder + BatchNorm (eval) + Linear on the
+    cls token: the normalisation is folded into the head, W' = W / sigma, b' = b - W' mu."""
+    model = ViTClassifier(encoder.config, probe.head.out_features, "token")
+    state = {k: v for k, v in encoder.state_dict().items() if k.startswith(("cls_token", "pos_embed", "patch_embed.",
+                                                                             "blocks.", "norm."))}
+    sigma = (probe.bn.running_var + probe.bn.eps).sqrt()
+    weight = probe.head.weight / sigma
+    state["head.weight"] = weight.detach().clone()
+    state["head.bias"] = (probe.head.bias - weight @ probe.bn.running_mean).detach().clone()
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def linprobe(cfg: LinprobeConfig, sources: LabeledSources | None = None) -> dict[str, Any]:
+    check_pool(cfg.pool)
+    encoder = load_encoder_or_random(cfg.checkpoint, cfg.model, cfg.seed, img_size=cfg.img_size)
+    config = encoder.config
+    train_all, train, val, val_description = labeled_data(cfg, config.in_chans, sources)
+    num_classes = max(num_classes_of(train_all), num_classes_of(val))
+    mean, std = default_normalization(config.in_chans, cfg.data)
+    evaluation = EvalTransform(config.img_size, mean, std)
+    torch.manual_seed(cfg.seed)
+    probe = LinearProbe(encoder.embed_dim, num_classes, config)
+    train_cfg = cfg
+    start = time.perf_counter()
+    if cfg.cache_features:
+        runtime = Runtime(cfg.device, cfg.precision)
+        encoder = frozen(encoder)
+        train_features = encode_source(encoder, train, evaluation, cfg.pool, runtime, 256, cfg.num_workers)
+        val_features = encode_source(encoder, val, evaluation, cfg.pool, runtime, 256, cfg.num_workers)
+        dataset = FeatureDataset(train_features.features, train_features.labels)
+        val_set = FeatureDataset(val_features.features, val_features.labels)
+        model = probe
+        val_loader = build_loader(val_set, cfg.batch_size, None, 0, drop_last=False, persistent_workers=False)
+        train_cfg = dataclasses.replace(cfg, num_workers=0)  # rows of a tensor: workers would only add copies
+    else:
+        transform = PretrainTransform(config.img_size, mean, std, scale=(cfg.crop_min_scale, 1.0))
+        dataset = build_dataset(train, transform, cfg.seed)
+        model = FrozenEncoderProbe(encoder, probe, cfg.pool)
+        val_loader = eval_loader(val, evaluation, cfg.batch_size, cfg.num_workers)
+    feature_time = time.perf_counter() - start
+
+    evaluator = ClassifierEvaluator(val_loader, 1, cfg.epochs)
+    objective = ClassificationObjective(num_classes, 0.0, 0.0, 0.0, cfg.seed)
+    groups = param_groups(model, cfg.weight_decay)
+    trainer = Trainer(model, objective, dataset, train_cfg, groups=groups,
+                      make_optimizer=lambda groups, lr: LARS(groups, lr=lr, weight_decay=cfg.weight_decay),
+                      hooks=[evaluator])
+    output = Path(cfg.output)
+    if trainer.dist.is_main:
+        save_config(cfg, output)
+    summary = trainer.fit()
+    if trainer.dist.is_main:
+        classifier_dir = None
+        if cfg.pool == "cls" and isinstance(encoder.norm, nn.LayerNorm):
+            classifier = probe_to_classifier(encoder, probe.cpu())
+            classifier.class_names = class_names(train_all, num_classes)
+            classifier_dir = str(save_weights(classifier, output / "classifier"))
+        summary = {**summary, **evaluator.results(trainer), "checkpoint_encoder": cfg.checkpoint,
+                   **label_summary(train_all, train, cfg), "val": val_description, "val_images": len(val),
+                   "num_classes": num_classes, "pool": cfg.pool, "cache_features": cfg.cache_features,
+                   "feature_time_s": round(feature_time, 2), "classifier": classifier_dir,
+                   "model": config.to_dict()}
+        write_json(output / "metrics.json", summary)
+    return summary

@@ -1,0 +1,142 @@
+"""`vitmae report RUN_DIR`: one self-contained HTML page for a run (every picture embedded as base64, no
+external asset), readable from a file without a server: curves, reconstructions, summary and config."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure  # a bare Figure renders with Agg and leaves pyplot's state alone
+
+from ..config import ConfigError
+
+MAX_GRIDS = 12  # reconstruction grids shown, evenly spread over the run (first and last always)
+Series = dict[str, tuple[list[float], list[float]]]  # name -> (steps, values)
+
+# Which metrics.jsonl keys go on which plot: (element id, title, y label, does a key belong).
+PLOTS = [
+    ("plot-loss", "loss", "loss", lambda key: "loss" in key),
+    ("plot-lr", "learning rate", "lr", lambda key: key == "lr"),
+    ("plot-accuracy", "accuracy", "top-1 / top-5 (%)", lambda key: any(t in key for t in ("top1", "top5", "acc"))),
+    ("plot-throughput", "throughput", "images / s", lambda key: key == "img_s"),
+]
+
+STYLE = """
+body { font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+table { border-collapse: collapse; } td { padding: 2px 12px 2px 0; }
+img { max-width: 100%; } .plot { width: 49%; }
+figure { display: inline-block; width: 32%; margin: 0 1% 1em 0; vertical-align: top; }
+pre { background: #f4f4f4; padding: 1em; overflow-x: auto; }
+"""
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write the report of `run_dir` to `out` (default RUN_DIR/report.html)."""
+    run_dir = Path(run_dir)
+    out = Path(out) if out else run_dir / "report.html"
+    text = report_html(run_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    return out
+
+
+def report_html(run_dir: str | Path) -> str:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    if not any((run_dir / name).is_file() for name in ("metrics.jsonl", "metrics.json", "config.yaml")):
+        raise ConfigError(f"{run_dir} is not a run directory: no metrics.jsonl, metrics.json or config.yaml")
+    series = read_series(run_dir / "metrics.jsonl")
+    sections = [
+        f"<h1>{html.escape(run_dir.resolve().name)}</h1><p>{html.escape(str(run_dir.resolve()))}</p>",
+        "<h2>Summary</h2>" + summary_table(run_dir / "metrics.json"),
+        "<h2>Curves</h2>" + curves(series),
+        "<h2>Reconstructions</h2>" + reconstruction_figures(run_dir / "reconstructions"),
+        "<h2>Config</h2>" + config_block(run_dir / "config.yaml"),
+    ]
+    return ("<!doctype html>\n<html><head><meta charset=\"utf-8\">"
+            f"<title>vitmae report: {html.escape(run_dir.resolve().name)}</title><style>{STYLE}</style></head>\n"
+            "<body>\n" + "\n".join(sections) + "\n</body></html>\n")
+
+
+def read_series(path: Path) -> Series:
+    """Every numeric key of metrics.jsonl against the step; unreadable lines (a run still being written
+    may end in half a line) are passed over."""
+    series: Series = {}
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict) or not isinstance(record.get("step"), (int, float)):
+            continue
+        for key, value in record.items():
+            if key not in ("step", "epoch") and _is_number(value):
+                steps, values = series.setdefault(key, ([], []))
+                steps.append(record["step"])
+                values.append(value)
+    return series
+
+
+def curves(series: Series) -> str:
+    parts = []
+    for element_id, title, ylabel, belongs in PLOTS:
+        chosen = {key: xy for key, xy in series.items() if belongs(key)}
+        if chosen:
+            parts.append(_img(_plot(chosen, title, ylabel), element_id, title, "plot"))
+    return "\n".join(parts) or "<p>No metrics logged yet (metrics.jsonl is missing or empty).</p>"
+
+
+def _plot(series: Series, title: str, ylabel: str) -> bytes:
+    fig = Figure(figsize=(6.4, 3.4), dpi=100)
+    ax = fig.add_subplot()
+    for key, (steps, values) in sorted(series.items()):
+        ax.plot(steps, values, marker="." if len(steps) < 30 else None, label=key)
+    ax.set(title=title, xlabel="step", ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def reconstruction_figures(folder: Path) -> str:
+    grids = sorted(folder.glob("*.png")) if folder.is_dir() else []  # epoch-000 ... epoch-NNN, final
+    if len(grids) > MAX_GRIDS:
+        grids = [grids[round(i * (len(grids) - 1) / (MAX_GRIDS - 1))] for i in range(MAX_GRIDS)]
+    figures = [f"<figure>{_img(path.read_bytes(), f'grid-{path.stem}', path.stem)}"
+               f"<figcaption>{html.escape(path.stem)}</figcaption></figure>" for path in grids]
+    return "\n".join(figures) or "<p>No reconstruction grids in this run.</p>"
+
+
+def summary_table(path: Path) -> str:
+    summary: dict[str, Any] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    rows = [f"<tr><td>{html.escape(key)}</td><td>{html.escape(_format(value))}</td></tr>"
+            for key, value in summary.items() if _is_number(value) or isinstance(value, str)]
+    return f"<table id=\"summary\">{''.join(rows)}</table>" if rows else "<p>No metrics.json (the run has not ended).</p>"
+
+
+def config_block(path: Path) -> str:
+    if not path.is_file():
+        return "<p>No config.yaml in this run.</p>"
+    return f"<pre id=\"config\">{html.escape(path.read_text(encoding='utf-8'))}</pre>"
+
+
+def _img(png: bytes, element_id: str, alt: str, css_class: str = "") -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return (f"<img id=\"{element_id}\" class=\"{css_class}\" alt=\"{html.escape(alt)}\" "
+            f"src=\"data:image/png;base64,{data}\">")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _format(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
