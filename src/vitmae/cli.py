@@ -372,15 +372,10 @@ def build_parser() -> Parser:
 
 def main(argv: list[str] | None = None) -> int:
     from .data import DataError
+    from .interop import CheckpointError
     from .train import NonFiniteLossError, RunInterrupted
 
-    user_errors: tuple[type[BaseException], ...] = (ConfigError, DataError, FileNotFoundError)
-    try:
-        from .interop import CheckpointError
-
-        user_errors += (CheckpointError,)
-    except ImportError:
-        pass
+    user_errors = (ConfigError, DataError, CheckpointError, FileNotFoundError)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
@@ -391,8 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vitmae {args.command}: {err}", file=sys.stderr)
         return 1
     except RunInterrupted as err:
-        print(f"vitmae {args.command}: {err}; continue with --resume {args.output if hasattr(args, 'output') else ''}".rstrip(),
-              file=sys.stderr)
+        run_dir = err.checkpoint.parent.parent if err.checkpoint else "RUN_DIR"
+        print(f"vitmae {args.command}: {err}; continue with --resume {run_dir}", file=sys.stderr)
         return 128 + err.signum
 
 

@@ -7,9 +7,10 @@ import torch
 from PIL import Image
 
 from tests.viz.conftest import png_of, tiny_model
+from vitmae.cli import main
 from vitmae.config import ConfigError
-from vitmae.viz import (load_images, load_mask, mask_from_picture, reconstruct_masked, reconstruction_grid,
-                        reconstruction_panels)
+from vitmae.viz import (load_images, load_mask, mask_from_picture, normalization_of, reconstruct_masked,
+                        reconstruction_grid, reconstruction_panels)
 
 MEAN, STD = (0.2860,), (0.3530,)
 
@@ -130,29 +131,45 @@ def test_unreadable_mask_picture_and_missing_files(tmp_path):
         load_images([tmp_path / "none.png"], tiny_model(), MEAN, STD)
 
 
-def test_cli_reconstruct_with_strategies_and_a_user_mask(run_cli, tiny_run, fashion_pngs, tmp_path):
-    out = tmp_path / "grid.png"
-    result = run_cli("reconstruct", "--checkpoint", tiny_run, "--masking", "block", "--seed", "3",
-                     "--out", out, *fashion_pngs)
-    assert result.stdout.strip() == f"wrote {out}"
-    grid = Image.open(out)
-    assert grid.format == "PNG" and grid.height > 3 * 140
+def test_cli_reconstruct_with_a_user_mask(run_cli, tiny_run, fashion_pngs, tmp_path):
     mask = np.zeros((28, 28), np.uint8)
     mask[:, :16] = 255  # the left 4 of 7 patch columns
-    run_cli("reconstruct", "--checkpoint", tiny_run / "checkpoints", "--mask", png_of(mask, tmp_path / "m.png"),
-            "--out", tmp_path / "masked.png", fashion_pngs[0])
-    assert Image.open(tmp_path / "masked.png").width == grid.width
+    out = tmp_path / "grid.png"
+    result = run_cli("reconstruct", "--checkpoint", tiny_run / "checkpoints", "--mask",
+                     png_of(mask, tmp_path / "m.png"), "--out", out, *fashion_pngs)
+    assert result.stdout.strip() == f"wrote {out}"
+    grid = Image.open(out)
+    assert grid.format == "PNG" and grid.width >= 4 * 140 and grid.height >= 3 * 140
+
+
+def test_cli_reconstruct_strategies(tiny_run, fashion_pngs, tmp_path, capsys):
+    for masking in ("random", "block", "grid"):
+        out = tmp_path / f"{masking}.png"
+        assert main(["reconstruct", "--checkpoint", str(tiny_run), "--masking", masking, "--seed", "3",
+                     "--mask-ratio", "0.6", "--out", str(out), *map(str, fashion_pngs[:2])]) == 0
+        assert capsys.readouterr().out == f"wrote {out}\n" and Image.open(out).format == "PNG"
 
 
 @pytest.mark.parametrize("args, message", [
     (["--checkpoint", "{run}", "{tmp}/missing.png"], "image {tmp}/missing.png does not exist"),
     (["--checkpoint", "{tmp}/no-such-run", "{img}"], "no-such-run"),
     (["--checkpoint", "{run}", "--mask", "{tmp}/bad.txt", "{img}"], "patch indices"),
+    (["--checkpoint", "{run}", "--mask", "{tmp}/none.png", "{img}"], "mask file {tmp}/none.png does not exist"),
     (["--checkpoint", "{run}", "--mask-ratio", "1.5", "{img}"], "mask ratio must be in [0, 1)"),
 ])
-def test_cli_reconstruct_user_errors_are_one_line_exit_2(run_cli, tiny_run, fashion_pngs, tmp_path, args, message):
+def test_cli_reconstruct_user_errors_are_one_line_exit_2(tiny_run, fashion_pngs, tmp_path, capsys, args, message):
     (tmp_path / "bad.txt").write_text("three four")
     values = {"run": str(tiny_run), "tmp": str(tmp_path), "img": str(fashion_pngs[0])}
-    result = run_cli("reconstruct", *[a.format(**values) for a in args], "--out", tmp_path / "o.png", check=False)
-    assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and message.format(**values) in result.stderr
+    assert main(["reconstruct", *[a.format(**values) for a in args], "--out", str(tmp_path / "o.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("vitmae reconstruct: error: ")
+    assert message.format(**values) in err
+
+
+def test_normalisation_follows_the_run_the_checkpoint_came_from(tiny_run, tmp_path):
+    step = (tiny_run / "checkpoints" / "latest").read_text().strip()
+    inside = [tiny_run, tiny_run / "checkpoints", tiny_run / "checkpoints" / step,
+              tiny_run / "checkpoints" / step / "model.safetensors"]
+    for path in inside:
+        assert normalization_of(path, 1) == (MEAN, STD), path  # the run trained on fashion-mnist
+    assert normalization_of(tmp_path / "hf-export", 3) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))

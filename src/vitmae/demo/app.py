@@ -35,7 +35,6 @@ from ..viz.reconstruction import (Stats, enlarge, enlarge_factor, image_tensor, 
 
 BY_HAND = "by hand"
 DISPLAY = 256  # output panels are enlarged towards this many pixels (nearest: patches stay sharp)
-FASHION_MNIST_EXAMPLES = 4
 Panels = list[Image.Image]
 
 
@@ -125,21 +124,26 @@ def create_app(model: MaskedAutoencoder, mean: Stats, std: Stats,
 
 
 def bundled_examples(in_chans: int) -> list[str]:
-    """Example inputs: a few Fashion-MNIST test images for 1-channel models (written as PNGs to the
-    temporary folder, when the data set is installed), then the photos bundled with scikit-image."""
+    """Example inputs: for 1-channel models a few Fashion-MNIST test images (when the data set is
+    installed), then the photos bundled with scikit-image."""
     paths: list[str] = []
     if in_chans == 1:
         try:
-            source = FashionMNISTSource("test")
-        except DataError:
-            source = None
-        if source is not None:
-            folder = Path(tempfile.gettempdir()) / "vitmae-demo-examples"  # one fixed folder: nothing piles up
-            folder.mkdir(exist_ok=True)
-            for index in range(FASHION_MNIST_EXAMPLES):
-                source[index][0].save(folder / f"fashion-mnist-{index}.png")
-                paths.append(str(folder / f"fashion-mnist-{index}.png"))
+            paths = fashion_mnist_examples()
+        except DataError:  # not installed: the photos alone
+            pass
     return paths + list(PhotosSource().paths)
+
+
+def fashion_mnist_examples(count: int = 4) -> list[str]:
+    """The first `count` Fashion-MNIST test images as PNG files, in one fixed temporary folder."""
+    source = FashionMNISTSource("test")
+    folder = Path(tempfile.gettempdir()) / "vitmae-demo-examples"
+    folder.mkdir(exist_ok=True)
+    paths = [str(folder / f"fashion-mnist-{index}.png") for index in range(count)]
+    for index, path in enumerate(paths):
+        source[index][0].save(path)
+    return paths
 
 
 def launch(app: gr.Blocks, port: int | None = None, host: str = "127.0.0.1",

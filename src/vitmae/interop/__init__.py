@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..config import ModelConfig, to_2tuple
 from ..model import MaskedAutoencoder, sincos_pos_embed
-from ..model.vit import _table_for
+from ..model.vit import position_table
 from .formats import FORMATS, Checkpoint, detect_format, read_checkpoint
 from .keymaps import config_to_hf, from_ours, is_decoder_key, is_head_key, mlp_ratio, to_ours
 from .safe_load import CheckpointError, UnsafeCheckpointError, load_torch_file, name_list
@@ -135,7 +135,7 @@ def _load(path: str | Path, overrides: dict[str, Any]) -> _Loaded:
     _check_keys(ckpt.path, state, model.state_dict(), decoder_present)
     model.load_state_dict(state, strict=False)  # strictness is _check_keys' job: it allows a missing decoder
     for name in POS_TABLES:
-        if name in state:  # a loaded table that is not the sin-cos one is learned (see vit._table_for)
+        if name in state:  # a loaded table that is not the sin-cos one is learned (see vit.position_table)
             getattr(model, name).requires_grad_(not _is_sincos(state[name], config.grid_size))
     if img_size != config.img_size:
         model = _resized(model, img_size)
@@ -265,7 +265,7 @@ def _resized(model: MaskedAutoencoder, img_size: tuple[int, int]) -> MaskedAutoe
     state = model.state_dict()
     for name in POS_TABLES:
         table = getattr(model, name)
-        state[name] = _table_for(table, model.grid_size, resized.grid_size).detach()
+        state[name] = position_table(table, model.grid_size, resized.grid_size).detach()
         getattr(resized, name).requires_grad_(table.requires_grad)
     resized.load_state_dict(state)
     return resized

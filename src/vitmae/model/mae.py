@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from .masking import Masking, mask_from_noise, num_kept, random_noise
-from .vit import Block, ViTEncoder, _table_for, init_weights, sincos_pos_embed
+from .vit import Block, ViTEncoder, position_table, init_weights, sincos_pos_embed
 
 
 @dataclass
@@ -92,7 +92,7 @@ class MaskedAutoencoder(ViTEncoder):
         patches = torch.cat([x[:, 1:], mask_tokens], dim=1)
         patches = torch.gather(patches, 1, ids_restore.unsqueeze(-1).expand(-1, -1, dim))  # unshuffle
         x = torch.cat([x[:, :1], patches], dim=1)
-        x = x + _table_for(self.decoder_pos_embed, self.grid_size, grid)
+        x = x + position_table(self.decoder_pos_embed, self.grid_size, grid)
         for block in self.decoder_blocks:
             x = block(x)
         return self.decoder_pred(self.decoder_norm(x))[:, 1:]  # drop the cls position

@@ -156,7 +156,7 @@ class ViTEncoder(nn.Module):
         return (h // p, w // p)
 
     def pos_embed_for(self, grid: tuple[int, int]) -> Tensor:
-        return _table_for(self.pos_embed, self.grid_size, grid)
+        return position_table(self.pos_embed, self.grid_size, grid)
 
     def embed_patches(self, images: Tensor) -> Tensor:
         """Patch tokens plus their position embedding, without the cls token: (N, L, D)."""
@@ -177,7 +177,7 @@ class ViTEncoder(nn.Module):
         return self.norm(self.forward_blocks(self.prepend_cls(self.embed_patches(images))))
 
 
-def _table_for(table: Tensor, built_grid: tuple[int, int], grid: tuple[int, int]) -> Tensor:
+def position_table(table: Tensor, built_grid: tuple[int, int], grid: tuple[int, int]) -> Tensor:
     """The position table for `grid`: as built, recomputed exactly if fixed, interpolated if learned."""
     if tuple(grid) == tuple(built_grid):
         return table

@@ -19,7 +19,7 @@ from ..config import ConfigError, KnnConfig
 from ..data import EvalTransform, default_normalization
 from ..data.labels import SubsetSource, labeled_splits, num_classes_of, source_labels, stratified_indices
 from ..train import Hook, write_json
-from .embed import Runtime, check_pool, encode_source, load_encoder_or_random
+from .embed import Features, Runtime, check_pool, encode_source, load_encoder_or_random
 from .finetune import LabeledSources, label_summary, labeled_data
 
 # Samples the monitor of a pre-training run uses: a stratified bank and query set, so one evaluation
@@ -56,7 +56,10 @@ def knn_accuracy(train_features: Tensor, train_labels: Tensor, query_features: T
     return topk_accuracy(scores, query_labels)
 
 
-def knn(cfg: KnnConfig, sources: LabeledSources | None = None) -> dict[str, Any]:
+def knn(cfg: KnnConfig, sources: LabeledSources | None = None,
+        features: tuple[Features, Features] | None = None) -> dict[str, Any]:
+    """kNN accuracy as `cfg` says; returns the summary also written to metrics.json. `sources` and
+    `features` as for `linprobe`."""
     check_pool(cfg.pool)
     encoder = load_encoder_or_random(cfg.checkpoint, cfg.model, cfg.seed, img_size=cfg.img_size)
     config = encoder.config
@@ -66,8 +69,9 @@ def knn(cfg: KnnConfig, sources: LabeledSources | None = None) -> dict[str, Any]
     transform = EvalTransform(config.img_size, mean, std)
     runtime = Runtime(cfg.device, cfg.precision)
     start = time.perf_counter()
-    bank = encode_source(encoder, train, transform, cfg.pool, runtime, cfg.batch_size, cfg.num_workers)
-    queries = encode_source(encoder, val, transform, cfg.pool, runtime, cfg.batch_size, cfg.num_workers)
+    bank, queries = features or (
+        encode_source(encoder, train, transform, cfg.pool, runtime, cfg.batch_size, cfg.num_workers),
+        encode_source(encoder, val, transform, cfg.pool, runtime, cfg.batch_size, cfg.num_workers))
     labeled = queries.labels >= 0
     accuracy = knn_accuracy(bank.features, bank.labels, queries.features[labeled], queries.labels[labeled],
                             cfg.k, cfg.temperature, num_classes)

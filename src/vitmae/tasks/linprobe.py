@@ -28,7 +28,7 @@ from ..model.vit import ViTEncoder
 from ..train import Trainer, write_json
 from ..train.lars import LARS
 from ..train.optim import param_groups
-from .embed import FeatureDataset, Runtime, check_pool, encode_source, frozen, load_encoder_or_random
+from .embed import FeatureDataset, Features, Runtime, check_pool, encode_source, frozen, load_encoder_or_random
 from .finetune import (ClassificationObjective, ClassifierEvaluator, LabeledSources, eval_loader, label_summary,
                        labeled_data, save_config, save_weights)
 
@@ -81,7 +81,11 @@ def probe_to_classifier(encoder: ViTEncoder, probe: LinearProbe) -> ViTClassifie
     return model.eval()
 
 
-def linprobe(cfg: LinprobeConfig, sources: LabeledSources | None = None) -> dict[str, Any]:
+def linprobe(cfg: LinprobeConfig, sources: LabeledSources | None = None,
+             features: tuple[Features, Features] | None = None) -> dict[str, Any]:
+    """Train and evaluate a linear probe as `cfg` says; returns the summary also written to metrics.json.
+    `sources` replaces the data `cfg` names; `features` gives the (training subset, validation) features
+    already computed with this encoder and `cfg.pool` (the label-efficiency experiment computes them once)."""
     check_pool(cfg.pool)
     encoder = load_encoder_or_random(cfg.checkpoint, cfg.model, cfg.seed, img_size=cfg.img_size)
     config = encoder.config
@@ -93,11 +97,12 @@ def linprobe(cfg: LinprobeConfig, sources: LabeledSources | None = None) -> dict
     probe = LinearProbe(encoder.embed_dim, num_classes, config)
     train_cfg = cfg
     start = time.perf_counter()
-    if cfg.cache_features:
+    if cfg.cache_features or features is not None:
         runtime = Runtime(cfg.device, cfg.precision)
         encoder = frozen(encoder)
-        train_features = encode_source(encoder, train, evaluation, cfg.pool, runtime, 256, cfg.num_workers)
-        val_features = encode_source(encoder, val, evaluation, cfg.pool, runtime, 256, cfg.num_workers)
+        train_features, val_features = features or (
+            encode_source(encoder, train, evaluation, cfg.pool, runtime, 256, cfg.num_workers),
+            encode_source(encoder, val, evaluation, cfg.pool, runtime, 256, cfg.num_workers))
         dataset = FeatureDataset(train_features.features, train_features.labels)
         val_set = FeatureDataset(val_features.features, val_features.labels)
         model = probe

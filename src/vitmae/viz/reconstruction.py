@@ -21,6 +21,7 @@ from torch import Tensor
 from ..config import ConfigError, ModelConfig
 from ..data import (IMAGE_EXTENSIONS, DataError, EvalTransform, ImageLike, UnreadableImage, convert_image,
                     default_normalization, load_image)
+from ..interop import load_pretrained
 from ..model import MaskedAutoencoder, make_noise
 from ..model.masking import noise_from_mask
 
@@ -34,8 +35,6 @@ FONT_SIZE = 14
 
 def load_for_viewing(checkpoint: str | Path) -> tuple[MaskedAutoencoder, Stats, Stats]:
     """(model in eval mode, mean, std) for any checkpoint `load_pretrained` reads."""
-    from ..interop import load_pretrained  # here, not above: pre-training uses this module and no interop
-
     model = load_pretrained(checkpoint).eval()
     return (model, *normalization_of(checkpoint, model.config.in_chans))
 

@@ -7,6 +7,7 @@ import html
 import io
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from ..config import ConfigError
 MAX_GRIDS = 12  # reconstruction grids shown, evenly spread over the run (first and last always)
 Series = dict[str, tuple[list[float], list[float]]]  # name -> (steps, values)
 
-# Which metrics.jsonl keys go on which plot: (element id, title, y label, does a key belong).
+# Which series go on which plot: (element id, title, y label, does a key belong).
 PLOTS = [
     ("plot-loss", "loss", "loss", lambda key: "loss" in key),
     ("plot-lr", "learning rate", "lr", lambda key: key == "lr"),
@@ -50,7 +51,7 @@ def report_html(run_dir: str | Path) -> str:
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
     if not any((run_dir / name).is_file() for name in ("metrics.jsonl", "metrics.json", "config.yaml")):
         raise ConfigError(f"{run_dir} is not a run directory: no metrics.jsonl, metrics.json or config.yaml")
-    series = read_series(run_dir / "metrics.jsonl")
+    series = read_series(run_dir)
     sections = [
         f"<h1>{html.escape(run_dir.resolve().name)}</h1><p>{html.escape(str(run_dir.resolve()))}</p>",
         "<h2>Summary</h2>" + summary_table(run_dir / "metrics.json"),
@@ -63,24 +64,34 @@ def report_html(run_dir: str | Path) -> str:
             "<body>\n" + "\n".join(sections) + "\n</body></html>\n")
 
 
-def read_series(path: Path) -> Series:
-    """Every numeric key of metrics.jsonl against the step; unreadable lines (a run still being written
-    may end in half a line) are passed over."""
+def read_series(run_dir: Path) -> Series:
+    """Every numeric metric of the run against the step."""
     series: Series = {}
-    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(record, dict) or not isinstance(record.get("step"), (int, float)):
+    for prefix, record in _records(run_dir):
+        if not isinstance(record, dict) or not _is_number(record.get("step")):
             continue
         for key, value in record.items():
-            if key not in ("step", "epoch") and _is_number(value):
-                steps, values = series.setdefault(key, ([], []))
+            if key not in ("step", "epoch", "time_s") and _is_number(value):
+                steps, values = series.setdefault(prefix + key, ([], []))
                 steps.append(record["step"])
                 values.append(value)
     return series
+
+
+def _records(run_dir: Path) -> Iterator[tuple[str, Any]]:
+    """(name prefix, record): the lines of metrics.jsonl (unreadable ones are passed over: a run being
+    written may end in half a line), then the evaluations a finished run keeps in metrics.json:
+    `history` (fine-tuning, on the validation set) as val_top1, ..., `knn_history` as knn_top1, ..."""
+    log = run_dir / "metrics.jsonl"
+    for line in log.read_text(encoding="utf-8").splitlines() if log.is_file() else []:
+        try:
+            yield "", json.loads(line)
+        except ValueError:
+            continue
+    for key, entries in _summary(run_dir / "metrics.json").items():
+        if key.endswith("history") and isinstance(entries, list):
+            prefix = (key.removesuffix("history").rstrip("_") or "val") + "_"
+            yield from ((prefix, entry) for entry in entries)
 
 
 def curves(series: Series) -> str:
@@ -115,11 +126,17 @@ def reconstruction_figures(folder: Path) -> str:
     return "\n".join(figures) or "<p>No reconstruction grids in this run.</p>"
 
 
+def _summary(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 def summary_table(path: Path) -> str:
-    summary: dict[str, Any] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    summary = _summary(path)
     rows = [f"<tr><td>{html.escape(key)}</td><td>{html.escape(_format(value))}</td></tr>"
             for key, value in summary.items() if _is_number(value) or isinstance(value, str)]
-    return f"<table id=\"summary\">{''.join(rows)}</table>" if rows else "<p>No metrics.json (the run has not ended).</p>"
+    if not rows:
+        return "<p>No metrics.json (the run has not ended).</p>"
+    return f"<table id=\"summary\">{''.join(rows)}</table>"
 
 
 def config_block(path: Path) -> str:

@@ -1,0 +1,159 @@
+"""`vitmae bench`: the training step of vitmae's own path (the one `vitmae pretrain` runs) against
+transformers' ViTMAEForPreTraining, same configuration, batch, noise and precision, in one process,
+interleaved, after warm-up; medians of the per-step times.
+
+FLOPs per image (forward; training counts 3x): per block per token 2 * (3 + 1 + 2 * mlp_ratio) * D^2 for the
+matrix products plus 4 * T * D for attention over T tokens; the encoder runs on the visible tokens + cls,
+the decoder on all L + 1; plus the patch embedding (on all L patches), decoder embedding and prediction.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .config import ConfigError, ModelConfig
+from .model import MaskedAutoencoder
+from .model.masking import num_kept
+from .train.optim import build_adamw, param_groups
+
+# Dense bf16 matrix peak measured on the project's H100 (REFERENCE.md); other devices: --peak-tflops.
+KNOWN_PEAK_TFLOPS = {"NVIDIA H100 80GB HBM3": 796.0}
+
+
+def _transformer_flops(tokens: int, dim: int, depth: int, mlp_ratio: float) -> float:
+    per_token = 2 * (3 + 1 + 2 * mlp_ratio) * dim * dim + 4 * tokens * dim
+    return depth * tokens * per_token
+
+
+def mae_train_flops(c: ModelConfig, mask_ratio: float | None = None) -> float:
+    """Training FLOPs (forward + backward) per image."""
+    ratio = c.mask_ratio if mask_ratio is None else mask_ratio
+    patches, patch_dim = c.num_patches, c.patch_size**2 * c.in_chans
+    visible = num_kept(patches, ratio) + 1
+    forward = (2 * patches * patch_dim * c.embed_dim
+               + _transformer_flops(visible, c.embed_dim, c.depth, c.mlp_ratio)
+               + 2 * visible * c.embed_dim * c.decoder_embed_dim
+               + _transformer_flops(patches + 1, c.decoder_embed_dim, c.decoder_depth, c.decoder_mlp_ratio)
+               + 2 * patches * c.decoder_embed_dim * patch_dim)
+    return 3 * forward
+
+
+@dataclass
+class Contender:
+    name: str
+    step: Callable[[Tensor, Tensor], Tensor]  # (images, noise) -> loss, one full optimizer step
+    times: list[float]
+    first_loss: float | None = None  # from identical weights and inputs: the numerics check
+    peak_mem_gib: float | None = None
+
+
+def _autocast(device: torch.device, precision: str):
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def _step_fn(forward: Callable[[Tensor, Tensor], Tensor], model: nn.Module, device: torch.device,
+             precision: str) -> Callable[[Tensor, Tensor], Tensor]:
+    optimizer = build_adamw(param_groups(model, 0.05), 1e-4, (0.9, 0.95), device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+    def step(images: Tensor, noise: Tensor) -> Tensor:
+        with _autocast(device, precision):
+            loss = forward(images, noise)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    return step
+
+
+def _vitmae_contender(model: MaskedAutoencoder, device: torch.device, precision: str, compile: bool) -> Contender:
+    forward_model = torch.compile(model) if compile else model
+    step = _step_fn(lambda x, n: forward_model(x, noise=n).loss, model, device, precision)
+    return Contender("vitmae" + ("-compiled" if compile else ""), step, [])
+
+
+def _hf_contender(model: MaskedAutoencoder, device: torch.device, precision: str) -> Contender:
+    try:
+        from transformers import ViTMAEConfig, ViTMAEForPreTraining
+    except ImportError:
+        raise ConfigError("--compare hf needs transformers: pip install 'vitmae[hf]'") from None
+    from .interop.keymaps import config_to_hf, from_ours
+
+    config = ViTMAEConfig(**config_to_hf(model.config))
+    config._attn_implementation = "sdpa"
+    hf = ViTMAEForPreTraining(config)
+    hf.load_state_dict(from_ours(model.state_dict(), "hf_v5_memory"))  # same weights, same loss
+    hf.to(device).train()
+    step = _step_fn(lambda x, n: hf(pixel_values=x, noise=n).loss, hf, device, precision)
+    return Contender("hf", step, [])
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_step(config: ModelConfig, batch_size: int, device: str = "cpu", precision: str = "fp32",
+               compare: tuple[str, ...] = (), steps: int = 10, warmup: int = 3, compile: bool = False,
+               peak_tflops: float | None = None, seed: int = 0) -> dict[str, Any]:
+    dev = torch.device(device)
+    torch.manual_seed(seed)
+    model = MaskedAutoencoder(config).to(dev).train()
+    contenders = [_vitmae_contender(model, dev, precision, compile)]
+    for other in compare:
+        if other != "hf":
+            raise ConfigError(f"unknown --compare {other!r}; choose: hf")
+        contenders.append(_hf_contender(model, dev, precision))
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch_size, config.in_chans, *config.img_size, generator=generator).to(dev)
+    noise = torch.rand(batch_size, config.num_patches, generator=generator).to(dev)
+    for c in contenders:  # warm-up: allocator, autotuning, compilation
+        c.first_loss = float(c.step(images, noise))
+        for _ in range(warmup - 1):
+            c.step(images, noise)
+        _sync(dev)
+    for _ in range(steps):  # interleaved, so drifting clocks and load affect every contender alike
+        for c in contenders:
+            _sync(dev)
+            start = time.perf_counter()
+            c.step(images, noise)
+            _sync(dev)
+            c.times.append(time.perf_counter() - start)
+    for c in contenders:  # peak memory of one step of each, measured alone
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(dev)
+            c.step(images, noise)
+            _sync(dev)
+            c.peak_mem_gib = torch.cuda.max_memory_allocated(dev) / 2**30
+    flops = mae_train_flops(config)
+    peak = peak_tflops or (KNOWN_PEAK_TFLOPS.get(torch.cuda.get_device_name(dev)) if dev.type == "cuda" else None)
+    results = []
+    for c in contenders:
+        median = statistics.median(c.times)
+        img_s = batch_size / median
+        results.append({
+            "impl": c.name, "first_loss": c.first_loss, "img_s": round(img_s, 1), "step_ms": round(median * 1000, 2),
+            "peak_mem_gib": None if c.peak_mem_gib is None else round(c.peak_mem_gib, 3),
+            "tflops": round(img_s * flops / 1e12, 3),
+            "mfu": None if peak is None else round(img_s * flops / (peak * 1e12), 4),
+        })
+    report: dict[str, Any] = {
+        "config": {**config.to_dict(), "batch_size": batch_size, "device": str(dev), "precision": precision,
+                   "steps": steps, "warmup": warmup, "compile": compile,
+                   "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+                   "torch": torch.__version__, "train_gflops_per_image": round(flops / 1e9, 3)},
+        "results": results,
+    }
+    if len(results) > 1:
+        report["speedup_vs_hf"] = round(results[0]["img_s"] / results[1]["img_s"], 3)
+    return report

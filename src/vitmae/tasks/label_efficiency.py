@@ -1,0 +1,387 @@
+"""`vitmae label-efficiency`: how much do MAE pre-trained weights help when labels are scarce?
+
+On Fashion-MNIST: pre-train an MAE once on the 60,000 training images without their labels; then, with
+1%, 10% and 100% of the training labels (stratified, seeded subsets), fine-tune from the MAE weights,
+fine-tune from scratch with the same recipe and budget, linear-probe and kNN the frozen MAE encoder (and,
+as a floor, a randomly initialised one); every number is measured on the 10,000 test images. Writes
+RUN/report.md (table, plots, commands, hardware, times) and RUN/metrics.json (every result).
+
+    vitmae label-efficiency --scale cpu --output runs/label-efficiency
+
+Scales: `tiny` is a smoke test (a few steps on a few hundred images; the numbers mean nothing), `cpu` fits
+a laptop CPU (a small ViT, a few epochs), `full` is the GPU recipe (ViT-Tiny, patch 4, decoder 128x4,
+norm-pix, 100 pre-training epochs; fine-tuning with layer decay 0.75, label smoothing, crop + flip).
+A run directory that already holds a finished sub-run's metrics.json is reused, so an interrupted
+experiment continues where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import (ENCODER_OVERRIDES, ConfigError, FinetuneConfig, KnnConfig, LabelEfficiencyConfig,
+                      LinprobeConfig, PretrainConfig)
+from ..data import EvalTransform, default_normalization
+from ..data.labels import SubsetSource, labeled_splits, source_labels, stratified_indices
+from ..interop.vitmae_format import save_vitmae
+from ..model import MaskedAutoencoder
+from ..train import write_json
+from .embed import Features, Runtime, encode_source, load_encoder_or_random
+
+DATA = "fashion-mnist"
+
+
+@dataclass
+class Scale:
+    model: dict[str, Any]  # PretrainConfig architecture fields (preset `model` plus overrides)
+    pretrain: dict[str, Any]  # PretrainConfig training fields
+    finetune: dict[str, Any]  # FinetuneConfig fields shared by every fine-tuning run
+    finetune_epochs: dict[float, int]  # epochs per label fraction (smaller subsets get more epochs)
+    linprobe: dict[str, Any]
+    fractions: str
+    train_limit: int | None = None  # a stratified sample of the training images (tiny: a smoke test)
+    test_limit: int | None = None
+    random_baselines: bool = True  # kNN and linear probe of a randomly initialised encoder too
+    warmup_fraction: float = 0.1  # fine-tuning warmup, as a share of each run's epochs
+    notes: list[str] = field(default_factory=list)
+
+
+SCALES: dict[str, Scale] = {
+    "tiny": Scale(
+        model=dict(model="mae_vit_micro_patch4_28", embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=32,
+                   decoder_depth=1, decoder_num_heads=2),
+        pretrain=dict(epochs=1, max_steps=4, batch_size=16, heldout_samples=16, viz_every_epochs=0),
+        finetune=dict(batch_size=16, blr=1e-3, layer_decay=0.75, drop_path=0.0, smoothing=0.1),
+        finetune_epochs={0.1: 2, 1.0: 1},
+        linprobe=dict(epochs=3, batch_size=16, blr=0.1),
+        fractions="0.1,1", train_limit=400, test_limit=200, random_baselines=False,
+        notes=["smoke test: 4 pre-training steps, a few fine-tuning steps on 400 training images; "
+               "the numbers mean nothing"],
+    ),
+    "cpu": Scale(
+        model=dict(model="mae_vit_micro_patch4_28", patch_size=7, embed_dim=96, depth=4, num_heads=3,
+                   decoder_embed_dim=64, decoder_depth=1, decoder_num_heads=4, mask_ratio=0.75,
+                   norm_pix_loss=True),
+        pretrain=dict(epochs=3, batch_size=256, blr=1.5e-4 * 8, warmup_epochs=0.3, knn_every_epochs=1,
+                      heldout_samples=500, viz_every_epochs=1),
+        finetune=dict(batch_size=128, blr=1e-3, layer_decay=0.75, drop_path=0.0, smoothing=0.1),
+        finetune_epochs={0.01: 30, 0.1: 4, 1.0: 1},
+        linprobe=dict(epochs=30, batch_size=256, blr=0.1),
+        fractions="0.01,0.1,1",
+        notes=["a small ViT (96 wide, 4 blocks, patch 7: 16 tokens) and a short schedule, to fit a CPU"],
+    ),
+    "full": Scale(
+        model=dict(model="mae_vit_micro_patch4_28", patch_size=4, embed_dim=192, depth=12, num_heads=3,
+                   decoder_embed_dim=128, decoder_depth=4, decoder_num_heads=4, mask_ratio=0.75,
+                   norm_pix_loss=True),
+        pretrain=dict(epochs=100, batch_size=512, blr=1.5e-4, warmup_epochs=10, knn_every_epochs=10,
+                      heldout_samples=1000, viz_every_epochs=10),
+        finetune=dict(batch_size=256, blr=1e-3, layer_decay=0.75, drop_path=0.1, smoothing=0.1),
+        finetune_epochs={0.01: 100, 0.1: 50, 1.0: 30},
+        linprobe=dict(epochs=90, batch_size=512, blr=0.1),
+        fractions="0.01,0.1,1",
+        notes=["ViT-Tiny (192 wide, 12 blocks, 3 heads), patch 4 on 28x28, decoder 128x4, norm-pix loss"],
+    ),
+}
+METHODS = (("finetune_mae", "fine-tune, MAE init"), ("finetune_scratch", "fine-tune, from scratch"),
+           ("linprobe_mae", "linear probe, MAE"), ("knn_mae", "kNN, MAE"),
+           ("linprobe_random", "linear probe, random init"), ("knn_random", "kNN, random init"))
+
+
+def parse_fractions(text: str) -> list[float]:
+    try:
+        fractions = sorted({float(f) for f in str(text).split(",") if f.strip()})
+    except ValueError:
+        raise ConfigError(f"--fractions takes numbers like 0.01,0.1,1, not {text!r}") from None
+    if not fractions or not all(0 < f <= 1 for f in fractions):
+        raise ConfigError(f"label fractions must be in (0, 1], got {text!r}")
+    return fractions
+
+
+def fit_batch(batch_size: int, images: int) -> int:
+    """The preset batch size, halved until an epoch of `images` has at least four steps."""
+    while batch_size > 8 and images // batch_size < 4:
+        batch_size //= 2
+    return batch_size
+
+
+def _done(run_dir: Path) -> dict[str, Any] | None:
+    metrics = run_dir / "metrics.json"
+    return json.loads(metrics.read_text()) if metrics.is_file() else None
+
+
+def _limited(source, limit: int | None, seed: int):
+    if limit is None or limit >= len(source):
+        return source
+    labels = source_labels(source)
+    return SubsetSource(source, stratified_indices(labels, fraction=limit / len(labels), seed=seed))
+
+
+class Clock:
+    def __init__(self):
+        self.times: dict[str, float] = {}
+
+    def run(self, name: str, fn, *args, **kwargs):
+        start = time.perf_counter()
+        result = fn(*args, **kwargs)
+        self.times[name] = round(time.perf_counter() - start, 1)
+        print(f"[label-efficiency] {name}: {self.times[name]:.0f} s", flush=True)
+        return result
+
+
+def label_efficiency(cfg: LabelEfficiencyConfig) -> dict[str, Any]:
+    from .finetune import finetune
+    from .knn import knn
+    from .linprobe import linprobe
+    from .pretrain import pretrain
+
+    if cfg.scale not in SCALES:
+        raise ConfigError(f"unknown scale {cfg.scale!r}; choose from: {', '.join(SCALES)}")
+    scale = SCALES[cfg.scale]
+    fractions = parse_fractions(cfg.fractions if cfg.fractions != LabelEfficiencyConfig.fractions
+                                else scale.fractions)
+    epochs_for = {f: scale.finetune_epochs.get(f) or _interpolate_epochs(scale.finetune_epochs, f) for f in fractions}
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    common = dict(device=cfg.device, precision=cfg.precision, seed=cfg.seed)
+    clock = Clock()
+    started = time.perf_counter()
+
+    # 1. Pre-train once, without labels.
+    if cfg.pretrained:
+        checkpoint, pretrain_summary = cfg.pretrained, {"checkpoint": cfg.pretrained, "reused": True}
+    else:
+        run = out / "pretrain"
+        pretrain_summary = _done(run)
+        if pretrain_summary is None:
+            pcfg = PretrainConfig(output=str(run), data=DATA, num_workers=cfg.num_workers,
+                                  eval_knn=DATA if scale.pretrain.get("knn_every_epochs") else None,
+                                  **scale.model, **scale.pretrain, **common)
+            pretrain_summary = clock.run("pre-training", pretrain, pcfg)
+        checkpoint = str(run)
+
+    # 2. Labeled data: the training images (labels used only through the subsets) and the test images.
+    in_chans = 1
+    train, test, test_description = labeled_splits(DATA, None, in_chans, cfg.seed)
+    train, test = _limited(train, scale.train_limit, cfg.seed), _limited(test, scale.test_limit, cfg.seed)
+    sources = (train, test, test_description)
+    train_labels = source_labels(train)
+
+    # 3. Frozen features, computed once per encoder: every kNN and linear probe uses them.
+    encoders = {"mae": checkpoint}
+    if scale.random_baselines:  # the same architecture, randomly initialised (saved, so runs can name it)
+        encoders["random"] = str(out / "random_init")
+        if not (out / "random_init" / "model.safetensors").is_file():
+            torch.manual_seed(cfg.seed)
+            save_vitmae(MaskedAutoencoder(PretrainConfig(**scale.model).model_config()), out / "random_init")
+    features: dict[str, tuple[Features, Features]] = {}
+    runtime = Runtime(cfg.device, cfg.precision)
+    for name, ckpt in encoders.items():
+        if all(_done(out / f"f{f:g}" / f"{kind}_{name}") for f in fractions for kind in ("knn", "linprobe")):
+            continue
+        encoder = load_encoder_or_random(ckpt)
+        mean, std = default_normalization(encoder.config.in_chans, DATA)
+        transform = EvalTransform(encoder.config.img_size, mean, std)
+        features[name] = clock.run(f"features ({name} encoder)", lambda: (
+            encode_source(encoder, train, transform, "cls", runtime, 512, cfg.num_workers),
+            encode_source(encoder, test, transform, "cls", runtime, 512, cfg.num_workers)))
+
+    # 4. Per label fraction: fine-tune (MAE, scratch), linear probe and kNN.
+    results: dict[str, dict[str, Any]] = {}
+    for fraction in fractions:
+        fdir = out / f"f{fraction:g}"
+        subset = stratified_indices(train_labels, fraction=fraction, seed=cfg.seed) if fraction < 1 else None
+        labels_count = len(subset) if subset is not None else int((train_labels >= 0).sum())
+        row: dict[str, Any] = {"fraction": fraction, "labels": labels_count}
+        for name in encoders:
+            sub_features = _subset_features(features.get(name), subset)
+            kcfg = KnnConfig(output=str(fdir / f"knn_{name}"), checkpoint=encoders[name], data=DATA,
+                             labels_fraction=fraction, num_workers=cfg.num_workers, **common)
+            row[f"knn_{name}"] = _done(Path(kcfg.output)) or clock.run(
+                f"kNN {name} {fraction:g}", knn, kcfg, sources, sub_features)
+            lcfg = LinprobeConfig(output=str(fdir / f"linprobe_{name}"), checkpoint=encoders[name], data=DATA,
+                                  labels_fraction=fraction, num_workers=cfg.num_workers, log_every_steps=50,
+                                  **common,
+                                  **{**scale.linprobe, "batch_size": fit_batch(scale.linprobe["batch_size"], labels_count),
+                                     "warmup_epochs": max(1.0, scale.linprobe["epochs"] / 9)})
+            row[f"linprobe_{name}"] = _done(Path(lcfg.output)) or clock.run(
+                f"linear probe {name} {fraction:g}", linprobe, lcfg, sources, sub_features)
+        epochs = epochs_for[fraction]
+        for name, ckpt in (("mae", checkpoint), ("scratch", "none")):
+            fcfg = FinetuneConfig(output=str(fdir / f"finetune_{name}"), checkpoint=ckpt, data=DATA,
+                                  labels_fraction=fraction, num_workers=cfg.num_workers, epochs=epochs,
+                                  warmup_epochs=round(scale.warmup_fraction * epochs, 4), eval_every_epochs=epochs,
+                                  log_every_steps=50, **common,
+                                  **(_scratch_architecture(scale) if name == "scratch" else {}),
+                                  **{**scale.finetune,
+                                     "batch_size": fit_batch(scale.finetune["batch_size"], labels_count)})
+            row[f"finetune_{name}"] = _done(Path(fcfg.output)) or clock.run(
+                f"fine-tune {name} {fraction:g}", finetune, fcfg, sources)
+        results[f"{fraction:g}"] = row
+        _write(out, cfg, scale, pretrain_summary, results, clock, started, test_description, len(train), len(test))
+    return _write(out, cfg, scale, pretrain_summary, results, clock, started, test_description, len(train),
+                  len(test))
+
+
+def _scratch_architecture(scale: Scale) -> dict[str, Any]:
+    """FinetuneConfig fields that build the pre-trained encoder's architecture from scratch."""
+    return {k: v for k, v in scale.model.items() if k == "model" or k in ENCODER_OVERRIDES}
+
+
+def _interpolate_epochs(table: dict[float, int], fraction: float) -> int:
+    """Epochs for a fraction the preset does not list: the nearest listed fraction's image budget."""
+    nearest = min(table, key=lambda f: abs(f - fraction))
+    return max(1, round(table[nearest] * nearest / fraction))
+
+
+def _subset_features(features: tuple[Features, Features] | None, subset: list[int] | None):
+    if features is None:
+        return None
+    train, test = features
+    if subset is None:
+        keep = train.labels >= 0
+    else:
+        position = {int(i): row for row, i in enumerate(train.indices.tolist())}
+        rows = torch.tensor([position[i] for i in subset if i in position], dtype=torch.long)
+        keep = torch.zeros(len(train.labels), dtype=torch.bool)
+        keep[rows] = True
+    chosen = Features(train.features[keep], train.labels[keep], train.indices[keep], [])
+    return chosen, test
+
+
+# -- the report ----------------------------------------------------------------------------------------
+
+def _hardware(device: str) -> str:
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    text = f"{cpu}, {os.cpu_count()} logical CPUs; torch {torch.__version__}, {torch.get_num_threads()} threads"
+    if torch.cuda.is_available() and device != "cpu":
+        text += f"; GPU {torch.cuda.get_device_name(0)}"
+    return text
+
+
+def _write(out: Path, cfg: LabelEfficiencyConfig, scale: Scale, pretrain_summary: dict[str, Any],
+           results: dict[str, dict[str, Any]], clock: Clock, started: float, test_description: str,
+           train_images: int, test_images: int) -> dict[str, Any]:
+    table = [{"fraction": row["fraction"], "labels": row["labels"],
+              **{m: round(row[m]["top1"], 2) for m, _ in METHODS if m in row}} for row in results.values()]
+    plot = _plot(out, table, pretrain_summary)
+    command = "vitmae " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if Path(sys.argv[0]).name in (
+        "vitmae", "__main__.py") else f"vitmae label-efficiency --scale {cfg.scale} --output {cfg.output}"
+    summary = {"scale": cfg.scale, "command": command, "hardware": _hardware(cfg.device),
+               "wall_time_s": round(time.perf_counter() - started, 1), "stage_times_s": clock.times,
+               "train_images": train_images, "test_images": test_images, "test": test_description,
+               "table_top1": table, "pretrain": {k: v for k, v in pretrain_summary.items()
+                                                 if k not in ("skipped_files",)},
+               "runs": results, "plots": plot, "report": str(out / "report.md")}
+    write_json(out / "metrics.json", summary)
+    (out / "report.md").write_text(_markdown(summary, scale, cfg))
+    return summary
+
+
+def _plot(out: Path, table: list[dict[str, Any]], pretrain_summary: dict[str, Any]) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots = {}
+    if table:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for method, label in METHODS:
+            points = [(row["labels"], row[method]) for row in table if method in row]
+            if points:
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, marker="o", label=label, linestyle="--" if "random" in method else "-")
+        ax.set_xscale("log")
+        ax.set_xlabel("labeled training images")
+        ax.set_ylabel("test top-1 (%)")
+        ax.set_title("Fashion-MNIST: accuracy vs labels")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "accuracy_vs_labels.png", dpi=120)
+        plt.close(fig)
+        plots["accuracy_vs_labels"] = "accuracy_vs_labels.png"
+    history = pretrain_summary.get("knn_history")
+    log = out / "pretrain" / "metrics.jsonl"
+    if log.is_file() or history:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        if log.is_file():
+            lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+            ax.plot([r["epoch"] for r in lines], [r["loss"] for r in lines], color="tab:blue")
+            ax.set_ylabel("training loss (masked patches)", color="tab:blue")
+        ax.set_xlabel("pre-training epoch")
+        if history:
+            twin = ax.twinx()
+            twin.plot([h["epoch"] for h in history], [h["top1"] for h in history], marker="o", color="tab:red")
+            twin.set_ylabel("kNN top-1 on test (%)", color="tab:red")
+        ax.set_title("MAE pre-training")
+        fig.tight_layout()
+        fig.savefig(out / "pretraining.png", dpi=120)
+        plt.close(fig)
+        plots["pretraining"] = "pretraining.png"
+    return plots
+
+
+def _markdown(s: dict[str, Any], scale: Scale, cfg: LabelEfficiencyConfig) -> str:
+    names = dict(METHODS)
+    methods = [m for m, _ in METHODS if any(m in row for row in s["table_top1"])]
+    lines = [f"# Label efficiency of MAE pre-training on Fashion-MNIST (scale `{s['scale']}`)", "",
+             f"Command: `{s['command']}`  ", f"Hardware: {s['hardware']}  ",
+             f"Wall time: {s['wall_time_s'] / 60:.1f} min  ",
+             f"Test set: {s['test_images']} images of {s['test']}; training images: {s['train_images']}."]
+    lines += [f"Note: {note}." for note in scale.notes]
+    lines += ["", "## Test top-1 accuracy (%)", "",
+              "| labels | fraction | " + " | ".join(names[m] for m in methods) + " |",
+              "|---:|---:|" + "---:|" * len(methods)]
+    for row in s["table_top1"]:
+        cells = [f"{row[m]:.2f}" if m in row else "" for m in methods]
+        lines.append(f"| {row['labels']} | {row['fraction']:g} | " + " | ".join(cells) + " |")
+    p = s["pretrain"]
+    lines += ["", "## Pre-training", ""]
+    if p.get("reused"):
+        lines.append(f"Reused the pre-trained checkpoint {p['checkpoint']}.")
+    else:
+        lines.append(f"{p.get('steps')} steps ({p.get('epochs')} epochs) on the training images without labels, "
+                     f"{p.get('img_s')} img/s, {p.get('train_time_s')} s of training.")
+        if "heldout_loss_end" in p:
+            lines.append(f"Held-out masked-patch loss {p['heldout_loss_start']:.4f} -> {p['heldout_loss_end']:.4f} "
+                         f"(trivial baseline {p['heldout_loss_baseline']:.4f}).")
+        if "knn_history" in p:
+            curve = ", ".join(f"{h['epoch']:g}: {h['top1']:.1f}%" for h in p["knn_history"])
+            lines.append(f"kNN top-1 during pre-training (epoch: accuracy; bank {p['knn_bank_images']}, "
+                         f"queries {p['knn_query_images']}): {curve}.")
+    for key, title in (("accuracy_vs_labels", "Accuracy vs labels"), ("pretraining", "Pre-training")):
+        if key in s["plots"]:
+            lines += ["", f"![{title}]({s['plots'][key]})"]
+    lines += ["", "## Recipes", "",
+              f"- Model: {json.dumps(scale.model)}",
+              f"- Pre-training: {json.dumps(scale.pretrain)}",
+              f"- Fine-tuning (MAE and scratch alike): {json.dumps(scale.finetune)}, epochs per label fraction "
+              f"{json.dumps({f'{k:g}': v for k, v in scale.finetune_epochs.items()})}, warmup "
+              f"{scale.warmup_fraction:.0%} of the epochs, evaluated once at the end (no checkpoint picking "
+              "on the test set)",
+              f"- Linear probe: {json.dumps(scale.linprobe)}, cls token, LARS, features computed once",
+              "- kNN: cls token, k = 20, temperature 0.07, cosine similarity",
+              "- Label subsets: stratified by class, seeded; the same subset for every method.", "",
+              "## Times (s)", "", "| stage | seconds |", "|---|---:|"]
+    lines += [f"| {name} | {seconds:.0f} |" for name, seconds in s["stage_times_s"].items()]
+    lines += ["", "Every run's own metrics.json is in its directory (f<fraction>/<method>_<init>/)."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,27 @@
+"""The benchmark runs both implementations on the same weights and inputs; no timing is asserted."""
+import json
+
+import pytest
+
+from vitmae.bench import bench_step, mae_train_flops
+from vitmae.config import model_config
+
+
+def test_flop_formula_matches_the_reference_figure_for_vit_base():
+    # REFERENCE.md: an MAE ViT-B/16 training step costs about 58.7 GFLOPs per 224-px image.
+    assert mae_train_flops(model_config("mae_vit_base_patch16")) / 1e9 == pytest.approx(58.7, rel=0.005)
+
+
+def test_bench_compares_with_transformers_on_the_same_model():
+    config = model_config("mae_vit_tiny_patch16", img_size=32, patch_size=8, embed_dim=32, depth=1,
+                          num_heads=2, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
+    report = bench_step(config, batch_size=4, compare=("hf",), steps=2, warmup=1)
+    assert [r["impl"] for r in report["results"]] == ["vitmae", "hf"]
+    vitmae, hf = report["results"]
+    assert vitmae["first_loss"] == pytest.approx(hf["first_loss"], rel=1e-5)  # same weights, same batch
+    for result in report["results"]:
+        assert result["img_s"] > 0 and result["step_ms"] > 0
+        assert result["peak_mem_gib"] is None and result["mfu"] is None  # CPU: no device memory, no peak
+    assert report["speedup_vs_hf"] == pytest.approx(report["results"][0]["img_s"] / report["results"][1]["img_s"], rel=1e-2)
+    assert report["config"]["batch_size"] == 4 and report["config"]["embed_dim"] == 32
+    json.dumps(report)  # the --json output is plain JSON
