@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.vitmae-installed
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup demo test test-fast pictures clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,9 @@ $(STAMP): pyproject.toml Makefile
 
 demo: $(STAMP)
 	$(VENV)/bin/vitmae pretrain --output runs/demo
+
+pictures: $(STAMP)
+	$(PY) scripts/readme_pictures.py runs/demo --out docs/images
 
 test: $(STAMP)
 	$(PY) -m pytest -q

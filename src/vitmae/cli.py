@@ -140,6 +140,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
               f"(trivial baseline {summary['heldout_loss_baseline']:.4f})")
         print(f"{summary['steps']} steps, {summary['img_s']:.0f} img/s; checkpoint {summary['checkpoint']}; "
               f"pictures in {Path(cfg.output) / 'reconstructions'}")
+    if "knn_top1_end" in summary:
+        print(f"kNN top-1 of the encoder on {summary['knn']}: {summary['knn_top1_start']:.2f}% -> "
+              f"{summary['knn_top1_end']:.2f}%")
     if summary.get("skipped_files"):
         print(f"skipped {len(summary['skipped_files'])} unreadable file(s): listed in metrics.json")
     return 0

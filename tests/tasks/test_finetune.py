@@ -89,13 +89,15 @@ def test_finetune_from_a_checkpoint_on_a_label_subset(run_cli, tmp_path, tiny_ch
 
 def test_finetune_from_scratch_with_every_augmentation(run_cli, tmp_path, folder):
     out = tmp_path / "scratch"
-    run_cli("finetune", "--checkpoint", "none", "--data", folder, "--embed-dim", "32", "--depth", "1",
-            "--num-heads", "2", "--cls-token", "--mixup", "0.8", "--cutmix", "1.0", "--randaug", "--reprob", "0.25",
-            "--drop-path", "0.1", "--epochs", "2", "--max-steps", "3", "--batch-size", "8", "--num-workers", "2",
-            "--output", out)
+    config = tmp_path / "finetune.yaml"
+    config.write_text("mixup: 0.8\ncutmix: 1.0\nrandaug: true\nreprob: 0.25\nsmoothing: 0.2\nbatch-size: 4\n")
+    run_cli("finetune", "--config", config, "--checkpoint", "none", "--data", folder, "--embed-dim", "32",
+            "--depth", "1", "--num-heads", "2", "--cls-token", "--drop-path", "0.1", "--epochs", "2",
+            "--max-steps", "3", "--batch-size", "8", "--num-workers", "2", "--output", out)
     m = json.loads((out / "metrics.json").read_text())
     assert m["init"] == "scratch" and m["global_pool"] == "token" and m["steps"] == 3
-    assert m["augmentation"]["randaug"] and m["augmentation"]["mixup"] == 0.8
+    assert m["augmentation"]["randaug"] and m["augmentation"]["mixup"] == 0.8 and m["smoothing"] == 0.2
+    assert m["effective_batch_size"] == 8  # the flag wins over the file
     assert len(m["history"]) == 1 and 0 < m["history"][0]["epoch"] < 1  # evaluated where max_steps stopped it
     assert m["model"]["embed_dim"] == 32
     assert load_classifier(out).global_pool == "token"

@@ -62,14 +62,18 @@ def test_linear_probe_learns_fashion_mnist_from_frozen_features(tmp_path):
     train, test, description = labeled_splits("fashion-mnist", None, 1)
     test = SubsetSource(test, stratified_indices(source_labels(test), per_class=30, seed=0))
     before = {k: v.clone() for k, v in load_encoder_or_random(str(checkpoint)).state_dict().items()}
-    # 200 labels: the official blr (0.1, meant for ~1M images) barely moves LARS' weights in so few
-    # steps; a small labeled set needs a proportionally larger one.
+    # 200 labels: LARS moves each weight matrix by about lr * trust coefficient of its norm per step, so
+    # the official blr (0.1, for ~1M images and batch 16384) barely moves the probe in so few steps; a
+    # small labeled set needs more epochs and a larger blr.
     cfg = LinprobeConfig(output=str(tmp_path / "probe"), checkpoint=str(checkpoint), labels_per_class=20,
-                         epochs=30, warmup_epochs=3, batch_size=32, blr=10.0, num_workers=0, log_every_steps=1000)
+                         epochs=100, warmup_epochs=10, batch_size=32, blr=30.0, num_workers=0,
+                         log_every_steps=1000, eval_every_epochs=10)
     s = linprobe(cfg, (train, test, description))
     assert s["train_images"] == 200 and s["val_images"] == 300 and s["pool"] == "cls"
-    assert len(s["history"]) == 30 and s["steps"] == 30 * (200 // 32)
-    assert s["top1"] > 40, s["top1"]  # chance is 10
+    assert [h["epoch"] for h in s["history"]] == list(range(10, 101, 10)) and s["steps"] == 100 * (200 // 32)
+    # Chance is 10%; a well-fitted logistic regression on these 32-dim random-encoder features reaches
+    # about 58% (checked with L-BFGS when this test was written).
+    assert s["top1"] > 35, s["top1"]
     assert json.loads((tmp_path / "probe" / "metrics.json").read_text())["top1"] == s["top1"]
 
     # The encoder stayed frozen, and encoder + probe fold into one classifier with the same outputs.

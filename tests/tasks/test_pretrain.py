@@ -151,3 +151,35 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert metrics["world_size"] == 2 and metrics["steps"] == 4
     assert metrics["effective_batch_size"] == 32 and metrics["images"] == 4 * 32
     assert len(list((out / "checkpoints").glob("step-*"))) == 1  # one writer
+
+
+def test_pretrain_streams_webdataset_shards(run_cli, tmp_path):
+    import io
+    import tarfile
+
+    from vitmae.data import FashionMNISTSource
+
+    source = FashionMNISTSource("test")
+    for shard in range(2):
+        with tarfile.open(tmp_path / f"train-{shard:06d}.tar", "w") as tar:
+            for i in range(24):
+                img, label = source[shard * 24 + i]
+                for ext, payload in (("png", _png_bytes(img)), ("cls", str(label).encode())):
+                    info = tarfile.TarInfo(f"{shard:02d}{i:04d}.{ext}")
+                    info.size = len(payload)
+                    tar.addfile(info, io.BytesIO(payload))
+    out = tmp_path / "run"
+    pattern = str(tmp_path / "train-{000000..000001}.tar")
+    run_cli("pretrain", *FAST, "--data", pattern, "--samples-per-epoch", "48", "--epochs", "2",
+            "--num-workers", "2", "--output", out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 2 * (48 // 16) and metrics["images"] == 96
+    assert "TRAINING images" in metrics["heldout"]
+
+
+def _png_bytes(img) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return buffer.getvalue()

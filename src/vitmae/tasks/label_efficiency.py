@@ -45,7 +45,10 @@ class Scale:
     pretrain: dict[str, Any]  # PretrainConfig training fields
     finetune: dict[str, Any]  # FinetuneConfig fields shared by every fine-tuning run
     finetune_epochs: dict[float, int]  # epochs per label fraction (smaller subsets get more epochs)
-    linprobe: dict[str, Any]
+    linprobe: dict[str, Any]  # LinprobeConfig fields shared by every probe
+    # (epochs, blr) per label fraction: LARS moves a weight matrix by about lr * 0.001 of its norm per
+    # step, so fewer labels (fewer steps) need more epochs and a larger blr to train the probe fully.
+    linprobe_schedule: dict[float, tuple[int, float]]
     fractions: str
     train_limit: int | None = None  # a stratified sample of the training images (tiny: a smoke test)
     test_limit: int | None = None
@@ -61,7 +64,7 @@ SCALES: dict[str, Scale] = {
         pretrain=dict(epochs=1, max_steps=4, batch_size=16, heldout_samples=16, viz_every_epochs=0),
         finetune=dict(batch_size=16, blr=1e-3, layer_decay=0.75, drop_path=0.0, smoothing=0.1),
         finetune_epochs={0.1: 2, 1.0: 1},
-        linprobe=dict(epochs=3, batch_size=16, blr=0.1),
+        linprobe=dict(batch_size=16), linprobe_schedule={0.1: (3, 1.0), 1.0: (2, 1.0)},
         fractions="0.1,1", train_limit=400, test_limit=200, random_baselines=False,
         notes=["smoke test: 4 pre-training steps, a few fine-tuning steps on 400 training images; "
                "the numbers mean nothing"],
@@ -70,11 +73,11 @@ SCALES: dict[str, Scale] = {
         model=dict(model="mae_vit_micro_patch4_28", patch_size=7, embed_dim=96, depth=4, num_heads=3,
                    decoder_embed_dim=64, decoder_depth=1, decoder_num_heads=4, mask_ratio=0.75,
                    norm_pix_loss=True),
-        pretrain=dict(epochs=3, batch_size=256, blr=1.5e-4 * 8, warmup_epochs=0.3, knn_every_epochs=1,
+        pretrain=dict(epochs=5, batch_size=256, blr=1.2e-3, warmup_epochs=0.5, knn_every_epochs=1,
                       heldout_samples=500, viz_every_epochs=1),
-        finetune=dict(batch_size=128, blr=1e-3, layer_decay=0.75, drop_path=0.0, smoothing=0.1),
-        finetune_epochs={0.01: 30, 0.1: 4, 1.0: 1},
-        linprobe=dict(epochs=30, batch_size=256, blr=0.1),
+        finetune=dict(batch_size=64, blr=2e-3, layer_decay=0.75, drop_path=0.1, smoothing=0.1),
+        finetune_epochs={0.01: 50, 0.1: 8, 1.0: 2},
+        linprobe=dict(batch_size=256), linprobe_schedule={0.01: (300, 5.0), 0.1: (100, 1.0), 1.0: (50, 0.2)},
         fractions="0.01,0.1,1",
         notes=["a small ViT (96 wide, 4 blocks, patch 7: 16 tokens) and a short schedule, to fit a CPU"],
     ),
@@ -86,7 +89,7 @@ SCALES: dict[str, Scale] = {
                       heldout_samples=1000, viz_every_epochs=10),
         finetune=dict(batch_size=256, blr=1e-3, layer_decay=0.75, drop_path=0.1, smoothing=0.1),
         finetune_epochs={0.01: 100, 0.1: 50, 1.0: 30},
-        linprobe=dict(epochs=90, batch_size=512, blr=0.1),
+        linprobe=dict(batch_size=512), linprobe_schedule={0.01: (900, 5.0), 0.1: (300, 1.0), 1.0: (90, 0.2)},
         fractions="0.01,0.1,1",
         notes=["ViT-Tiny (192 wide, 12 blocks, 3 heads), patch 4 on 28x28, decoder 128x4, norm-pix loss"],
     ),
@@ -146,9 +149,8 @@ def label_efficiency(cfg: LabelEfficiencyConfig) -> dict[str, Any]:
     if cfg.scale not in SCALES:
         raise ConfigError(f"unknown scale {cfg.scale!r}; choose from: {', '.join(SCALES)}")
     scale = SCALES[cfg.scale]
-    fractions = parse_fractions(cfg.fractions if cfg.fractions != LabelEfficiencyConfig.fractions
-                                else scale.fractions)
-    epochs_for = {f: scale.finetune_epochs.get(f) or _interpolate_epochs(scale.finetune_epochs, f) for f in fractions}
+    fractions = parse_fractions(cfg.fractions or scale.fractions)
+    epochs_for = {f: schedule_for(scale.finetune_epochs, f) for f in fractions}
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     common = dict(device=cfg.device, precision=cfg.precision, seed=cfg.seed)
@@ -207,11 +209,13 @@ def label_efficiency(cfg: LabelEfficiencyConfig) -> dict[str, Any]:
                              labels_fraction=fraction, num_workers=cfg.num_workers, **common)
             row[f"knn_{name}"] = _done(Path(kcfg.output)) or clock.run(
                 f"kNN {name} {fraction:g}", knn, kcfg, sources, sub_features)
+            probe_epochs, probe_blr = schedule_for(scale.linprobe_schedule, fraction)
             lcfg = LinprobeConfig(output=str(fdir / f"linprobe_{name}"), checkpoint=encoders[name], data=DATA,
-                                  labels_fraction=fraction, num_workers=cfg.num_workers, log_every_steps=50,
-                                  **common,
-                                  **{**scale.linprobe, "batch_size": fit_batch(scale.linprobe["batch_size"], labels_count),
-                                     "warmup_epochs": max(1.0, scale.linprobe["epochs"] / 9)})
+                                  labels_fraction=fraction, num_workers=cfg.num_workers, log_every_steps=100,
+                                  epochs=probe_epochs, blr=probe_blr, warmup_epochs=round(probe_epochs / 9, 3),
+                                  eval_every_epochs=max(1, probe_epochs // 10), **common,
+                                  **{**scale.linprobe,
+                                     "batch_size": fit_batch(scale.linprobe["batch_size"], labels_count)})
             row[f"linprobe_{name}"] = _done(Path(lcfg.output)) or clock.run(
                 f"linear probe {name} {fraction:g}", linprobe, lcfg, sources, sub_features)
         epochs = epochs_for[fraction]
@@ -236,10 +240,11 @@ def _scratch_architecture(scale: Scale) -> dict[str, Any]:
     return {k: v for k, v in scale.model.items() if k == "model" or k in ENCODER_OVERRIDES}
 
 
-def _interpolate_epochs(table: dict[float, int], fraction: float) -> int:
-    """Epochs for a fraction the preset does not list: the nearest listed fraction's image budget."""
-    nearest = min(table, key=lambda f: abs(f - fraction))
-    return max(1, round(table[nearest] * nearest / fraction))
+def schedule_for(table: dict[float, Any], fraction: float) -> Any:
+    """The preset's entry for `fraction`, else the nearest listed fraction's (on a log scale)."""
+    import math
+
+    return table.get(fraction) or table[min(table, key=lambda f: abs(math.log(f / fraction)))]
 
 
 def _subset_features(features: tuple[Features, Features] | None, subset: list[int] | None):
@@ -378,10 +383,13 @@ def _markdown(s: dict[str, Any], scale: Scale, cfg: LabelEfficiencyConfig) -> st
               f"{json.dumps({f'{k:g}': v for k, v in scale.finetune_epochs.items()})}, warmup "
               f"{scale.warmup_fraction:.0%} of the epochs, evaluated once at the end (no checkpoint picking "
               "on the test set)",
-              f"- Linear probe: {json.dumps(scale.linprobe)}, cls token, LARS, features computed once",
+              f"- Linear probe: {json.dumps(scale.linprobe)}, (epochs, blr) per label fraction "
+              f"{json.dumps({f'{k:g}': v for k, v in scale.linprobe_schedule.items()})}, cls token, "
+              "BatchNorm + Linear, LARS, features computed once, evaluated every tenth of the epochs "
+              "(the table shows the last evaluation)",
               "- kNN: cls token, k = 20, temperature 0.07, cosine similarity",
               "- Label subsets: stratified by class, seeded; the same subset for every method.", "",
               "## Times (s)", "", "| stage | seconds |", "|---|---:|"]
-    lines += [f"| {name} | {seconds:.0f} |" for name, seconds in s["stage_times_s"].items()]
+    lines += [f"| {name} | {seconds:.1f} |" for name, seconds in s["stage_times_s"].items()]
     lines += ["", "Every run's own metrics.json is in its directory (f<fraction>/<method>_<init>/)."]
     return "\n".join(lines) + "\n"

@@ -115,7 +115,7 @@ def linprobe(cfg: LinprobeConfig, sources: LabeledSources | None = None,
         val_loader = eval_loader(val, evaluation, cfg.batch_size, cfg.num_workers)
     feature_time = time.perf_counter() - start
 
-    evaluator = ClassifierEvaluator(val_loader, 1, cfg.epochs)
+    evaluator = ClassifierEvaluator(val_loader, cfg.eval_every_epochs, cfg.epochs)
     objective = ClassificationObjective(num_classes, 0.0, 0.0, 0.0, cfg.seed)
     groups = param_groups(model, cfg.weight_decay)
     trainer = Trainer(model, objective, dataset, train_cfg, groups=groups,

@@ -12,7 +12,7 @@ import json
 import math
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -225,7 +225,7 @@ class Trainer:
         if self.sampler is not None:
             self.sampler.set_epoch(progress.epoch)
             self.sampler.skip(progress.epoch_batches * cfg.batch_size)
-        batches = iter(self.loader)
+        batches = self._epoch_batches()
         if self.sampler is None:  # a stream cannot seek: consume what the resumed run already saw
             for _ in range(progress.epoch_batches):
                 next(batches)
@@ -283,6 +283,16 @@ class Trainer:
                 return
         progress.epoch += 1
         progress.epoch_batches = 0
+
+    def _epoch_batches(self) -> Iterator[Batch]:
+        """The batches of the current epoch. A stream shorter than its nominal epoch (--samples-per-epoch)
+        starts over, as WebDataset's resampled streams do; a sampler's epoch is always long enough."""
+        while True:
+            count = 0
+            for count, batch in enumerate(self.loader, 1):
+                yield batch
+            if count == 0:
+                raise ConfigError(f"the data gave no batch of {self.config.batch_size} images")
 
     # -- bookkeeping -----------------------------------------------------------------------------------
     def _record_skipped(self, batch: Batch) -> None:

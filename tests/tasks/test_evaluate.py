@@ -1,0 +1,90 @@
+"""`vitmae evaluate`: accuracy, per-class precision / recall / F1 checked by hand, the confusion picture."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vitmae.config import ModelConfig
+from vitmae.data import EvalTransform, FashionMNISTSource, default_normalization, load_image
+from vitmae.interop.classifier import export_classifier, load_classifier
+from vitmae.model import MaskedAutoencoder
+from vitmae.model.classifier import from_pretrained_encoder
+from vitmae.tasks.evaluate import confusion_matrix, per_class_metrics, topk_accuracy
+
+TINY = ModelConfig(img_size=28, patch_size=4, in_chans=1, embed_dim=32, depth=1, num_heads=2,
+                   decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_metrics_by_hand():
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])
+    preds = torch.tensor([0, 1, 0, 1, 0, 2, 2, 1, 0, 0])  # class 3 is never predicted
+    cm = confusion_matrix(preds, labels, 4)
+    assert cm.tolist() == [[2, 1, 0, 0], [1, 1, 0, 0], [1, 1, 2, 0], [1, 0, 0, 0]]
+    rows = per_class_metrics(cm, ["a", "b", "c", "d"])
+    # class a: tp 2, predicted 5, actual 3; b: tp 1, predicted 3, actual 2; c: tp 2, predicted 2, actual 4
+    expected = [(2 / 5, 2 / 3), (1 / 3, 1 / 2), (2 / 2, 2 / 4), (0.0, 0.0)]
+    for row, (p, r) in zip(rows, expected):
+        f1 = 2 * p * r / (p + r) if p + r else 0.0
+        assert row["precision"] == pytest.approx(100 * p) and row["recall"] == pytest.approx(100 * r)
+        assert row["f1"] == pytest.approx(100 * f1)
+    assert [row["support"] for row in rows] == [3, 2, 4, 1]
+    logits = torch.tensor([[3.0, 2.0, 1.0], [1.0, 3.0, 2.0], [1.0, 2.0, 3.0]])
+    assert topk_accuracy(logits, torch.tensor([1, 2, 0]), ks=(1, 2, 5)) == {
+        "top1": 0.0, "top2": pytest.approx(200 / 3), "top5": 100.0}
+
+
+def test_evaluate_cli_report_matches_a_manual_computation(run_cli, tmp_path):
+    source = FashionMNISTSource("test")
+    counts = {"c0": 7, "c1": 4, "c2": 5}
+    for c, (name, count) in enumerate(counts.items()):
+        (tmp_path / "data" / "val" / name).mkdir(parents=True)
+        for j, i in enumerate(np.flatnonzero(source.labels == c)[:count]):
+            Image.fromarray(source.images[i]).save(tmp_path / "data" / "val" / name / f"{j}.png")
+    torch.manual_seed(0)
+    model = from_pretrained_encoder(MaskedAutoencoder(TINY), 3, "avg")
+    with torch.no_grad():
+        model.head.weight.normal_(std=3.0)  # varied predictions, so every metric is exercised
+    checkpoint = export_classifier(model, tmp_path / "clf", "vitmae").parent
+
+    out = tmp_path / "eval"
+    result = run_cli("evaluate", "--checkpoint", checkpoint, "--data", tmp_path / "data", "--num-workers", "0",
+                     "--batch-size", "5", "--output", out)
+    assert "macro F1" in result.stdout
+    report = json.loads((out / "metrics.json").read_text())
+    png = Image.open(out / "confusion_matrix.png")
+    assert png.format == "PNG" and png.width > 200
+
+    # By hand: predictions of the reloaded classifier on the same images, then counts.
+    clf = load_classifier(checkpoint)
+    transform = EvalTransform(28, *default_normalization(1, None))
+    paths = sorted((tmp_path / "data" / "val").rglob("*.png"))
+    truth = [int(p.parent.name[1]) for p in paths]
+    with torch.no_grad():
+        predicted = clf(torch.stack([transform(load_image(p, 1)) for p in paths])).argmax(dim=1).tolist()
+    assert report["images"] == len(paths) == 16
+    assert report["top1"] == pytest.approx(100 * sum(p == t for p, t in zip(predicted, truth)) / 16)
+    assert report["top5"] == 100.0  # three classes
+    for c, row in enumerate(report["per_class"]):
+        tp = sum(p == c and t == c for p, t in zip(predicted, truth))
+        n_pred, n_true = predicted.count(c), truth.count(c)
+        precision = tp / n_pred if n_pred else 0.0
+        recall = tp / n_true
+        f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
+        assert row["class"] == f"c{c}" and row["support"] == n_true
+        assert row["precision"] == pytest.approx(100 * precision)
+        assert row["recall"] == pytest.approx(100 * recall) and row["f1"] == pytest.approx(100 * f1)
+    assert sum(map(sum, report["confusion_matrix"])) == 16
+    assert len(set(predicted)) > 1

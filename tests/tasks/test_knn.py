@@ -1,0 +1,101 @@
+"""Weighted kNN against a brute-force reference, and on real encoders, standalone and during pre-training."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import TINY_MODEL_FLAGS
+from vitmae.data import FashionMNISTSource
+from vitmae.tasks.knn import knn_accuracy, knn_scores
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def brute_force_votes(bank, bank_labels, queries, num_classes, k, temperature):
+    """Plain Python: cosine similarity to every bank item, sort, the k best vote exp(sim / T)."""
+    votes = []
+    for q in queries.tolist():
+        sims = []
+        for j, b in enumerate(bank.tolist()):
+            dot = sum(x * y for x, y in zip(q, b))
+            sims.append((dot / (math.sqrt(sum(x * x for x in q)) * math.sqrt(sum(y * y for y in b))), j))
+        sims.sort(key=lambda s: -s[0])
+        row = [0.0] * num_classes
+        for sim, j in sims[:k]:
+            row[int(bank_labels[j])] += math.exp(sim / temperature)
+        votes.append(row)
+    return torch.tensor(votes)
+
+
+@pytest.mark.parametrize("k,temperature", [(1, 0.07), (5, 0.07), (5, 1.0), (40, 0.5)])
+def test_knn_matches_a_brute_force_reference(k, temperature):
+    g = torch.Generator().manual_seed(k)
+    bank, labels = torch.randn(30, 6, generator=g), torch.randint(0, 4, (30,), generator=g)
+    queries = torch.randn(12, 6, generator=g)
+    expected = brute_force_votes(bank, labels, queries, 4, min(k, 30), temperature)
+    got = knn_scores(bank * 3.0, labels, queries, 4, k, temperature, chunk=5)  # scale-free: cosine
+    assert torch.allclose(got, expected.float(), rtol=1e-4)
+    if k == 1:  # the nearest neighbour's label
+        nearest = (torch.nn.functional.normalize(queries, dim=1) @ torch.nn.functional.normalize(bank, dim=1).T).argmax(1)
+        assert torch.equal(got.argmax(1), labels[nearest])
+
+
+def test_k_and_temperature_decide_the_vote():
+    # One very close neighbour of class 0, three slightly farther ones of class 1.
+    query = torch.tensor([[1.0, 0.0]])
+    angle = lambda cos: [cos, math.sqrt(1 - cos**2)]  # noqa: E731
+    bank = torch.tensor([angle(0.99), angle(0.9), angle(0.9), angle(0.9), angle(-1.0)])
+    labels = torch.tensor([0, 1, 1, 1, 1])
+    assert knn_scores(bank, labels, query, 2, k=1, temperature=1.0).argmax().item() == 0
+    assert knn_scores(bank, labels, query, 2, k=4, temperature=1.0).argmax().item() == 1  # 3 e^.9 > e^.99
+    assert knn_scores(bank, labels, query, 2, k=4, temperature=0.01).argmax().item() == 0  # e^99 > 3 e^90
+    acc = knn_accuracy(bank, labels, query, torch.tensor([0]), k=4, temperature=0.01, num_classes=2)
+    assert acc == {"top1": 100.0, "top5": 100.0}
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fmnist")
+    source = FashionMNISTSource("test")
+    for split, offset, count in (("train", 0, 20), ("val", 20, 6)):
+        for c in range(10):
+            (root / split / f"c{c}").mkdir(parents=True)
+            for j, i in enumerate(np.flatnonzero(source.labels == c)[offset:offset + count]):
+                Image.fromarray(source.images[i]).save(root / split / f"c{c}" / f"{j}.png")
+    return root
+
+
+def test_pretrain_reports_knn_and_knn_cli_on_trained_and_random_encoders(run_cli, tmp_path, folder):
+    run = tmp_path / "pretrain"
+    run_cli("pretrain", *TINY_MODEL_FLAGS, "--data", "fashion-mnist", "--batch-size", "16", "--num-workers", "0",
+            "--heldout-samples", "16", "--epochs", "1", "--max-steps", "4", "--eval-knn", folder, "--output", run)
+    m = json.loads((run / "metrics.json").read_text())
+    assert [h["step"] for h in m["knn_history"]] == [0, 4]  # before training and at the end
+    assert m["knn_bank_images"] == 200 and m["knn_query_images"] == 60
+    assert 0 <= m["knn_top1_start"] <= 100 and 0 <= m["knn_top1_end"] <= 100
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+    results = {}
+    for name, checkpoint in (("trained", run), ("random", "none")):
+        out = tmp_path / f"knn-{name}"
+        flags = ["--model", "mae_vit_micro_patch4_28"] if checkpoint == "none" else []
+        result = run_cli("knn", "--checkpoint", checkpoint, *flags, "--data", folder, "--labels-per-class", "10",
+                         "--k", "5", "--temperature", "0.1", "--num-workers", "0", "--output", out)
+        assert "kNN (k=5" in result.stdout
+        results[name] = json.loads((out / "metrics.json").read_text())
+    for r in results.values():
+        assert r["k"] == 5 and r["temperature"] == 0.1 and r["train_images"] == 100 and r["val_images"] == 60
+        assert 10 < r["top1"] <= r["top5"] <= 100  # above chance: Fashion-MNIST pixels already cluster
+    assert results["trained"]["feature_dim"] == 32 and results["random"]["feature_dim"] == 128
