@@ -230,7 +230,7 @@ class FinetuneConfig(LabeledDataConfig, TrainConfig):
     randaug: bool | None = None  # default on for RGB
     randaug_policy: str = "rand-m9-mstd0.5-inc1"
     reprob: float | None = None  # random erasing; default 0.25 for RGB, 0 for grayscale
-    crop_min_scale: float | None = None  # default 0.08 for RGB (official), 0.35 for grayscale
+    crop_min_scale: float | None = None  # default 0.08 for RGB (official), 0.8 for grayscale
     hflip: float = 0.5
     eval_every_epochs: int = 1
 
@@ -241,7 +241,7 @@ class FinetuneConfig(LabeledDataConfig, TrainConfig):
         """The augmentation options with their data-dependent defaults filled in."""
         rgb = in_chans == 3
         defaults = dict(mixup=0.8 if rgb else 0.0, cutmix=1.0 if rgb else 0.0, randaug=rgb,
-                        reprob=0.25 if rgb else 0.0, crop_min_scale=0.08 if rgb else 0.35)
+                        reprob=0.25 if rgb else 0.0, crop_min_scale=0.08 if rgb else 0.8)
         return {k: default if getattr(self, k) is None else getattr(self, k) for k, default in defaults.items()}
 
 

@@ -11,7 +11,6 @@ The position table is learned, as in official fine-tuning (initialised from the 
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from ..config import ModelConfig

@@ -75,7 +75,9 @@ SCALES: dict[str, Scale] = {
                    norm_pix_loss=True),
         pretrain=dict(epochs=5, batch_size=256, blr=1.2e-3, warmup_epochs=0.5, knn_every_epochs=1,
                       heldout_samples=500, viz_every_epochs=1),
-        finetune=dict(batch_size=64, blr=2e-3, layer_decay=0.75, drop_path=0.1, smoothing=0.1),
+        # Flips only: at this short schedule crops cost accuracy (10% of the labels, 8 epochs, MAE init:
+        # 75.6% with crops of 35-100% of the area, 80.9% with 80-100%, 83.5% without crops).
+        finetune=dict(batch_size=64, blr=5e-3, layer_decay=0.75, drop_path=0.1, smoothing=0.1, crop_min_scale=1.0),
         finetune_epochs={0.01: 50, 0.1: 8, 1.0: 2},
         linprobe=dict(batch_size=256), linprobe_schedule={0.01: (300, 5.0), 0.1: (100, 1.0), 1.0: (50, 0.2)},
         fractions="0.01,0.1,1",
