@@ -25,3 +25,16 @@ def test_bench_compares_with_transformers_on_the_same_model():
     assert report["speedup_vs_hf"] == pytest.approx(report["results"][0]["img_s"] / report["results"][1]["img_s"], rel=1e-2)
     assert report["config"]["batch_size"] == 4 and report["config"]["embed_dim"] == 32
     json.dumps(report)  # the --json output is plain JSON
+
+
+def test_bench_cli_with_input_pipeline_writes_json(run_cli, tmp_path):
+    out = tmp_path / "bench.json"
+    result = run_cli("bench", "--device", "cpu", "--model", "mae_vit_micro_patch4_28", "--embed-dim", "32",
+                     "--depth", "1", "--num-heads", "2", "--decoder-embed-dim", "32", "--decoder-depth", "1",
+                     "--batch-size", "8", "--steps", "2", "--warmup", "1", "--compare", "hf",
+                     "--data", "fashion-mnist", "--num-workers", "0", "--json", out)
+    report = json.loads(out.read_text())
+    assert report["config"]["precision"] == "fp32" and report["config"]["embed_dim"] == 32
+    assert {r["impl"] for r in report["results"]} == {"vitmae", "hf"}
+    assert report["pipeline"]["pipeline_img_s"] > 0 and report["pipeline"]["end_to_end_img_s"] > 0
+    assert "speed-up over transformers" in result.stdout

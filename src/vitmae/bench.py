@@ -102,6 +102,48 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _time_batches(batches, count: int, work=None) -> float:
+    """Images per second over `count` batches (after one untimed batch), doing `work` on each."""
+    iterator = iter(batches)
+    first = next(iterator)
+    if work:
+        work(first)
+    images, start = 0, time.perf_counter()
+    for _ in range(count):
+        batch = next(iterator)
+        if work:
+            work(batch)
+        images += len(batch)
+    return images / (time.perf_counter() - start)
+
+
+def bench_pipeline(config: ModelConfig, data: str, batch_size: int, device: str = "cpu",
+                   precision: str = "fp32", num_workers: int = 4, steps: int = 10, seed: int = 0
+                   ) -> dict[str, Any]:
+    """The input pipeline of `vitmae pretrain` alone (decode, crop, flip, normalise, collate, copy to the
+    device), then data + training step end to end."""
+    from .data import EpochSampler, build_loader
+    from .tasks.pretrain import pretrain_data
+
+    dev = torch.device(device)
+    _, dataset, _, _ = pretrain_data(data, config, seed=seed)
+    sampler = None if isinstance(dataset, torch.utils.data.IterableDataset) else EpochSampler(len(dataset), seed)
+    loader = build_loader(dataset, batch_size, sampler, num_workers, pin_memory=dev.type == "cuda")
+    to_device = lambda batch: batch.to(dev, non_blocking=True)  # noqa: E731
+    data_img_s = _time_batches(loader, steps, lambda b: (to_device(b), _sync(dev)))
+    model = MaskedAutoencoder(config).to(dev).train()
+    train_step = _vitmae_contender(model, dev, precision, compile=False).step
+
+    def step(batch) -> None:
+        images = to_device(batch).images
+        train_step(images, torch.rand(len(images), config.num_patches, device=dev))
+        _sync(dev)
+
+    step_img_s = _time_batches(loader, steps, step)
+    return {"data": data, "num_workers": num_workers, "pipeline_img_s": round(data_img_s, 1),
+            "end_to_end_img_s": round(step_img_s, 1)}
+
+
 def bench_step(config: ModelConfig, batch_size: int, device: str = "cpu", precision: str = "fp32",
                compare: tuple[str, ...] = (), steps: int = 10, warmup: int = 3, compile: bool = False,
                peak_tflops: float | None = None, seed: int = 0) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .config import ConfigError, PretrainConfig
+from .config import BenchConfig, ConfigError, PretrainConfig
 
 HELP = {
     "output": "run directory: checkpoints, metrics, pictures, config.yaml",
@@ -300,6 +300,35 @@ def cmd_label_efficiency(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import bench_pipeline, bench_step
+    from .train.engine import resolve_device, resolve_precision
+    from .train.distributed import DistInfo
+
+    cfg = build_config(BenchConfig, args)
+    device = resolve_device(cfg.device, DistInfo())
+    precision = resolve_precision(cfg.precision, device)
+    model_cfg = cfg.model_config()
+    compare = tuple(c for c in (cfg.compare or "").split(",") if c)
+    report = bench_step(model_cfg, cfg.batch_size, str(device), precision, compare, cfg.steps, cfg.warmup,
+                        cfg.compile, cfg.peak_tflops, cfg.seed)
+    if cfg.data:
+        report["pipeline"] = bench_pipeline(model_cfg, cfg.data, cfg.batch_size, str(device), precision,
+                                            cfg.num_workers, cfg.steps, cfg.seed)
+    for r in report["results"]:
+        memory = "" if r["peak_mem_gib"] is None else f", peak memory {r['peak_mem_gib']:.2f} GiB"
+        mfu = "" if r["mfu"] is None else f", MFU {r['mfu']:.1%}"
+        print(f"{r['impl']:>16}: {r['img_s']:9.1f} img/s ({r['step_ms']:.1f} ms/step){memory}{mfu}")
+    if "speedup_vs_hf" in report:
+        print(f"speed-up over transformers: {report['speedup_vs_hf']:.2f}x")
+    if "pipeline" in report:
+        p = report["pipeline"]
+        print(f"input pipeline: {p['pipeline_img_s']:.1f} img/s alone, {p['end_to_end_img_s']:.1f} img/s with the step")
+    if cfg.json:
+        Path(cfg.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="vitmae", description="Masked Autoencoder pre-training of Vision Transformers.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -309,6 +338,12 @@ def build_parser() -> Parser:
     p.add_argument("--config", help="YAML file of options; flags override it")
     add_config_flags(p, PretrainConfig)
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("bench", help="time the training step (and the input pipeline) against transformers",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", help="YAML file of options; flags override it")
+    add_config_flags(p, BenchConfig)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("models", help="list the model presets")
     p.set_defaults(func=cmd_models)

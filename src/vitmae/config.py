@@ -113,6 +113,42 @@ def model_config(name: str, **overrides: Any) -> ModelConfig:
     return PRESETS[name].replace(**overrides)
 
 
+# -- options shared by several commands -----------------------------------------------------------------
+@dataclass
+class EncoderOptions:
+    """A preset and overrides of its encoder (None keeps the preset's value)."""
+
+    model: str = "mae_vit_micro_patch4_28"
+    img_size: tuple[int, int] | None = None
+    patch_size: int | None = None
+    in_chans: int | None = None
+    embed_dim: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    mlp_ratio: float | None = None
+    norm_eps: float | None = None
+
+    def model_overrides(self) -> dict[str, Any]:
+        """The architecture options that were set, by ModelConfig name."""
+        names = {f.name for f in dataclasses.fields(ModelConfig)}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name in names and getattr(self, f.name) is not None}
+
+    def model_config(self) -> ModelConfig:
+        return model_config(self.model, **self.model_overrides())
+
+
+@dataclass
+class MAEOptions(EncoderOptions):
+    """A preset and overrides of its whole masked autoencoder."""
+
+    decoder_embed_dim: int | None = None
+    decoder_depth: int | None = None
+    decoder_num_heads: int | None = None
+    norm_pix_loss: bool | None = None
+    mask_ratio: float | None = None
+
+
 # -- training ------------------------------------------------------------------------------------------
 @dataclass
 class TrainConfig:
@@ -141,43 +177,21 @@ class TrainConfig:
 
 
 @dataclass
-class PretrainConfig(TrainConfig):
+class PretrainConfig(MAEOptions, TrainConfig):
     """`vitmae pretrain`: the defaults run the built-in Fashion-MNIST on a laptop CPU in minutes."""
 
     data: str = "fashion-mnist"
     val_data: str | None = None  # default: the test split of a built-in data set, else none
     samples_per_epoch: int | None = None  # required for streamed shards, whose length is unknown
-    model: str = "mae_vit_micro_patch4_28"
     masking: str = "random"
     crop_min_scale: float = 0.2
     heldout_samples: int = 1000
     viz_every_epochs: int = 1
     eval_knn: str | None = None  # labeled data for a kNN accuracy of the encoder during training
     knn_every_epochs: int = 1
-    # Architecture overrides of the preset (None = keep the preset's value).
-    img_size: tuple[int, int] | None = None
-    patch_size: int | None = None
-    in_chans: int | None = None
-    embed_dim: int | None = None
-    depth: int | None = None
-    num_heads: int | None = None
-    mlp_ratio: float | None = None
-    decoder_embed_dim: int | None = None
-    decoder_depth: int | None = None
-    decoder_num_heads: int | None = None
-    norm_eps: float | None = None
-    norm_pix_loss: bool | None = None
-    mask_ratio: float | None = None
-
-    def model_config(self) -> ModelConfig:
-        overrides = {f.name: getattr(self, f.name) for f in dataclasses.fields(ModelConfig)
-                     if hasattr(self, f.name)}
-        return model_config(self.model, **overrides)
 
 
 # -- transfer ------------------------------------------------------------------------------------------
-ENCODER_OVERRIDES = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio",
-                     "norm_eps")
 
 
 @dataclass
@@ -199,7 +213,7 @@ class LabeledDataConfig:
 
 
 @dataclass
-class FinetuneConfig(LabeledDataConfig, TrainConfig):
+class FinetuneConfig(LabeledDataConfig, EncoderOptions, TrainConfig):
     """`vitmae finetune`: the official MAE fine-tuning recipe (AdamW, layer-wise lr decay, drop path,
     warmup + cosine, mixup / cutmix / label smoothing, RandAugment, random erasing). Augmentation options
     left at None take the data's default: the official ones for RGB images, a light recipe (crop + flip,
@@ -212,15 +226,6 @@ class FinetuneConfig(LabeledDataConfig, TrainConfig):
     blr: float = 1e-3
     min_lr: float = 1e-6
     warmup_epochs: float = 2.0
-    model: str = "mae_vit_micro_patch4_28"  # the architecture with --checkpoint none
-    img_size: tuple[int, int] | None = None
-    patch_size: int | None = None
-    in_chans: int | None = None
-    embed_dim: int | None = None
-    depth: int | None = None
-    num_heads: int | None = None
-    mlp_ratio: float | None = None
-    norm_eps: float | None = None
     global_pool: bool = True  # average the patch tokens + fc_norm; --cls-token classifies from the cls token
     layer_decay: float = 0.75
     drop_path: float = 0.1
@@ -233,9 +238,6 @@ class FinetuneConfig(LabeledDataConfig, TrainConfig):
     crop_min_scale: float | None = None  # default 0.08 for RGB (official), 0.8 for grayscale
     hflip: float = 0.5
     eval_every_epochs: int = 1
-
-    def model_overrides(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ENCODER_OVERRIDES if getattr(self, k) is not None}
 
     def augmentation(self, in_chans: int) -> dict[str, Any]:
         """The augmentation options with their data-dependent defaults filled in."""
@@ -331,3 +333,22 @@ class LabelEfficiencyConfig:
     num_workers: int = 2
     seed: int = 0
 
+
+
+@dataclass
+class BenchConfig(MAEOptions):
+    """`vitmae bench`: images/s, peak memory and MFU of the training step, against transformers."""
+
+    model: str = "mae_vit_base_patch16"
+    device: str = "auto"
+    batch_size: int = 64
+    precision: str = "auto"
+    compare: str | None = None  # hf: transformers' ViTMAEForPreTraining, same config, batch and noise
+    steps: int = 10
+    warmup: int = 3
+    compile: bool = False
+    peak_tflops: float | None = None  # the device's peak, for MFU (known for the H100)
+    json: str | None = None  # also write the report here
+    data: str | None = None  # also time the input pipeline alone and data + step end to end
+    num_workers: int = 4
+    seed: int = 0

@@ -22,7 +22,8 @@ TINY = dict(embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=32, decoder_de
 
 
 def tiny_setup(tmp_path, **train):
-    cfg = PretrainConfig(output=str(tmp_path / "run"), batch_size=8, num_workers=0, epochs=1, **TINY, **train)
+    options = dict(output=str(tmp_path / "run"), batch_size=8, num_workers=0, epochs=1)
+    cfg = PretrainConfig(**{**options, **TINY, **train})
     model = MaskedAutoencoder(cfg.model_config())
     mean, std = default_normalization(1, "fashion-mnist")
     dataset = build_dataset(FashionMNISTSource("test"), PretrainTransform(28, mean, std), seed=0)
@@ -106,3 +107,21 @@ def test_checkpoints_survive_a_kill_at_any_moment(tmp_path):
         step = state["progress"]["step"]
         assert all(torch.all(w == step) for name, w in weights.items() if "pos_embed" not in name)
         assert len(list((run / "checkpoints").glob("step-*"))) <= 3
+
+
+def test_logged_loss_is_the_mean_over_its_window_across_epoch_ends(tmp_path):
+    """Three steps per epoch, logged every two steps: windows that straddle epoch ends."""
+    from torch.utils.data import Subset
+
+    cfg, model, dataset, objective = tiny_setup(tmp_path, epochs=3, log_every_steps=2)
+    dataset = Subset(dataset, range(24))  # 3 steps of 8 per epoch
+
+    def constant(model, batch, step, micro):
+        return objective(model, batch, step, micro) * 0 + 1.0
+
+    Trainer(model, constant, dataset, cfg).fit()
+    import json
+
+    lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines] == [2, 4, 6, 8, 9]
+    assert all(l["loss"] == pytest.approx(1.0) for l in lines)

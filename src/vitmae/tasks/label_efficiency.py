@@ -16,6 +16,8 @@ experiment continues where it stopped.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import platform
 import shlex
@@ -27,7 +29,7 @@ from typing import Any
 
 import torch
 
-from ..config import (ENCODER_OVERRIDES, ConfigError, FinetuneConfig, KnnConfig, LabelEfficiencyConfig,
+from ..config import (ConfigError, EncoderOptions, FinetuneConfig, KnnConfig, LabelEfficiencyConfig,
                       LinprobeConfig, PretrainConfig)
 from ..data import EvalTransform, default_normalization
 from ..data.labels import SubsetSource, labeled_splits, source_labels, stratified_indices
@@ -239,7 +241,8 @@ def label_efficiency(cfg: LabelEfficiencyConfig) -> dict[str, Any]:
 
 def _scratch_architecture(scale: Scale) -> dict[str, Any]:
     """FinetuneConfig fields that build the pre-trained encoder's architecture from scratch."""
-    return {k: v for k, v in scale.model.items() if k == "model" or k in ENCODER_OVERRIDES}
+    encoder_fields = {f.name for f in dataclasses.fields(EncoderOptions)}
+    return {k: v for k, v in scale.model.items() if k in encoder_fields}
 
 
 def schedule_for(table: dict[float, Any], fraction: float) -> Any:

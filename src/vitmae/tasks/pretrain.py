@@ -9,7 +9,7 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from ..config import PretrainConfig
+from ..config import ModelConfig, PretrainConfig
 from ..data import (Batch, EvalTransform, PretrainTransform, ShardSource, build_dataset, build_source,
                     default_normalization, sample_generator)
 from ..data.transforms import mix_seed
@@ -143,15 +143,20 @@ class HeldoutMonitor(Hook):
         }
 
 
+def pretrain_data(data: str, model_cfg: ModelConfig, crop_min_scale: float = 0.2, seed: int = 0):
+    """(source, dataset, mean, std) of pre-training: the recipe's crops and flips, normalised."""
+    source = build_source(data, "train", in_chans=model_cfg.in_chans)
+    mean, std = default_normalization(model_cfg.in_chans, data)
+    transform = PretrainTransform(model_cfg.img_size, mean, std, scale=(crop_min_scale, 1.0))
+    return source, build_dataset(source, transform, seed), mean, std
+
+
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """Pre-train a masked autoencoder as `cfg` says; returns the summary also written to metrics.json."""
     model_cfg = cfg.model_config()
     torch.manual_seed(cfg.seed)
     model = MaskedAutoencoder(model_cfg)
-    source = build_source(cfg.data, "train", in_chans=model_cfg.in_chans)
-    mean, std = default_normalization(model_cfg.in_chans, cfg.data)
-    transform = PretrainTransform(model_cfg.img_size, mean, std, scale=(cfg.crop_min_scale, 1.0))
-    dataset = build_dataset(source, transform, cfg.seed)
+    source, dataset, mean, std = pretrain_data(cfg.data, model_cfg, cfg.crop_min_scale, cfg.seed)
 
     eval_transform = EvalTransform(model_cfg.img_size, mean, std)
     if cfg.val_data or cfg.data == "fashion-mnist":

@@ -229,7 +229,7 @@ class Trainer:
         if self.sampler is None:  # a stream cannot seek: consume what the resumed run already saw
             for _ in range(progress.epoch_batches):
                 next(batches)
-        window_loss, window_images, window_start = 0.0, 0, time.perf_counter()
+        window_loss, window_steps, window_images, window_start = 0.0, 0, 0, time.perf_counter()
         while progress.epoch_batches < self.steps_per_epoch * cfg.accum_steps:
             step = progress.step + 1
             lr = lr_at(step, self.base_lr, self.total_steps, self.warmup_steps, cfg.min_lr)
@@ -266,15 +266,15 @@ class Trainer:
             progress.train_time_s += time.perf_counter() - step_start
             progress.images += step_images * self.dist.world_size
             window_images += step_images
+            window_steps += 1
             self._pbar.update(1)
             if step % cfg.log_every_steps == 0 or step == self.stop_step:
                 elapsed = time.perf_counter() - window_start
-                steps_in_window = (step - 1) % cfg.log_every_steps + 1
-                mean_loss = all_reduce_mean(torch.tensor(window_loss / steps_in_window), self.dist).item()
+                mean_loss = all_reduce_mean(torch.tensor(window_loss / window_steps), self.dist).item()
                 img_s = window_images * self.dist.world_size / max(elapsed, 1e-9)
                 self._log(step, progress.epoch + progress.epoch_batches / (self.steps_per_epoch * cfg.accum_steps),
                           mean_loss, lr, img_s)
-                window_loss, window_images, window_start = 0.0, 0, time.perf_counter()
+                window_loss, window_steps, window_images, window_start = 0.0, 0, 0, time.perf_counter()
             if cfg.save_every_steps and step % cfg.save_every_steps == 0:
                 self.save()
             if self._should_stop():
