@@ -15,6 +15,18 @@ TINY_MODEL_FLAGS = [
 
 
 @pytest.fixture
+def one_thread(monkeypatch):
+    """One intra-op thread: tiny matrix products on a shared 2-core machine are faster and steadier so."""
+    import torch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def run_cli():
     """Runs `python -m vitmae ARGS` in a fresh process (as a user would) and returns the result."""
     def run(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:

@@ -22,12 +22,7 @@ from .conftest import TINY, assert_close_rel, images
 NAMES = ["cat", "dog", "bird", "fish", "frog"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def fine_tuned(global_pool: str) -> ViTClassifier:

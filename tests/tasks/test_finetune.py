@@ -26,14 +26,7 @@ from vitmae.tasks.finetune import ClassificationObjective, finetune
 TINY_ARCH = dict(embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """Tiny models: one thread each (also in the CLI's processes); a second one only waits on a busy CPU."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_image_folder(root: Path, train_per_class: int, val_per_class: int, classes: int = 10) -> Path:

@@ -14,13 +14,7 @@ from vitmae.data import FashionMNISTSource
 from vitmae.tasks.knn import knn_accuracy, knn_scores
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def brute_force_votes(bank, bank_labels, queries, num_classes, k, temperature):

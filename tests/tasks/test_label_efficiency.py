@@ -10,13 +10,7 @@ from vitmae.config import ConfigError, LabelEfficiencyConfig
 from vitmae.tasks.label_efficiency import SCALES, fit_batch, label_efficiency, parse_fractions, schedule_for
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_tiny_scale_runs_end_to_end_and_writes_its_report(run_cli, tmp_path):

@@ -16,26 +16,13 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from ..interop.vitmae_format import resolve_checkpoint, save_vitmae
+from ..interop.vitmae_format import atomic_write, fsync_dir, resolve_checkpoint, save_vitmae
 
 TRAIN_STATE = "train_state.pt"
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def save_checkpoint(run_dir: Path, name: str, model: nn.Module, train_state: dict[str, Any],
@@ -50,12 +37,12 @@ def save_checkpoint(run_dir: Path, name: str, model: nn.Module, train_state: dic
         torch.save(train_state, f)
         f.flush()
         os.fsync(f.fileno())
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     if final.exists():  # the same step saved again (e.g. an end save right after a step save)
         shutil.rmtree(final)
     os.replace(tmp, final)
     write_text_atomic(root / "latest", name + "\n")
-    _fsync_dir(root)
+    fsync_dir(root)
     _prune(root, keep, protect=name)
     return final
 
