@@ -183,3 +183,12 @@ def _png_bytes(img) -> bytes:
     buffer = io.BytesIO()
     img.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_runs(run_cli, tmp_path, precision):
+    out = tmp_path / "run"
+    run_cli("pretrain", *FAST, "--max-steps", "2", "--precision", precision, "--device", "cpu", "--output", out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["precision"] == precision and metrics["steps"] == 2
+    assert metrics["heldout_loss_end"] > 0
