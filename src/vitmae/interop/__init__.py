@@ -26,7 +26,7 @@ from ..model import MaskedAutoencoder, sincos_pos_embed
 from ..model.vit import position_table
 from .formats import FORMATS, Checkpoint, detect_format, read_checkpoint
 from .keymaps import config_to_hf, from_ours, is_decoder_key, is_head_key, mlp_ratio, to_ours
-from .safe_load import CheckpointError, UnsafeCheckpointError, load_torch_file, name_list
+from .safe_load import CheckpointError, UnsafeCheckpointError, check_fits, load_torch_file, name_list
 from .vitmae_format import atomic_write, load_vitmae, resolve_checkpoint, save_safetensors, save_vitmae
 
 __all__ = ["CheckpointError", "FORMATS", "MissingDecoderWarning", "UnsafeCheckpointError", "convert",
@@ -132,8 +132,9 @@ def _load(path: str | Path, overrides: dict[str, Any]) -> _Loaded:
     state = {k: v for k, v in state.items() if k not in left_out}
     config, img_size = _config(ckpt, state, overrides)
     model = MaskedAutoencoder(config)
-    _check_keys(ckpt.path, state, model.state_dict(), decoder_present)
-    model.load_state_dict(state, strict=False)  # strictness is _check_keys' job: it allows a missing decoder
+    check_fits(f"{ckpt.path}: does not fit the model", state, model.state_dict(),
+               optional=lambda key: not decoder_present and is_decoder_key(key))
+    model.load_state_dict(state, strict=False)  # strictness is check_fits' job: it allows a missing decoder
     for name in POS_TABLES:
         if name in state:  # a loaded table that is not the sin-cos one is learned (see vit.position_table)
             getattr(model, name).requires_grad_(not _is_sincos(state[name], config.grid_size))
@@ -238,18 +239,6 @@ def _guess_heads(path: Path, values: dict[str, Any]) -> None:
             raise CheckpointError(f"{path}: the weights do not say {name} and the official convention does "
                                   f"not fit width {width}: pass {name}=...")
         values[name] = heads
-
-
-def _check_keys(path: Path, state: dict[str, Tensor], expected: dict[str, Tensor], decoder_present: bool
-                ) -> None:
-    missing = [k for k in expected if k not in state and (decoder_present or not is_decoder_key(k))]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
-             for k in state if k in expected and state[k].shape != expected[k].shape]
-    problems = [f"{label} ({len(keys)}): {name_list(keys)}" for label, keys in
-                (("missing", missing), ("unexpected", unexpected), ("wrong shape, file vs model", wrong)) if keys]
-    if problems:
-        raise CheckpointError(f"{path}: does not fit the model: {'; '.join(problems)}")
 
 
 def _is_sincos(table: Tensor, grid: tuple[int, int]) -> bool:

@@ -23,7 +23,7 @@ from ..model.classifier import ViTClassifier
 from ..model.vit import ViTEncoder, resize_pos_embed
 from .formats import Checkpoint, read_checkpoint
 from .keymaps import HF_CLASSIFIER_HEAD, HF_CONFIG, from_ours, is_decoder_key, to_ours
-from .safe_load import CheckpointError, name_list
+from .safe_load import CheckpointError, check_fits
 from .vitmae_format import atomic_write, save_safetensors, save_vitmae
 
 CLASSIFIER_FORMATS = ("vitmae", "timm", "official", "hf")
@@ -56,14 +56,7 @@ def classifier_from_checkpoint(ckpt: Checkpoint, overrides: dict[str, Any]) -> V
     config, img_size = _config(ckpt, encoder, dict(overrides))
     model = ViTClassifier(config, state["head.weight"].shape[0], global_pool)
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
-             for k in state if k in expected and state[k].shape != expected[k].shape]
-    problems = [f"{label} ({len(keys)}): {name_list(keys)}" for label, keys in
-                (("missing", missing), ("unexpected", unexpected), ("wrong shape, file vs model", wrong)) if keys]
-    if problems:
-        raise CheckpointError(f"{ckpt.path}: does not fit a {global_pool}-pool classifier: {'; '.join(problems)}")
+    check_fits(f"{ckpt.path}: does not fit a {global_pool}-pool classifier", state, expected)
     if img_size != config.img_size:
         resized = ViTClassifier(config.replace(img_size=img_size), model.num_classes, global_pool)
         state = {**state, "pos_embed": resize_pos_embed(state["pos_embed"], model.grid_size, resized.grid_size)}

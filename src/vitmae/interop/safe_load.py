@@ -35,6 +35,18 @@ def name_list(names: list, n: int = 5) -> str:
     return ", ".join(map(str, names[:n])) + more
 
 
+def check_fits(what: str, state: dict, expected: dict, optional=lambda key: False) -> None:
+    """Raise a CheckpointError naming every missing (unless `optional`), unexpected and mis-shaped key."""
+    missing = [k for k in expected if k not in state and not optional(k)]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+             for k in state if k in expected and state[k].shape != expected[k].shape]
+    problems = [f"{label} ({len(keys)}): {name_list(keys)}" for label, keys in
+                (("missing", missing), ("unexpected", unexpected), ("wrong shape, file vs model", wrong)) if keys]
+    if problems:
+        raise CheckpointError(f"{what}: {'; '.join(problems)}")
+
+
 def load_torch_file(path: str | Path) -> Any:
     path = Path(path)
     try:
