@@ -10,8 +10,8 @@ import yaml
 from torch import Tensor, nn
 
 from ..config import ModelConfig, PretrainConfig
-from ..data import (Batch, EvalTransform, PretrainTransform, ShardSource, build_dataset, build_source,
-                    default_normalization, sample_generator)
+from ..data import (Batch, DataError, EvalTransform, PretrainTransform, ShardSource, UnreadableImage, build_dataset,
+                    build_source, default_normalization, sample_generator)
 from ..data.transforms import mix_seed
 from ..model import MaskedAutoencoder, make_noise
 from ..train import Hook, Trainer, write_json
@@ -37,30 +37,26 @@ class MAEObjective:
         return model(images, mask_ratio=self.mask_ratio, noise=noise).loss
 
 
-def heldout_images(source: Any, count: int, transform: EvalTransform, seed: int) -> tuple[Tensor, list[str]]:
-    """A fixed, evenly spread sample of `count` readable images (unreadable ones are passed over)."""
+def heldout_images(source: Any, count: int, transform: EvalTransform, seed: int) -> Tensor:
+    """A fixed sample of `count` readable images: evenly spread over a source, the first of a stream."""
     images: list[Tensor] = []
     if isinstance(source, ShardSource):
-        stream = source.with_transform(transform, seed)
-        for sample in stream:
-            if isinstance(sample, tuple):
+        for sample in source.with_transform(transform, seed):
+            if isinstance(sample, tuple):  # not a Skipped marker
                 images.append(sample[0])
             if len(images) == count:
                 break
-        return torch.stack(images), []
-    n = len(source)
-    picks = sorted({int(i * n / min(count, n)) for i in range(min(count, n))})
-    skipped = []
-    for index in picks:
-        try:
-            img, _ = source[index]
-        except ValueError:  # UnreadableImage
-            skipped.append(source.paths[index])
-            continue
-        images.append(transform(img, sample_generator(seed, 0, index)))
+    else:
+        n = len(source)
+        for index in sorted({int(i * n / min(count, n)) for i in range(min(count, n))}):
+            try:
+                img, _ = source[index]
+            except UnreadableImage:  # the training loop reports it
+                continue
+            images.append(transform(img, sample_generator(seed, 0, index)))
     if not images:
-        raise ValueError("no readable image for the held-out evaluation")
-    return torch.stack(images), skipped
+        raise DataError("no readable image for the held-out evaluation")
+    return torch.stack(images)
 
 
 class HeldoutMonitor(Hook):
@@ -166,7 +162,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     else:
         heldout_source = source
         description = f"{cfg.data} (a fixed sample of TRAINING images: no --val-data given)"
-    images, _ = heldout_images(heldout_source, cfg.heldout_samples, eval_transform, cfg.seed)
+    images = heldout_images(heldout_source, cfg.heldout_samples, eval_transform, cfg.seed)
     monitor = HeldoutMonitor(images, description, cfg, mean, std)
     hooks: list[Hook] = [monitor]
     knn_monitor = None
