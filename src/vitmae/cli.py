@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import types
 import typing
@@ -423,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as err:
         print(f"vitmae {args.command}: {err}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the output went to a reader that closed early, like `head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except RunInterrupted as err:
         run_dir = err.checkpoint.parent.parent if err.checkpoint else "RUN_DIR"
         print(f"vitmae {args.command}: {err}; continue with --resume {run_dir}", file=sys.stderr)
