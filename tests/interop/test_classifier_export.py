@@ -122,3 +122,17 @@ def test_vitmae_and_official_exports_round_trip_at_another_resolution(tmp_path):
         bigger = load_classifier(path, img_size=48)  # learned table interpolated to a 6x6 grid
         assert bigger.pos_embed.shape[1] == 1 + 36
         assert bigger(torch.randn(1, 3, 48, 48)).shape == (1, len(NAMES))
+
+
+def test_cli_info_and_convert_take_a_fine_tuned_classifier(run_cli, tmp_path):
+    model = fine_tuned("avg")
+    torch.save({"model": model.state_dict()}, tmp_path / "finetuned.pth")
+    info = json.loads(run_cli("info", tmp_path / "finetuned.pth").stdout)
+    assert info["kind"] == "classifier" and info["global_pool"] == "avg"
+    assert info["num_classes"] == model.num_classes
+    run_cli("convert", tmp_path / "finetuned.pth", tmp_path / "timm.safetensors", "--to", "timm")
+    timm_model = timm_classifier("avg")
+    timm_model.load_state_dict(load_file(tmp_path / "timm.safetensors"), strict=True)
+    x = images(TINY)
+    with torch.no_grad():
+        assert_close_rel(timm_model.eval()(x), model.eval()(x), rel=1e-6)

@@ -62,23 +62,41 @@ def load_pretrained(path: str | Path, **overrides: Any) -> MaskedAutoencoder:
     """A MaskedAutoencoder from a vitmae, official, Hugging Face or timm checkpoint (file, directory or
     run directory). `overrides` are ModelConfig fields; `img_size` may differ from the checkpoint's (the
     position tables are resized), the shape fields may not differ from the weights."""
-    loaded = _load(path, overrides)
+    loaded = _load(read_checkpoint(path), overrides)
     if not loaded.decoder_present:
         _warn_no_decoder(loaded, "loaded the encoder and initialised the decoder fresh")
     return loaded.model
 
 
 def convert(src: str | Path, dst: str | Path, to: str, **overrides: Any) -> Path:
-    """load_pretrained + export. A checkpoint without a decoder converts to one without a decoder."""
-    loaded = _load(src, overrides)
+    """load_pretrained + export. A checkpoint without a decoder converts to one without a decoder; a
+    fine-tuned classifier converts as a classifier (`export_classifier`), head included."""
+    ckpt = read_checkpoint(src)
+    if _is_fine_tuned(ckpt):
+        from .classifier import classifier_from_checkpoint, export_classifier
+
+        return export_classifier(classifier_from_checkpoint(ckpt, overrides), dst, to)
+    loaded = _load(ckpt, overrides)
     if not loaded.decoder_present:
         _warn_no_decoder(loaded, "wrote the encoder only")
     return export(loaded.model, dst, to, encoder_only=not loaded.decoder_present)
 
 
 def describe(path: str | Path) -> dict[str, Any]:
-    """What `vitmae info` prints: format, architecture, parameter counts, whether the decoder is there."""
-    loaded = _load(path, {})
+    """What `vitmae info` prints: format, architecture, parameter counts, whether the decoder is there
+    (for a fine-tuned classifier: its classes and pooling instead)."""
+    ckpt = read_checkpoint(path)
+    if _is_fine_tuned(ckpt):
+        from .classifier import classifier_from_checkpoint
+
+        classifier = classifier_from_checkpoint(ckpt, {})
+        return {
+            "path": str(ckpt.path), "format": ckpt.format, "layout": ckpt.layout, "kind": "classifier",
+            "architecture": classifier.config.to_dict(), "num_classes": classifier.num_classes,
+            "global_pool": classifier.global_pool,
+            "parameters": {"total": sum(p.numel() for p in classifier.parameters())},
+        }
+    loaded = _load(ckpt, {})
     model = loaded.model
     encoder = sum(p.numel() for name, p in model.named_parameters() if not is_decoder_key(name))
     decoder = sum(p.numel() for name, p in model.named_parameters() if is_decoder_key(name))
@@ -86,6 +104,7 @@ def describe(path: str | Path) -> dict[str, Any]:
     return {
         "path": str(loaded.checkpoint.path),
         "format": loaded.checkpoint.format,
+        "kind": "masked autoencoder",
         "layout": loaded.checkpoint.layout,
         "architecture": model.config.to_dict(),
         "parameters": {"encoder": encoder, "decoder": decoder, "total": encoder + decoder},
@@ -124,8 +143,13 @@ def export(model: MaskedAutoencoder, path: str | Path, format: str, *, encoder_o
 
 # -- loading -----------------------------------------------------------------------------------------
 
-def _load(path: str | Path, overrides: dict[str, Any]) -> _Loaded:
-    ckpt = read_checkpoint(path)
+def _is_fine_tuned(ckpt: Checkpoint) -> bool:
+    """A classifier's weights (a head, no decoder), which belong in a ViTClassifier, not an MAE."""
+    keys = ckpt.state_dict
+    return any(k.startswith(("head.", "classifier.")) for k in keys) and not any("decoder" in k for k in keys)
+
+
+def _load(ckpt: Checkpoint, overrides: dict[str, Any]) -> _Loaded:
     state = to_ours(ckpt.state_dict, ckpt.layout)
     decoder_present = any(is_decoder_key(k) for k in state)
     left_out = [] if decoder_present else sorted(k for k in state if is_head_key(k))
