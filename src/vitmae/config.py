@@ -272,7 +272,17 @@ class LinprobeConfig(LabeledDataConfig, TrainConfig):
 
 
 @dataclass
-class KnnConfig(LabeledDataConfig):
+class InferenceOptions:
+    """How a frozen encoder is run over a data set."""
+
+    batch_size: int = 256
+    num_workers: int = 2
+    device: str = "auto"
+    precision: str = "auto"
+
+
+@dataclass
+class KnnConfig(LabeledDataConfig, InferenceOptions):
     """`vitmae knn`: weighted k-nearest-neighbour classification on frozen encoder features."""
 
     output: str = "runs/knn"
@@ -282,15 +292,11 @@ class KnnConfig(LabeledDataConfig):
     k: int = 20
     temperature: float = 0.07
     pool: str = "cls"  # cls | mean
-    batch_size: int = 256
-    num_workers: int = 2
-    device: str = "auto"
-    precision: str = "auto"
     seed: int = 0
 
 
 @dataclass
-class EmbedConfig:
+class EmbedConfig(InferenceOptions):
     """`vitmae embed`: deterministic features (no masking, original token order) of every image."""
 
     output: str = "runs/embed"
@@ -299,24 +305,16 @@ class EmbedConfig:
     split: str = "train"  # for fashion-mnist: train | test
     img_size: tuple[int, int] | None = None
     pool: str = "cls"  # cls | mean
-    batch_size: int = 256
-    num_workers: int = 2
-    device: str = "auto"
-    precision: str = "auto"
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(InferenceOptions):
     """`vitmae evaluate`: accuracy, per-class precision / recall / F1 and a confusion matrix."""
 
     output: str = "runs/evaluate"
     checkpoint: str | None = None
     data: str = "fashion-mnist"
     split: str = "val"  # the val (fashion-mnist: test) split; "train" also works
-    batch_size: int = 256
-    num_workers: int = 2
-    device: str = "auto"
-    precision: str = "auto"
 
 
 @dataclass
