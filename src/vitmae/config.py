@@ -5,12 +5,23 @@ CLI flags, YAML config files and the JSON stored beside a checkpoint are all vie
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
 class ConfigError(ValueError):
     """An option a user set that cannot work; the CLI prints it as one line and exits with code 2."""
+
+
+def save_config(cfg: Any, output: Any) -> None:
+    """The run's `config.yaml`: every option, as `--config` reads it back."""
+    import yaml
+    from pathlib import Path
+
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    config = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+    (output / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 def to_2tuple(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:

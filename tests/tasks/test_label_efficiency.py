@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from vitmae.config import ConfigError, LabelEfficiencyConfig
 from vitmae.tasks.label_efficiency import SCALES, fit_batch, label_efficiency, parse_fractions, schedule_for

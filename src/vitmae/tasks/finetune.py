@@ -12,19 +12,17 @@ cutmix (timm's `Mixup`, which draws from NumPy's global generator) run with that
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..config import ConfigError, FinetuneConfig, model_config
+from ..config import ConfigError, FinetuneConfig, model_config, save_config
 from ..data import Batch, EvalTransform, build_dataset, build_loader, default_normalization
 from ..data.augment import FinetuneTransform, seeded_global_rngs
 from ..data.labels import Source, class_names, label_subset, labeled_splits, num_classes_of
@@ -123,18 +121,39 @@ def eval_loader(source: Source, transform, batch_size: int, num_workers: int):
                         drop_last=False, persistent_workers=num_workers > 0)
 
 
-def save_config(cfg: Any, output: Path) -> None:
-    output.mkdir(parents=True, exist_ok=True)
-    config = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
-    (output / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-
-
 def labeled_data(cfg, in_chans: int, sources: LabeledSources | None) -> tuple[Source, Source, Source, str]:
     """(all training images, the labeled subset trained on, validation images, their description)."""
     cfg.check_labels()
     train_all, val, description = sources or labeled_splits(cfg.data, cfg.val_data, in_chans, cfg.seed)
     train = label_subset(train_all, fraction=cfg.labels_fraction, per_class=cfg.labels_per_class, seed=cfg.seed)
     return train_all, train, val, description
+
+
+class FrozenEncoderData(NamedTuple):
+    encoder: Any
+    train_all: Source
+    train: Source
+    val: Source
+    val_description: str
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    evaluation: EvalTransform
+
+
+def frozen_encoder_data(cfg, sources: LabeledSources | None) -> FrozenEncoderData:
+    """What kNN and the linear probe share: the encoder (random for `--checkpoint none`), the labeled
+    splits, the number of classes and the evaluation transform."""
+    from .embed import check_pool, load_encoder_or_random
+
+    check_pool(cfg.pool)
+    encoder = load_encoder_or_random(cfg.checkpoint, cfg.model, cfg.seed, img_size=cfg.img_size)
+    config = encoder.config
+    train_all, train, val, description = labeled_data(cfg, config.in_chans, sources)
+    mean, std = default_normalization(config.in_chans, cfg.data)
+    return FrozenEncoderData(encoder, train_all, train, val, description,
+                             max(num_classes_of(train_all), num_classes_of(val)), mean, std,
+                             EvalTransform(config.img_size, mean, std))
 
 
 def label_summary(train_all: Source, train: Source, cfg) -> dict[str, Any]:

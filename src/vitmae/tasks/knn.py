@@ -16,11 +16,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import ConfigError, KnnConfig
-from ..data import EvalTransform, default_normalization
+from ..data import EvalTransform
 from ..data.labels import SubsetSource, labeled_splits, num_classes_of, source_labels, stratified_indices
 from ..train import Hook, write_json
-from .embed import Features, Runtime, check_pool, encode_source, load_encoder_or_random
-from .finetune import LabeledSources, label_summary, labeled_data
+from .embed import Features, Runtime, encode_source
+from .finetune import LabeledSources, frozen_encoder_data, label_summary
 
 # Samples the monitor of a pre-training run uses: a stratified bank and query set, so one evaluation
 # costs the forward passes of at most 12,000 images.
@@ -60,13 +60,7 @@ def knn(cfg: KnnConfig, sources: LabeledSources | None = None,
         features: tuple[Features, Features] | None = None) -> dict[str, Any]:
     """kNN accuracy as `cfg` says; returns the summary also written to metrics.json. `sources` and
     `features` as for `linprobe`."""
-    check_pool(cfg.pool)
-    encoder = load_encoder_or_random(cfg.checkpoint, cfg.model, cfg.seed, img_size=cfg.img_size)
-    config = encoder.config
-    train_all, train, val, val_description = labeled_data(cfg, config.in_chans, sources)
-    num_classes = max(num_classes_of(train_all), num_classes_of(val))
-    mean, std = default_normalization(config.in_chans, cfg.data)
-    transform = EvalTransform(config.img_size, mean, std)
+    encoder, train_all, train, val, val_description, num_classes, _, _, transform = frozen_encoder_data(cfg, sources)
     runtime = Runtime(cfg.device, cfg.precision)
     start = time.perf_counter()
     bank, queries = features or (
@@ -80,7 +74,7 @@ def knn(cfg: KnnConfig, sources: LabeledSources | None = None,
                "val_images": int(labeled.sum()), "feature_dim": int(bank.features.shape[1]),
                "num_classes": num_classes, "time_s": round(time.perf_counter() - start, 2),
                "skipped_files": [{"path": p, "reason": r} for p, r in bank.skipped + queries.skipped],
-               "model": config.to_dict()}
+               "model": encoder.config.to_dict()}
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)
     write_json(output / "metrics.json", summary)

@@ -20,17 +20,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..config import LinprobeConfig
-from ..data import EvalTransform, PretrainTransform, build_dataset, build_loader, default_normalization
-from ..data.labels import class_names, num_classes_of
+from ..config import LinprobeConfig, save_config
+from ..data import PretrainTransform, build_dataset, build_loader
+from ..data.labels import class_names
 from ..model.classifier import ViTClassifier, pool_features
 from ..model.vit import ViTEncoder
 from ..train import Trainer, write_json
 from ..train.lars import LARS
 from ..train.optim import param_groups
-from .embed import FeatureDataset, Features, Runtime, check_pool, encode_source, frozen, load_encoder_or_random
+from .embed import FeatureDataset, Features, Runtime, encode_source, frozen
 from .finetune import (ClassificationObjective, ClassifierEvaluator, LabeledSources, eval_loader, label_summary,
-                       labeled_data, save_config, save_weights)
+                       frozen_encoder_data, save_weights)
 
 
 class LinearProbe(nn.Module):
@@ -86,13 +86,9 @@ def linprobe(cfg: LinprobeConfig, sources: LabeledSources | None = None,
     """Train and evaluate a linear probe as `cfg` says; returns the summary also written to metrics.json.
     `sources` replaces the data `cfg` names; `features` gives the (training subset, validation) features
     already computed with this encoder and `cfg.pool` (the label-efficiency experiment computes them once)."""
-    check_pool(cfg.pool)
-    encoder = load_encoder_or_random(cfg.checkpoint, cfg.model, cfg.seed, img_size=cfg.img_size)
+    encoder, train_all, train, val, val_description, num_classes, mean, std, evaluation = frozen_encoder_data(
+        cfg, sources)
     config = encoder.config
-    train_all, train, val, val_description = labeled_data(cfg, config.in_chans, sources)
-    num_classes = max(num_classes_of(train_all), num_classes_of(val))
-    mean, std = default_normalization(config.in_chans, cfg.data)
-    evaluation = EvalTransform(config.img_size, mean, std)
     torch.manual_seed(cfg.seed)
     probe = LinearProbe(encoder.embed_dim, num_classes, config)
     train_cfg = cfg

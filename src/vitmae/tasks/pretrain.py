@@ -1,15 +1,13 @@
 """`vitmae pretrain`: masked-autoencoder pre-training, from images to a checkpoint a user can watch improve."""
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import Tensor, nn
 
-from ..config import ModelConfig, PretrainConfig
+from ..config import ModelConfig, PretrainConfig, save_config
 from ..data import (Batch, DataError, EvalTransform, PretrainTransform, ShardSource, UnreadableImage, build_dataset,
                     build_source, default_normalization, sample_generator)
 from ..data.transforms import mix_seed
@@ -178,9 +176,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     objective.rank = trainer.dist.rank
     output = Path(cfg.output)
     if trainer.dist.is_main:
-        output.mkdir(parents=True, exist_ok=True)
-        config = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
-        (output / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        save_config(cfg, output)
     summary = trainer.fit()
     if trainer.dist.is_main:
         summary = {**summary, **monitor.results, **(knn_monitor.results if knn_monitor else {}),
