@@ -236,11 +236,12 @@ class Trainer:
             set_lr(self.optimizer, lr)
             step_start, step_images = time.perf_counter(), 0
             for micro in range(cfg.accum_steps):
-                batch = next(batches)
+                # A batch may be decoded where it goes (device-side augmentation), and only then
+                # know which of its images were unreadable.
+                batch = next(batches).to(self.device, non_blocking=True)
                 self._record_skipped(batch)
                 if len(batch) == 0:
                     continue
-                batch = batch.to(self.device, non_blocking=True)
                 last = micro == cfg.accum_steps - 1
                 sync = contextlib.nullcontext() if last or not self.dist.enabled else self.train_model.no_sync()
                 with sync:
