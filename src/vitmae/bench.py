@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from .config import ConfigError, ModelConfig
 from .model import MaskedAutoencoder
 from .model.masking import num_kept
+from .train.engine import autocast, compile_model
 from .train.optim import build_adamw, param_groups
 
 # Dense bf16 matrix peak measured on the project's H100 (REFERENCE.md); other devices: --peak-tflops.
@@ -53,18 +54,13 @@ class Contender:
     peak_mem_gib: float | None = None
 
 
-def _autocast(device: torch.device, precision: str):
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
-
 def _step_fn(forward: Callable[[Tensor, Tensor], Tensor], model: nn.Module, device: torch.device,
              precision: str) -> Callable[[Tensor, Tensor], Tensor]:
     optimizer = build_adamw(param_groups(model, 0.05), 1e-4, (0.9, 0.95), device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
     def step(images: Tensor, noise: Tensor) -> Tensor:
-        with _autocast(device, precision):
+        with autocast(device, precision):
             loss = forward(images, noise)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -75,10 +71,13 @@ def _step_fn(forward: Callable[[Tensor, Tensor], Tensor], model: nn.Module, devi
     return step
 
 
-def _vitmae_contender(model: MaskedAutoencoder, device: torch.device, precision: str, compile: bool) -> Contender:
-    forward_model = torch.compile(model) if compile else model
+def _vitmae_contender(model: MaskedAutoencoder, device: torch.device, precision: str, compile: bool | None,
+                      compile_mode: str = "default") -> Contender:
+    """The model as `vitmae pretrain` runs it: compiled by the same rule (by default on GPUs only)."""
+    forward_model = compile_model(model, compile, compile_mode, device)
     step = _step_fn(lambda x, n: forward_model(x, noise=n).loss, model, device, precision)
-    return Contender("vitmae" + ("-compiled" if compile else ""), step, [])
+    suffix = "" if forward_model is model else "-compiled" + ("" if compile_mode == "default" else f"-{compile_mode}")
+    return Contender("vitmae" + suffix, step, [])
 
 
 def _hf_contender(model: MaskedAutoencoder, device: torch.device, precision: str) -> Contender:
@@ -118,8 +117,8 @@ def _time_batches(batches, count: int, work=None) -> float:
 
 
 def bench_pipeline(config: ModelConfig, data: str, batch_size: int, device: str = "cpu",
-                   precision: str = "fp32", num_workers: int = 4, steps: int = 10, seed: int = 0
-                   ) -> dict[str, Any]:
+                   precision: str = "fp32", num_workers: int = 4, steps: int = 10, seed: int = 0,
+                   compile: bool | None = None) -> dict[str, Any]:
     """The input pipeline of `vitmae pretrain` alone (decode, crop, flip, normalise, collate, copy to the
     device), then data + training step end to end."""
     from .data import EpochSampler, build_loader
@@ -132,7 +131,7 @@ def bench_pipeline(config: ModelConfig, data: str, batch_size: int, device: str 
     to_device = lambda batch: batch.to(dev, non_blocking=True)  # noqa: E731
     data_img_s = _time_batches(loader, steps, lambda b: (to_device(b), _sync(dev)))
     model = MaskedAutoencoder(config).to(dev).train()
-    train_step = _vitmae_contender(model, dev, precision, compile=False).step
+    train_step = _vitmae_contender(model, dev, precision, compile).step
 
     def step(batch) -> None:
         images = to_device(batch).images
@@ -145,12 +144,12 @@ def bench_pipeline(config: ModelConfig, data: str, batch_size: int, device: str 
 
 
 def bench_step(config: ModelConfig, batch_size: int, device: str = "cpu", precision: str = "fp32",
-               compare: tuple[str, ...] = (), steps: int = 10, warmup: int = 3, compile: bool = False,
-               peak_tflops: float | None = None, seed: int = 0) -> dict[str, Any]:
+               compare: tuple[str, ...] = (), steps: int = 10, warmup: int = 3, compile: bool | None = None,
+               peak_tflops: float | None = None, seed: int = 0, compile_mode: str = "default") -> dict[str, Any]:
     dev = torch.device(device)
     torch.manual_seed(seed)
     model = MaskedAutoencoder(config).to(dev).train()
-    contenders = [_vitmae_contender(model, dev, precision, compile)]
+    contenders = [_vitmae_contender(model, dev, precision, compile, compile_mode)]
     for other in compare:
         if other != "hf":
             raise ConfigError(f"unknown --compare {other!r}; choose: hf")
@@ -191,7 +190,7 @@ def bench_step(config: ModelConfig, batch_size: int, device: str = "cpu", precis
         })
     report: dict[str, Any] = {
         "config": {**config.to_dict(), "batch_size": batch_size, "device": str(dev), "precision": precision,
-                   "steps": steps, "warmup": warmup, "compile": compile,
+                   "steps": steps, "warmup": warmup, "compiled": contenders[0].name != "vitmae",
                    "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                    "torch": torch.__version__, "train_gflops_per_image": round(flops / 1e9, 3)},
         "results": results,

@@ -32,6 +32,8 @@ HELP = {
     "clip_grad": "clip the gradient norm to this value",
     "precision": "auto | fp32 | bf16 | fp16 (auto: bf16 on GPUs that support it, else fp32)",
     "device": "auto | cpu | cuda",
+    "compile": "torch.compile the model (default: on GPUs, not on CPUs)",
+    "compile_mode": "torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs",
     "masking": "random | block | grid",
     "crop_min_scale": "smallest crop area of RandomResizedCrop",
     "heldout_samples": "held-out images used for the start/end loss",
@@ -312,10 +314,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     model_cfg = cfg.model_config()
     compare = tuple(c for c in (cfg.compare or "").split(",") if c)
     report = bench_step(model_cfg, cfg.batch_size, str(device), precision, compare, cfg.steps, cfg.warmup,
-                        cfg.compile, cfg.peak_tflops, cfg.seed)
+                        cfg.compile, cfg.peak_tflops, cfg.seed, cfg.compile_mode)
     if cfg.data:
         report["pipeline"] = bench_pipeline(model_cfg, cfg.data, cfg.batch_size, str(device), precision,
-                                            cfg.num_workers, cfg.steps, cfg.seed)
+                                            cfg.num_workers, cfg.steps, cfg.seed, cfg.compile)
     for r in report["results"]:
         memory = "" if r["peak_mem_gib"] is None else f", peak memory {r['peak_mem_gib']:.2f} GiB"
         mfu = "" if r["mfu"] is None else f", MFU {r['mfu']:.1%}"

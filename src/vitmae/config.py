@@ -178,6 +178,8 @@ class TrainConfig:
     clip_grad: float | None = None
     precision: str = "auto"  # auto: bf16 on GPUs that support it, else fp32
     device: str = "auto"
+    compile: bool | None = None  # torch.compile the model; default: on GPUs, not on CPUs
+    compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune | ...
     num_workers: int = 2
     seed: int = 0
     log_every_steps: int = 20
@@ -355,7 +357,8 @@ class BenchConfig(MAEOptions):
     compare: str | None = None  # hf: transformers' ViTMAEForPreTraining, same config, batch and noise
     steps: int = 10
     warmup: int = 3
-    compile: bool = False
+    compile: bool | None = None  # as `vitmae pretrain`: default on GPUs, not on CPUs
+    compile_mode: str = "default"
     peak_tflops: float | None = None  # the device's peak, for MFU (known for the H100)
     json: str | None = None  # also write the report here
     data: str | None = None  # also time the input pipeline alone and data + step end to end

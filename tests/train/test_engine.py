@@ -125,3 +125,47 @@ def test_logged_loss_is_the_mean_over_its_window_across_epoch_ends(tmp_path):
     lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [l["step"] for l in lines] == [2, 4, 6, 8, 9]
     assert all(l["loss"] == pytest.approx(1.0) for l in lines)
+
+
+def test_a_non_finite_loss_between_checks_is_found_before_anything_is_saved(tmp_path):
+    """Losses are read in batches (at logs, saves and epoch ends), yet the error names the very step."""
+    cfg, model, dataset, objective = tiny_setup(tmp_path, max_steps=10, save_every_steps=5, log_every_steps=50)
+
+    def breaks_at_step_7(model, batch, step, micro):
+        loss = objective(model, batch, step, micro)
+        return loss * math.inf if step == 7 else loss
+
+    with pytest.raises(NonFiniteLossError, match="at step 7.*step-00000005"):
+        Trainer(model, breaks_at_step_7, dataset, cfg).fit()
+    assert [p.name for p in sorted((tmp_path / "run" / "checkpoints").glob("step-*"))] == ["step-00000005"]
+
+
+def read_losses(run):
+    import json
+
+    return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_compiled_training_follows_the_eager_loss_curve(tmp_path):
+    """`--compile` (the GPU default) trains the same model: same losses step by step, to fp32 rounding."""
+    curves = []
+    for compile in (False, True):
+        torch.manual_seed(0)
+        cfg, model, dataset, objective = tiny_setup(tmp_path / str(compile), max_steps=4, log_every_steps=1,
+                                                    compile=compile)
+        trainer = Trainer(model, objective, dataset, cfg)
+        assert trainer.compiled is compile
+        summary = trainer.fit()
+        assert summary["compiled"] is compile
+        curves.append(read_losses(tmp_path / str(compile) / "run"))
+    assert len(curves[1]) == 4
+    assert curves[1] == pytest.approx(curves[0], rel=1e-4)
+
+
+def test_a_bad_compile_mode_is_a_config_error(tmp_path):
+    from vitmae.config import ConfigError
+
+    cfg, model, dataset, objective = tiny_setup(tmp_path, compile=True, compile_mode="fastest")
+    with pytest.raises(ConfigError, match="unknown --compile-mode 'fastest'"):
+        Trainer(model, objective, dataset, cfg)

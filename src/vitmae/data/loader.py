@@ -60,8 +60,9 @@ class Batch:
     def __len__(self) -> int:
         return len(self.indices)
 
-    def pin_memory(self) -> Batch:  # called by DataLoader(pin_memory=True)
-        return replace(self, images=self.images.pin_memory())
+    def pin_memory(self) -> Batch:  # called by DataLoader(pin_memory=True): copies to the GPU can be async
+        return replace(self, images=self.images.pin_memory(), indices=self.indices.pin_memory(),
+                       labels=self.labels.pin_memory())
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         return replace(

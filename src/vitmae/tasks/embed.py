@@ -31,7 +31,7 @@ from ..model.classifier import pool_features
 from ..model.vit import ViTEncoder
 from ..train import write_json
 from ..train.distributed import DistInfo
-from ..train.engine import resolve_device, resolve_precision
+from ..train.engine import autocast, resolve_device, resolve_precision
 
 POOLS = ("cls", "mean")
 
@@ -52,8 +52,7 @@ class Runtime:
         self.precision = resolve_precision(precision, self.device)
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+        return autocast(self.device, self.precision)
 
 
 def load_encoder_or_random(checkpoint: str | None, model: str = "mae_vit_micro_patch4_28",

@@ -31,7 +31,8 @@ class MAEObjective:
         images = batch.images
         grid = (images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size)
         generator = torch.Generator().manual_seed(mix_seed(self.seed, step, micro, self.rank))
-        noise = make_noise(self.masking, len(images), grid, self.mask_ratio, generator).to(images.device)
+        noise = make_noise(self.masking, len(images), grid, self.mask_ratio, generator)
+        noise = noise.to(images.device, non_blocking=True)  # a copy queued behind the step, not a sync
         return model(images, mask_ratio=self.mask_ratio, noise=noise).loss
 
 

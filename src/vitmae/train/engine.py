@@ -83,6 +83,25 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed precision for a resolved precision (fp32: a no-op context)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_model(model: nn.Module, setting: bool | None, mode: str, device: torch.device) -> nn.Module:
+    """`torch.compile(model)` where asked for, or by default (`setting` None) on GPUs, where fusing the
+    norms, activations and residual adds is worth its compile time; on CPUs the eager model is the default
+    (a small model compiles for longer than a short run takes)."""
+    if mode not in COMPILE_MODES:
+        raise ConfigError(f"unknown --compile-mode {mode!r}; choose from: {', '.join(COMPILE_MODES)}")
+    enabled = device.type == "cuda" if setting is None else setting
+    return torch.compile(model, mode=None if mode == "default" else mode) if enabled else model
+
+
 def write_json(path: Path, data: Any) -> None:
     from .checkpoint import write_text_atomic
 
@@ -133,17 +152,22 @@ class Trainer:
                                    pin_memory=self.device.type == "cuda")
         if cfg.resume:
             self._resume(cfg.resume)
-        self.train_model = (DistributedDataParallel(model, device_ids=[self.device.index]
-                                                    if self.device.type == "cuda" else None)
-                            if self.dist.enabled else model)
+        train_model = (DistributedDataParallel(model, device_ids=[self.device.index]
+                                               if self.device.type == "cuda" else None)
+                       if self.dist.enabled else model)
+        self.train_model = compile_model(train_model, cfg.compile, cfg.compile_mode, self.device)
+        self.compiled = self.train_model is not train_model
         self._stop_signal: int | None = None
+        # Step losses stay on the device until the run syncs anyway (logging, saving, epoch end): reading
+        # each one at once would stall the host every step and keep it from queueing the next.
+        self._unchecked_losses: list[tuple[int, Tensor]] = []
+        self._window_losses: list[float] = []
         self._tb = None
         self._pbar = None
 
     # -- precision -------------------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+        return autocast(self.device, self.precision)
 
     # -- checkpoints -----------------------------------------------------------------------------------
     def train_state(self) -> dict[str, Any]:
@@ -161,6 +185,7 @@ class Trainer:
         return state
 
     def save(self) -> Path | None:
+        self._check_losses()  # never save weights that a non-finite loss has already corrupted
         if self.dist.is_main:
             name = f"step-{self.progress.step:08d}"
             self.last_checkpoint = save_checkpoint(self.output, name, self.model, self.train_state(),
@@ -229,12 +254,14 @@ class Trainer:
         if self.sampler is None:  # a stream cannot seek: consume what the resumed run already saw
             for _ in range(progress.epoch_batches):
                 next(batches)
-        window_loss, window_steps, window_images, window_start = 0.0, 0, 0, time.perf_counter()
+        self._window_losses.clear()
+        window_images, window_start = 0, time.perf_counter()
         while progress.epoch_batches < self.steps_per_epoch * cfg.accum_steps:
             step = progress.step + 1
             lr = lr_at(step, self.base_lr, self.total_steps, self.warmup_steps, cfg.min_lr)
             set_lr(self.optimizer, lr)
             step_start, step_images = time.perf_counter(), 0
+            step_loss = torch.zeros((), device=self.device)
             for micro in range(cfg.accum_steps):
                 # A batch may be decoded where it goes (device-side augmentation), and only then
                 # know which of its images were unreadable.
@@ -247,14 +274,8 @@ class Trainer:
                 with sync:
                     with self.autocast():
                         loss = self.objective(self.train_model, batch, step, micro)
-                    loss_value = loss.item()
-                    if not math.isfinite(loss_value):
-                        raise NonFiniteLossError(
-                            f"loss is {loss_value} at step {step} (epoch {progress.epoch + 1}); stopped. "
-                            f"Last good checkpoint: {self.last_checkpoint or 'none'}. "
-                            "Try a lower --blr/--lr, --clip-grad 1.0 or --precision fp32.")
                     self.scaler.scale(loss / cfg.accum_steps).backward()
-                window_loss += loss_value / cfg.accum_steps
+                step_loss += loss.detach().float() / cfg.accum_steps
                 step_images += len(batch)
             if cfg.clip_grad:
                 self.scaler.unscale_(self.optimizer)
@@ -262,26 +283,32 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
+            self._unchecked_losses.append((step, step_loss))
             progress.step = step
             progress.epoch_batches += cfg.accum_steps
             progress.train_time_s += time.perf_counter() - step_start
             progress.images += step_images * self.dist.world_size
             window_images += step_images
-            window_steps += 1
             self._pbar.update(1)
-            if step % cfg.log_every_steps == 0 or step == self.stop_step:
+            log_now = step % cfg.log_every_steps == 0 or step == self.stop_step
+            if log_now:
+                self._check_losses()
                 elapsed = time.perf_counter() - window_start
-                mean_loss = all_reduce_mean(torch.tensor(window_loss / window_steps), self.dist).item()
+                window = torch.tensor(sum(self._window_losses) / len(self._window_losses), device=self.device)
+                mean_loss = all_reduce_mean(window, self.dist).item()
                 img_s = window_images * self.dist.world_size / max(elapsed, 1e-9)
                 self._log(step, progress.epoch + progress.epoch_batches / (self.steps_per_epoch * cfg.accum_steps),
                           mean_loss, lr, img_s)
-                window_loss, window_steps, window_images, window_start = 0.0, 0, 0, time.perf_counter()
+                self._window_losses.clear()
+                window_images, window_start = 0, time.perf_counter()
             if cfg.save_every_steps and step % cfg.save_every_steps == 0:
                 self.save()
-            if self._should_stop():
+            if self._should_stop(at_sync_point=log_now):
                 raise RunInterrupted(self._stop_signal or signal.SIGTERM, step, self.save())
             if step >= self.stop_step:
+                self._check_losses()
                 return
+        self._check_losses()
         progress.epoch += 1
         progress.epoch_batches = 0
 
@@ -296,6 +323,21 @@ class Trainer:
                 raise ConfigError(f"the data gave no batch of {self.config.batch_size} images")
 
     # -- bookkeeping -----------------------------------------------------------------------------------
+    def _check_losses(self) -> None:
+        """Read the step losses still on the device (one sync) and stop at the first non-finite one."""
+        if not self._unchecked_losses:
+            return
+        steps = [step for step, _ in self._unchecked_losses]
+        values = torch.stack([loss for _, loss in self._unchecked_losses]).tolist()
+        self._unchecked_losses.clear()
+        for step, value in zip(steps, values):
+            if not math.isfinite(value):
+                raise NonFiniteLossError(
+                    f"loss is {value} at step {step} (epoch {self.progress.epoch + 1}); stopped. "
+                    f"Last good checkpoint: {self.last_checkpoint or 'none'}. "
+                    "Try a lower --blr/--lr, --clip-grad 1.0 or --precision fp32.")
+        self._window_losses.extend(values)
+
     def _record_skipped(self, batch: Batch) -> None:
         for path, reason in batch.skipped:
             if path not in self.skipped:
@@ -338,11 +380,13 @@ class Trainer:
 
         return {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
 
-    def _should_stop(self) -> bool:
-        flag = torch.tensor(float(self._stop_signal is not None))
-        if self.dist.enabled:  # every rank must stop at the same step
-            flag = all_reduce_mean(flag.to(self.device), self.dist).cpu()
-        return bool(flag > 0)
+    def _should_stop(self, at_sync_point: bool) -> bool:
+        if not self.dist.enabled:
+            return self._stop_signal is not None
+        if not at_sync_point:  # agreeing costs a device sync: only where the run syncs anyway
+            return False
+        flag = torch.tensor(float(self._stop_signal is not None), device=self.device)
+        return bool(all_reduce_mean(flag, self.dist).item() > 0)  # every rank stops at the same step
 
     def summary(self) -> dict[str, Any]:
         skipped = self.skipped
@@ -362,6 +406,7 @@ class Trainer:
             "lr": self.base_lr,
             "effective_batch_size": self.config.batch_size * self.config.accum_steps * self.dist.world_size,
             "precision": self.precision,
+            "compiled": self.compiled,
             "device": str(self.device),
             "world_size": self.dist.world_size,
             "skipped_files": [{"path": k, "reason": v} for k, v in sorted(skipped.items())],
