@@ -38,3 +38,14 @@ def test_bench_cli_with_input_pipeline_writes_json(run_cli, tmp_path):
     assert {r["impl"] for r in report["results"]} == {"vitmae", "hf"}
     assert report["pipeline"]["pipeline_img_s"] > 0 and report["pipeline"]["end_to_end_img_s"] > 0
     assert "speed-up over transformers" in result.stdout
+
+
+@pytest.mark.slow
+def test_bench_against_compiled_transformers_reports_each_speedup():
+    config = model_config("mae_vit_tiny_patch16", img_size=32, patch_size=8, embed_dim=32, depth=1,
+                          num_heads=2, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
+    report = bench_step(config, batch_size=4, compare=("hf", "hf-compiled"), steps=2, warmup=1, compile=True)
+    assert [r["impl"] for r in report["results"]] == ["vitmae-compiled", "hf", "hf-compiled"]
+    first_losses = [r["first_loss"] for r in report["results"]]
+    assert first_losses == pytest.approx([first_losses[0]] * 3, rel=1e-4)
+    assert set(report) >= {"speedup_vs_hf", "speedup_vs_hf_compiled"} and report["config"]["compiled"]

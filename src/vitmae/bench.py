@@ -80,7 +80,7 @@ def _vitmae_contender(model: MaskedAutoencoder, device: torch.device, precision:
     return Contender("vitmae" + suffix, step, [])
 
 
-def _hf_contender(model: MaskedAutoencoder, device: torch.device, precision: str) -> Contender:
+def _hf_contender(model: MaskedAutoencoder, device: torch.device, precision: str, compile: bool) -> Contender:
     try:
         from transformers import ViTMAEConfig, ViTMAEForPreTraining
     except ImportError:
@@ -92,8 +92,9 @@ def _hf_contender(model: MaskedAutoencoder, device: torch.device, precision: str
     hf = ViTMAEForPreTraining(config)
     hf.load_state_dict(from_ours(model.state_dict(), "hf_v5_memory"))  # same weights, same loss
     hf.to(device).train()
-    step = _step_fn(lambda x, n: hf(pixel_values=x, noise=n).loss, hf, device, precision)
-    return Contender("hf", step, [])
+    forward_model = torch.compile(hf) if compile else hf
+    step = _step_fn(lambda x, n: forward_model(pixel_values=x, noise=n).loss, hf, device, precision)
+    return Contender("hf-compiled" if compile else "hf", step, [])
 
 
 def _sync(device: torch.device) -> None:
@@ -151,9 +152,9 @@ def bench_step(config: ModelConfig, batch_size: int, device: str = "cpu", precis
     model = MaskedAutoencoder(config).to(dev).train()
     contenders = [_vitmae_contender(model, dev, precision, compile, compile_mode)]
     for other in compare:
-        if other != "hf":
-            raise ConfigError(f"unknown --compare {other!r}; choose: hf")
-        contenders.append(_hf_contender(model, dev, precision))
+        if other not in ("hf", "hf-compiled"):
+            raise ConfigError(f"unknown --compare {other!r}; choose from: hf, hf-compiled")
+        contenders.append(_hf_contender(model, dev, precision, compile=other == "hf-compiled"))
     generator = torch.Generator().manual_seed(seed)
     images = torch.randn(batch_size, config.in_chans, *config.img_size, generator=generator).to(dev)
     noise = torch.rand(batch_size, config.num_patches, generator=generator).to(dev)
@@ -195,6 +196,6 @@ def bench_step(config: ModelConfig, batch_size: int, device: str = "cpu", precis
                    "torch": torch.__version__, "train_gflops_per_image": round(flops / 1e9, 3)},
         "results": results,
     }
-    if len(results) > 1:
-        report["speedup_vs_hf"] = round(results[0]["img_s"] / results[1]["img_s"], 3)
+    for other in results[1:]:  # speedup_vs_hf, speedup_vs_hf_compiled
+        report["speedup_vs_" + other["impl"].replace("-", "_")] = round(results[0]["img_s"] / other["img_s"], 3)
     return report

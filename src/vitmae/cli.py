@@ -322,8 +322,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         memory = "" if r["peak_mem_gib"] is None else f", peak memory {r['peak_mem_gib']:.2f} GiB"
         mfu = "" if r["mfu"] is None else f", MFU {r['mfu']:.1%}"
         print(f"{r['impl']:>16}: {r['img_s']:9.1f} img/s ({r['step_ms']:.1f} ms/step){memory}{mfu}")
-    if "speedup_vs_hf" in report:
-        print(f"speed-up over transformers: {report['speedup_vs_hf']:.2f}x")
+    for other in report["results"][1:]:
+        speedup = report["speedup_vs_" + other["impl"].replace("-", "_")]
+        print(f"speed-up over transformers{' (compiled)' if 'compiled' in other['impl'] else ''}: {speedup:.2f}x")
     if "pipeline" in report:
         p = report["pipeline"]
         print(f"input pipeline: {p['pipeline_img_s']:.1f} img/s alone, {p['end_to_end_img_s']:.1f} img/s with the step")

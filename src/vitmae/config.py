@@ -354,7 +354,7 @@ class BenchConfig(MAEOptions):
     device: str = "auto"
     batch_size: int = 64
     precision: str = "auto"
-    compare: str | None = None  # hf: transformers' ViTMAEForPreTraining, same config, batch and noise
+    compare: str | None = None  # hf and/or hf-compiled: transformers' ViTMAEForPreTraining, same config, batch, noise
     steps: int = 10
     warmup: int = 3
     compile: bool | None = None  # as `vitmae pretrain`: default on GPUs, not on CPUs

@@ -169,3 +169,20 @@ def test_a_bad_compile_mode_is_a_config_error(tmp_path):
     cfg, model, dataset, objective = tiny_setup(tmp_path, compile=True, compile_mode="fastest")
     with pytest.raises(ConfigError, match="unknown --compile-mode 'fastest'"):
         Trainer(model, objective, dataset, cfg)
+
+
+@pytest.mark.slow
+def test_the_fast_path_agrees_with_the_reference_to_bf16_tolerance():
+    """Compiled + bf16 autocast (the GPU default) against eager fp32 (equal to transformers, tested in
+    tests/interop): the same loss on the same batch and noise, to bf16 rounding."""
+    from vitmae.train.engine import autocast, compile_model
+
+    torch.manual_seed(0)
+    model = MaskedAutoencoder(PretrainConfig(**TINY).model_config())
+    images = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    noise = torch.rand(16, 49, generator=torch.Generator().manual_seed(2))
+    reference = model(images, noise=noise).loss
+    fast = compile_model(model, True, "default", torch.device("cpu"))
+    with autocast(torch.device("cpu"), "bf16"):
+        fast_loss = fast(images, noise=noise).loss
+    assert fast_loss.item() == pytest.approx(reference.item(), rel=2e-2)
