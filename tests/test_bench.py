@@ -49,3 +49,13 @@ def test_bench_against_compiled_transformers_reports_each_speedup():
     first_losses = [r["first_loss"] for r in report["results"]]
     assert first_losses == pytest.approx([first_losses[0]] * 3, rel=1e-4)
     assert set(report) >= {"speedup_vs_hf", "speedup_vs_hf_compiled"} and report["config"]["compiled"]
+
+
+@pytest.mark.cuda
+def test_bench_on_the_gpu_reports_memory_and_matches_transformers_in_bf16():
+    config = model_config("mae_vit_tiny_patch16", img_size=64, patch_size=8)
+    report = bench_step(config, batch_size=32, device="cuda", precision="bf16", compare=("hf",), steps=3, warmup=2)
+    vitmae, hf = report["results"]
+    assert vitmae["impl"] == "vitmae-compiled"  # the pretrain default on GPUs
+    assert vitmae["first_loss"] == pytest.approx(hf["first_loss"], rel=2e-2)
+    assert vitmae["peak_mem_gib"] > 0 and hf["peak_mem_gib"] > 0

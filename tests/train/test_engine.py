@@ -172,17 +172,26 @@ def test_a_bad_compile_mode_is_a_config_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_fast_path_agrees_with_the_reference_to_bf16_tolerance():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_the_fast_path_agrees_with_the_reference_to_bf16_tolerance(device):
     """Compiled + bf16 autocast (the GPU default) against eager fp32 (equal to transformers, tested in
-    tests/interop): the same loss on the same batch and noise, to bf16 rounding."""
+    tests/interop): the same loss and gradients on the same batch and noise, to bf16 rounding."""
     from vitmae.train.engine import autocast, compile_model
 
     torch.manual_seed(0)
-    model = MaskedAutoencoder(PretrainConfig(**TINY).model_config())
-    images = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(1))
-    noise = torch.rand(16, 49, generator=torch.Generator().manual_seed(2))
+    model = MaskedAutoencoder(PretrainConfig(**TINY).model_config()).to(device)
+    images = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(1)).to(device)
+    noise = torch.rand(16, 49, generator=torch.Generator().manual_seed(2)).to(device)
     reference = model(images, noise=noise).loss
-    fast = compile_model(model, True, "default", torch.device("cpu"))
-    with autocast(torch.device("cpu"), "bf16"):
+    reference.backward()
+    reference_grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    model.zero_grad()
+    fast = compile_model(model, True, "default", torch.device(device))
+    with autocast(torch.device(device), "bf16"):
         fast_loss = fast(images, noise=noise).loss
+    fast_loss.backward()
+    fast_grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert fast_loss.item() == pytest.approx(reference.item(), rel=2e-2)
+    for ref, got in zip(reference_grads, fast_grads, strict=True):
+        cosine = torch.nn.functional.cosine_similarity(ref.flatten().float(), got.flatten().float(), dim=0)
+        assert cosine > 0.99
