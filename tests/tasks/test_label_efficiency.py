@@ -20,11 +20,14 @@ def test_tiny_scale_runs_end_to_end_and_writes_its_report(run_cli, tmp_path):
     assert m["scale"] == "tiny" and m["train_images"] == 400 and m["test_images"] == 200
     assert [row["labels"] for row in m["table_top1"]] == [40, 400]
     for row in m["table_top1"]:
-        assert set(row) == {"fraction", "labels", "finetune_mae", "finetune_scratch", "linprobe_mae", "knn_mae"}
+        assert set(row) == {"fraction", "labels", "finetune_mae", "finetune_scratch", "linprobe_mae", "knn_mae",
+                            "linprobe_mae_mean", "knn_mae_mean"}
         assert all(0 <= row[k] <= 100 for k in row if k not in ("fraction", "labels"))
     runs = m["runs"]["0.1"]
     assert runs["finetune_mae"]["train_images"] == runs["knn_mae"]["train_images"] == 40
     assert runs["finetune_scratch"]["init"] == "scratch" and runs["finetune_mae"]["init"].endswith("pretrain")
+    assert runs["knn_mae"]["pool"] == "cls" and runs["knn_mae_mean"]["pool"] == "mean"
+    assert runs["linprobe_mae"]["pool"] == "cls" and runs["linprobe_mae_mean"]["pool"] == "mean"
     assert runs["finetune_mae"]["steps"] == runs["finetune_scratch"]["steps"]  # the same budget
     assert m["pretrain"]["steps"] == 4
     report = (out / "report.md").read_text()
