@@ -32,6 +32,8 @@ HELP = {
     "clip_grad": "clip the gradient norm to this value",
     "precision": "auto | fp32 | bf16 | fp16 (auto: bf16 on GPUs that support it, else fp32)",
     "device": "auto | cpu | cuda",
+    "model_ema": "evaluate and keep an exponential moving average of the weights (timm ModelEmaV3, warm-up)",
+    "model_ema_decay": "the moving average's decay (its longest horizon)",
     "compile": "torch.compile the model (default: on GPUs, not on CPUs)",
     "compile_mode": "torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs",
     "masking": "random | block | grid",

@@ -250,6 +250,8 @@ class FinetuneConfig(LabeledDataConfig, EncoderOptions, TrainConfig):
     reprob: float | None = None  # random erasing; default 0.25 for RGB, 0 for grayscale
     crop_min_scale: float | None = None  # default 0.08 for RGB (official), 0.8 for grayscale
     hflip: float = 0.5
+    model_ema: bool = False  # evaluate and keep an exponential moving average of the weights
+    model_ema_decay: float = 0.9999  # its longest horizon; short runs average over fewer steps (warm-up)
     eval_every_epochs: int = 1
 
     def augmentation(self, in_chans: int) -> dict[str, Any]:

@@ -161,3 +161,37 @@ def test_mixup_objective_is_keyed_by_step():
     assert first.item() == again.item() and first.item() != other.item()
     odd = Batch(images[:5].clone(), torch.arange(5), torch.arange(5), [])
     assert torch.isfinite(objective(model, odd, 3, 0))  # an odd batch (a skipped image) still mixes
+
+
+def test_model_ema_is_evaluated_kept_as_best_and_resumes_exactly(tmp_path, tiny_checkpoint, folder):
+    """--model-ema: the moving average is what top1 measures and what checkpoints/best holds, and a run
+    stopped and resumed averages on to exactly the weights of the run left alone."""
+    from safetensors.torch import load_file
+
+    def run(out, **options):
+        cfg = FinetuneConfig(checkpoint=str(tiny_checkpoint), data=str(folder), epochs=4, batch_size=8,
+                             warmup_epochs=1, num_workers=0, model_ema=True, model_ema_decay=0.9,
+                             eval_every_epochs=4, output=str(out), **options)
+        return finetune(cfg)
+
+    whole = run(tmp_path / "whole")
+    assert whole["model_ema_decay"] == 0.9 and "top1_without_ema" in whole
+    assert whole["history"][-1]["top1"] == whole["top1"]
+    run(tmp_path / "parts", max_steps=13)  # stops inside epoch 2 (7 steps of 8 per epoch)
+    resumed = run(tmp_path / "parts", resume=str(tmp_path / "parts"))
+    assert resumed["steps"] == whole["steps"] == 28
+
+    def ema_and_raw(out):
+        state = torch.load(sorted((out / "checkpoints").glob("step-*"))[-1] / "train_state.pt", weights_only=True)
+        raw = load_file(sorted((out / "checkpoints").glob("step-*"))[-1] / "model.safetensors")
+        return state["extra"]["ema"], raw
+
+    ema, raw = ema_and_raw(tmp_path / "whole")
+    ema_resumed, _ = ema_and_raw(tmp_path / "parts")
+    assert ema.keys() == ema_resumed.keys()
+    assert all(torch.equal(ema[k], ema_resumed[k]) for k in ema)
+    assert not torch.equal(ema["head.weight"], raw["head.weight"])  # an average, not the last weights
+    # Evaluated once, at the end: the best model is the final average.
+    assert [h["epoch"] for h in whole["history"]] == [4]
+    best = load_file(tmp_path / "whole" / "checkpoints" / "best" / "model.safetensors")
+    assert all(torch.equal(best[k], ema[k]) for k in ema if k in best) and "head.weight" in best

@@ -2,7 +2,8 @@
 the one engine with the official MAE fine-tuning recipe, evaluated every epoch.
 
     RUN/checkpoints/step-N/     the last checkpoint (resumable; `latest` names it)
-    RUN/checkpoints/best/       the weights with the best validation top-1 so far
+    RUN/checkpoints/best/       the weights with the best validation top-1 so far (with --model-ema: the
+                                moving average's, which is also what top1 / top5 measure)
     RUN/metrics.json            top1, top5 (the final model), best_top1 / best_epoch, per-epoch history
     RUN/metrics.jsonl, RUN/tensorboard/, RUN/config.yaml
 
@@ -71,16 +72,46 @@ def save_weights(model: nn.Module, path: Path) -> Path:
     return path
 
 
+class ModelEma(Hook):
+    """An exponential moving average of the weights, updated after every optimizer step (timm's
+    ModelEmaV3 with its warm-up: the decay grows towards `decay` with the step count, so a short run
+    averages over a window that fits it). The average lives in the run's training state, so a resumed
+    run averages on."""
+
+    def __init__(self, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ConfigError(f"--model-ema-decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.ema = None
+
+    def on_start(self, trainer: Trainer) -> None:
+        from timm.utils import ModelEmaV3
+
+        self.ema = ModelEmaV3(trainer.model, decay=self.decay, use_warmup=True)
+        if "ema" in trainer.extra_state:  # resumed
+            self.ema.module.load_state_dict(trainer.extra_state["ema"])
+        # The state dict's tensors are the average's own, updated in place: every checkpoint saves them.
+        trainer.extra_state["ema"] = self.ema.module.state_dict()
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        self.ema.update(trainer.model, step=trainer.progress.step)
+
+
 class ClassifierEvaluator(Hook):
     """Top-1 / top-5 and loss on validation batches every `every_epochs` epochs and at the end; the history
     lives in `trainer.extra_state` (so it survives a resume) and the best model is kept in
-    RUN/checkpoints/best."""
+    RUN/checkpoints/best. With `ema`, the weights evaluated and kept are the moving average's."""
 
-    def __init__(self, loader, every_epochs: int, total_epochs: int, save_best: bool = True):
+    def __init__(self, loader, every_epochs: int, total_epochs: int, save_best: bool = True,
+                 ema: ModelEma | None = None):
         self.loader, self.every, self.total, self.save_best = loader, max(1, every_epochs), total_epochs, save_best
+        self.ema = ema
 
-    def evaluate(self, trainer: Trainer) -> dict[str, float]:
-        logits, labels, _ = predict(trainer.model, self.loader, trainer.device, trainer.autocast)
+    def model(self, trainer: Trainer) -> nn.Module:
+        return self.ema.ema.module if self.ema else trainer.model
+
+    def evaluate(self, trainer: Trainer, model: nn.Module | None = None) -> dict[str, float]:
+        logits, labels, _ = predict(model or self.model(trainer), self.loader, trainer.device, trainer.autocast)
         keep = labels >= 0
         logits, labels = logits[keep], labels[keep]
         return {**topk_accuracy(logits, labels), "loss": F.cross_entropy(logits, labels).item()}
@@ -93,7 +124,7 @@ class ClassifierEvaluator(Hook):
         if best is None or entry["top1"] > best["top1"]:
             trainer.extra_state["best"] = entry
             if self.save_best and trainer.dist.is_main:
-                save_weights(trainer.model, trainer.output / "checkpoints" / "best")
+                save_weights(self.model(trainer), trainer.output / "checkpoints" / "best")
         if trainer.dist.is_main:
             tqdm.write(f"epoch {epoch:g}: val top-1 {entry['top1']:.2f}%  top-5 {entry['top5']:.2f}%  "
                        f"loss {entry['loss']:.4f}")
@@ -111,9 +142,13 @@ class ClassifierEvaluator(Hook):
     def results(self, trainer: Trainer) -> dict[str, Any]:
         history, best = trainer.extra_state["history"], trainer.extra_state["best"]
         final = history[-1]
-        return {"top1": final["top1"], "top5": final["top5"], "val_loss": final["loss"],
-                "best_top1": best["top1"], "best_top5": best["top5"], "best_epoch": best["epoch"],
-                "history": history}
+        results = {"top1": final["top1"], "top5": final["top5"], "val_loss": final["loss"],
+                   "best_top1": best["top1"], "best_top5": best["top5"], "best_epoch": best["epoch"],
+                   "history": history}
+        if self.ema:  # the trained weights themselves, for comparison
+            raw = self.evaluate(trainer, trainer.model)
+            results.update(top1_without_ema=raw["top1"], top5_without_ema=raw["top5"])
+        return results
 
 
 def eval_loader(source: Source, transform, batch_size: int, num_workers: int):
@@ -193,12 +228,13 @@ def finetune(cfg: FinetuneConfig, sources: LabeledSources | None = None) -> dict
                                   hflip=cfg.hflip, randaug=cfg.randaug_policy if aug["randaug"] else None,
                                   reprob=aug["reprob"])
     dataset = build_dataset(train, transform, cfg.seed)
+    ema = ModelEma(cfg.model_ema_decay) if cfg.model_ema else None
     evaluator = ClassifierEvaluator(eval_loader(val, EvalTransform(encoder_config.img_size, mean, std),
                                                 cfg.batch_size, cfg.num_workers),
-                                    cfg.eval_every_epochs, cfg.epochs)
+                                    cfg.eval_every_epochs, cfg.epochs, ema=ema)
     objective = ClassificationObjective(num_classes, cfg.smoothing, aug["mixup"], aug["cutmix"], cfg.seed)
     trainer = Trainer(model, objective, dataset, cfg, groups=model.param_groups(cfg.weight_decay, cfg.layer_decay),
-                      betas=(0.9, 0.999), hooks=[evaluator])
+                      betas=(0.9, 0.999), hooks=[ema, evaluator] if ema else [evaluator])
     objective.rank = trainer.dist.rank
     output = Path(cfg.output)
     if trainer.dist.is_main:
@@ -212,6 +248,7 @@ def finetune(cfg: FinetuneConfig, sources: LabeledSources | None = None) -> dict
                    "val": val_description, "val_images": len(val), "num_classes": num_classes, "classes": names,
                    "global_pool": global_pool, "augmentation": aug, "layer_decay": cfg.layer_decay,
                    "drop_path": cfg.drop_path, "smoothing": cfg.smoothing,
+                   "model_ema_decay": cfg.model_ema_decay if ema else None,
                    "best_checkpoint": str(best) if best.exists() else None,
                    "last_checkpoint": summary["checkpoint"], "model": encoder_config.to_dict()}
         write_json(output / "metrics.json", summary)

@@ -41,6 +41,7 @@ class Hook:
     """Task-specific work at fixed points of a run (evaluation, pictures). Methods run on every rank."""
 
     def on_start(self, trainer: "Trainer") -> None: ...
+    def on_step_end(self, trainer: "Trainer") -> None: ...
     def on_epoch_end(self, trainer: "Trainer", epoch: int) -> None: ...
     def on_end(self, trainer: "Trainer") -> None: ...
 
@@ -285,6 +286,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self._unchecked_losses.append((step, step_loss))
             progress.step = step
+            for hook in self.hooks:
+                hook.on_step_end(self)
             progress.epoch_batches += cfg.accum_steps
             progress.train_time_s += time.perf_counter() - step_start
             progress.images += step_images * self.dist.world_size
