@@ -17,6 +17,7 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.ops import roi_align
 
+from tests.conftest import jpeg_without_quantization_tables
 from vitmae.data import (IMAGENET_MEAN, IMAGENET_STD, EncodedBatch, EpochSampler, FashionMNISTSource,
                          ImageFolderSource, PhotosSource, PretrainTransform, ShardSource, build_dataset,
                          build_device_dataset, build_loader, collate, default_normalization, load_image,
@@ -41,18 +42,6 @@ def jpeg_folder(tmp_path_factory) -> Path:
 def both_paths(source, size: int = SIZE, seed: int = 0, in_chans: int = 3, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     transform = PretrainTransform(size, mean, std)
     return build_dataset(source, transform, seed), build_device_dataset(source, transform, in_chans, seed), transform
-
-
-def jpeg_without_quantization_tables(data: bytes) -> bytes:
-    """A JPEG file whose header still parses (size, mode) but that no decoder can decode: its DQT
-    segments are removed."""
-    out, i = bytearray(data[:2]), 2
-    while data[i + 1] != 0xDA:  # up to the start of scan; the entropy-coded data follows it
-        end = i + 2 + int.from_bytes(data[i + 2 : i + 4], "big")
-        if data[i + 1] != 0xDB:
-            out += data[i:end]
-        i = end
-    return bytes(out + data[i:])
 
 
 def test_device_path_crops_and_flips_by_the_workers_plans(jpeg_folder):
