@@ -43,4 +43,5 @@ def test_pretrain_augmenting_on_the_device(run_cli, tmp_path, jpeg_folder):
 def test_bad_augment_on_is_one_line_and_exit_2(run_cli, tmp_path):
     result = run_cli("pretrain", "--augment-on", "gpu", "--output", tmp_path / "run", check=False)
     assert result.returncode == 2
-    assert result.stderr.strip() == "vitmae pretrain: error: unknown --augment-on 'gpu'; choose from: auto, workers, device"
+    message = "vitmae pretrain: error: unknown --augment-on 'gpu'; choose from: auto, workers, device"
+    assert result.stderr.strip() == message

@@ -129,34 +129,33 @@ class EncodedBatch:
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         device = torch.device(device)
+
+        def moved(t: Tensor) -> Tensor:
+            return t.to(device, non_blocking=non_blocking)
+
         images, failed = self._decode(device, non_blocking)
-        keep = [i for i, img in enumerate(images) if img is not None]
-        kept = torch.tensor(keep, dtype=torch.long)
+        decoded = [i for i, img in enumerate(images) if img is not None]
+        rows = torch.tensor(decoded, dtype=torch.long)
         x = torch.empty(0, device=device)
-        if keep:
-            x = crop_resize([images[i] for i in keep], self.boxes[kept].to(device, non_blocking=non_blocking),
-                            self.size)
-            flips = self.flips[kept].to(device, non_blocking=non_blocking).view(-1, 1, 1, 1)
-            x = torch.where(flips, x.flip(-1), x)
+        if decoded:
+            x = crop_resize([images[i] for i in decoded], moved(self.boxes[rows]), self.size)
+            x = torch.where(moved(self.flips[rows]).view(-1, 1, 1, 1), x.flip(-1), x)
             # 8-bit pixels to [0, 1] as on the workers' path; float arrays keep their own values.
-            scale = torch.tensor([1.0 if self.slots[i].kind == "float32" else 1 / 255 for i in keep])
-            x = self.normalize(x * scale.to(device, non_blocking=non_blocking).view(-1, 1, 1, 1))
-        return Batch(
-            images=x,
-            indices=self.indices[kept].to(device, non_blocking=non_blocking),
-            labels=self.labels[kept].to(device, non_blocking=non_blocking),
-            skipped=self.skipped + failed,
-        )
+            scale = torch.tensor([1.0 if self.slots[i].kind == "float32" else 1 / 255 for i in decoded])
+            x = self.normalize(x * moved(scale).view(-1, 1, 1, 1))
+        return Batch(images=x, indices=moved(self.indices[rows]), labels=moved(self.labels[rows]),
+                     skipped=self.skipped + failed)
 
     def _decode(self, device: torch.device, non_blocking: bool) -> tuple[list[Tensor | None], list[tuple[str, str]]]:
         """Each sample's pixels (C, H, W) on `device`, None where the decoder rejected its JPEG file; and
         (path, reason) of those files."""
-        on_device = {kind: buffer.to(device, non_blocking=non_blocking)
-                     for kind, buffer in self.buffers.items() if kind != "jpeg"}  # the decoder reads from the host
-        images: list[Tensor | None] = [None if s.kind == "jpeg" else on_device[s.kind][s.start:s.end].view(s.shape)
+        # Decoded pixels are copied there; JPEG files stay: the decoder reads them from the host.
+        buffers = {kind: buffer if kind == "jpeg" else buffer.to(device, non_blocking=non_blocking)
+                   for kind, buffer in self.buffers.items()}
+        images: list[Tensor | None] = [None if s.kind == "jpeg" else buffers[s.kind][s.start:s.end].view(s.shape)
                                        for s in self.slots]
         jpegs = [i for i, s in enumerate(self.slots) if s.kind == "jpeg"]
-        files = [self.buffers["jpeg"][self.slots[i].start:self.slots[i].end] for i in jpegs]
+        files = [buffers["jpeg"][self.slots[i].start:self.slots[i].end] for i in jpegs]
         failed = []
         for i, decoded in zip(jpegs, decode_jpegs(files, self.normalize.mean.shape[0], device)):
             if isinstance(decoded, Tensor):
@@ -293,7 +292,9 @@ def crop_resize(images: Sequence[Tensor], boxes: Tensor, size: Size,
             # that must read the edge again, as in an unpadded image, not the padding.
             padded[row, :, h, :w] = images[i][:, -1]
             padded[row, :, : h + 1, w] = padded[row, :, : h + 1, w - 1]
-        index = torch.tensor(chunk, device=device)
+        # Built on the host and copied without waiting: torch.tensor(..., device="cuda") would wait for
+        # the GPU to finish the work queued before it (the previous training step).
+        index = torch.tensor(chunk).to(device, non_blocking=True)
         rows = torch.arange(len(chunk), device=device, dtype=torch.float32)[:, None]
         rois = torch.cat([rows, boxes[index]], dim=1)
         out[index] = roi_align(padded, rois, size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)

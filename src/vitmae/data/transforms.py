@@ -210,7 +210,9 @@ class _Normalize:
         if x.shape[-3] != self.mean.shape[0]:
             # Broadcasting would silently turn a 1-channel image into 3 channels.
             raise ValueError(f"image has {x.shape[-3]} channels but mean/std have {self.mean.shape[0]}")
-        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+        # non_blocking: a blocking copy to a GPU would first wait for all the work queued on it.
+        mean, std = self.mean.to(x.device, non_blocking=True), self.std.to(x.device, non_blocking=True)
+        return (x - mean) / std
 
 
 def _pair(size: int | Size) -> Size:
