@@ -14,6 +14,18 @@ TINY_MODEL_FLAGS = [
 ]
 
 
+def jpeg_without_quantization_tables(data: bytes) -> bytes:
+    """A JPEG file whose header still parses (size, mode) but that no decoder can decode: its DQT
+    segments are removed."""
+    out, i = bytearray(data[:2]), 2
+    while data[i + 1] != 0xDA:  # up to the start of scan; the entropy-coded data follows it
+        end = i + 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+        if data[i + 1] != 0xDB:
+            out += data[i:end]
+        i = end
+    return bytes(out + data[i:])
+
+
 @pytest.fixture
 def one_thread(monkeypatch):
     """One intra-op thread: tiny matrix products on a shared 2-core machine are faster and steadier so."""

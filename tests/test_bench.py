@@ -59,3 +59,22 @@ def test_bench_on_the_gpu_reports_memory_and_matches_transformers_in_bf16():
     assert vitmae["impl"] == "vitmae-compiled"  # the pretrain default on GPUs
     assert vitmae["first_loss"] == pytest.approx(hf["first_loss"], rel=2e-2)
     assert vitmae["peak_mem_gib"] > 0 and hf["peak_mem_gib"] > 0
+
+
+@pytest.mark.parametrize(("augment_on", "timed"), [("device", "device"), ("auto", "workers")])
+def test_bench_times_the_input_pipeline_where_it_augments(run_cli, tmp_path, augment_on, timed):
+    from vitmae.data import PhotosSource
+
+    photos = PhotosSource()
+    for i in range(len(photos)):
+        photos[i][0].save(tmp_path / f"photo{i:02d}.jpg", quality=90)
+    out = tmp_path / "bench.json"
+    result = run_cli("bench", "--device", "cpu", "--model", "mae_vit_tiny_patch16", "--img-size", "32",
+                     "--patch-size", "8", "--embed-dim", "32", "--depth", "1", "--num-heads", "2",
+                     "--decoder-embed-dim", "32", "--decoder-depth", "1", "--decoder-num-heads", "2",
+                     "--batch-size", "4", "--steps", "2", "--warmup", "1", "--data", tmp_path,
+                     "--num-workers", "0", "--augment-on", augment_on, "--json", out)
+    pipeline = json.loads(out.read_text())["pipeline"]
+    assert pipeline["augment_on"] == timed  # auto on a CPU: the workers
+    assert pipeline["pipeline_img_s"] > 0 and pipeline["end_to_end_img_s"] > 0
+    assert f"augmenting on the {timed}" in result.stdout

@@ -44,6 +44,9 @@ HELP = {
     "keep_checkpoints": "step checkpoints kept on disk",
     "img_size": "input size: 224 or 224,160 (height,width)",
     "norm_pix_loss": "predict per-patch normalised pixels (the paper's default)",
+    "augment_on": "where training images are decoded, cropped and flipped: workers (PIL in the DataLoader "
+                  "workers) | device (JPEG decoding and crops of whole batches on the training device) | "
+                  "auto (device on a GPU)",
 }
 
 
@@ -319,7 +322,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                         cfg.compile, cfg.peak_tflops, cfg.seed, cfg.compile_mode)
     if cfg.data:
         report["pipeline"] = bench_pipeline(model_cfg, cfg.data, cfg.batch_size, str(device), precision,
-                                            cfg.num_workers, cfg.steps, cfg.seed, cfg.compile)
+                                            cfg.num_workers, cfg.steps, cfg.seed, compile=cfg.compile,
+                                            augment_on=cfg.augment_on)
     for r in report["results"]:
         memory = "" if r["peak_mem_gib"] is None else f", peak memory {r['peak_mem_gib']:.2f} GiB"
         mfu = "" if r["mfu"] is None else f", MFU {r['mfu']:.1%}"
@@ -329,7 +333,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"speed-up over transformers{' (compiled)' if 'compiled' in other['impl'] else ''}: {speedup:.2f}x")
     if "pipeline" in report:
         p = report["pipeline"]
-        print(f"input pipeline: {p['pipeline_img_s']:.1f} img/s alone, {p['end_to_end_img_s']:.1f} img/s with the step")
+        print(f"input pipeline (augmenting on the {p['augment_on']}): {p['pipeline_img_s']:.1f} img/s alone, "
+              f"{p['end_to_end_img_s']:.1f} img/s with the step")
     if cfg.json:
         Path(cfg.json).write_text(json.dumps(report, indent=2) + "\n")
     return 0

@@ -24,6 +24,23 @@ def save_config(cfg: Any, output: Any) -> None:
     (output / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
+AUGMENT_ON = ("auto", "workers", "device")
+
+
+def check_augment_on(augment_on: str) -> None:
+    if augment_on not in AUGMENT_ON:
+        raise ConfigError(f"unknown --augment-on {augment_on!r}; choose from: {', '.join(AUGMENT_ON)}")
+
+
+def resolve_augment_on(augment_on: str, device_type: str) -> str:
+    """Where pre-training decodes, crops and flips: 'workers' (PIL in the DataLoader workers) or 'device'
+    (the training device, data.device_augment); 'auto' is the device when it is a GPU."""
+    check_augment_on(augment_on)
+    if augment_on == "auto":
+        return "device" if device_type == "cuda" else "workers"
+    return augment_on
+
+
 def to_2tuple(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     if isinstance(value, int):
         return (value, value)
@@ -202,6 +219,10 @@ class PretrainConfig(MAEOptions, TrainConfig):
     viz_every_epochs: int = 1
     eval_knn: str | None = None  # labeled data for a kNN accuracy of the encoder during training
     knn_every_epochs: int = 1
+    augment_on: str = "auto"  # workers | device | auto: device when training on a GPU
+
+    def __post_init__(self) -> None:
+        check_augment_on(self.augment_on)
 
 
 # -- transfer ------------------------------------------------------------------------------------------
@@ -365,4 +386,8 @@ class BenchConfig(MAEOptions):
     json: str | None = None  # also write the report here
     data: str | None = None  # also time the input pipeline alone and data + step end to end
     num_workers: int = 4
+    augment_on: str = "auto"  # the input pipeline's: workers | device | auto (device on a GPU)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_augment_on(self.augment_on)

@@ -9,6 +9,13 @@
         sampler.set_epoch(epoch); dataset.set_epoch(epoch)
         for batch in loader:  # Batch(images, indices, labels, skipped)
             ...
+
+Device-side augmentation (`device_augment`): workers ship encoded JPEG files and crop plans, and each
+batch is decoded, cropped, flipped and normalised where it goes:
+
+    dataset = build_device_dataset(source, PretrainTransform(224, mean, std), in_chans=3, seed=0)
+    for batch in build_loader(dataset, ...):  # EncodedBatch
+        batch = batch.to("cuda", non_blocking=True)  # Batch, as above
 """
 from vitmae.data.decode import IMAGE_EXTENSIONS, ImageLike, UnreadableImage, convert_image, load_image
 from vitmae.data.loader import (
@@ -45,6 +52,7 @@ from vitmae.data.transforms import (
     random_resized_crop_params,
     sample_generator,
 )
+from vitmae.data.device_augment import DeviceAugment, EncodedBatch, build_device_dataset
 
 __all__ = [
     "IMAGE_EXTENSIONS", "ImageLike", "UnreadableImage", "convert_image", "load_image",
@@ -53,5 +61,5 @@ __all__ = [
     "PhotosSource", "ShardSource", "Skipped", "Source", "build_source", "expand_braces",
     "FASHION_MNIST_MEAN", "FASHION_MNIST_STD", "IMAGENET_MEAN", "IMAGENET_STD", "EvalTransform",
     "PretrainTransform", "ResizeTransform", "Transform", "default_normalization", "random_resized_crop_params",
-    "sample_generator",
+    "sample_generator", "DeviceAugment", "EncodedBatch", "build_device_dataset",
 ]

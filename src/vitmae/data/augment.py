@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageOps
 
 from vitmae.data.decode import ImageLike
-from vitmae.data.transforms import (_Normalize, _pair, image_size, random_resized_crop_params,
+from vitmae.data.transforms import (_Normalize, _pair, image_size, image_tensor, random_resized_crop_params,
                                     resized_crop)
 
 
@@ -81,9 +81,7 @@ class FinetuneTransform:
             with seeded_global_rngs(seed):
                 img = self.randaug(img.convert("RGB") if mode == "L" else img)
             img = img.convert(mode)
-            array = np.array(img, dtype=np.uint8)
-            x = torch.from_numpy(array.reshape(array.shape[0], array.shape[1], -1)).permute(2, 0, 1)
-            x = x.float().div_(255.0)
+            x = image_tensor(img).float().div_(255.0)
         else:
             x = resized_crop(img, box, self.size)
             if flip:

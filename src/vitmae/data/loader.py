@@ -151,7 +151,8 @@ def build_loader(
     persistent_workers: bool | None = None,
 ) -> DataLoader:
     """A DataLoader yielding `Batch`es. Shard streams split themselves across ranks and workers, so
-    they take no sampler; workers persist between epochs unless told otherwise."""
+    they take no sampler; workers persist between epochs unless told otherwise. A dataset with a
+    `collate_fn` of its own batches with it (device-side augmentation: `EncodedBatch`es)."""
     if isinstance(dataset, IterableDataset) and sampler is not None:
         raise ValueError("an iterable (shard) dataset takes no sampler")
     return DataLoader(
@@ -159,7 +160,7 @@ def build_loader(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=collate,
+        collate_fn=getattr(dataset, "collate_fn", collate),
         pin_memory=pin_memory,
         drop_last=drop_last,
         persistent_workers=num_workers > 0 if persistent_workers is None else persistent_workers,

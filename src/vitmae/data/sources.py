@@ -4,6 +4,8 @@ A map-style source gives `(image, label)` for an index, with `label` a class id 
 plus `paths` (how each sample is named in logs and skip lists) and `classes` (names, or None).
 Decoding happens here and may raise `UnreadableImage`; `loader.TransformedDataset` turns that into a
 `Skipped` marker. Shards are streamed, so `ShardSource` is an iterable that does both steps itself.
+For device-side augmentation (`device_augment`), `stored(index)` gives a sample undecoded: the file's
+bytes, or the image itself where nothing is encoded (Fashion-MNIST).
 """
 from __future__ import annotations
 
@@ -104,6 +106,15 @@ class _FileSource:
     def __getitem__(self, index: int) -> tuple[ImageLike, int]:
         return load_image(self.paths[index], self.in_chans), self.labels[index]
 
+    def stored(self, index: int) -> tuple[bytes, int]:
+        """The file's bytes, undecoded, and its label."""
+        path = self.paths[index]
+        try:
+            with open(path, "rb") as f:
+                return f.read(), self.labels[index]
+        except OSError as err:  # the reason load_image gives for the same file
+            raise UnreadableImage(path, err.strerror or type(err).__name__) from err
+
 
 class ImageFolderSource(_FileSource):
     """Every image file under `root`, recursively, in sorted order (hidden files and folders skipped).
@@ -183,6 +194,10 @@ class FashionMNISTSource:
     def __getitem__(self, index: int) -> tuple[ImageLike, int]:
         img = Image.fromarray(self.images[index])
         return convert_image(img, self.in_chans), int(self.labels[index])
+
+    def stored(self, index: int) -> tuple[ImageLike, int]:
+        """Nothing is encoded: the image itself (28x28, cheap) and its label."""
+        return self[index]
 
 
 class PhotosSource(_FileSource):
@@ -285,10 +300,14 @@ class ShardSource(IterableDataset):
         except ValueError:
             return skip_sample(path, "cls member is not an integer")
         try:
-            img = load_image(fields[key], self.in_chans)
+            return self._prepare(path, fields[key], transform, generator), index, label
         except UnreadableImage as err:
             return skip_sample(path, err.reason)
-        return transform(img, generator), index, label
+
+    def _prepare(self, path: str, stored: bytes, transform: Transform, generator: torch.Generator) -> torch.Tensor:
+        """What the worker makes of a sample's image bytes: the transformed image (device-side
+        augmentation ships them encoded instead: `device_augment.DeviceAugmentShards`)."""
+        return transform(load_image(stored, self.in_chans), generator)
 
 
 def build_source(

@@ -6,12 +6,15 @@ there are, and a resumed run sees exactly the crops the uninterrupted run would 
 
 Transforms accept both kinds of decoded sample (`ImageLike`): PIL images are cropped and resized by PIL
 (bicubic, as the official recipe), float (H, W, C) arrays by torch (bicubic with antialiasing).
+`PretrainTransform.plan` is the pre-training draws alone; device-side augmentation (`device_augment`)
+crops and flips by the same plans.
 """
 from __future__ import annotations
 
 import hashlib
 import math
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -85,6 +88,16 @@ def random_resized_crop_params(
     return (height - h) // 2, (width - w) // 2, h, w
 
 
+class CropPlan(NamedTuple):
+    """The random draws of one pre-training sample: a crop box in its pixels, and whether to flip it."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    flip: bool
+
+
 class PretrainTransform:
     """MAE pre-training augmentation: RandomResizedCrop (bicubic) + horizontal flip + normalize."""
 
@@ -101,13 +114,19 @@ class PretrainTransform:
         self.normalize = _Normalize(mean, std)
         self.scale, self.ratio, self.hflip = scale, ratio, hflip
 
+    def plan(self, height: int, width: int, generator: torch.Generator) -> CropPlan:
+        """The crop box, then the flip, of an image of that size: every random draw of the transform.
+
+        The workers' path (`__call__`) and the device path (`device_augment`) both crop and flip by it,
+        so a sample gets the same crop and flip on either.
+        """
+        top, left, h, w = random_resized_crop_params(height, width, self.scale, self.ratio, generator)
+        return CropPlan(top, left, h, w, torch.rand(1, generator=generator).item() < self.hflip)
+
     def __call__(self, img: ImageLike, generator: torch.Generator) -> torch.Tensor:
-        height, width = image_size(img)
-        box = random_resized_crop_params(height, width, self.scale, self.ratio, generator)
-        x = resized_crop(img, box, self.size)
-        if torch.rand(1, generator=generator).item() < self.hflip:
-            x = x.flip(-1)
-        return self.normalize(x)
+        top, left, h, w, flip = self.plan(*image_size(img), generator)
+        x = resized_crop(img, (top, left, h, w), self.size)
+        return self.normalize(x.flip(-1) if flip else x)
 
 
 class EvalTransform:
@@ -156,6 +175,12 @@ def image_size(img: ImageLike) -> Size:
     return int(img.shape[0]), int(img.shape[1])
 
 
+def image_tensor(img: ImageLike) -> torch.Tensor:
+    """The pixels of a decoded sample as a (C, H, W) tensor: uint8 for PIL images, float32 for arrays."""
+    array = np.array(img, dtype=np.uint8 if isinstance(img, Image.Image) else np.float32)
+    return torch.from_numpy(array.reshape(array.shape[0], array.shape[1], -1)).permute(2, 0, 1)
+
+
 def resized_crop(img: ImageLike, box: tuple[int, int, int, int], size: Size) -> torch.Tensor:
     """Crop (top, left, h, w) and resize to `size` (bicubic) -> float tensor (C, H, W).
 
@@ -166,9 +191,7 @@ def resized_crop(img: ImageLike, box: tuple[int, int, int, int], size: Size) -> 
         img = img.crop((left, top, left + w, top + h))
         if (h, w) != size:
             img = img.resize((size[1], size[0]), Image.Resampling.BICUBIC)
-        array = np.array(img, dtype=np.uint8)
-        x = torch.from_numpy(array.reshape(array.shape[0], array.shape[1], -1)).permute(2, 0, 1)
-        return x.float().div_(255.0)
+        return image_tensor(img).float().div_(255.0)
     x = torch.from_numpy(np.ascontiguousarray(img[top : top + h, left : left + w])).permute(2, 0, 1).float()
     if (h, w) != size:
         x = F.interpolate(x[None], size=size, mode="bicubic", align_corners=False, antialias=True)[0]
@@ -183,10 +206,13 @@ class _Normalize:
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] != self.mean.shape[0]:
+        """Normalise an image (C, H, W) or a batch (N, C, H, W), on whatever device it is."""
+        if x.shape[-3] != self.mean.shape[0]:
             # Broadcasting would silently turn a 1-channel image into 3 channels.
-            raise ValueError(f"image has {x.shape[0]} channels but mean/std have {self.mean.shape[0]}")
-        return (x - self.mean) / self.std
+            raise ValueError(f"image has {x.shape[-3]} channels but mean/std have {self.mean.shape[0]}")
+        # non_blocking: a blocking copy to a GPU would first wait for all the work queued on it.
+        mean, std = self.mean.to(x.device, non_blocking=True), self.std.to(x.device, non_blocking=True)
+        return (x - mean) / std
 
 
 def _pair(size: int | Size) -> Size:

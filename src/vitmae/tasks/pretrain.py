@@ -7,12 +7,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..config import ModelConfig, PretrainConfig, save_config
+from ..config import ModelConfig, PretrainConfig, resolve_augment_on, save_config
 from ..data import (Batch, DataError, EvalTransform, PretrainTransform, ShardSource, UnreadableImage, build_dataset,
-                    build_source, default_normalization, sample_generator)
+                    build_device_dataset, build_source, default_normalization, sample_generator)
 from ..data.transforms import mix_seed
 from ..model import MaskedAutoencoder, make_noise
 from ..train import Hook, Trainer, write_json
+from ..train.distributed import DistInfo
+from ..train.engine import resolve_device
 from ..viz import reconstruct, save_reconstruction_grid
 
 BUILTIN = ("fashion-mnist", "photos")
@@ -138,20 +140,27 @@ class HeldoutMonitor(Hook):
         }
 
 
-def pretrain_data(data: str, model_cfg: ModelConfig, crop_min_scale: float = 0.2, seed: int = 0):
-    """(source, dataset, mean, std) of pre-training: the recipe's crops and flips, normalised."""
+def pretrain_data(data: str, model_cfg: ModelConfig, crop_min_scale: float = 0.2, seed: int = 0,
+                  on_device: bool = False):
+    """(source, dataset, mean, std) of pre-training: the recipe's crops and flips, normalised. With
+    `on_device` the workers only read files and draw crops; each batch is decoded, cropped and flipped
+    where it goes (`EncodedBatch.to(device)`), with the same crops and flips."""
     source = build_source(data, "train", in_chans=model_cfg.in_chans)
     mean, std = default_normalization(model_cfg.in_chans, data)
     transform = PretrainTransform(model_cfg.img_size, mean, std, scale=(crop_min_scale, 1.0))
+    if on_device:
+        return source, build_device_dataset(source, transform, model_cfg.in_chans, seed), mean, std
     return source, build_dataset(source, transform, seed), mean, std
 
 
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """Pre-train a masked autoencoder as `cfg` says; returns the summary also written to metrics.json."""
     model_cfg = cfg.model_config()
+    augment_on = resolve_augment_on(cfg.augment_on, resolve_device(cfg.device, DistInfo()).type)
     torch.manual_seed(cfg.seed)
     model = MaskedAutoencoder(model_cfg)
-    source, dataset, mean, std = pretrain_data(cfg.data, model_cfg, cfg.crop_min_scale, cfg.seed)
+    source, dataset, mean, std = pretrain_data(cfg.data, model_cfg, cfg.crop_min_scale, cfg.seed,
+                                               on_device=augment_on == "device")
 
     eval_transform = EvalTransform(model_cfg.img_size, mean, std)
     if cfg.val_data or cfg.data == "fashion-mnist":
