@@ -153,6 +153,33 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert len(list((out / "checkpoints").glob("step-*"))) == 1  # one writer
 
 
+def test_ddp_goes_on_when_one_rank_draws_only_unreadable_images(tmp_path):
+    """Batches of one image: rank 1's second micro-batch is an unreadable file, so that rank has nothing
+    to train on while rank 0 waits for its gradients. It steps on its previous batch with a zero loss
+    instead of leaving rank 0 waiting forever."""
+    from vitmae.data import EpochSampler, FashionMNISTSource, ImageFolderSource
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    source = FashionMNISTSource("test")
+    for i in range(12):
+        source[i][0].save(folder / f"{i:02d}.png")
+    paths = ImageFolderSource(folder, in_chans=1).paths
+    second_on_rank_1 = EpochSampler(len(paths), seed=0, rank=1, world_size=2).rank_indices()[1]
+    Path(paths[second_on_rank_1]).write_bytes(b"not an image")
+    out = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_port", "29534", "-m", "vitmae", "pretrain", *TINY_MODEL_FLAGS,
+                             "--data", str(folder), "--batch-size", "1", "--num-workers", "0",
+                             "--heldout-samples", "4", "--viz-every-epochs", "0", "--max-steps", "4",
+                             "--output", str(out)], env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 4
+    assert [f["path"] for f in metrics["skipped_files"]] == [paths[second_on_rank_1]]
+
+
 def test_pretrain_streams_webdataset_shards(run_cli, tmp_path):
     import io
     import tarfile

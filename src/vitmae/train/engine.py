@@ -24,7 +24,7 @@ from torch.utils.data import Dataset, IterableDataset
 from tqdm import tqdm
 
 from ..config import ConfigError, TrainConfig
-from ..data import Batch, EpochSampler, build_loader
+from ..data import Batch, DataError, EpochSampler, build_loader
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from .optim import build_adamw, lr_at, param_groups, set_lr
@@ -162,6 +162,7 @@ class Trainer:
         # Step losses stay on the device until the run syncs anyway (logging, saving, epoch end): reading
         # each one at once would stall the host every step and keep it from queueing the next.
         self._unchecked_losses: list[tuple[int, Tensor]] = []
+        self._previous_batch: Batch | None = None
         self._window_losses: list[float] = []
         self._tb = None
         self._pbar = None
@@ -268,16 +269,25 @@ class Trainer:
                 # know which of its images were unreadable.
                 batch = next(batches).to(self.device, non_blocking=True)
                 self._record_skipped(batch)
-                if len(batch) == 0:
-                    continue
+                weight = 1.0
+                if len(batch) == 0:  # every image of this micro-batch was unreadable
+                    if not self.dist.enabled:
+                        continue
+                    # Under DDP every rank must run backward, or the others wait for its gradients
+                    # forever: step on the previous batch again with a zero loss (zero gradients).
+                    if self._previous_batch is None:
+                        raise DataError(f"rank {self.dist.rank}: no image of the first micro-batch could be "
+                                        "read (listed above); remove the unreadable files")
+                    batch, weight = self._previous_batch, 0.0
+                self._previous_batch = batch
                 last = micro == cfg.accum_steps - 1
                 sync = contextlib.nullcontext() if last or not self.dist.enabled else self.train_model.no_sync()
                 with sync:
                     with self.autocast():
-                        loss = self.objective(self.train_model, batch, step, micro)
+                        loss = self.objective(self.train_model, batch, step, micro) * weight
                     self.scaler.scale(loss / cfg.accum_steps).backward()
                 step_loss += loss.detach().float() / cfg.accum_steps
-                step_images += len(batch)
+                step_images += len(batch) if weight else 0
             if cfg.clip_grad:
                 self.scaler.unscale_(self.optimizer)
                 nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
