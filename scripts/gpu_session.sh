@@ -65,7 +65,7 @@ for STAGE in "$@"; do
     environment >>"$LOG" 2>&1
     case "$STAGE" in
     tests)
-        run "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/train tests/data tests/model tests/test_bench.py
+        run "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/train tests/data tests/model tests/tasks tests/test_bench.py
         ;;
     bench-base)
         bench mae_vit_base_patch16 256

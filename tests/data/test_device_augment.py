@@ -285,7 +285,7 @@ def test_shards_take_the_device_path(tmp_path):
     assert (batch.images - reference.images).abs().mean(dim=(1, 2, 3)).max() < 0.06
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.cuda
 def test_cuda_path_matches_the_cpu_device_path(jpeg_folder, tmp_path):
     for path in sorted(jpeg_folder.glob("*.jpg")):
         (tmp_path / path.name).write_bytes(path.read_bytes())

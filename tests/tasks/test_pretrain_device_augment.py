@@ -45,3 +45,18 @@ def test_bad_augment_on_is_one_line_and_exit_2(run_cli, tmp_path):
     assert result.returncode == 2
     message = "vitmae pretrain: error: unknown --augment-on 'gpu'; choose from: auto, workers, device"
     assert result.stderr.strip() == message
+
+
+@pytest.mark.cuda
+def test_pretrain_on_a_gpu_with_every_default(run_cli, tmp_path, jpeg_folder):
+    """The GPU defaults together: device-side decoding and crops, torch.compile, bf16; the loss falls."""
+    out = tmp_path / "run"
+    run_cli("pretrain", *TINY_MODEL_FLAGS, "--data", jpeg_folder, "--img-size", "32", "--patch-size", "8",
+            "--in-chans", "3", "--batch-size", "9", "--num-workers", "2", "--epochs", "30", "--blr", "1e-3",
+            "--warmup-epochs", "1", "--log-every-steps", "3", "--heldout-samples", "8", "--output", out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["device"].startswith("cuda") and metrics["precision"] == "bf16" and metrics["compiled"]
+    config = (out / "config.yaml").read_text()
+    assert "augment_on: auto" in config
+    assert {"notes.jpg", "truncated.jpg"} <= {Path(s["path"]).name for s in metrics["skipped_files"]}
+    assert metrics["heldout_loss_end"] < metrics["heldout_loss_start"]
