@@ -158,3 +158,19 @@ def test_config_that_disagrees_with_weights_is_an_error(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 3}))
     with pytest.raises(CheckpointError, match=r"depth=3 \(weights: 2\)"):
         load_pretrained(tmp_path)
+
+
+def test_sharded_checkpoints_load_whole_and_a_missing_shard_is_named(tmp_path):
+    """Large models are saved in shards with an index (model.safetensors.index.json)."""
+    hf = hf_mae(image_size=32, patch_size=8)
+    hf.save_pretrained(tmp_path, max_shard_size="100KB")
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) > 2 and not (tmp_path / "model.safetensors").exists()
+    model = load_pretrained(tmp_path)
+    hf_matches(hf, model)
+    assert detect_format(tmp_path) == "hf"
+
+    (tmp_path / shards[1]).unlink()
+    with pytest.raises(CheckpointError, match=f"shard '{shards[1]}' is not a file beside it"):
+        load_pretrained(tmp_path)

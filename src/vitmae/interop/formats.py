@@ -21,6 +21,8 @@ from .vitmae_format import CONFIG, WEIGHTS, is_vitmae_file, load_safetensors, lo
 FORMATS = ("vitmae", "official", "hf", "timm")
 HF_MODEL_TYPES = ("vit_mae", "vit")
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+# Large models are saved in shards, with an index mapping each weight to its file.
+HF_SHARD_INDEXES = tuple(f"{name}.index.json" for name in HF_WEIGHTS)
 WRAPPERS = ("model", "state_dict")  # official training scripts save {'model': ...}; timm's {'state_dict': ...}
 
 
@@ -67,18 +69,39 @@ def _read_dir(path: Path) -> Checkpoint:
     if config.get("model_type") not in HF_MODEL_TYPES:
         raise CheckpointError(f"{config_file}: model_type {config.get('model_type')!r} is not one we read "
                               f"({' or '.join(HF_MODEL_TYPES)})")
-    weights = next((path / name for name in HF_WEIGHTS if (path / name).is_file()), None)
+    weights = next((path / name for name in HF_WEIGHTS + HF_SHARD_INDEXES if (path / name).is_file()), None)
     if weights is None:
-        raise CheckpointError(f"{path}: no {' or '.join(HF_WEIGHTS)} beside {CONFIG} (saw: {_listing(path)})")
-    if _is_safetensors(weights):
-        state = load_safetensors(weights)
-    else:
-        state = _state_dict_in(weights, load_torch_file(weights))
+        raise CheckpointError(f"{path}: no {' or '.join(HF_WEIGHTS + HF_SHARD_INDEXES)} beside {CONFIG} "
+                              f"(saw: {_listing(path)})")
+    state = _read_shards(weights) if weights.name in HF_SHARD_INDEXES else _read_weights_file(weights)
     ckpt = _from_state_dict(weights, state)
     if ckpt.format != "hf":
         raise CheckpointError(f"{weights}: {CONFIG} says {config['model_type']} but the keys are {ckpt.format}'s")
     ckpt.stated = config_from_hf(config)
     return ckpt
+
+
+def _read_weights_file(path: Path) -> dict[str, Tensor]:
+    if _is_safetensors(path):
+        return load_safetensors(path)
+    return _state_dict_in(path, load_torch_file(path))
+
+
+def _read_shards(index_file: Path) -> dict[str, Tensor]:
+    """The weights of a sharded checkpoint: every file its index names, checked against the index."""
+    weight_map = _read_json(index_file).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{index_file}: no weight_map")
+    state: dict[str, Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        shard_path = index_file.parent / shard
+        if Path(shard).name != shard or not shard_path.is_file():  # a name, not a path out of the folder
+            raise CheckpointError(f"{index_file}: shard {shard!r} is not a file beside it")
+        state.update(_read_weights_file(shard_path))
+    missing = sorted(set(weight_map) - set(state))
+    if missing:
+        raise CheckpointError(f"{index_file}: {len(missing)} weights it lists are in no shard: {name_list(missing)}")
+    return state
 
 
 def _read_torch(path: Path) -> Checkpoint:
