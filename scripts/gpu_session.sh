@@ -6,7 +6,8 @@
 # Stages:
 #   tests             the CUDA-only tests (pytest -m cuda)
 #   bench-base        ViT-B/16, batch 256, bf16: vitmae (compiled: the pretrain default, and eager) against
-#                     transformers (eager and compiled), same run
+#                     transformers (eager and compiled), same run; then vitmae --fp8 (needs torchao: carry
+#                     its wheel in .whl/) against transformers
 #   bench-large       ViT-L/16, batch 128, bf16, likewise
 #   pipeline          the input pipeline on ~500x375 JPEGs: PIL in workers against batched decode + crops on
 #                     the GPU, alone and end to end with the ViT-B/16 step
@@ -14,9 +15,14 @@
 #                     .gpu/fashion-mnist (carried) unless the dataset-fashion-mnist package is installed
 #
 # Runs from the repository root with PYTHONPATH=src (no install needed where torch, timm, transformers,
-# safetensors, PyYAML, tqdm and Pillow are present).
+# safetensors, PyYAML, tqdm and Pillow are present). Wheels carried in .whl/ (torchao, for --fp8) are
+# installed into /tmp/site first.
 set -uo pipefail
 export PYTHONPATH=src PYTHONUNBUFFERED=1
+if compgen -G ".whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH=src:/tmp/site
+fi
 OUT=${OUT:-runs/gpu}
 PY=${PY:-python3}
 mkdir -p "$OUT"
@@ -56,7 +62,9 @@ bench() {  # bench MODEL BATCH
         --compare hf,hf-compiled --steps 20 --warmup 5 --json "$tmp/compiled.json"
     run "$PY" -m vitmae bench --device cuda --model "$model" --batch-size "$batch" --precision bf16 \
         --no-compile --steps 20 --warmup 5 --json "$tmp/eager.json"
-    merge_json "$OUT/$STAGE.json" compiled="$tmp/compiled.json" eager="$tmp/eager.json"
+    run "$PY" -m vitmae bench --device cuda --model "$model" --batch-size "$batch" --precision bf16 \
+        --fp8 --compare hf --steps 20 --warmup 5 --json "$tmp/fp8.json"
+    merge_json "$OUT/$STAGE.json" compiled="$tmp/compiled.json" eager="$tmp/eager.json" fp8="$tmp/fp8.json"
 }
 
 for STAGE in "$@"; do

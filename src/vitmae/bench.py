@@ -72,12 +72,19 @@ def _step_fn(forward: Callable[[Tensor, Tensor], Tensor], model: nn.Module, devi
 
 
 def _vitmae_contender(model: MaskedAutoencoder, device: torch.device, precision: str, compile: bool | None,
-                      compile_mode: str = "default") -> Contender:
+                      compile_mode: str = "default", fp8: bool = False) -> Contender:
     """The model as `vitmae pretrain` runs it: compiled by the same rule (by default on GPUs only)."""
+    name = "vitmae"
+    if fp8:
+        from .train.fp8 import convert_to_fp8
+
+        convert_to_fp8(model)
+        name += "-fp8"
     forward_model = compile_model(model, compile, compile_mode, device)
     step = _step_fn(lambda x, n: forward_model(x, noise=n).loss, model, device, precision)
-    suffix = "" if forward_model is model else "-compiled" + ("" if compile_mode == "default" else f"-{compile_mode}")
-    return Contender("vitmae" + suffix, step, [])
+    if forward_model is not model:
+        name += "-compiled" + ("" if compile_mode == "default" else f"-{compile_mode}")
+    return Contender(name, step, [])
 
 
 def _hf_contender(model: MaskedAutoencoder, device: torch.device, precision: str, compile: bool) -> Contender:
@@ -148,15 +155,17 @@ def bench_pipeline(config: ModelConfig, data: str, batch_size: int, device: str 
 
 def bench_step(config: ModelConfig, batch_size: int, device: str = "cpu", precision: str = "fp32",
                compare: tuple[str, ...] = (), steps: int = 10, warmup: int = 3, compile: bool | None = None,
-               peak_tflops: float | None = None, seed: int = 0, compile_mode: str = "default") -> dict[str, Any]:
+               peak_tflops: float | None = None, seed: int = 0, compile_mode: str = "default",
+               fp8: bool = False) -> dict[str, Any]:
     dev = torch.device(device)
     torch.manual_seed(seed)
     model = MaskedAutoencoder(config).to(dev).train()
-    contenders = [_vitmae_contender(model, dev, precision, compile, compile_mode)]
-    for other in compare:
+    others = []
+    for other in compare:  # built first: from the weights before any FP8 conversion
         if other not in ("hf", "hf-compiled"):
             raise ConfigError(f"unknown --compare {other!r}; choose from: hf, hf-compiled")
-        contenders.append(_hf_contender(model, dev, precision, compile=other == "hf-compiled"))
+        others.append(_hf_contender(model, dev, precision, compile=other == "hf-compiled"))
+    contenders = [_vitmae_contender(model, dev, precision, compile, compile_mode, fp8), *others]
     generator = torch.Generator().manual_seed(seed)
     images = torch.randn(batch_size, config.in_chans, *config.img_size, generator=generator).to(dev)
     noise = torch.rand(batch_size, config.num_patches, generator=generator).to(dev)
@@ -193,7 +202,7 @@ def bench_step(config: ModelConfig, batch_size: int, device: str = "cpu", precis
         })
     report: dict[str, Any] = {
         "config": {**config.to_dict(), "batch_size": batch_size, "device": str(dev), "precision": precision,
-                   "steps": steps, "warmup": warmup, "compiled": contenders[0].name != "vitmae",
+                   "steps": steps, "warmup": warmup, "compiled": "compiled" in contenders[0].name, "fp8": fp8,
                    "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                    "torch": torch.__version__, "train_gflops_per_image": round(flops / 1e9, 3)},
         "results": results,

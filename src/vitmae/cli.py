@@ -34,6 +34,7 @@ HELP = {
     "device": "auto | cpu | cuda",
     "model_ema": "evaluate and keep an exponential moving average of the weights (timm ModelEmaV3, warm-up)",
     "model_ema_decay": "the moving average's decay (its longest horizon)",
+    "fp8": "train the transformer blocks' linear layers in float8 (torchao; needs FP8 tensor cores to be fast)",
     "compile": "torch.compile the model (default: on GPUs, not on CPUs)",
     "compile_mode": "torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs",
     "masking": "random | block | grid",
@@ -319,7 +320,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     model_cfg = cfg.model_config()
     compare = tuple(c for c in (cfg.compare or "").split(",") if c)
     report = bench_step(model_cfg, cfg.batch_size, str(device), precision, compare, cfg.steps, cfg.warmup,
-                        cfg.compile, cfg.peak_tflops, cfg.seed, cfg.compile_mode)
+                        cfg.compile, cfg.peak_tflops, cfg.seed, cfg.compile_mode, cfg.fp8)
     if cfg.data:
         report["pipeline"] = bench_pipeline(model_cfg, cfg.data, cfg.batch_size, str(device), precision,
                                             cfg.num_workers, cfg.steps, cfg.seed, compile=cfg.compile,

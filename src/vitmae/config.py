@@ -197,6 +197,7 @@ class TrainConfig:
     device: str = "auto"
     compile: bool | None = None  # torch.compile the model; default: on GPUs, not on CPUs
     compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune | ...
+    fp8: bool = False  # the blocks' linear layers in float8 (torchao; H100-class GPUs)
     num_workers: int = 2
     seed: int = 0
     log_every_steps: int = 20
@@ -382,6 +383,7 @@ class BenchConfig(MAEOptions):
     warmup: int = 3
     compile: bool | None = None  # as `vitmae pretrain`: default on GPUs, not on CPUs
     compile_mode: str = "default"
+    fp8: bool = False  # vitmae's step with its blocks' linear layers in float8, as `vitmae pretrain --fp8`
     peak_tflops: float | None = None  # the device's peak, for MFU (known for the H100)
     json: str | None = None  # also write the report here
     data: str | None = None  # also time the input pipeline alone and data + step end to end

@@ -120,6 +120,10 @@ class Trainer:
         self.precision = resolve_precision(cfg.precision, self.device)
         self.output = Path(cfg.output)
         self.model = model.to(self.device)
+        if cfg.fp8:
+            from .fp8 import convert_to_fp8
+
+            convert_to_fp8(self.model)
         self.objective, self.dataset, self.hooks = objective, dataset, list(hooks)
         self.progress = Progress()
         self.extra_state: dict[str, Any] = {}  # task values that must survive a resume
