@@ -34,6 +34,7 @@ HELP = {
     "device": "auto | cpu | cuda",
     "model_ema": "evaluate and keep an exponential moving average of the weights (timm ModelEmaV3, warm-up)",
     "model_ema_decay": "the moving average's decay (its longest horizon)",
+    "format": "npy (embeddings.npy + embeddings.csv) | parquet (embeddings.parquet: path, label, embedding)",
     "fp8": "train the transformer blocks' linear layers in float8 (torchao; needs FP8 tensor cores to be fast)",
     "compile": "torch.compile the model (default: on GPUs, not on CPUs)",
     "compile_mode": "torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs",

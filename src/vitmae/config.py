@@ -342,6 +342,7 @@ class EmbedConfig(InferenceOptions):
     split: str = "train"  # for fashion-mnist: train | test
     img_size: tuple[int, int] | None = None
     pool: str = "cls"  # cls | mean
+    format: str = "npy"  # npy: embeddings.npy + embeddings.csv | parquet: embeddings.parquet (pyarrow)
 
 
 @dataclass

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vitmae.config import EmbedConfig
+from vitmae.config import ConfigError, EmbedConfig
 from vitmae.data import EvalTransform, load_image
 from vitmae.interop import export
 from vitmae.interop.classifier import load_encoder
@@ -83,3 +83,30 @@ def test_embed_of_a_labeled_csv_keeps_labels(tmp_path, images):
     assert s["images"] == 2
     with open(tmp_path / "e" / "embeddings.csv") as f:
         assert [r["label"] for r in csv.DictReader(f)] == ["0", "1"]  # class names numbered in sorted order
+
+
+def test_embed_to_parquet_holds_the_same_rows(tmp_path, images):
+    pq = pytest.importorskip("pyarrow.parquet")
+    torch.manual_seed(0)
+    checkpoint = export(create_model("mae_vit_micro_patch4_28", **TINY_RGB), tmp_path / "mae", "vitmae").parent
+    common = dict(checkpoint=str(checkpoint), data=str(images), num_workers=0)
+    embed(EmbedConfig(output=str(tmp_path / "npy"), **common))
+    s = embed(EmbedConfig(output=str(tmp_path / "pq"), format="parquet", **common))
+    assert s["format"] == "parquet" and s["embeddings"].endswith("embeddings.parquet")
+    table = pq.read_table(tmp_path / "pq" / "embeddings.parquet")
+    assert table.column_names == ["path", "label", "embedding"]
+    with open(tmp_path / "npy" / "embeddings.csv") as f:
+        assert table.column("path").to_pylist() == [row["path"] for row in csv.DictReader(f)]
+    assert table.column("label").to_pylist() == [-1] * 4
+    features = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
+    assert np.array_equal(features, np.load(tmp_path / "npy" / "embeddings.npy"))
+
+
+def test_embed_format_errors(tmp_path, images, monkeypatch):
+    import sys
+
+    with pytest.raises(ConfigError, match="unknown --format 'hdf5'"):
+        embed(EmbedConfig(output=str(tmp_path / "e"), checkpoint="none", data=str(images), format="hdf5"))
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # as if pyarrow were not installed
+    with pytest.raises(ConfigError, match="needs pyarrow"):
+        embed(EmbedConfig(output=str(tmp_path / "e"), checkpoint="none", data=str(images), format="parquet"))

@@ -118,8 +118,40 @@ def embed_source(cfg: EmbedConfig, in_chans: int) -> Source:
     return source
 
 
+EMBED_FORMATS = ("npy", "parquet")
+
+
+def write_npy_csv(output: Path, features: np.ndarray, paths: list[str], labels: list[int]) -> list[Path]:
+    """embeddings.npy (N, D) float32, and embeddings.csv with each row's index, path and label."""
+    np.save(output / "embeddings.npy", features)
+    with open(output / "embeddings.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "path", "label"])
+        writer.writerows(zip(range(len(paths)), paths, labels))
+    return [output / "embeddings.npy", output / "embeddings.csv"]
+
+
+def write_parquet(output: Path, features: np.ndarray, paths: list[str], labels: list[int]) -> list[Path]:
+    """embeddings.parquet: one row per image, columns path, label and embedding (fixed-size float32 list)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    embedding = pa.FixedSizeListArray.from_arrays(pa.array(features.reshape(-1)), features.shape[1])
+    table = pa.table({"path": pa.array(paths, pa.string()), "label": pa.array(labels, pa.int64()),
+                      "embedding": embedding})
+    pq.write_table(table, output / "embeddings.parquet")
+    return [output / "embeddings.parquet"]
+
+
 def embed(cfg: EmbedConfig) -> dict[str, Any]:
     check_pool(cfg.pool)
+    if cfg.format not in EMBED_FORMATS:
+        raise ConfigError(f"unknown --format {cfg.format!r}; choose from: {', '.join(EMBED_FORMATS)}")
+    if cfg.format == "parquet":
+        try:
+            import pyarrow.parquet  # noqa: F401
+        except ImportError:
+            raise ConfigError("--format parquet needs pyarrow: pip install 'vitmae[parquet]'") from None
     encoder = load_encoder_or_random(cfg.checkpoint, img_size=cfg.img_size)
     source = embed_source(cfg, encoder.config.in_chans)
     runtime = Runtime(cfg.device, cfg.precision)
@@ -128,20 +160,18 @@ def embed(cfg: EmbedConfig) -> dict[str, Any]:
                            cfg.batch_size, cfg.num_workers)
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)
-    np.save(output / "embeddings.npy", result.features.numpy().astype(np.float32))
-    with open(output / "embeddings.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["index", "path", "label"])
-        for row, (index, label) in enumerate(zip(result.indices.tolist(), result.labels.tolist())):
-            writer.writerow([row, source.paths[index], label])
+    write = write_parquet if cfg.format == "parquet" else write_npy_csv
+    files = write(output, result.features.numpy().astype(np.float32),
+                  [source.paths[i] for i in result.indices.tolist()], result.labels.tolist())
     summary = {
         "images": len(result.indices),
         "dim": int(result.features.shape[1]),
         "pool": cfg.pool,
         "checkpoint": cfg.checkpoint,
         "data": cfg.data,
-        "embeddings": str(output / "embeddings.npy"),
-        "index": str(output / "embeddings.csv"),
+        "format": cfg.format,
+        "embeddings": str(files[0]),
+        "index": str(files[-1]),  # where each row's path is: the csv, or the parquet file itself
         "time_s": round(time.perf_counter() - start, 2),
         "skipped_files": [{"path": p, "reason": r} for p, r in result.skipped],
     }
