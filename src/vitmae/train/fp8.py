@@ -26,10 +26,12 @@ def convert_to_fp8(model: nn.Module) -> int:
     """Swap the linear layers of the encoder's and decoder's blocks for torchao's Float8Linear, in place;
     returns how many were swapped."""
     try:
-        from torchao.float8 import convert_to_float8_training
+        from torchao.float8 import Float8LinearConfig, convert_to_float8_training
     except ImportError:
         raise ConfigError("--fp8 needs torchao: pip install 'vitmae[fp8]'") from None
-    convert_to_float8_training(model, module_filter_fn=_in_a_block)
+    # The weight gradient's product runs over the token count (batch x tokens), which a batch with
+    # skipped images or an odd size does not keep divisible by 16: let torchao pad it.
+    convert_to_float8_training(model, module_filter_fn=_in_a_block, config=Float8LinearConfig(pad_inner_dim=True))
     swapped = sum(type(m).__name__ == "Float8Linear" for m in model.modules())
     if swapped == 0:
         raise ConfigError("--fp8: no linear layer of this model has dimensions divisible by 16")
