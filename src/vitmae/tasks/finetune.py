@@ -96,6 +96,11 @@ class ModelEma(Hook):
     def on_step_end(self, trainer: Trainer) -> None:
         self.ema.update(trainer.model, step=trainer.progress.step)
 
+    @property
+    def module(self) -> nn.Module:
+        """The averaged model."""
+        return self.ema.module
+
 
 class ClassifierEvaluator(Hook):
     """Top-1 / top-5 and loss on validation batches every `every_epochs` epochs and at the end; the history
@@ -108,7 +113,7 @@ class ClassifierEvaluator(Hook):
         self.ema = ema
 
     def model(self, trainer: Trainer) -> nn.Module:
-        return self.ema.ema.module if self.ema else trainer.model
+        return self.ema.module if self.ema else trainer.model
 
     def evaluate(self, trainer: Trainer, model: nn.Module | None = None) -> dict[str, float]:
         logits, labels, _ = predict(model or self.model(trainer), self.loader, trainer.device, trainer.autocast)

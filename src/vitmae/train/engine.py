@@ -283,7 +283,8 @@ class Trainer:
                         raise DataError(f"rank {self.dist.rank}: no image of the first micro-batch could be "
                                         "read (listed above); remove the unreadable files")
                     batch, weight = self._previous_batch, 0.0
-                self._previous_batch = batch
+                elif self.dist.enabled:  # only DDP needs it: elsewhere it would hold a batch's memory
+                    self._previous_batch = batch
                 last = micro == cfg.accum_steps - 1
                 sync = contextlib.nullcontext() if last or not self.dist.enabled else self.train_model.no_sync()
                 with sync:
