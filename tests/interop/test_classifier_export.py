@@ -98,7 +98,7 @@ def test_official_fine_tuned_checkpoint_loads_into_the_classifier(tmp_path):
     encoder = load_encoder(path)
     assert isinstance(encoder, ViTClassifier)
     again = from_pretrained_encoder(encoder, 3, "avg")
-    assert torch.equal(again.blocks[1].attn.proj.weight, official.blocks[1].attn.proj.weight)
+    assert torch.equal(again.encoder.blocks[1].attn.proj.weight, official.blocks[1].attn.proj.weight)
 
 
 def test_a_pretrained_file_is_not_a_classifier(tmp_path):
@@ -120,7 +120,7 @@ def test_vitmae_and_official_exports_round_trip_at_another_resolution(tmp_path):
         with torch.no_grad():
             assert_close_rel(back(x), model(x), rel=1e-6)
         bigger = load_classifier(path, img_size=48)  # learned table interpolated to a 6x6 grid
-        assert bigger.pos_embed.shape[1] == 1 + 36
+        assert bigger.encoder.pos_embed.shape[1] == 1 + 36
         assert bigger(torch.randn(1, 3, 48, 48)).shape == (1, len(NAMES))
 
 

@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 from vitmae.interop import (CheckpointError, MissingDecoderWarning, convert, describe, detect_format,
                             load_pretrained)
 from vitmae.interop.keymaps import LAYOUTS, from_ours, hf_layout, mlp_ratio, to_ours
+from vitmae.model.vit import flat_named_parameters
 
 from .conftest import TINY, assert_same_mae, caught, encoder_state
 
@@ -29,7 +30,7 @@ def test_every_layout_round_trips(tiny_model, layout):
 
 def test_qkv_is_split_by_rows(tiny_model):
     hub = from_ours(tiny_model.state_dict(), "hf_hub")
-    qkv = tiny_model.blocks[1].attn.qkv.weight
+    qkv = tiny_model.encoder.blocks[1].attn.qkv.weight
     prefix = "vit.encoder.layer.1.attention.attention"
     assert torch.equal(hub[f"{prefix}.key.weight"], qkv[128:256])
     assert torch.equal(hub[f"{prefix}.value.weight"], qkv[256:])
@@ -85,7 +86,7 @@ def test_describe(tmp_path, tiny_model):
     assert info["architecture"] == TINY.to_dict()
     counts = info["parameters"]
     assert counts["total"] == sum(p.numel() for p in tiny_model.parameters())
-    assert counts["decoder"] == sum(p.numel() for n, p in tiny_model.named_parameters()
+    assert counts["decoder"] == sum(p.numel() for n, p in flat_named_parameters(tiny_model)
                                     if n == "mask_token" or n.startswith("decoder_"))
     json.dumps(info)  # `vitmae info` prints it
 

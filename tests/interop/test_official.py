@@ -117,8 +117,8 @@ def test_position_tables_are_marked_learned_only_when_not_sincos(tmp_path, tiny_
     state["pos_embed"] = state["pos_embed"].half()  # a half-precision copy of sin-cos is still sin-cos
     state["decoder_pos_embed"] = state["decoder_pos_embed"] + 0.01 * torch.randn_like(state["decoder_pos_embed"])
     model = load_pretrained(save_official(tmp_path / "m.pth", state))
-    assert not model.pos_embed.requires_grad
-    assert model.decoder_pos_embed.requires_grad
+    assert not model.encoder.pos_embed.requires_grad
+    assert model.decoder.decoder_pos_embed.requires_grad
     assert describe(tmp_path / "m.pth")["learned_position_tables"] == ["decoder_pos_embed"]
 
 
@@ -128,10 +128,10 @@ def test_img_size_override_resizes_tables(tmp_path, tiny_model):
     state["decoder_pos_embed"] = learned
     model = load_pretrained(save_official(tmp_path / "m.pth", state), img_size=48)
     assert model.config.img_size == (48, 48)
-    assert not model.pos_embed.requires_grad  # sin-cos: recomputed for the 6x6 grid
-    assert torch.allclose(model.pos_embed[0], sincos_pos_embed(128, (6, 6)))
-    assert model.decoder_pos_embed.requires_grad  # learned: bicubic
-    assert torch.allclose(model.decoder_pos_embed, resize_pos_embed(learned, (4, 4), (6, 6)))
+    assert not model.encoder.pos_embed.requires_grad  # sin-cos: recomputed for the 6x6 grid
+    assert torch.allclose(model.encoder.pos_embed[0], sincos_pos_embed(128, (6, 6)))
+    assert model.decoder.decoder_pos_embed.requires_grad  # learned: bicubic
+    assert torch.allclose(model.decoder.decoder_pos_embed, resize_pos_embed(learned, (4, 4), (6, 6)))
     x = torch.randn(1, 3, 48, 48)
     with torch.no_grad():  # the encoder weights are the source's: same features as the source run at 48 px
         assert_close_rel(model.encode(x), tiny_model.encode(x))

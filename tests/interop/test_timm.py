@@ -46,7 +46,7 @@ def test_timm_weights_load_into_our_encoder(tmp_path, suffix):
     assert detect_format(path) == "timm"
     model, warned = caught(MissingDecoderWarning, load_pretrained, path)
     assert len(warned) == 1 and "head.weight" in str(warned[0].message)
-    assert model.pos_embed.requires_grad  # timm's table is learned (trunc-normal init)
+    assert model.encoder.pos_embed.requires_grad  # timm's table is learned (trunc-normal init)
     x = images(TINY)
     with torch.no_grad():
         assert_close_rel(model.encode(x), vit.forward_features(x))

@@ -7,6 +7,7 @@ import torch
 from vitmae.config import ModelConfig
 from vitmae.model import MaskedAutoencoder
 from vitmae.model.classifier import ViTClassifier, from_pretrained_encoder
+from vitmae.model.vit import flat_named_parameters
 from vitmae.train.optim import set_lr
 
 TINY = ModelConfig(img_size=28, patch_size=4, in_chans=1, embed_dim=32, depth=2, num_heads=2,
@@ -29,15 +30,15 @@ def test_avg_pool_classifier_has_timm_names_and_no_final_norm(mae):
     assert not any(k.startswith("norm.") for k in keys)
     assert not any(k.startswith(("decoder_", "mask_token")) for k in keys)
     # Encoder weights are the MAE's; the position table becomes learned; fc_norm starts at identity.
-    assert torch.equal(model.blocks[1].attn.qkv.weight, mae.blocks[1].attn.qkv.weight)
-    assert torch.equal(model.pos_embed, mae.pos_embed) and model.pos_embed.requires_grad
+    assert torch.equal(model.encoder.blocks[1].attn.qkv.weight, mae.encoder.blocks[1].attn.qkv.weight)
+    assert torch.equal(model.encoder.pos_embed, mae.encoder.pos_embed) and model.encoder.pos_embed.requires_grad
     assert torch.equal(model.fc_norm.weight, torch.ones(32)) and torch.equal(model.fc_norm.bias, torch.zeros(32))
     # Head: trunc_normal(std 2e-5), bias 0.
     assert model.head.weight.abs().max() < 1e-4 and model.head.weight.std() > 0
     assert torch.equal(model.head.bias, torch.zeros(7))
     # Drop path grows linearly to the rate in the last block.
-    assert model.blocks[0].drop_path.__class__.__name__ == "Identity"
-    assert model.blocks[1].drop_path.drop_prob == pytest.approx(0.1)
+    assert model.encoder.blocks[0].drop_path.__class__.__name__ == "Identity"
+    assert model.encoder.blocks[1].drop_path.drop_prob == pytest.approx(0.1)
 
 
 def test_pooling(mae):
@@ -45,11 +46,13 @@ def test_pooling(mae):
     avg = from_pretrained_encoder(mae, 5, "avg").eval()
     token = from_pretrained_encoder(mae, 5, "token").eval()
     with torch.no_grad():
-        tokens = mae.forward_blocks(mae.prepend_cls(mae.embed_patches(x)))  # before the final norm
+        tokens = mae.encoder.prepend_cls(mae.encoder.embed_patches(x))
+        for block in mae.encoder.blocks:  # before the final norm
+            tokens = block(tokens)
         assert torch.allclose(avg.forward_head(avg.forward_features(x), pre_logits=True),
                               avg.fc_norm(tokens[:, 1:].mean(dim=1)), atol=1e-6)
         assert torch.allclose(token.forward_head(token.forward_features(x), pre_logits=True),
-                              mae.norm(tokens)[:, 0], atol=1e-6)
+                              mae.encoder.norm(tokens)[:, 0], atol=1e-6)
         assert avg(x).shape == (3, 5) and token(x).shape == (3, 5)
 
 
@@ -66,7 +69,7 @@ def test_layer_ids_and_layer_decay_lr_scales(mae):
     set_lr(optimizer, 0.1)  # what the engine does every step
     lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
     decay_of = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
-    params = dict(model.named_parameters())
+    params = dict(flat_named_parameters(model))
     expected_lr = {"patch_embed.proj.weight": 0.1 * 0.5**3, "cls_token": 0.1 * 0.5**3,
                    "blocks.0.attn.qkv.weight": 0.1 * 0.5**2, "blocks.1.norm1.weight": 0.1 * 0.5,
                    "head.weight": 0.1, "fc_norm.bias": 0.1}
@@ -83,9 +86,9 @@ def test_layer_ids_and_layer_decay_lr_scales(mae):
 def test_scratch_classifier_uses_the_mae_initialisation():
     torch.manual_seed(0)
     model = ViTClassifier(TINY, 10, "token")
-    assert model.pos_embed.requires_grad
-    assert torch.allclose(model.pos_embed, MaskedAutoencoder(TINY).pos_embed)  # sin-cos start
-    assert isinstance(model.norm, torch.nn.LayerNorm)
+    assert model.encoder.pos_embed.requires_grad
+    assert torch.allclose(model.encoder.pos_embed, MaskedAutoencoder(TINY).encoder.pos_embed)  # sin-cos start
+    assert isinstance(model.encoder.norm, torch.nn.LayerNorm)
     with pytest.raises(ValueError, match="global_pool"):
         ViTClassifier(TINY, 10, "max")
 
@@ -93,8 +96,8 @@ def test_scratch_classifier_uses_the_mae_initialisation():
 def test_classifier_from_a_token_classifier_keeps_or_adds_the_final_norm(mae):
     avg = from_pretrained_encoder(mae, 3, "avg")
     again = from_pretrained_encoder(avg, 3, "token")  # an avg-pool model has no final norm: a fresh one
-    assert torch.equal(again.norm.weight, torch.ones(32))
-    assert torch.equal(again.blocks[0].mlp.fc1.weight, mae.blocks[0].mlp.fc1.weight)
+    assert torch.equal(again.encoder.norm.weight, torch.ones(32))
+    assert torch.equal(again.encoder.blocks[0].mlp.fc1.weight, mae.encoder.blocks[0].mlp.fc1.weight)
 
 
 def test_training_step_changes_every_trainable_parameter(mae):

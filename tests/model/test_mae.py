@@ -133,18 +133,18 @@ def test_other_resolution_recomputes_sincos_exactly():
     out = model(images)
     assert out.pred.shape == (2, 48, 192)
     assert model.encode(images).shape == (2, 49, 64)
-    assert torch.equal(model.pos_embed_for((6, 8))[0], sincos_pos_embed(64, (6, 8)))
+    assert torch.equal(model.encoder.pos_embed_for((6, 8))[0], sincos_pos_embed(64, (6, 8)))
     assert model.unpatchify(out.pred, (48, 64)).shape == (2, 3, 48, 64)
 
 
 def test_learned_table_is_interpolated_bicubically():
     model = MaskedAutoencoder(tiny_config())
-    model.pos_embed.data.normal_()
-    model.pos_embed.requires_grad_(True)
-    table = model.pos_embed_for((8, 8))
+    model.encoder.pos_embed.data.normal_()
+    model.encoder.learn_pos_embed()
+    table = model.encoder.pos_embed_for((8, 8))
     assert table.shape == (1, 65, 64)
-    assert torch.equal(table[:, 0], model.pos_embed[:, 0])
-    grid = model.pos_embed[:, 1:].reshape(1, 4, 4, 64).permute(0, 3, 1, 2)
+    assert torch.equal(table[:, 0], model.encoder.pos_embed[:, 0])
+    grid = model.encoder.pos_embed[:, 1:].reshape(1, 4, 4, 64).permute(0, 3, 1, 2)
     expected = torch.nn.functional.interpolate(grid, size=(8, 8), mode="bicubic", align_corners=False)
     assert torch.allclose(table[0, 1:], expected.permute(0, 2, 3, 1).reshape(64, 64), atol=1e-6)
 
@@ -158,12 +158,12 @@ def test_indivisible_image_is_a_clear_error():
 def test_initialisation_follows_official_recipe():
     torch.manual_seed(0)
     model = MaskedAutoencoder(tiny_config(embed_dim=192, num_heads=3))
-    w = model.blocks[0].attn.qkv.weight
+    w = model.encoder.blocks[0].attn.qkv.weight
     bound = math.sqrt(6 / (w.shape[0] + w.shape[1]))  # xavier_uniform over the fused qkv matrix
     assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound
-    assert torch.all(model.blocks[0].attn.qkv.bias == 0)
-    assert 0.015 < model.cls_token.std() < 0.025 and 0.015 < model.mask_token.std() < 0.025
-    assert not model.pos_embed.requires_grad and not model.decoder_pos_embed.requires_grad
+    assert torch.all(model.encoder.blocks[0].attn.qkv.bias == 0)
+    assert 0.015 < model.encoder.cls_token.std() < 0.025 and 0.015 < model.decoder.mask_token.std() < 0.025
+    assert not model.encoder.pos_embed.requires_grad and not model.decoder.decoder_pos_embed.requires_grad
 
 
 @pytest.mark.parametrize("name,encoder_millions", [

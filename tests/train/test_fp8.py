@@ -5,6 +5,7 @@ import sys
 import pytest
 import torch
 
+from vitmae.model.vit import flat_key
 from vitmae.bench import bench_step
 from vitmae.config import ConfigError, model_config
 from vitmae.interop import load_pretrained
@@ -26,7 +27,8 @@ def test_fp8_training_keeps_the_loss_curve_and_the_checkpoint_format(tmp_path, d
                                                     device=device, precision="bf16" if device == "cuda" else "fp32")
         names = [name for name, _ in model.named_parameters()]
         trainer = Trainer(model, objective, dataset, cfg)
-        swapped = [name for name, m in model.named_modules() if type(m).__name__ == "Float8Linear"]
+        swapped = [flat_key(name, "", model.flat_components) for name, m in model.named_modules()
+                   if type(m).__name__ == "Float8Linear"]
         assert len(swapped) == (8 if fp8 else 0)  # qkv, proj, fc1, fc2 of one encoder and one decoder block
         assert all(name.startswith(("blocks.", "decoder_blocks.")) for name in swapped)
         assert [name for name, _ in model.named_parameters()] == names
@@ -36,7 +38,7 @@ def test_fp8_training_keeps_the_loss_curve_and_the_checkpoint_format(tmp_path, d
     assert curves[True] == pytest.approx(curves[False], rel=3e-2)
     assert curves[True][-1] < curves[True][0]  # it learns
     reloaded = load_pretrained(tmp_path / "True" / "run")  # an ordinary checkpoint
-    assert type(reloaded.blocks[0].attn.qkv) is torch.nn.Linear
+    assert type(reloaded.encoder.blocks[0].attn.qkv) is torch.nn.Linear
 
 
 def test_bench_times_the_fp8_step_on_the_same_weights():

@@ -29,10 +29,10 @@ def test_probabilities_are_those_of_the_tokens_entering_the_block():
     model = tiny_model()
     images = torch.randn(2, 1, 28, 28)
     seen = {}
-    hook = model.blocks[1].register_forward_pre_hook(lambda module, args: seen.setdefault("x", args[0]))
+    hook = model.encoder.blocks[1].register_forward_pre_hook(lambda module, args: seen.setdefault("x", args[0]))
     model.encode(images)
     hook.remove()
-    block = model.blocks[1]
+    block = model.encoder.blocks[1]
     torch.testing.assert_close(attention_probs(model, images, -1), block.attn.attention_probs(block.norm1(seen["x"])))
 
 

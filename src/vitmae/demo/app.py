@@ -26,7 +26,7 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from ..config import ConfigError  # noqa: E402
+from ..errors import ConfigError  # noqa: E402
 from ..data import DataError, FashionMNISTSource, PhotosSource  # noqa: E402
 from ..model import MaskedAutoencoder  # noqa: E402
 from ..model.masking import STRATEGIES  # noqa: E402
@@ -60,7 +60,7 @@ def toggle_patch(mask: list[int], xy: Sequence[int], model: MaskedAutoencoder) -
     """`mask` with the patch under pixel `xy` (x, y) of a displayed panel flipped."""
     scale = enlarge_factor(*model.config.img_size, DISPLAY)
     x, y = (int(v) // (scale * model.patch_size) for v in xy)
-    gh, gw = model.grid_size
+    gh, gw = model.config.grid_size
     flipped = list(mask)
     flipped[min(y, gh - 1) * gw + min(x, gw - 1)] ^= 1
     return flipped

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..config import ModelConfig, to_2tuple
+from ..model.config import ModelConfig, to_2tuple
 from ..model import MaskedAutoencoder, sincos_pos_embed
-from ..model.vit import position_table
+from ..model.vit import flat_named_parameters, position_table
 from .formats import FORMATS, Checkpoint, detect_format, read_checkpoint
 from .keymaps import config_to_hf, from_ours, is_decoder_key, is_head_key, mlp_ratio, to_ours
 from .safe_load import CheckpointError, UnsafeCheckpointError, check_fits, load_torch_file, name_list
@@ -39,7 +39,6 @@ SHAPE_FIELDS = ("patch_size", "in_chans", "embed_dim", "depth", "mlp_ratio", "qk
                 "decoder_embed_dim", "decoder_depth", "decoder_mlp_ratio")
 # A ratio matters only through the hidden width it gives: int(width * ratio).
 RATIO_WIDTH = {"mlp_ratio": "embed_dim", "decoder_mlp_ratio": "decoder_embed_dim"}
-POS_TABLES = ("pos_embed", "decoder_pos_embed")
 # Attention heads are not in the weights. The official encoders have 64-wide heads except ViT-H/14
 # (1280 wide, 16 heads); the official decoders have 16 heads.
 ENCODER_HEADS_BY_WIDTH = {1280: 16}
@@ -98,8 +97,9 @@ def describe(path: str | Path) -> dict[str, Any]:
         }
     loaded = _load(ckpt, {})
     model = loaded.model
-    encoder = sum(p.numel() for name, p in model.named_parameters() if not is_decoder_key(name))
-    decoder = sum(p.numel() for name, p in model.named_parameters() if is_decoder_key(name))
+    named = flat_named_parameters(model)
+    encoder = sum(p.numel() for name, p in named if not is_decoder_key(name))
+    decoder = sum(p.numel() for name, p in named if is_decoder_key(name))
     decoder = decoder if loaded.decoder_present else 0
     return {
         "path": str(loaded.checkpoint.path),
@@ -109,7 +109,8 @@ def describe(path: str | Path) -> dict[str, Any]:
         "architecture": model.config.to_dict(),
         "parameters": {"encoder": encoder, "decoder": decoder, "total": encoder + decoder},
         "decoder_present": loaded.decoder_present,
-        "learned_position_tables": [name for name in POS_TABLES if getattr(model, name).requires_grad],
+        "learned_position_tables": [name for name, owner in _position_tables(model).items()
+                                    if owner.pos_embed_kind == "learned"],
         "left_out": loaded.left_out,
     }
 
@@ -159,9 +160,9 @@ def _load(ckpt: Checkpoint, overrides: dict[str, Any]) -> _Loaded:
     check_fits(f"{ckpt.path}: does not fit the model", state, model.state_dict(),
                optional=lambda key: not decoder_present and is_decoder_key(key))
     model.load_state_dict(state, strict=False)  # strictness is check_fits' job: it allows a missing decoder
-    for name in POS_TABLES:
-        if name in state:  # a loaded table that is not the sin-cos one is learned (see vit.position_table)
-            getattr(model, name).requires_grad_(not _is_sincos(state[name], config.grid_size))
+    for name, owner in _position_tables(model).items():
+        if name in state and not _is_sincos(state[name], config.grid_size):
+            owner.learn_pos_embed()  # a stored table that is not the sin-cos one was learned
     if img_size != config.img_size:
         model = _resized(model, img_size)
     return _Loaded(model, ckpt, decoder_present, left_out)
@@ -272,13 +273,22 @@ def _is_sincos(table: Tensor, grid: tuple[int, int]) -> bool:
     return bool((table.float() - expected.float()).abs().max() <= 1e-5)
 
 
+def _position_tables(model: MaskedAutoencoder) -> dict[str, Any]:
+    """Each position table's flat name -> the component that holds it (and knows its kind)."""
+    return {"pos_embed": model.encoder, "decoder_pos_embed": model.decoder}
+
+
 def _resized(model: MaskedAutoencoder, img_size: tuple[int, int]) -> MaskedAutoencoder:
-    """The model for another image size: learned tables interpolated, sin-cos ones recomputed."""
+    """The model for another image size, its position tables resized as the encoder would resize them
+    (`ModelConfig.pos_embed_resize`); a learned table stays learned."""
     resized = MaskedAutoencoder(model.config.replace(img_size=img_size))
     state = model.state_dict()
-    for name in POS_TABLES:
-        table = getattr(model, name)
-        state[name] = position_table(table, model.grid_size, resized.grid_size).detach()
-        getattr(resized, name).requires_grad_(table.requires_grad)
+    old, new = _position_tables(model), _position_tables(resized)
+    for name, owner in old.items():
+        table = getattr(owner, name)
+        state[name] = position_table(table, owner.pos_embed_kind, model.config.pos_embed_resize,
+                                     model.encoder.grid_size, resized.encoder.grid_size).detach()
+        if owner.pos_embed_kind == "learned":
+            new[name].learn_pos_embed()
     resized.load_state_dict(state)
     return resized

@@ -20,7 +20,8 @@ import torch
 from torch import Tensor
 
 from ..model.classifier import ViTClassifier
-from ..model.vit import ViTEncoder, resize_pos_embed
+from ..model.mae import MaskedAutoencoder
+from ..model.vit import resize_pos_embed
 from .formats import Checkpoint, read_checkpoint
 from .keymaps import HF_CLASSIFIER_HEAD, HF_CONFIG, from_ours, is_decoder_key, to_ours
 from .safe_load import CheckpointError, check_fits
@@ -59,16 +60,18 @@ def classifier_from_checkpoint(ckpt: Checkpoint, overrides: dict[str, Any]) -> V
     check_fits(f"{ckpt.path}: does not fit a {global_pool}-pool classifier", state, expected)
     if img_size != config.img_size:
         resized = ViTClassifier(config.replace(img_size=img_size), model.num_classes, global_pool)
-        state = {**state, "pos_embed": resize_pos_embed(state["pos_embed"], model.grid_size, resized.grid_size)}
+        state = {**state, "pos_embed": resize_pos_embed(state["pos_embed"], model.encoder.grid_size,
+                                                            resized.encoder.grid_size)}
         model = resized
     model.load_state_dict(state)
     model.class_names = _hf_class_names(ckpt)
     return model.eval()
 
 
-def load_encoder(path: str | Path, **overrides: Any) -> ViTEncoder:
-    """The encoder of any checkpoint, for transfer: a MaskedAutoencoder (`load_pretrained`; a missing
-    decoder is expected here and not warned about) or, for a fine-tuned file, its ViTClassifier."""
+def load_encoder(path: str | Path, **overrides: Any) -> MaskedAutoencoder | ViTClassifier:
+    """The model holding the encoder of any checkpoint, for transfer (its `.encoder`): a MaskedAutoencoder
+    (`load_pretrained`; a missing decoder is expected here and not warned about) or, for a fine-tuned
+    file, its ViTClassifier."""
     from . import MissingDecoderWarning, load_pretrained
 
     ckpt = read_checkpoint(path)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..config import ModelConfig, to_2tuple
+from ..model.config import ModelConfig, to_2tuple
 from .safe_load import CheckpointError
 
 Rule = tuple[str, "str | tuple[str, ...]"]

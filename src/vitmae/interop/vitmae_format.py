@@ -22,7 +22,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ..config import ModelConfig
+from ..model.config import ModelConfig
 from .keymaps import is_decoder_key
 from .safe_load import CheckpointError
 

@@ -1,11 +1,13 @@
-"""The fine-tuning / probing model: the same ViT encoder, a pooling step and a linear head.
+"""The fine-tuning / probing model: a ViT encoder, a pooling step and a linear head.
 
 Parameter names are timm's `VisionTransformer` (and the official `models_vit.py`), so a state dict moves
 between them as it is:
-- `global_pool="avg"` (the official fine-tuning default): mean of the patch tokens, then `fc_norm`, then
-  `head`; there is no final `norm` (timm: `global_pool='avg', fc_norm=True`);
-- `global_pool="token"`: the final `norm` on every token, then `head` on the cls token, no `fc_norm`
-  (timm: `global_pool='token'`; this is also what Hugging Face's `ViTForImageClassification` computes).
+- `global_pool="avg"` (the official fine-tuning default; `pool="mean"` in vitmae's options): mean of the
+  patch tokens, then `fc_norm`, then `head`; there is no final `norm` (timm: `global_pool='avg',
+  fc_norm=True`);
+- `global_pool="token"` (`pool="cls"`): the final `norm` on every token, then `head` on the cls token, no
+  `fc_norm` (timm: `global_pool='token'`; this is also what Hugging Face's `ViTForImageClassification`
+  computes).
 
 The position table is learned, as in official fine-tuning (initialised from the checkpoint's table).
 """
@@ -13,34 +15,35 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..config import ModelConfig
-from .vit import ViTEncoder, init_weights
+from .config import ModelConfig
+from .vit import ViTEncoder, flat_named_parameters, flatten_components
 
-GLOBAL_POOLS = ("avg", "token")
+# The pooling of image features, in vitmae's options (cls | mean), and timm's name for each.
+POOLS = ("cls", "mean")
+GLOBAL_POOL = {"cls": "token", "mean": "avg"}
+GLOBAL_POOLS = tuple(GLOBAL_POOL.values())
 HEAD_INIT_STD = 2e-5  # official main_finetune.py: trunc_normal_(model.head.weight, std=2e-5)
 
 
-class ViTClassifier(ViTEncoder):
+class ViTClassifier(nn.Module):
     def __init__(self, config: ModelConfig, num_classes: int, global_pool: str = "avg",
                  drop_path_rate: float = 0.0):
+        super().__init__()
+        global_pool = GLOBAL_POOL.get(global_pool, global_pool)
         if global_pool not in GLOBAL_POOLS:
-            raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, not {global_pool!r}")
-        c = config
-        super().__init__(c.img_size, c.patch_size, c.in_chans, c.embed_dim, c.depth, c.num_heads, c.mlp_ratio,
-                         c.qkv_bias, c.norm_eps, drop_path_rate)
+            raise ValueError(f"global_pool must be one of {POOLS + GLOBAL_POOLS}, not {global_pool!r}")
         self.config, self.num_classes, self.global_pool = config, num_classes, global_pool
         self.drop_path_rate = drop_path_rate
+        # The MAE initialisation, so that "from scratch" differs from "from MAE" by the weights only.
+        self.encoder = ViTEncoder(config, drop_path_rate).learn_pos_embed()
         if global_pool == "avg":
-            self.norm = nn.Identity()
-            self.fc_norm = nn.LayerNorm(c.embed_dim, eps=c.norm_eps)
+            self.encoder.norm = nn.Identity()
+            self.fc_norm = nn.LayerNorm(config.embed_dim, eps=config.norm_eps)
         else:
             self.fc_norm = nn.Identity()
-        self.head = nn.Linear(c.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
-        # The MAE initialisation, so that "from scratch" differs from "from MAE" by the weights only.
-        self.apply(init_weights)
-        self.init_encoder_weights()
-        self.pos_embed.requires_grad_(True)
+        self.head = nn.Linear(config.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.init_head()
+        flatten_components(self, ("encoder",))
 
     def init_head(self) -> None:
         if isinstance(self.head, nn.Linear):
@@ -50,7 +53,9 @@ class ViTClassifier(ViTEncoder):
     # -- forward ---------------------------------------------------------------------------------------
     def forward_features(self, images: Tensor) -> Tensor:
         """All tokens (N, 1 + L, D), after the final norm when there is one (timm's forward_features)."""
-        return self.encode(images)
+        return self.encoder.encode(images)
+
+    encode = forward_features
 
     def forward_head(self, tokens: Tensor, pre_logits: bool = False) -> Tensor:
         x = tokens[:, 1:].mean(dim=1) if self.global_pool == "avg" else tokens[:, 0]
@@ -64,11 +69,12 @@ class ViTClassifier(ViTEncoder):
     @property
     def num_layers(self) -> int:
         """Layer ids run 0 (embeddings) .. depth + 1 (norms and head)."""
-        return len(self.blocks) + 1
+        return len(self.encoder.blocks) + 1
 
     def layer_id(self, name: str) -> int:
-        """Official `get_layer_id_for_vit`: patch_embed, cls_token, pos_embed -> 0; block i -> i + 1;
-        the rest (fc_norm, norm, head) -> depth + 1. The lr scale is layer_decay ** (depth + 1 - id)."""
+        """Official `get_layer_id_for_vit` (on the flat names): patch_embed, cls_token, pos_embed -> 0;
+        block i -> i + 1; the rest (fc_norm, norm, head) -> depth + 1. The lr scale is
+        layer_decay ** (depth + 1 - id)."""
         if name in ("cls_token", "pos_embed") or name.startswith("patch_embed"):
             return 0
         if name.startswith("blocks."):
@@ -88,33 +94,30 @@ class ViTClassifier(ViTEncoder):
                             no_decay=self.no_weight_decay())
 
 
-def from_pretrained_encoder(encoder: ViTEncoder, num_classes: int, global_pool: str = "avg",
+def from_pretrained_encoder(encoder: ViTEncoder | nn.Module, num_classes: int, global_pool: str = "avg",
                             drop_path_rate: float = 0.0) -> ViTClassifier:
-    """A classifier whose encoder is `encoder`'s (any `load_pretrained` result, or another classifier's).
+    """A classifier whose encoder is `encoder`'s (a ViTEncoder, or any model holding one: a
+    `load_pretrained` result, another classifier).
 
     As official fine-tuning: with `global_pool="avg"` the pre-trained final `norm` is not used and
     `fc_norm` starts at (1, 0); the head starts at trunc_normal(std 2e-5); the position table is copied
     and becomes learned."""
+    encoder = getattr(encoder, "encoder", encoder)
     config = encoder.config
     if tuple(encoder.grid_size) != tuple(config.grid_size):
         raise ValueError("the encoder's patch grid does not match its config")
     model = ViTClassifier(config, num_classes, global_pool, drop_path_rate)
-    state = {k: v for k, v in encoder.state_dict().items() if _is_encoder_key(k)}
-    if global_pool == "avg":
+    state = encoder.state_dict()
+    if model.global_pool == "avg":
         state = {k: v for k, v in state.items() if not k.startswith("norm.")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    allowed = {k for k in model.state_dict() if k.startswith(("head.", "fc_norm."))}
-    if global_pool == "token" and not any(k.startswith("norm.") for k in state):
+    missing, unexpected = model.encoder.load_state_dict(state, strict=False)
+    allowed = set()
+    if model.global_pool == "token" and not any(k.startswith("norm.") for k in state):
         allowed |= {"norm.weight", "norm.bias"}  # a fine-tuned avg-pool encoder has no final norm: fresh
     if unexpected or set(missing) - allowed:
         raise ValueError(f"encoder weights do not fit the classifier: missing {sorted(set(missing) - allowed)}, "
                          f"unexpected {sorted(unexpected)}")
-    model.pos_embed.requires_grad_(True)
     return model
-
-
-def _is_encoder_key(key: str) -> bool:
-    return (key in ("cls_token", "pos_embed") or key.startswith(("patch_embed.", "blocks.", "norm.")))
 
 
 def pool_features(tokens: Tensor, pool: str) -> Tensor:
@@ -123,4 +126,8 @@ def pool_features(tokens: Tensor, pool: str) -> Tensor:
         return tokens[:, 0]
     if pool == "mean":
         return tokens[:, 1:].mean(dim=1)
-    raise ValueError(f"pool must be 'cls' or 'mean', not {pool!r}")
+    raise ValueError(f"pool must be one of {', '.join(POOLS)}, not {pool!r}")
+
+
+__all__ = ["GLOBAL_POOL", "GLOBAL_POOLS", "POOLS", "ViTClassifier", "flat_named_parameters",
+           "from_pretrained_encoder", "pool_features"]

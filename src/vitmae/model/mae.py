@@ -1,7 +1,8 @@
 """The masked autoencoder: mask, encode the visible patches, decode all of them, loss on the removed ones.
 
-Reads top to bottom like the paper (He et al. 2021) and the official `models_mae.py`; parameter names are
-the official ones, so an official checkpoint's state dict loads as it is.
+Reads top to bottom like the paper (He et al. 2021) and the official `models_mae.py`. The model holds an
+encoder (`vit.ViTEncoder`) and a decoder; their parameters keep the official flat names in the state
+dict, so an official checkpoint's state dict loads as it is.
 """
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..config import ModelConfig
+from .config import ModelConfig
 from .masking import Masking, mask_from_noise, num_kept, random_noise
-from .vit import Block, ViTEncoder, position_table, init_weights, sincos_pos_embed
+from .vit import Block, ViTEncoder, flatten_components, init_weights, position_table, sincos_pos_embed
 
 
 @dataclass
@@ -23,34 +24,65 @@ class MAEOutput:
     ids_restore: Tensor  # (N, L)
 
 
-class MaskedAutoencoder(ViTEncoder):
+class MAEDecoder(nn.Module):
+    """A light transformer over all L + 1 positions: the visible latents and a shared mask token."""
+
     def __init__(self, config: ModelConfig):
-        c = config
-        super().__init__(c.img_size, c.patch_size, c.in_chans, c.embed_dim, c.depth, c.num_heads,
-                         c.mlp_ratio, c.qkv_bias, c.norm_eps)
-        self.config = config
-        # Decoder: a light transformer over all L + 1 positions (visible latents and mask tokens).
+        super().__init__()
+        c = self.config = config
+        self.grid_size = c.grid_size
+        self.pos_embed_kind = "sincos"
         self.decoder_embed = nn.Linear(c.embed_dim, c.decoder_embed_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, c.decoder_embed_dim))
-        self.decoder_pos_embed = nn.Parameter(
-            sincos_pos_embed(c.decoder_embed_dim, self.grid_size)[None], requires_grad=False
-        )
+        self.decoder_pos_embed = nn.Parameter(sincos_pos_embed(c.decoder_embed_dim, self.grid_size)[None],
+                                              requires_grad=False)
         self.decoder_blocks = nn.ModuleList(
             Block(c.decoder_embed_dim, c.decoder_num_heads, c.decoder_mlp_ratio, c.qkv_bias, c.norm_eps)
             for _ in range(c.decoder_depth)
         )
         self.decoder_norm = nn.LayerNorm(c.decoder_embed_dim, eps=c.norm_eps)
         self.decoder_pred = nn.Linear(c.decoder_embed_dim, c.patch_size**2 * c.in_chans)
-        self.initialize_weights()
-
-    def initialize_weights(self) -> None:
         self.apply(init_weights)
-        self.init_encoder_weights()
-        self.init_decoder_weights()
-
-    def init_decoder_weights(self) -> None:
         nn.init.normal_(self.mask_token, std=0.02)
-        self.decoder_pos_embed.data.copy_(sincos_pos_embed(self.config.decoder_embed_dim, self.grid_size)[None])
+
+    def learn_pos_embed(self) -> "MAEDecoder":
+        """Make the position table a trained parameter (as `ViTEncoder.learn_pos_embed`)."""
+        self.pos_embed_kind = "learned"
+        self.decoder_pos_embed.requires_grad_(True)
+        return self
+
+    def forward(self, latent: Tensor, ids_restore: Tensor, grid: tuple[int, int]) -> Tensor:
+        x = self.decoder_embed(latent)
+        n, visible, dim = x.shape
+        mask_tokens = self.mask_token.expand(n, ids_restore.shape[1] + 1 - visible, -1)
+        patches = torch.cat([x[:, 1:], mask_tokens], dim=1)
+        patches = torch.gather(patches, 1, ids_restore.unsqueeze(-1).expand(-1, -1, dim))  # unshuffle
+        x = torch.cat([x[:, :1], patches], dim=1)
+        x = x + position_table(self.decoder_pos_embed, self.pos_embed_kind, self.config.pos_embed_resize,
+                               self.grid_size, grid)
+        for block in self.decoder_blocks:
+            x = block(x)
+        return self.decoder_pred(self.decoder_norm(x))[:, 1:]  # drop the cls position
+
+
+class MaskedAutoencoder(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = ViTEncoder(config)
+        self.decoder = MAEDecoder(config)
+        flatten_components(self, ("encoder", "decoder"))
+
+    @property
+    def patch_size(self) -> int:
+        return self.config.patch_size
+
+    def grid_of(self, images: Tensor) -> tuple[int, int]:
+        return self.encoder.grid_of(images)
+
+    def encode(self, images: Tensor) -> Tensor:
+        """Deterministic features: all tokens, no masking, original order, cls first (N, 1 + L, D)."""
+        return self.encoder.encode(images)
 
     # -- patches -------------------------------------------------------------------------------------
     def patchify(self, images: Tensor) -> Tensor:
@@ -76,26 +108,16 @@ class MaskedAutoencoder(ViTEncoder):
     # -- the method ----------------------------------------------------------------------------------
     def forward_encoder(self, images: Tensor, mask_ratio: float, noise: Tensor | None = None
                         ) -> tuple[Tensor, Masking]:
-        x = self.embed_patches(images)  # position added before masking, as in the paper
+        x = self.encoder.embed_patches(images)  # position added before masking, as in the paper
         n, length, dim = x.shape
         if noise is None:
             noise = random_noise(n, self.grid_of(images), device=x.device)
         masking = mask_from_noise(noise, mask_ratio)
         x = torch.gather(x, 1, masking.ids_keep.unsqueeze(-1).expand(-1, -1, dim))
-        x = self.forward_blocks(self.prepend_cls(x))
-        return self.norm(x), masking
+        return self.encoder.forward_tokens(x), masking
 
     def forward_decoder(self, latent: Tensor, ids_restore: Tensor, grid: tuple[int, int]) -> Tensor:
-        x = self.decoder_embed(latent)
-        n, visible, dim = x.shape
-        mask_tokens = self.mask_token.expand(n, ids_restore.shape[1] + 1 - visible, -1)
-        patches = torch.cat([x[:, 1:], mask_tokens], dim=1)
-        patches = torch.gather(patches, 1, ids_restore.unsqueeze(-1).expand(-1, -1, dim))  # unshuffle
-        x = torch.cat([x[:, :1], patches], dim=1)
-        x = x + position_table(self.decoder_pos_embed, self.grid_size, grid)
-        for block in self.decoder_blocks:
-            x = block(x)
-        return self.decoder_pred(self.decoder_norm(x))[:, 1:]  # drop the cls position
+        return self.decoder(latent, ids_restore, grid)
 
     def target(self, images: Tensor) -> Tensor:
         """What `pred` is compared with: the patches, normalised per patch when norm_pix_loss."""
@@ -124,6 +146,6 @@ class MaskedAutoencoder(ViTEncoder):
 
 def create_model(name: str = "mae_vit_base_patch16", **overrides) -> MaskedAutoencoder:
     """A freshly initialised MAE from a preset, e.g. `create_model("mae_vit_tiny_patch16", img_size=32)`."""
-    from ..config import model_config
+    from .config import model_config
 
     return MaskedAutoencoder(model_config(name, **overrides))

@@ -10,7 +10,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..config import ConfigError
+from ..errors import ConfigError
 
 STRATEGIES = ("random", "block", "grid")
 

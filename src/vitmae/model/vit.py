@@ -1,18 +1,21 @@
 """The Vision Transformer encoder: patch embedding, pre-norm blocks with SDPA attention, sin-cos tables.
 
 Parameter names match the official MAE release and timm (`patch_embed.proj`, `blocks.N.attn.qkv`, ...),
-so weights move between them without renaming.
+so weights move between them without renaming. The encoder is a component: the masked autoencoder, the
+classifier and the dense-task backbones hold one, and their state dicts still use the flat names
+(`flatten_components`).
 """
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from timm.layers import DropPath
 
-from ..config import to_2tuple
+from .config import ModelConfig
 
 
 def sincos_pos_embed(dim: int, grid_size: tuple[int, int], cls_token: bool = True) -> Tensor:
@@ -120,33 +123,38 @@ def init_weights(module: nn.Module) -> None:
 
 
 class ViTEncoder(nn.Module):
-    """ViT encoder with a cls token and a (1, 1 + L, D) position table.
+    """ViT encoder with a cls token and a (1, 1 + L, D) position table, initialised as the official MAE.
 
-    The table is fixed sin-cos (no gradient) unless loaded weights made it learned; inputs at another
-    resolution get a freshly computed sin-cos table, or a bicubically interpolated learned one.
+    `pos_embed_kind` says what the table is: "sincos" (fixed, no gradient: pre-training) or "learned"
+    (`learn_pos_embed`: fine-tuning trains it). At another input size a sin-cos table is recomputed
+    exactly, or interpolated when `config.pos_embed_resize == "interpolate"`; a learned table is always
+    interpolated. Freezing the encoder does not change its kind.
     """
 
-    def __init__(self, img_size: tuple[int, int] | int, patch_size: int, in_chans: int, embed_dim: int,
-                 depth: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 norm_eps: float = 1e-6, drop_path_rate: float = 0.0):
+    def __init__(self, config: ModelConfig, drop_path_rate: float = 0.0):
         super().__init__()
-        self.patch_size = patch_size
-        self.grid_size = (to_2tuple(img_size)[0] // patch_size, to_2tuple(img_size)[1] // patch_size)
-        self.embed_dim = embed_dim
-        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.pos_embed = nn.Parameter(sincos_pos_embed(embed_dim, self.grid_size)[None], requires_grad=False)
-        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # stochastic depth grows with depth
+        c = self.config = config
+        self.patch_size, self.grid_size, self.embed_dim = c.patch_size, c.grid_size, c.embed_dim
+        self.num_prefix_tokens = 1
+        self.pos_embed_kind = "sincos"
+        self.patch_embed = PatchEmbed(c.patch_size, c.in_chans, c.embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
+        self.pos_embed = nn.Parameter(sincos_pos_embed(c.embed_dim, self.grid_size)[None], requires_grad=False)
+        rates = [drop_path_rate * i / max(c.depth - 1, 1) for i in range(c.depth)]  # stochastic depth grows with depth
         self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, norm_eps, rate) for rate in rates
+            Block(c.embed_dim, c.num_heads, c.mlp_ratio, c.qkv_bias, c.norm_eps, rate) for rate in rates
         )
-        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
-
-    def init_encoder_weights(self) -> None:
+        self.norm = nn.LayerNorm(c.embed_dim, eps=c.norm_eps)
+        self.apply(init_weights)
         w = self.patch_embed.proj.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.normal_(self.cls_token, std=0.02)
-        self.pos_embed.data.copy_(sincos_pos_embed(self.embed_dim, self.grid_size)[None])
+
+    def learn_pos_embed(self) -> "ViTEncoder":
+        """Make the position table a trained parameter, as official fine-tuning does."""
+        self.pos_embed_kind = "learned"
+        self.pos_embed.requires_grad_(True)
+        return self
 
     def grid_of(self, images: Tensor) -> tuple[int, int]:
         h, w = images.shape[-2:]
@@ -156,7 +164,8 @@ class ViTEncoder(nn.Module):
         return (h // p, w // p)
 
     def pos_embed_for(self, grid: tuple[int, int]) -> Tensor:
-        return position_table(self.pos_embed, self.grid_size, grid)
+        return position_table(self.pos_embed, self.pos_embed_kind, self.config.pos_embed_resize,
+                              self.grid_size, grid)
 
     def embed_patches(self, images: Tensor) -> Tensor:
         """Patch tokens plus their position embedding, without the cls token: (N, L, D)."""
@@ -167,20 +176,111 @@ class ViTEncoder(nn.Module):
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
         return torch.cat([cls, tokens], dim=1)
 
-    def forward_blocks(self, x: Tensor) -> Tensor:
+    def forward_tokens(self, patch_tokens: Tensor) -> Tensor:
+        """cls + the given (embedded, possibly masked) patch tokens through the blocks and the final norm."""
+        x = self.prepend_cls(patch_tokens)
         for block in self.blocks:
             x = block(x)
-        return x
+        return self.norm(x)
 
     def encode(self, images: Tensor) -> Tensor:
         """All tokens, no masking, original patch order, cls first, after the final norm: (N, 1 + L, D)."""
-        return self.norm(self.forward_blocks(self.prepend_cls(self.embed_patches(images))))
+        return self.forward_tokens(self.embed_patches(images))
+
+    forward = encode
+
+    def forward_intermediates(self, images: Tensor, indices: int | list[int] | tuple[int, ...] | None = None,
+                              norm: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False,
+                              return_prefix_tokens: bool = False, stop_early: bool = False
+                              ) -> list[Any] | tuple[Tensor, list[Any]]:
+        """Outputs of chosen blocks, with timm's meaning of the arguments: `indices` an int n takes the
+        last n blocks, a sequence takes those block indices (negative ones count from the end), None all.
+        Each intermediate is the patch tokens as a (N, D, H/p, W/p) map ("NCHW") or (N, L, D) ("NLC"),
+        with the final norm applied when `norm`; with `return_prefix_tokens` a (patches, cls (N, 1, D))
+        pair. Returns the list, or (the final normed tokens (N, 1 + L, D), the list)."""
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', not {output_fmt!r}")
+        take = self.take_indices(indices)
+        grid = self.grid_of(images)
+        x = self.prepend_cls(self.embed_patches(images))
+        blocks = self.blocks[:max(take) + 1] if stop_early or intermediates_only else self.blocks
+        intermediates = []
+        for i, block in enumerate(blocks):
+            x = block(x)
+            if i in take:
+                out = self.norm(x) if norm else x
+                prefix, patches = out[:, :self.num_prefix_tokens], out[:, self.num_prefix_tokens:]
+                if output_fmt == "NCHW":
+                    patches = patches.transpose(1, 2).reshape(len(x), -1, *grid)
+                intermediates.append((patches, prefix) if return_prefix_tokens else patches)
+        if intermediates_only:
+            return intermediates
+        return self.norm(x), intermediates
+
+    def take_indices(self, indices: int | list[int] | tuple[int, ...] | None) -> list[int]:
+        """Block indices as timm's `feature_take_indices`: an int n means the last n blocks."""
+        depth = len(self.blocks)
+        if indices is None:
+            return list(range(depth))
+        if isinstance(indices, int):
+            if not 0 < indices <= depth:
+                raise ValueError(f"cannot take the last {indices} of {depth} blocks")
+            return list(range(depth - indices, depth))
+        taken = [i + depth if i < 0 else i for i in indices]
+        if not all(0 <= i < depth for i in taken):
+            raise ValueError(f"block indices {list(indices)} are outside 0..{depth - 1}")
+        return taken
 
 
-def position_table(table: Tensor, built_grid: tuple[int, int], grid: tuple[int, int]) -> Tensor:
-    """The position table for `grid`: as built, recomputed exactly if fixed, interpolated if learned."""
+def position_table(table: Tensor, kind: str, resize: str, built_grid: tuple[int, int],
+                   grid: tuple[int, int]) -> Tensor:
+    """The position table (1, 1 + L, D) for `grid`: as built; else a fixed sin-cos table recomputed
+    exactly (`resize="recompute"`), and any other table interpolated bicubically."""
     if tuple(grid) == tuple(built_grid):
         return table
-    if table.requires_grad:
-        return resize_pos_embed(table, built_grid, grid)
-    return sincos_pos_embed(table.shape[-1], grid)[None].to(table.device, table.dtype)
+    if kind == "sincos" and resize == "recompute":
+        return sincos_pos_embed(table.shape[-1], grid)[None].to(table.device, table.dtype)
+    return resize_pos_embed(table, built_grid, grid)
+
+
+def flatten_components(holder: nn.Module, components: tuple[str, ...]) -> None:
+    """Name the tensors of the child modules `components` in `holder`'s state dict without their prefix
+    (`encoder.blocks.0...` -> `blocks.0...`), in both directions: a model built from components keeps
+    the flat key names of the official release and timm, and of every checkpoint vitmae wrote."""
+    holder.flat_components = components
+
+    def to_flat(module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:
+        renamed = [(flat_key(key, prefix, components), value) for key, value in state_dict.items()]
+        state_dict.clear()
+        state_dict.update(renamed)
+
+    def from_flat(state_dict: dict, prefix: str, local_metadata: Any, strict: bool, missing_keys: list,
+                  unexpected_keys: list, error_msgs: list) -> None:
+        owners = {name: component for component in components
+                  for name in _top_level_names(getattr(holder, component))}
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            top = key[len(prefix):].split(".", 1)[0]
+            if top in owners:
+                state_dict[f"{prefix}{owners[top]}.{key[len(prefix):]}"] = state_dict.pop(key)
+
+    holder.register_state_dict_post_hook(to_flat)
+    holder.register_load_state_dict_pre_hook(lambda module, *args: from_flat(*args))
+
+
+def flat_key(key: str, prefix: str, components: tuple[str, ...]) -> str:
+    rest = key[len(prefix):]
+    first, _, tail = rest.partition(".")
+    return prefix + tail if tail and first in components else key
+
+
+def _top_level_names(module: nn.Module) -> set[str]:
+    return set(module._parameters) | set(module._buffers) | set(module._modules)
+
+
+def flat_named_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """`named_parameters` under the flat state-dict names, in the order the official (flat) module lists
+    them: top-level tensors first, then submodules. Optimizer states follow this order, so a training
+    checkpoint keeps its meaning whatever components the model is built from."""
+    components = getattr(model, "flat_components", ())
+    named = [(flat_key(name, "", components), p) for name, p in model.named_parameters()]
+    return sorted(named, key=lambda item: "." in item[0]) if components else named

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..config import ConfigError
+from ..errors import ConfigError
 
 # FP8 matrix products need both dimensions divisible by 16.
 FP8_ALIGNMENT = 16
 
 
 def _in_a_block(module: nn.Module, name: str) -> bool:
-    return (isinstance(module, nn.Linear) and (name.startswith("blocks.") or name.startswith("decoder_blocks."))
+    blocks = ("blocks", "decoder_blocks")  # of the encoder and the decoder, wherever they are held
+    return (isinstance(module, nn.Linear) and any(part in blocks for part in name.split("."))
             and module.in_features % FP8_ALIGNMENT == 0 and module.out_features % FP8_ALIGNMENT == 0)
 
 

@@ -10,14 +10,14 @@ from matplotlib import colormaps
 from PIL import Image
 from torch import Tensor
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..model import MaskedAutoencoder
 from .reconstruction import PANEL, Stats, load_for_viewing, load_images, panel_grid, to_uint8
 
 
 def block_index(model: MaskedAutoencoder, layer: int) -> int:
     """`layer` as a block index 0..depth-1; negative counts from the end (-1 = the last block)."""
-    depth = len(model.blocks)
+    depth = len(model.encoder.blocks)
     if not -depth <= layer < depth:
         raise ConfigError(f"layer {layer} does not exist: the encoder has {depth} blocks (0..{depth - 1}, "
                           "or -1 for the last)")
@@ -29,10 +29,11 @@ def attention_probs(model: MaskedAutoencoder, images: Tensor, layer: int = -1) -
     """Softmax attention (N, heads, 1 + L, 1 + L) of encoder block `layer` over all patches, no masking,
     cls token first: what the block computes from its input after norm1."""
     index = block_index(model, layer)
-    x = model.prepend_cls(model.embed_patches(images))
-    for block in model.blocks[:index]:
+    encoder = model.encoder
+    x = encoder.prepend_cls(encoder.embed_patches(images))
+    for block in encoder.blocks[:index]:
         x = block(x)
-    block = model.blocks[index]
+    block = encoder.blocks[index]
     return block.attn.attention_probs(block.norm1(x))
 
 
@@ -71,7 +72,7 @@ def attention_file(checkpoint: str | Path, image: str | Path, out: str | Path, l
     maps = cls_attention(model, images, layer)
     index = block_index(model, layer)
     title = (f"{Path(checkpoint).name}: cls-token attention over the patches, encoder block {index} "
-             f"(blocks 0..{len(model.blocks) - 1})")
+             f"(blocks 0..{len(model.encoder.blocks) - 1})")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     attention_grid(images, maps, mean, std, title=title).save(out)

@@ -18,7 +18,8 @@ import yaml
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from ..config import ConfigError, ModelConfig
+from ..errors import ConfigError
+from ..model.config import ModelConfig
 from ..data import (IMAGE_EXTENSIONS, DataError, EvalTransform, ImageLike, UnreadableImage, convert_image,
                     default_normalization, load_image)
 from ..interop import load_pretrained
@@ -162,7 +163,7 @@ def reconstruct_masked(model: MaskedAutoencoder, images: Tensor, mask_ratio: flo
         mask_ratio = model.config.mask_ratio if mask_ratio is None else mask_ratio
         if not 0.0 <= mask_ratio < 1.0:
             raise ConfigError(f"mask ratio must be in [0, 1), got {mask_ratio}")
-        noise = make_noise(masking, len(images), model.grid_size, mask_ratio, generator)
+        noise = make_noise(masking, len(images), model.config.grid_size, mask_ratio, generator)
     return reconstruct(model, images, mask_ratio, noise.to(images.device))
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from matplotlib.figure import Figure  # a bare Figure renders with Agg and leaves pyplot's state alone
 
-from ..config import ConfigError
+from ..errors import ConfigError
 
 MAX_GRIDS = 12  # reconstruction grids shown, evenly spread over the run (first and last always)
 Series = dict[str, tuple[list[float], list[float]]]  # name -> (steps, values)
