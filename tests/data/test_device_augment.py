@@ -52,7 +52,7 @@ def test_device_path_crops_and_flips_by_the_workers_plans(jpeg_folder):
         device.set_epoch(epoch)
         for index in range(len(source)):
             worker_plan = transform.plan(*sizes[index], sample_generator(3, epoch, index))
-            image, got_index, _ = device[index]
+            image, _, got_index = device[index]
             assert got_index == index and image.plan == worker_plan
     # The workers' transform crops and flips by its plan.
     img = source[5][0]
@@ -281,7 +281,7 @@ def test_shards_take_the_device_path(tmp_path):
     batch = encoded.to("cpu")
     skipped = [Path(path).name for path, _ in batch.skipped]
     assert skipped == ["train-1.tar#1002"] == [Path(path).name for path, _ in reference.skipped]
-    assert torch.equal(batch.indices, reference.indices) and torch.equal(batch.labels, reference.labels)
+    assert torch.equal(batch.indices, reference.indices) and torch.equal(batch.targets, reference.targets)
     assert (batch.images - reference.images).abs().mean(dim=(1, 2, 3)).max() < 0.06
 
 

@@ -36,7 +36,7 @@ def test_corrupt_files_are_skipped_and_reported(folder_with_two_bad_files, num_w
     assert sorted(seen) == good
     assert sorted(path for batch in batches for path, _ in batch.skipped) == bad
     assert sum(len(batch) for batch in batches) == 10
-    assert all(batch.images.shape[1:] == (3, 16, 16) and batch.labels.eq(-1).all() for batch in batches)
+    assert all(batch.images.shape[1:] == (3, 16, 16) and batch.targets.eq(-1).all() for batch in batches)
 
 
 def test_worker_count_does_not_change_the_batches(folder_with_two_bad_files):

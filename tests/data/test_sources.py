@@ -164,7 +164,7 @@ def write_shards(folder: Path, photo, shards: int = 4, per_shard: int = 5) -> st
 def read_all(dataset, num_workers: int) -> tuple[dict[int, tuple[torch.Tensor, int]], list[str]]:
     samples, skipped = {}, []
     for batch in build_loader(dataset, batch_size=3, num_workers=num_workers, drop_last=False):
-        for image, index, label in zip(batch.images, batch.indices.tolist(), batch.labels.tolist()):
+        for image, index, label in zip(batch.images, batch.indices.tolist(), batch.targets.tolist()):
             assert index not in samples
             samples[index] = (image, label)
         skipped += [path for path, _ in batch.skipped]
@@ -194,9 +194,9 @@ def test_shards_each_sample_once_across_workers_and_ranks(tmp_path, photo):
 def test_shard_epochs_reshuffle_shards_and_crops(tmp_path, photo):
     shards = ShardSource(write_shards(tmp_path / "shards", photo, shards=6, per_shard=1))
     dataset = build_dataset(shards, PretrainTransform(16, (0.5,) * 3, (0.5,) * 3), seed=0)
-    first = [sample[1] for sample in dataset]
+    first = [sample[2] for sample in dataset]
     dataset.set_epoch(1)
-    second = [sample[1] for sample in dataset]
+    second = [sample[2] for sample in dataset]
     assert sorted(first) == sorted(second) and first != second
     assert [n for n, _ in shards.shards_for(0, 0, 1)] != [n for n, _ in shards.shards_for(1, 0, 1)]
 
@@ -208,7 +208,7 @@ def test_shards_written_by_webdataset(tmp_path, photo):
             sink.write({"__key__": f"k{i}", "jpg": photo(30, 20, seed=i), "cls": i})
     dataset = build_dataset(build_source(str(tmp_path / "wds-{0..0}.tar")), EvalTransform(16, (0.5,) * 3, (0.5,) * 3))
     samples = list(dataset)
-    assert [(index, label) for _, index, label in samples] == [(0, 0), (1, 1), (2, 2)]
+    assert [(index, label) for _, label, index in samples] == [(0, 0), (1, 1), (2, 2)]
     assert samples[0][0].shape == (3, 16, 16)
 
 

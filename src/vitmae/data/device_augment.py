@@ -95,8 +95,8 @@ class DeviceAugment:
             boxes=torch.tensor([[p.left, p.top, p.left + p.width, p.top + p.height] for p in plans],
                                dtype=torch.float32).reshape(-1, 4),
             flips=torch.tensor([p.flip for p in plans], dtype=torch.bool),
-            indices=torch.tensor([index for _, index, _ in good], dtype=torch.long),
-            labels=torch.tensor([label for _, _, label in good], dtype=torch.long),
+            indices=torch.tensor([index for _, _, index in good], dtype=torch.long),
+            targets=torch.tensor([label for _, label, _ in good], dtype=torch.long),
             paths=[image.path for image, _, _ in good],
             skipped=[(s.path, s.reason) for s in samples if isinstance(s, Skipped)],
             size=self.transform.size,
@@ -114,7 +114,7 @@ class EncodedBatch:
     boxes: Tensor  # (N, 4) float32: each crop as (left, top, right, bottom) in its image's pixels
     flips: Tensor  # (N,) bool
     indices: Tensor  # (N,) long
-    labels: Tensor  # (N,) long
+    targets: Tensor  # (N,) long class ids (-1: none)
     paths: list[str]
     skipped: list[tuple[str, str]]  # (path, reason) of the samples the workers could not read
     size: Size  # of the output images
@@ -143,7 +143,7 @@ class EncodedBatch:
             # 8-bit pixels to [0, 1] as on the workers' path; float arrays keep their own values.
             scale = torch.tensor([1.0 if self.slots[i].kind == "float32" else 1 / 255 for i in decoded])
             x = self.normalize(x * moved(scale).view(-1, 1, 1, 1))
-        return Batch(images=x, indices=moved(self.indices[rows]), labels=moved(self.labels[rows]),
+        return Batch(images=x, targets=moved(self.targets[rows]), indices=moved(self.indices[rows]),
                      skipped=self.skipped + failed)
 
     def _decode(self, device: torch.device, non_blocking: bool) -> tuple[list[Tensor | None], list[tuple[str, str]]]:
@@ -166,7 +166,7 @@ class EncodedBatch:
 
 
 class DeviceAugmentDataset(TransformedDataset):
-    """Sample i of a map-style source encoded for device-side augmentation: `(EncodedImage, i, label)` or
+    """Sample i of a map-style source encoded for device-side augmentation: `(EncodedImage, label, i)` or
     `Skipped`; its loader batches them into `EncodedBatch`es."""
 
     transform: DeviceAugment
@@ -180,7 +180,7 @@ class DeviceAugmentDataset(TransformedDataset):
         try:
             stored, label = self.source.stored(index)
             generator = sample_generator(self.seed, self._epoch.get(), index)
-            return self.transform.encode(path, stored, generator), index, label
+            return self.transform.encode(path, stored, generator), label, index
         except UnreadableImage as err:
             return skip_sample(path, err.reason)
 

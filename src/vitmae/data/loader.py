@@ -1,6 +1,12 @@
 """From a source to batches: per-sample transforms, skip reporting, a resumable sampler, the DataLoader.
 
-Unreadable files do not stop a run: the dataset returns a `Skipped` marker in their place and `collate`
+The data contract every task shares: a source gives `(image, target)` for an index, where the target is
+whatever the task needs (a class id, -1 where unlabeled or for pre-training; a mask; boxes with labels
+and masks); a transform turns the image into a tensor (a `JointTransform` turns image and target
+together, so a crop moves a mask with its image); a sample is `(image tensor, target, index)`; a task's
+collate makes the samples a `Batch(images, targets, indices, skipped)` (`collate` stacks class ids).
+
+Unreadable files do not stop a run: the dataset returns a `Skipped` marker in their place and collate
 moves the markers into `Batch.skipped`, so the main process can count skips from every worker.
 A batch may therefore hold fewer samples than the batch size, or none.
 """
@@ -9,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
@@ -17,11 +24,20 @@ from vitmae.data.decode import UnreadableImage
 from vitmae.data.sources import ShardSource, SharedEpoch, Skipped, Source, skip_sample
 from vitmae.data.transforms import Transform, mix_seed, sample_generator
 
-Sample = tuple[torch.Tensor, int, int] | Skipped
+Sample = tuple[torch.Tensor, Any, int] | Skipped
+
+
+class JointTransform:
+    """Base of the transforms that change an image and its target together (a crop or a flip of an image
+    and of its mask or boxes): `(image, target, generator) -> (tensor, target)`. Any other transform
+    takes `(image, generator)` and leaves the target as it is."""
+
+    def __call__(self, image: Any, target: Any, generator: torch.Generator) -> tuple[torch.Tensor, Any]:
+        raise NotImplementedError
 
 
 class TransformedDataset(Dataset):
-    """Sample i of a source, transformed with the generator of (seed, epoch, i): `(tensor, i, label)`."""
+    """Sample i of a source, transformed with the generator of (seed, epoch, i): `(tensor, target, i)`."""
 
     def __init__(self, source: Source, transform: Transform, seed: int = 0) -> None:
         self.source, self.transform, self.seed = source, transform, seed
@@ -35,10 +51,15 @@ class TransformedDataset(Dataset):
 
     def __getitem__(self, index: int) -> Sample:
         try:
-            img, label = self.source[index]
+            img, target = self.source[index]
         except UnreadableImage as err:
             return skip_sample(self.source.paths[index], err.reason)
-        return self.transform(img, sample_generator(self.seed, self._epoch.get(), index)), index, label
+        generator = sample_generator(self.seed, self._epoch.get(), index)
+        if isinstance(self.transform, JointTransform):
+            img, target = self.transform(img, target, generator)
+        else:
+            img = self.transform(img, generator)
+        return img, target, index
 
 
 def build_dataset(
@@ -53,8 +74,8 @@ def build_dataset(
 @dataclass
 class Batch:
     images: torch.Tensor  # (N, C, H, W) float; torch.empty(0) when every sample was skipped
+    targets: Any  # what the task's collate made of the targets: (N,) long class ids (-1: none), ...
     indices: torch.Tensor  # (N,) long: sample indices, the keys of the per-sample generators
-    labels: torch.Tensor  # (N,) long: class ids, -1 where unlabeled
     skipped: list[tuple[str, str]]  # (path, reason) of the samples that could not be decoded
 
     def __len__(self) -> int:
@@ -62,24 +83,41 @@ class Batch:
 
     def pin_memory(self) -> Batch:  # called by DataLoader(pin_memory=True): copies to the GPU can be async
         return replace(self, images=self.images.pin_memory(), indices=self.indices.pin_memory(),
-                       labels=self.labels.pin_memory())
+                       targets=_map_tensors(self.targets, torch.Tensor.pin_memory))
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        return replace(
-            self,
-            images=self.images.to(device, non_blocking=non_blocking),
-            indices=self.indices.to(device, non_blocking=non_blocking),
-            labels=self.labels.to(device, non_blocking=non_blocking),
-        )
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, non_blocking=non_blocking)
+
+        return replace(self, images=move(self.images), indices=move(self.indices),
+                       targets=_map_tensors(self.targets, move))
+
+
+def _map_tensors(value: Any, fn) -> Any:
+    """`fn` applied to every tensor in nested lists, tuples and dicts (the targets of dense tasks)."""
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, dict):
+        return {k: _map_tensors(v, fn) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_map_tensors(v, fn) for v in value)
+    return value
+
+
+def readable(batch: Sequence[Sample]) -> tuple[list[tuple[torch.Tensor, Any, int]], list[tuple[str, str]]]:
+    """(the decoded samples, (path, reason) of the skipped ones): what every collate starts from."""
+    return ([s for s in batch if not isinstance(s, Skipped)],
+            [(s.path, s.reason) for s in batch if isinstance(s, Skipped)])
 
 
 def collate(batch: Sequence[Sample]) -> Batch:
-    good = [s for s in batch if not isinstance(s, Skipped)]
+    """Images stacked, targets as a (N,) tensor of class ids (-1 for none: pre-training, unlabeled)."""
+    good, skipped = readable(batch)
     return Batch(
         images=torch.stack([s[0] for s in good]) if good else torch.empty(0),
-        indices=torch.tensor([s[1] for s in good], dtype=torch.long),
-        labels=torch.tensor([s[2] for s in good], dtype=torch.long),
-        skipped=[(s.path, s.reason) for s in batch if isinstance(s, Skipped)],
+        targets=torch.tensor([s[1] for s in good], dtype=torch.long),
+        indices=torch.tensor([s[2] for s in good], dtype=torch.long),
+        skipped=skipped,
     )
 
 
@@ -149,10 +187,12 @@ def build_loader(
     pin_memory: bool = False,
     drop_last: bool = True,
     persistent_workers: bool | None = None,
+    collate_fn=None,
 ) -> DataLoader:
-    """A DataLoader yielding `Batch`es. Shard streams split themselves across ranks and workers, so
-    they take no sampler; workers persist between epochs unless told otherwise. A dataset with a
-    `collate_fn` of its own batches with it (device-side augmentation: `EncodedBatch`es)."""
+    """A DataLoader yielding `Batch`es, made by the task's `collate_fn` (default: `collate`, class ids).
+    Shard streams split themselves across ranks and workers, so they take no sampler; workers persist
+    between epochs unless told otherwise. Device-side augmentation's dataset batches with a collate of
+    its own (`EncodedBatch`es)."""
     if isinstance(dataset, IterableDataset) and sampler is not None:
         raise ValueError("an iterable (shard) dataset takes no sampler")
     return DataLoader(
@@ -160,7 +200,7 @@ def build_loader(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=getattr(dataset, "collate_fn", collate),
+        collate_fn=collate_fn or getattr(dataset, "collate_fn", collate),
         pin_memory=pin_memory,
         drop_last=drop_last,
         persistent_workers=num_workers > 0 if persistent_workers is None else persistent_workers,

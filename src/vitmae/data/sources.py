@@ -221,7 +221,7 @@ class ShardSource(IterableDataset):
     jpg / jpeg / png / webp / npy members, the label an optional `cls` member. Shard order is shuffled
     per epoch; samples within a shard are read in order, so write shards already shuffled.
 
-    Iterating yields what `TransformedDataset` yields: `(tensor, index, label)` or `Skipped`, where
+    Iterating yields what `TransformedDataset` yields: `(tensor, label, index)` or `Skipped`, where
     `index` = shard number * SHARD_STRIDE + position in the shard, the key of the per-sample generator.
     A transform must be attached first (`with_transform`).
     """
@@ -300,7 +300,7 @@ class ShardSource(IterableDataset):
         except ValueError:
             return skip_sample(path, "cls member is not an integer")
         try:
-            return self._prepare(path, fields[key], transform, generator), index, label
+            return self._prepare(path, fields[key], transform, generator), label, index
         except UnreadableImage as err:
             return skip_sample(path, err.reason)
 

@@ -23,14 +23,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, IterableDataset
 from tqdm import tqdm
 
-from ..config import ConfigError, TrainConfig
+from ..errors import ConfigError
 from ..data import Batch, DataError, EpochSampler, build_loader
 from .checkpoint import load_checkpoint, save_checkpoint
+from .config import COMPILE_MODES, PRECISIONS, TrainConfig
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from .optim import build_adamw, lr_at, param_groups, set_lr
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
 
 class Objective(Protocol):
     def __call__(self, model: nn.Module, batch: Batch, step: int, micro: int) -> Tensor:
@@ -72,7 +70,11 @@ def resolve_device(name: str, dist_info: DistInfo) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda: no CUDA GPU is available here (use --device cpu or auto)")
         return torch.device("cuda", dist_info.local_rank)
+    if name != "cpu":
+        raise ConfigError(f"unknown --device {name!r}; choose from: auto, cpu, cuda")
     return torch.device(name)
 
 
@@ -88,9 +90,6 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     """Mixed precision for a resolved precision (fp32: a no-op context)."""
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
-
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def compile_model(model: nn.Module, setting: bool | None, mode: str, device: torch.device) -> nn.Module:
