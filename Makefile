@@ -40,6 +40,7 @@ pictures: $(STAMP)
 	$(PY) scripts/readme_pictures.py runs/demo --out docs/images
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from vitmae.bench import bench_step, mae_train_flops
+from vitmae.tasks.bench import bench_step, mae_train_flops
 from vitmae.config import model_config
 
 

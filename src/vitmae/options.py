@@ -24,14 +24,14 @@ Choices = Sequence[str] | Callable[[], Sequence[str]]
 
 def opt(default: Any, help: str, *, choices: Choices | None = None, min: float | None = None,
         max: float | None = None, above: float | None = None, below: float | None = None,
-        positional: bool = False, cli: bool = True, metavar: str | None = None) -> Any:
+        positional: bool = False, required: bool = False, metavar: str | None = None) -> Any:
     """A dataclass field that is an option: `help` is its one line of documentation; `choices` the values
     it takes (or a function giving them, so that the code that defines them is the one list); `min`/`max`
     inclusive and `above`/`below` exclusive bounds of a number; `positional` makes it a positional
-    argument on the command line (a list field takes one or more); `cli=False` keeps it off the command
-    line (set from YAML or Python only)."""
+    argument on the command line (a list field takes one or more); `required`: the task cannot run
+    without it (its default, None, is refused)."""
     metadata = dict(help=help, choices=choices, min=min, max=max, above=above, below=below,
-                    positional=positional, cli=cli, metavar=metavar)
+                    positional=positional, required=required, metavar=metavar)
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -123,7 +123,7 @@ def check_range(f: dataclasses.Field, value: Any) -> None:
     m = f.metadata
     choices = choices_of(f)
     if choices is not None and value not in choices:
-        raise ConfigError(f"{flag_name(f.name)} {value!r} is not one of: {', '.join(map(str, choices))}")
+        raise ConfigError(f"unknown {flag_name(f.name)} {value!r}; choose from: {', '.join(map(str, choices))}")
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         values = value if isinstance(value, tuple) and all(isinstance(v, int) for v in value) else ()
         for v in values:  # sizes: each side
@@ -149,6 +149,8 @@ class Options:
             value = coerce(f, hints[f.name], getattr(self, f.name))
             if value is not None:
                 check_range(f, value)
+            elif f.metadata["required"] or f.metadata["positional"]:
+                raise ConfigError(f"{flag_name(f.name)} is required: {f.metadata['help']}")
             setattr(self, f.name, value)
 
     @classmethod

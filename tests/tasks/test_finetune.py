@@ -85,7 +85,7 @@ def test_finetune_from_scratch_with_every_augmentation(run_cli, tmp_path, folder
     config = tmp_path / "finetune.yaml"
     config.write_text("mixup: 0.8\ncutmix: 1.0\nrandaug: true\nreprob: 0.25\nsmoothing: 0.2\nbatch-size: 4\n")
     run_cli("finetune", "--config", config, "--checkpoint", "none", "--data", folder, "--embed-dim", "32",
-            "--depth", "1", "--num-heads", "2", "--cls-token", "--drop-path", "0.1", "--epochs", "2",
+            "--depth", "1", "--num-heads", "2", "--pool", "cls", "--drop-path", "0.1", "--epochs", "2",
             "--max-steps", "3", "--batch-size", "8", "--num-workers", "2", "--output", out)
     m = json.loads((out / "metrics.json").read_text())
     assert m["init"] == "scratch" and m["global_pool"] == "token" and m["steps"] == 3

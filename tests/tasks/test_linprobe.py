@@ -50,19 +50,32 @@ def test_lars_matches_the_official_update():
     assert not torch.equal(zero, torch.zeros(2, 2))
 
 
+def write_csv(source, folder):
+    """The images of `source` as PNG files and a CSV of path,label beside them."""
+    folder.mkdir(parents=True)
+    rows = []
+    for i in range(len(source)):
+        image, label = source[i]
+        image.save(folder / f"{i:04d}.png")
+        rows.append(f"{i:04d}.png,{label}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder / "labels.csv"
+
+
 def test_linear_probe_learns_fashion_mnist_from_frozen_features(tmp_path):
     torch.manual_seed(0)
     checkpoint = export(create_model("mae_vit_micro_patch4_28", **TINY_ARCH), tmp_path / "mae", "vitmae").parent
-    train, test, description = labeled_splits("fashion-mnist", None, 1)
+    _, test, _ = labeled_splits("fashion-mnist", None, 1)
     test = SubsetSource(test, stratified_indices(source_labels(test), per_class=30, seed=0))
+    val_csv = write_csv(test, tmp_path / "val")  # 300 test images, as a user's CSV of path,label
     before = {k: v.clone() for k, v in load_encoder_or_random(str(checkpoint)).state_dict().items()}
     # 200 labels: LARS moves each weight matrix by about lr * trust coefficient of its norm per step, so
     # the official blr (0.1, for ~1M images and batch 16384) barely moves the probe in so few steps; a
     # small labeled set needs more epochs and a larger blr.
     cfg = LinprobeConfig(output=str(tmp_path / "probe"), checkpoint=str(checkpoint), labels_per_class=20,
-                         epochs=100, warmup_epochs=10, batch_size=32, blr=30.0, num_workers=0,
-                         log_every_steps=1000, eval_every_epochs=10)
-    s = linprobe(cfg, (train, test, description))
+                         val_data=str(val_csv), epochs=100, warmup_epochs=10, batch_size=32, blr=30.0,
+                         num_workers=0, log_every_steps=1000, eval_every_epochs=10)
+    s = linprobe(cfg)
     assert s["train_images"] == 200 and s["val_images"] == 300 and s["pool"] == "cls"
     assert [h["epoch"] for h in s["history"]] == list(range(10, 101, 10)) and s["steps"] == 100 * (200 // 32)
     # Chance is 10%; a well-fitted logistic regression on these 32-dim random-encoder features reaches

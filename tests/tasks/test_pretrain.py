@@ -125,8 +125,8 @@ def test_config_file_and_flags(run_cli, tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--precision", "fp64"], "unknown precision"),
-    (["--model", "mae_vit_gigantic"], "unknown model"),
+    (["--precision", "fp64"], "unknown --precision"),
+    (["--model", "mae_vit_gigantic"], "unknown --model"),
     (["--data", "/nonexistent/folder"], "/nonexistent/folder"),
     (["--epochs", "many"], "invalid int value"),
     (["--img-size", "30"], "not divisible by patch_size"),

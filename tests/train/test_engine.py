@@ -9,13 +9,15 @@ import time
 import pytest
 import torch
 
+from vitmae.model.vit import flat_named_parameters
 from vitmae.config import PretrainConfig
 from vitmae.data import FashionMNISTSource, PretrainTransform, build_dataset, default_normalization
 from vitmae.model import MaskedAutoencoder
 from vitmae.tasks.pretrain import MAEObjective
 from vitmae.train import NonFiniteLossError, Trainer
 from vitmae.train.checkpoint import load_checkpoint
-from vitmae.train.optim import lr_at, param_groups
+from vitmae.model.vit import param_groups
+from vitmae.train.optim import lr_at
 from tests.conftest import ROOT
 
 TINY = dict(embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
@@ -66,7 +68,7 @@ def test_lr_schedule_warmup_then_half_cosine():
 def test_no_weight_decay_on_biases_norms_and_frozen_tables():
     model = MaskedAutoencoder(PretrainConfig(**TINY).model_config())
     groups = param_groups(model, 0.05)
-    names = {id(p): n for n, p in model.named_parameters()}
+    names = {id(p): n for n, p in flat_named_parameters(model)}
     decayed = {names[id(p)] for g in groups if g["weight_decay"] > 0 for p in g["params"]}
     plain = {names[id(p)] for g in groups if g["weight_decay"] == 0 for p in g["params"]}
     assert "blocks.0.attn.qkv.weight" in decayed and "cls_token" in decayed  # as the official code
@@ -166,8 +168,8 @@ def test_compiled_training_follows_the_eager_loss_curve(tmp_path):
 def test_a_bad_compile_mode_is_a_config_error(tmp_path):
     from vitmae.config import ConfigError
 
-    cfg, model, dataset, objective = tiny_setup(tmp_path, compile=True, compile_mode="fastest")
     with pytest.raises(ConfigError, match="unknown --compile-mode 'fastest'"):
+        cfg, model, dataset, objective = tiny_setup(tmp_path, compile=True, compile_mode="fastest")
         Trainer(model, objective, dataset, cfg)
 
 

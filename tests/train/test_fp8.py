@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vitmae.model.vit import flat_key
-from vitmae.bench import bench_step
+from vitmae.tasks.bench import bench_step
 from vitmae.config import ConfigError, model_config
 from vitmae.interop import load_pretrained
 from vitmae.train import Trainer

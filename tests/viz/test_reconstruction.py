@@ -155,7 +155,7 @@ def test_cli_reconstruct_strategies(tiny_run, fashion_pngs, tmp_path, capsys):
     (["--checkpoint", "{tmp}/no-such-run", "{img}"], "no-such-run"),
     (["--checkpoint", "{run}", "--mask", "{tmp}/bad.txt", "{img}"], "patch indices"),
     (["--checkpoint", "{run}", "--mask", "{tmp}/none.png", "{img}"], "mask file {tmp}/none.png does not exist"),
-    (["--checkpoint", "{run}", "--mask-ratio", "1.5", "{img}"], "mask ratio must be in [0, 1)"),
+    (["--checkpoint", "{run}", "--mask-ratio", "1.5", "{img}"], "--mask-ratio must be below 1"),
 ])
 def test_cli_reconstruct_user_errors_are_one_line_exit_2(tiny_run, fashion_pngs, tmp_path, capsys, args, message):
     (tmp_path / "bad.txt").write_text("three four")

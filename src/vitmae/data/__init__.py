@@ -20,11 +20,13 @@ batch is decoded, cropped, flipped and normalised where it goes:
 from vitmae.data.decode import IMAGE_EXTENSIONS, ImageLike, UnreadableImage, convert_image, load_image
 from vitmae.data.loader import (
     Batch,
+    JointTransform,
     EpochSampler,
     TransformedDataset,
     build_dataset,
     build_loader,
     collate,
+    readable,
 )
 from vitmae.data.sources import (
     FASHION_MNIST_CLASSES,
@@ -53,6 +55,7 @@ from vitmae.data.transforms import (
     sample_generator,
 )
 from vitmae.data.device_augment import DeviceAugment, EncodedBatch, build_device_dataset
+from vitmae.data.labels import source_labels, stratified_indices
 
 __all__ = [
     "IMAGE_EXTENSIONS", "ImageLike", "UnreadableImage", "convert_image", "load_image",
@@ -61,5 +64,6 @@ __all__ = [
     "PhotosSource", "ShardSource", "Skipped", "Source", "build_source", "expand_braces",
     "FASHION_MNIST_MEAN", "FASHION_MNIST_STD", "IMAGENET_MEAN", "IMAGENET_STD", "EvalTransform",
     "PretrainTransform", "ResizeTransform", "Transform", "default_normalization", "random_resized_crop_params",
-    "sample_generator", "DeviceAugment", "EncodedBatch", "build_device_dataset",
+    "sample_generator", "DeviceAugment", "EncodedBatch", "build_device_dataset", "source_labels",
+    "stratified_indices", "JointTransform", "readable",
 ]

@@ -42,6 +42,7 @@ from vitmae.data.loader import Batch, TransformedDataset
 from vitmae.data.sources import ShardSource, Skipped, Source, skip_sample
 from vitmae.data.transforms import (CropPlan, PretrainTransform, Size, _Normalize, image_size, image_tensor,
                                     sample_generator)
+from vitmae.errors import ConfigError
 
 # A chunk of images zero-padded to one size for roi_align takes at most this much memory: 256 photos of
 # 500x375 fit in one chunk (0.6 GB); a few huge images (a 10,000-pixel panorama) get chunks of their own.
@@ -322,3 +323,16 @@ def _decoder_message(err: RuntimeError) -> str:
     """The decoder's own words, without torchvision's source location ("decode_jpeg, .../x.cpp:171, ")."""
     line = (str(err).strip().splitlines() or [type(err).__name__])[0]
     return re.sub(r"^\w+, \S+:\d+, ", "", line)
+
+
+AUGMENT_ON = ("auto", "workers", "device")
+
+
+def resolve_augment_on(augment_on: str, device_type: str) -> str:
+    """Where pre-training decodes, crops and flips: 'workers' (PIL in the DataLoader workers) or 'device'
+    (the training device, this module); 'auto' is the device when it is a GPU."""
+    if augment_on not in AUGMENT_ON:
+        raise ConfigError(f"unknown --augment-on {augment_on!r}; choose from: {', '.join(AUGMENT_ON)}")
+    if augment_on == "auto":
+        return "device" if device_type == "cuda" else "workers"
+    return augment_on

@@ -16,7 +16,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from .config import ModelConfig
-from .vit import ViTEncoder, flat_named_parameters, flatten_components
+from .vit import ViTEncoder, flat_named_parameters, flatten_components, param_groups
 
 # The pooling of image features, in vitmae's options (cls | mean), and timm's name for each.
 POOLS = ("cls", "mean")
@@ -88,8 +88,6 @@ class ViTClassifier(nn.Module):
     def param_groups(self, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
         """AdamW groups of the official fine-tuning (`param_groups_lrd`): no decay on 1-D parameters,
         biases, the cls token and the position table; lr scaled per layer."""
-        from ..train.optim import param_groups
-
         return param_groups(self, weight_decay, self.layer_id, layer_decay, self.num_layers,
                             no_decay=self.no_weight_decay())
 

@@ -8,6 +8,7 @@ classifier and the dense-task backbones hold one, and their state dicts still us
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Collection
 from typing import Any
 
 import torch
@@ -284,3 +285,22 @@ def flat_named_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     components = getattr(model, "flat_components", ())
     named = [(flat_key(name, "", components), p) for name, p in model.named_parameters()]
     return sorted(named, key=lambda item: "." in item[0]) if components else named
+
+
+def param_groups(model: nn.Module, weight_decay: float, layer_id: Callable[[str], int] | None = None,
+                 layer_decay: float = 1.0, num_layers: int = 0, no_decay: Collection[str] = ()) -> list[dict]:
+    """Optimizer groups of the official recipes: no weight decay on biases, 1-D parameters (norms) and the
+    parameters named in `no_decay` (flat state-dict names); frozen parameters are left out. With
+    `layer_id`, each group also gets `lr_scale = layer_decay ** (num_layers - id)` (layer-wise lr decay)."""
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, param in flat_named_parameters(model):
+        if not param.requires_grad:
+            continue
+        exempt = param.ndim <= 1 or name.endswith(".bias") or name in no_decay
+        layer = layer_id(name) if layer_id else num_layers
+        group = groups.setdefault((layer, exempt), {
+            "params": [], "weight_decay": 0.0 if exempt else weight_decay,
+            "lr_scale": layer_decay ** (num_layers - layer),
+        })
+        group["params"].append(param)
+    return list(groups.values())

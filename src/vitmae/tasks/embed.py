@@ -1,4 +1,4 @@
-"""`vitmae embed`: deterministic features of every image, and the feature extraction other tasks share.
+"""`vitmae embed`: deterministic features of every image.
 
 Features come from `encode`: no masking, patch tokens in their original order, after the final norm;
 `pool` takes the cls token or the mean patch token. Images go through the evaluation transform (resize +
@@ -10,7 +10,6 @@ center crop to the model's size), so the same image always gives the same vector
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import os
 import time
@@ -19,91 +18,32 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import Tensor, nn
 
-from ..config import ConfigError, EmbedConfig, model_config
-from ..data import (EvalTransform, ImageFolderSource, Source, build_dataset, build_loader, build_source,
-                    default_normalization)
+from ..data import ImageFolderSource, Source, build_source
 from ..data.sources import ShardSource
-from ..model import MaskedAutoencoder
-from ..model.classifier import pool_features
-from ..model.vit import ViTEncoder
+from ..errors import ConfigError
+from ..model import POOLS
+from ..options import opt
 from ..train import write_json
-from ..train.distributed import DistInfo
-from ..train.engine import autocast, resolve_device, resolve_precision
+from .common import (Task, CHECKPOINT_HELP, POOL_HELP, EncoderOptions, Features, InferenceOptions, Runtime,
+                     encode_source, eval_transform, load_encoder_or_random)
 
-POOLS = ("cls", "mean")
+__all__ = ["EmbedConfig", "Features", "Runtime", "embed", "encode_source", "load_encoder_or_random"]
+EMBED_FORMATS = ("npy", "parquet")
 
 
 @dataclass
-class Features:
-    features: Tensor  # (N, D) float32 on the CPU
-    labels: Tensor  # (N,) long, -1 where unknown
-    indices: Tensor  # (N,) the source index of each row (unreadable images have no row)
-    skipped: list[tuple[str, str]]  # (path, reason)
+class EmbedConfig(EncoderOptions, InferenceOptions):
+    """`vitmae embed`: deterministic features (no masking, original token order) of every image."""
 
-
-class Runtime:
-    """Device and autocast for tasks that only run the model forward."""
-
-    def __init__(self, device: str | torch.device = "auto", precision: str = "auto"):
-        self.device = device if isinstance(device, torch.device) else resolve_device(device, DistInfo())
-        self.precision = resolve_precision(precision, self.device)
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        return autocast(self.device, self.precision)
-
-
-def load_encoder_or_random(checkpoint: str | None, model: str = "mae_vit_micro_patch4_28",
-                           seed: int = 0, **overrides: Any) -> ViTEncoder:
-    """The encoder of `checkpoint` (any format load_pretrained reads, or a fine-tuned classifier), or, for
-    "none", a randomly initialised MAE of the preset `model` (a baseline)."""
-    from ..interop.classifier import load_encoder
-
-    if not checkpoint:
-        raise ConfigError("give --checkpoint PATH (a pre-trained or fine-tuned model), or --checkpoint none")
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if checkpoint.lower() == "none":
-        torch.manual_seed(seed)
-        return MaskedAutoencoder(model_config(model, **overrides))
-    return load_encoder(checkpoint, **overrides)
-
-
-def check_pool(pool: str) -> None:
-    if pool not in POOLS:
-        raise ConfigError(f"unknown pooling {pool!r}; choose from: {', '.join(POOLS)}")
-
-
-def eval_transform(encoder: ViTEncoder, data: str) -> EvalTransform:
-    config = encoder.config
-    mean, std = default_normalization(config.in_chans, data)
-    return EvalTransform(config.img_size, mean, std)
-
-
-@torch.no_grad()
-def encode_source(encoder: ViTEncoder, source: Source, transform, pool: str, runtime: Runtime,
-                  batch_size: int = 256, num_workers: int = 0) -> Features:
-    """Pooled features of every readable image of `source`, in source order."""
-    check_pool(pool)
-    was_training = encoder.training
-    encoder.eval().to(runtime.device)
-    dataset = build_dataset(source, transform, seed=0)
-    loader = build_loader(dataset, batch_size, None, num_workers, drop_last=False, persistent_workers=False)
-    feats, labels, indices, skipped = [], [], [], []
-    for batch in loader:
-        skipped.extend(batch.skipped)
-        if len(batch) == 0:
-            continue
-        with runtime.autocast():
-            tokens = encoder.encode(batch.images.to(runtime.device))
-        feats.append(pool_features(tokens, pool).float().cpu())
-        labels.append(batch.labels)
-        indices.append(batch.indices)
-    encoder.train(was_training)
-    if not feats:
-        raise ConfigError("no readable image to encode")
-    return Features(torch.cat(feats), torch.cat(labels), torch.cat(indices), skipped)
+    output: str = opt("runs/embed", "directory of the embeddings and metrics.json")
+    checkpoint: str | None = opt(None, CHECKPOINT_HELP)
+    data: str | None = opt(None, "a folder (every image in it, recursively), a .csv, or fashion-mnist")
+    split: str = opt("train", "which split of the data (fashion-mnist: train | test; folders with train/ and "
+                     "val/: train | val)")
+    pool: str = opt("cls", POOL_HELP, choices=POOLS)
+    format: str = opt("npy", "npy (embeddings.npy + embeddings.csv) | parquet (embeddings.parquet: path, label, "
+                      "embedding)", choices=EMBED_FORMATS)
 
 
 def embed_source(cfg: EmbedConfig, in_chans: int) -> Source:
@@ -116,9 +56,6 @@ def embed_source(cfg: EmbedConfig, in_chans: int) -> Source:
     if isinstance(source, ShardSource):
         raise ConfigError("embed reads folders, CSV files and fashion-mnist, not streamed shards")
     return source
-
-
-EMBED_FORMATS = ("npy", "parquet")
 
 
 def write_npy_csv(output: Path, features: np.ndarray, paths: list[str], labels: list[int]) -> list[Path]:
@@ -144,15 +81,12 @@ def write_parquet(output: Path, features: np.ndarray, paths: list[str], labels: 
 
 
 def embed(cfg: EmbedConfig) -> dict[str, Any]:
-    check_pool(cfg.pool)
-    if cfg.format not in EMBED_FORMATS:
-        raise ConfigError(f"unknown --format {cfg.format!r}; choose from: {', '.join(EMBED_FORMATS)}")
     if cfg.format == "parquet":
         try:
             import pyarrow.parquet  # noqa: F401
         except ImportError:
             raise ConfigError("--format parquet needs pyarrow: pip install 'vitmae[parquet]'") from None
-    encoder = load_encoder_or_random(cfg.checkpoint, img_size=cfg.img_size)
+    encoder = load_encoder_or_random(cfg.checkpoint, cfg.model, cfg.seed, **cfg.model_overrides()).encoder
     source = embed_source(cfg, encoder.config.in_chans)
     runtime = Runtime(cfg.device, cfg.precision)
     start = time.perf_counter()
@@ -179,21 +113,11 @@ def embed(cfg: EmbedConfig) -> dict[str, Any]:
     return summary
 
 
-class FeatureDataset(torch.utils.data.Dataset):
-    """Precomputed features as a dataset the engine trains on: sample i is (features[i], i, labels[i]),
-    so a Batch's `images` are (N, D) feature rows."""
-
-    def __init__(self, features: Tensor, labels: Tensor):
-        self.features, self.labels = features, labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, int, int]:
-        return self.features[index], index, int(self.labels[index])
+def report(s: dict[str, Any], cfg: EmbedConfig) -> list[str]:
+    lines = [f"{s['images']} x {s['dim']} features ({s['pool']}) in {s['embeddings']}, paths in {s['index']}"]
+    if s["skipped_files"]:
+        lines.append(f"skipped {len(s['skipped_files'])} unreadable file(s): listed in metrics.json")
+    return lines
 
 
-def frozen(module: nn.Module) -> nn.Module:
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module.eval()
+TASK = Task("embed", "features of every image (npy) with their paths (csv)", EmbedConfig, embed, report)

@@ -1,55 +1,40 @@
 """`vitmae evaluate`: a fine-tuned classifier on labeled images: top-1 / top-5, per-class precision,
 recall and F1, a confusion matrix (PNG) and a JSON report (metrics.json).
 
-The metric helpers here (`predict`, `topk_accuracy`, `confusion_matrix`, `per_class_metrics`) are the
-ones fine-tuning and linear probing use for their per-epoch evaluation.
+`predict` and `topk_accuracy` (in tasks.common) are also what fine-tuning and linear probing evaluate
+with every epoch.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..config import ConfigError, EvaluateConfig
 from ..data import build_dataset, build_loader, build_source
 from ..data.labels import class_names, num_classes_of
 from ..data.sources import ShardSource
+from ..errors import ConfigError
+from ..options import opt
 from ..train import write_json
-from .embed import Runtime, eval_transform
+from .common import Task, InferenceOptions, Runtime, eval_transform, predict, topk_accuracy
+
+__all__ = ["EvaluateConfig", "classification_report", "confusion_matrix", "evaluate", "per_class_metrics",
+           "predict", "topk_accuracy"]
 
 
-@torch.no_grad()
-def predict(model: nn.Module, loader, device: torch.device, autocast) -> tuple[Tensor, Tensor, list]:
-    """(logits (N, K) float32, labels (N,), skipped) of every batch `loader` yields; the model's
-    training mode is restored afterwards."""
-    was_training = model.training
-    model.eval()
-    logits, labels, skipped = [], [], []
-    for batch in loader:
-        skipped.extend(batch.skipped)
-        if len(batch) == 0:
-            continue
-        with autocast():
-            out = model(batch.images.to(device, non_blocking=True))
-        logits.append(out.float().cpu())
-        labels.append(batch.labels)
-    model.train(was_training)
-    if not logits:
-        raise ConfigError("no readable image to evaluate")
-    return torch.cat(logits), torch.cat(labels), skipped
+@dataclass
+class EvaluateConfig(InferenceOptions):
+    """`vitmae evaluate`: accuracy, per-class precision / recall / F1 and a confusion matrix."""
 
-
-def topk_accuracy(logits: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
-    """Percent of samples whose label is among the k highest logits (k capped at the class count)."""
-    out = {}
-    for k in ks:
-        top = logits.topk(min(k, logits.shape[1]), dim=1).indices
-        out[f"top{k}"] = 100.0 * (top == labels[:, None]).any(dim=1).float().mean().item()
-    return out
+    output: str = opt("runs/evaluate", "directory of the report (metrics.json, confusion_matrix.png)")
+    checkpoint: str | None = opt(None, "a fine-tuned classifier: a finetune run directory or a checkpoint")
+    data: str = opt("fashion-mnist", "labeled images: fashion-mnist | a folder of class sub-folders | a .csv")
+    split: str = opt("val", "which split: val (fashion-mnist: the test split) | train")
 
 
 def confusion_matrix(preds: Tensor, labels: Tensor, num_classes: int) -> Tensor:
@@ -155,3 +140,12 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     write_json(output / "metrics.json", report)
     return report
 
+
+
+def report(s: dict[str, Any], cfg: EvaluateConfig) -> list[str]:
+    return [f"top-1 {s['top1']:.2f}%  top-5 {s['top5']:.2f}%  macro F1 {s['macro_f1']:.2f}% on {s['images']} "
+            f"images; confusion matrix {s['confusion_png']}"]
+
+
+TASK = Task("evaluate", "top-1/5, per-class P/R/F1 and a confusion matrix of a classifier", EvaluateConfig,
+            evaluate, report)

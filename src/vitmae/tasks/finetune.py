@@ -13,63 +13,65 @@ cutmix (timm's `Mixup`, which draws from NumPy's global generator) run with that
 """
 from __future__ import annotations
 
-import os
-import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-from tqdm import tqdm
+from torch import nn
 
-from ..config import ConfigError, FinetuneConfig, model_config, save_config
-from ..data import Batch, EvalTransform, build_dataset, build_loader, default_normalization
-from ..data.augment import FinetuneTransform, seeded_global_rngs
-from ..data.labels import Source, class_names, label_subset, labeled_splits, num_classes_of
-from ..data.transforms import mix_seed
-from ..interop.vitmae_format import save_vitmae
-from ..model.classifier import ViTClassifier, from_pretrained_encoder
+from ..data import EvalTransform, build_dataset
+from ..data.augment import FinetuneTransform
+from ..data.labels import class_names, num_classes_of
+from ..errors import ConfigError
+from ..model import POOLS, ModelConfig, ViTEncoder, model_config
+from ..model.classifier import GLOBAL_POOL, ViTClassifier, from_pretrained_encoder
+from ..options import opt, save_config
 from ..train import Hook, Trainer, write_json
-from .evaluate import predict, topk_accuracy
-
-LabeledSources = tuple[Source, Source, str]  # (train, validation, where the validation images come from)
-
-
-class ClassificationObjective:
-    """Cross-entropy with label smoothing, or soft-target cross-entropy on mixup / cutmix batches."""
-
-    def __init__(self, num_classes: int, smoothing: float, mixup: float, cutmix: float, seed: int, rank: int = 0):
-        self.smoothing, self.seed, self.rank = smoothing, seed, rank
-        self.mixup = None
-        if mixup > 0 or cutmix > 0:
-            from timm.data import Mixup
-
-            self.mixup = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=1.0, switch_prob=0.5, mode="batch",
-                               label_smoothing=smoothing, num_classes=num_classes)
-
-    def __call__(self, model: nn.Module, batch: Batch, step: int, micro: int) -> Tensor:
-        images, labels = batch.images, batch.labels
-        if self.mixup is None:
-            return F.cross_entropy(model(images), labels, label_smoothing=self.smoothing)
-        if len(images) % 2:  # timm's batch mixing pairs each sample with its mirror: needs an even count
-            images, labels = images[:-1], labels[:-1]
-        with seeded_global_rngs(mix_seed(self.seed, step, micro, self.rank)):
-            images, targets = self.mixup(images, labels)
-        return torch.sum(-targets * F.log_softmax(model(images).float(), dim=-1), dim=-1).mean()
+from ..train.config import TrainConfig
+from .common import (Task, CHECKPOINT_HELP, ClassificationObjective, ClassifierEvaluator, EncoderOptions,
+                     LabeledDataOptions, eval_loader, label_summary, labeled_data, normalization, redefault)
 
 
-def save_weights(model: nn.Module, path: Path) -> Path:
-    """Weights and config (vitmae format) into the directory `path`, replaced whole."""
-    tmp, old = path.with_name(f".tmp-{path.name}"), path.with_name(f".old-{path.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_vitmae(model, tmp)
-    if path.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
-    return path
+@dataclass
+class FinetuneConfig(LabeledDataOptions, EncoderOptions, TrainConfig):
+    """`vitmae finetune`: the official MAE fine-tuning recipe (AdamW, layer-wise lr decay, drop path,
+    warmup + cosine, mixup / cutmix / label smoothing, RandAugment, random erasing). Augmentation options
+    left unset take the data's default: the official ones for RGB images, a light recipe (crop + flip,
+    label smoothing) for grayscale ones."""
+
+    output: str = redefault(TrainConfig, "output", "runs/finetune")
+    checkpoint: str | None = opt(None, CHECKPOINT_HELP.replace("none: random", "none: from scratch"))
+    epochs: int = redefault(TrainConfig, "epochs", 20)
+    batch_size: int = redefault(TrainConfig, "batch_size", 128)
+    blr: float = redefault(TrainConfig, "blr", 1e-3)
+    min_lr: float = redefault(TrainConfig, "min_lr", 1e-6)
+    warmup_epochs: float = redefault(TrainConfig, "warmup_epochs", 2.0)
+    pool: str = opt("mean", "classify from: mean (the mean patch token + fc_norm, the official recipe) | cls "
+                    "(the cls token after the final norm, as Hugging Face's classifier)", choices=POOLS)
+    layer_decay: float = opt(0.75, "layer-wise lr decay: block i gets lr * decay^(depth - i)", above=0, max=1)
+    drop_path: float = opt(0.1, "stochastic depth rate of the last block", min=0, below=1)
+    mixup: float | None = opt(None, "mixup alpha (default: 0.8 for RGB, 0 for grayscale)", min=0)
+    cutmix: float | None = opt(None, "cutmix alpha (default: 1.0 for RGB, 0 for grayscale)", min=0)
+    smoothing: float = opt(0.1, "label smoothing", min=0, below=1)
+    randaug: bool | None = opt(None, "RandAugment (default: on for RGB, off for grayscale)")
+    randaug_policy: str = opt("rand-m9-mstd0.5-inc1", "timm RandAugment policy")
+    reprob: float | None = opt(None, "random erasing probability (default: 0.25 for RGB, 0 for grayscale)",
+                               min=0, max=1)
+    crop_min_scale: float | None = opt(None, "smallest crop area of RandomResizedCrop (default: 0.08 for RGB, "
+                                       "the official one, 0.8 for grayscale)", above=0, max=1)
+    hflip: float = opt(0.5, "horizontal flip probability", min=0, max=1)
+    model_ema: bool = opt(False, "evaluate and keep an exponential moving average of the weights (timm "
+                          "ModelEmaV3, warm-up)")
+    model_ema_decay: float = opt(0.9999, "the moving average's decay (its longest horizon)", above=0, below=1)
+    eval_every_epochs: int = opt(1, "evaluate on the validation images every N epochs (and at the end)", min=1)
+
+    def augmentation(self, in_chans: int) -> dict[str, Any]:
+        """The augmentation options with their data-dependent defaults filled in."""
+        rgb = in_chans == 3
+        defaults = dict(mixup=0.8 if rgb else 0.0, cutmix=1.0 if rgb else 0.0, randaug=rgb,
+                        reprob=0.25 if rgb else 0.0, crop_min_scale=0.08 if rgb else 0.8)
+        return {k: default if getattr(self, k) is None else getattr(self, k) for k, default in defaults.items()}
 
 
 class ModelEma(Hook):
@@ -102,141 +104,43 @@ class ModelEma(Hook):
         return self.ema.module
 
 
-class ClassifierEvaluator(Hook):
-    """Top-1 / top-5 and loss on validation batches every `every_epochs` epochs and at the end; the history
-    lives in `trainer.extra_state` (so it survives a resume) and the best model is kept in
-    RUN/checkpoints/best. With `ema`, the weights evaluated and kept are the moving average's."""
-
-    def __init__(self, loader, every_epochs: int, total_epochs: int, save_best: bool = True,
-                 ema: ModelEma | None = None):
-        self.loader, self.every, self.total, self.save_best = loader, max(1, every_epochs), total_epochs, save_best
-        self.ema = ema
-
-    def model(self, trainer: Trainer) -> nn.Module:
-        return self.ema.module if self.ema else trainer.model
-
-    def evaluate(self, trainer: Trainer, model: nn.Module | None = None) -> dict[str, float]:
-        logits, labels, _ = predict(model or self.model(trainer), self.loader, trainer.device, trainer.autocast)
-        keep = labels >= 0
-        logits, labels = logits[keep], labels[keep]
-        return {**topk_accuracy(logits, labels), "loss": F.cross_entropy(logits, labels).item()}
-
-    def record(self, trainer: Trainer, epoch: float) -> dict[str, Any]:
-        entry = {"epoch": epoch, "step": trainer.progress.step, **self.evaluate(trainer)}
-        trainer.extra_state.setdefault("history", []).append(entry)
-        trainer.log_scalars(trainer.progress.step, {f"val/{k}": entry[k] for k in ("top1", "top5", "loss")})
-        best = trainer.extra_state.get("best")
-        if best is None or entry["top1"] > best["top1"]:
-            trainer.extra_state["best"] = entry
-            if self.save_best and trainer.dist.is_main:
-                save_weights(self.model(trainer), trainer.output / "checkpoints" / "best")
-        if trainer.dist.is_main:
-            tqdm.write(f"epoch {epoch:g}: val top-1 {entry['top1']:.2f}%  top-5 {entry['top5']:.2f}%  "
-                       f"loss {entry['loss']:.4f}")
-        return entry
-
-    def on_epoch_end(self, trainer: Trainer, epoch: int) -> None:
-        if epoch % self.every == 0 or epoch == self.total:
-            self.record(trainer, epoch)
-
-    def on_end(self, trainer: Trainer) -> None:
-        history = trainer.extra_state.get("history", [])
-        if not history or history[-1]["step"] != trainer.progress.step:  # stopped mid-epoch (max_steps)
-            self.record(trainer, trainer.summary()["epochs"])
-
-    def results(self, trainer: Trainer) -> dict[str, Any]:
-        history, best = trainer.extra_state["history"], trainer.extra_state["best"]
-        final = history[-1]
-        results = {"top1": final["top1"], "top5": final["top5"], "val_loss": final["loss"],
-                   "best_top1": best["top1"], "best_top5": best["top5"], "best_epoch": best["epoch"],
-                   "history": history}
-        if self.ema:  # the trained weights themselves, for comparison
-            raw = self.evaluate(trainer, trainer.model)
-            results.update(top1_without_ema=raw["top1"], top5_without_ema=raw["top5"])
-        return results
+def build_model(cfg: FinetuneConfig, encoder: ViTEncoder | None, config: ModelConfig,
+                num_classes: int) -> ViTClassifier:
+    """The classifier: on the pre-trained `encoder`, or fresh with the MAE initialisation (`None`)."""
+    torch.manual_seed(cfg.seed)
+    if encoder is None:
+        return ViTClassifier(config, num_classes, GLOBAL_POOL[cfg.pool], cfg.drop_path)
+    return from_pretrained_encoder(encoder, num_classes, GLOBAL_POOL[cfg.pool], cfg.drop_path)
 
 
-def eval_loader(source: Source, transform, batch_size: int, num_workers: int):
-    return build_loader(build_dataset(source, transform, seed=0), batch_size, None, num_workers,
-                        drop_last=False, persistent_workers=num_workers > 0)
-
-
-def labeled_data(cfg, in_chans: int, sources: LabeledSources | None) -> tuple[Source, Source, Source, str]:
-    """(all training images, the labeled subset trained on, validation images, their description)."""
-    cfg.check_labels()
-    train_all, val, description = sources or labeled_splits(cfg.data, cfg.val_data, in_chans, cfg.seed)
-    train = label_subset(train_all, fraction=cfg.labels_fraction, per_class=cfg.labels_per_class, seed=cfg.seed)
-    return train_all, train, val, description
-
-
-class FrozenEncoderData(NamedTuple):
-    encoder: Any
-    train_all: Source
-    train: Source
-    val: Source
-    val_description: str
-    num_classes: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    evaluation: EvalTransform
-
-
-def frozen_encoder_data(cfg, sources: LabeledSources | None) -> FrozenEncoderData:
-    """What kNN and the linear probe share: the encoder (random for `--checkpoint none`), the labeled
-    splits, the number of classes and the evaluation transform."""
-    from .embed import check_pool, load_encoder_or_random
-
-    check_pool(cfg.pool)
-    encoder = load_encoder_or_random(cfg.checkpoint, cfg.model, cfg.seed, img_size=cfg.img_size)
-    config = encoder.config
-    train_all, train, val, description = labeled_data(cfg, config.in_chans, sources)
-    mean, std = default_normalization(config.in_chans, cfg.data)
-    return FrozenEncoderData(encoder, train_all, train, val, description,
-                             max(num_classes_of(train_all), num_classes_of(val)), mean, std,
-                             EvalTransform(config.img_size, mean, std))
-
-
-def label_summary(train_all: Source, train: Source, cfg) -> dict[str, Any]:
-    return {"train_images": len(train), "train_images_available": len(train_all),
-            "labels_fraction": cfg.labels_fraction, "labels_per_class": cfg.labels_per_class}
-
-
-def finetune(cfg: FinetuneConfig, sources: LabeledSources | None = None) -> dict[str, Any]:
-    """Fine-tune as `cfg` says; returns the summary also written to RUN/metrics.json. `sources` replaces
-    the data `cfg` names with ready (train, validation, description) sources."""
+def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
+    """Fine-tune as `cfg` says; returns the summary also written to RUN/metrics.json."""
     from ..interop.classifier import load_encoder
 
     if not cfg.checkpoint:
         raise ConfigError("give --checkpoint PATH (a pre-trained model) or --checkpoint none (from scratch)")
     scratch = cfg.checkpoint.lower() == "none"
-    if scratch:
-        encoder, encoder_config = None, model_config(cfg.model, **cfg.model_overrides())
-    else:
-        encoder = load_encoder(cfg.checkpoint, **cfg.model_overrides())
-        encoder_config = encoder.config
-    in_chans = encoder_config.in_chans
-    train_all, train, val, val_description = labeled_data(cfg, in_chans, sources)
+    encoder = None if scratch else load_encoder(cfg.checkpoint, **cfg.model_overrides()).encoder
+    config = model_config(cfg.model, **cfg.model_overrides()) if scratch else encoder.config
+    mean, std = normalization(config, cfg.data)
+    config = config.replace(mean=mean, std=std)  # recorded in every checkpoint of the run
+    if encoder is not None:
+        encoder.config = config
+    train_all, train, val, val_description = labeled_data(cfg, config.in_chans, cfg.seed)
     num_classes = max(num_classes_of(train_all), num_classes_of(val))
     names = class_names(train_all, num_classes)
-
-    global_pool = "avg" if cfg.global_pool else "token"
-    torch.manual_seed(cfg.seed)
-    if scratch:
-        model = ViTClassifier(encoder_config, num_classes, global_pool, cfg.drop_path)
-    else:
-        model = from_pretrained_encoder(encoder, num_classes, global_pool, cfg.drop_path)
+    model = build_model(cfg, encoder, config, num_classes)
     model.class_names = names
 
-    aug = cfg.augmentation(in_chans)
-    mean, std = default_normalization(in_chans, cfg.data)
-    transform = FinetuneTransform(encoder_config.img_size, mean, std, scale=(aug["crop_min_scale"], 1.0),
+    aug = cfg.augmentation(config.in_chans)
+    transform = FinetuneTransform(config.img_size, mean, std, scale=(aug["crop_min_scale"], 1.0),
                                   hflip=cfg.hflip, randaug=cfg.randaug_policy if aug["randaug"] else None,
                                   reprob=aug["reprob"])
     dataset = build_dataset(train, transform, cfg.seed)
     ema = ModelEma(cfg.model_ema_decay) if cfg.model_ema else None
-    evaluator = ClassifierEvaluator(eval_loader(val, EvalTransform(encoder_config.img_size, mean, std),
-                                                cfg.batch_size, cfg.num_workers),
-                                    cfg.eval_every_epochs, cfg.epochs, ema=ema)
+    evaluator = ClassifierEvaluator(eval_loader(val, EvalTransform(config.img_size, mean, std), cfg.batch_size,
+                                                cfg.num_workers),
+                                    cfg.eval_every_epochs, cfg.epochs, averaged=(lambda: ema.module) if ema else None)
     objective = ClassificationObjective(num_classes, cfg.smoothing, aug["mixup"], aug["cutmix"], cfg.seed)
     trainer = Trainer(model, objective, dataset, cfg, groups=model.param_groups(cfg.weight_decay, cfg.layer_decay),
                       betas=(0.9, 0.999), hooks=[ema, evaluator] if ema else [evaluator])
@@ -251,10 +155,21 @@ def finetune(cfg: FinetuneConfig, sources: LabeledSources | None = None) -> dict
                    "init": "scratch" if scratch else cfg.checkpoint,
                    **label_summary(train_all, train, cfg),
                    "val": val_description, "val_images": len(val), "num_classes": num_classes, "classes": names,
-                   "global_pool": global_pool, "augmentation": aug, "layer_decay": cfg.layer_decay,
-                   "drop_path": cfg.drop_path, "smoothing": cfg.smoothing,
+                   "pool": cfg.pool, "global_pool": model.global_pool, "augmentation": aug,
+                   "layer_decay": cfg.layer_decay, "drop_path": cfg.drop_path, "smoothing": cfg.smoothing,
                    "model_ema_decay": cfg.model_ema_decay if ema else None,
                    "best_checkpoint": str(best) if best.exists() else None,
-                   "last_checkpoint": summary["checkpoint"], "model": encoder_config.to_dict()}
+                   "last_checkpoint": summary["checkpoint"], "model": config.to_dict()}
         write_json(output / "metrics.json", summary)
     return summary
+
+
+def report(s: dict[str, Any], cfg: FinetuneConfig) -> list[str]:
+    return [f"top-1 {s['top1']:.2f}%  top-5 {s['top5']:.2f}% on {s['val']} ({s['val_images']} images); "
+            f"best top-1 {s['best_top1']:.2f}% at epoch {s['best_epoch']:g}",
+            f"{s['steps']} steps on {s['train_images']} labeled images, {s['img_s']:.0f} img/s; "
+            f"last checkpoint {s['last_checkpoint']}, best {s['best_checkpoint']}"]
+
+
+TASK = Task("finetune", "fine-tune a classifier from a pre-trained encoder (or from scratch)", FinetuneConfig,
+            finetune, report)

@@ -14,23 +14,49 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..config import LinprobeConfig, save_config
 from ..data import PretrainTransform, build_dataset, build_loader
 from ..data.labels import class_names
+from ..model import POOLS
 from ..model.classifier import ViTClassifier, pool_features
-from ..model.vit import ViTEncoder
+from ..model.vit import ViTEncoder, param_groups
+from ..options import opt, save_config
 from ..train import Trainer, write_json
+from ..train.config import TrainConfig
 from ..train.lars import LARS
-from ..train.optim import param_groups
-from .embed import FeatureDataset, Features, Runtime, encode_source, frozen
-from .finetune import (ClassificationObjective, ClassifierEvaluator, LabeledSources, eval_loader, label_summary,
-                       frozen_encoder_data, save_weights)
+from .common import (Task, CHECKPOINT_HELP, POOL_HELP, ClassificationObjective, ClassifierEvaluator, EncoderOptions,
+                     FeatureDataset, LabeledDataOptions, Runtime, encode_source, eval_loader, frozen,
+                     frozen_encoder_data, label_summary, redefault, save_weights)
+
+
+@dataclass
+class LinprobeConfig(LabeledDataOptions, EncoderOptions, TrainConfig):
+    """`vitmae linprobe`: the official linear probe: frozen encoder, cls-token features,
+    BatchNorm1d(affine=False) + Linear, LARS, lr = blr * batch / 256, no weight decay.
+
+    LARS moves each weight matrix by about lr * 0.001 of its norm per step, so the official blr (0.1 for
+    90 epochs of ImageNet at batch 16384) suits large labeled sets; a few thousand labels need more epochs
+    and a larger blr."""
+
+    output: str = redefault(TrainConfig, "output", "runs/linprobe")
+    checkpoint: str | None = opt(None, CHECKPOINT_HELP)
+    epochs: int = redefault(TrainConfig, "epochs", 90)
+    batch_size: int = redefault(TrainConfig, "batch_size", 512)
+    blr: float = redefault(TrainConfig, "blr", 0.1)
+    weight_decay: float = redefault(TrainConfig, "weight_decay", 0.0)
+    warmup_epochs: float = redefault(TrainConfig, "warmup_epochs", 10.0)
+    pool: str = opt("cls", POOL_HELP, choices=POOLS)
+    cache_features: bool = opt(True, "compute the frozen encoder's features once (no augmentation); else crop + "
+                               "flip every step")
+    crop_min_scale: float = opt(0.08, "smallest crop area of RandomResizedCrop, without --cache-features",
+                                above=0, max=1)
+    eval_every_epochs: int = opt(1, "evaluate on the validation images every N epochs (and at the end)", min=1)
 
 
 class LinearProbe(nn.Module):
@@ -81,24 +107,19 @@ def probe_to_classifier(encoder: ViTEncoder, probe: LinearProbe) -> ViTClassifie
     return model.eval()
 
 
-def linprobe(cfg: LinprobeConfig, sources: LabeledSources | None = None,
-             features: tuple[Features, Features] | None = None) -> dict[str, Any]:
-    """Train and evaluate a linear probe as `cfg` says; returns the summary also written to metrics.json.
-    `sources` replaces the data `cfg` names; `features` gives the (training subset, validation) features
-    already computed with this encoder and `cfg.pool` (the label-efficiency experiment computes them once)."""
-    encoder, train_all, train, val, val_description, num_classes, mean, std, evaluation = frozen_encoder_data(
-        cfg, sources)
+def linprobe(cfg: LinprobeConfig) -> dict[str, Any]:
+    """Train and evaluate a linear probe as `cfg` says; returns the summary also written to metrics.json."""
+    encoder, train_all, train, val, val_description, num_classes, mean, std, evaluation = frozen_encoder_data(cfg)
     config = encoder.config
     torch.manual_seed(cfg.seed)
     probe = LinearProbe(encoder.embed_dim, num_classes, config)
     train_cfg = cfg
     start = time.perf_counter()
-    if cfg.cache_features or features is not None:
+    if cfg.cache_features:
         runtime = Runtime(cfg.device, cfg.precision)
         encoder = frozen(encoder)
-        train_features, val_features = features or (
-            encode_source(encoder, train, evaluation, cfg.pool, runtime, 256, cfg.num_workers),
-            encode_source(encoder, val, evaluation, cfg.pool, runtime, 256, cfg.num_workers))
+        train_features = encode_source(encoder, train, evaluation, cfg.pool, runtime, 256, cfg.num_workers)
+        val_features = encode_source(encoder, val, evaluation, cfg.pool, runtime, 256, cfg.num_workers)
         dataset = FeatureDataset(train_features.features, train_features.labels)
         val_set = FeatureDataset(val_features.features, val_features.labels)
         model = probe
@@ -134,3 +155,15 @@ def linprobe(cfg: LinprobeConfig, sources: LabeledSources | None = None,
                    "model": config.to_dict()}
         write_json(output / "metrics.json", summary)
     return summary
+
+
+def report(s: dict[str, Any], cfg: LinprobeConfig) -> list[str]:
+    lines = [f"linear probe top-1 {s['top1']:.2f}%  top-5 {s['top5']:.2f}% on {s['val']} ({s['val_images']} "
+             f"images), {s['train_images']} labeled training images"]
+    if s.get("classifier"):
+        lines.append(f"encoder + probe as one classifier: {s['classifier']}")
+    return lines
+
+
+TASK = Task("linprobe", "linear probe of a frozen encoder (BatchNorm + Linear, LARS)", LinprobeConfig, linprobe,
+            report)

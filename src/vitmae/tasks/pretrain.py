@@ -1,24 +1,50 @@
 """`vitmae pretrain`: masked-autoencoder pre-training, from images to a checkpoint a user can watch improve."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..config import ModelConfig, PretrainConfig, resolve_augment_on, save_config
 from ..data import (Batch, DataError, EvalTransform, PretrainTransform, ShardSource, UnreadableImage, build_dataset,
-                    build_device_dataset, build_source, default_normalization, sample_generator)
+                    build_device_dataset, build_source, sample_generator)
+from ..data.device_augment import AUGMENT_ON, resolve_augment_on
 from ..data.transforms import mix_seed
-from ..model import MaskedAutoencoder, make_noise
+from ..model import STRATEGIES, MaskedAutoencoder, ModelConfig, make_noise
+from ..options import opt, save_config
 from ..train import Hook, Trainer, write_json
+from ..train.config import TrainConfig
 from ..train.distributed import DistInfo
 from ..train.engine import resolve_device
 from ..viz import reconstruct, save_reconstruction_grid
+from .common import Task, KnnMonitor, MAEOptions, normalization, pretrain_data
 
-BUILTIN = ("fashion-mnist", "photos")
 VIZ_IMAGES = 8
+
+
+@dataclass
+class PretrainConfig(MAEOptions, TrainConfig):
+    """`vitmae pretrain`: the defaults run the built-in Fashion-MNIST on a laptop CPU in minutes."""
+
+    data: str = opt("fashion-mnist", "images: fashion-mnist | photos | a folder (searched recursively) | a .csv "
+                    "| 'shards-{000..127}.tar'")
+    val_data: str | None = opt(None, "held-out images for the start/end loss and the pictures (default: the "
+                               "test split of fashion-mnist)")
+    samples_per_epoch: int | None = opt(None, "epoch length for streamed shards", min=1)
+    masking: str = opt("random", "which patches are removed", choices=STRATEGIES)
+    crop_min_scale: float = opt(0.2, "smallest crop area of RandomResizedCrop, as a share of the image",
+                                above=0, max=1)
+    heldout_samples: int = opt(1000, "held-out images used for the start/end loss", min=1)
+    viz_every_epochs: int = opt(1, "write a reconstruction grid every N epochs (0: only at the start and end)",
+                                min=0)
+    eval_knn: str | None = opt(None, "labeled data (e.g. fashion-mnist) for a kNN accuracy of the encoder at the "
+                               "start and every few epochs")
+    knn_every_epochs: int = opt(1, "kNN evaluation every N epochs (0: only at the start and the end)", min=0)
+    augment_on: str = opt("auto", "where training images are decoded, cropped and flipped: workers (PIL in the "
+                          "DataLoader workers) | device (JPEG decoding and crops of whole batches on the "
+                          "training device) | auto (device on a GPU)", choices=AUGMENT_ON)
 
 
 class MAEObjective:
@@ -140,25 +166,19 @@ class HeldoutMonitor(Hook):
         }
 
 
-def pretrain_data(data: str, model_cfg: ModelConfig, crop_min_scale: float = 0.2, seed: int = 0,
-                  on_device: bool = False):
-    """(source, dataset, mean, std) of pre-training: the recipe's crops and flips, normalised. With
-    `on_device` the workers only read files and draw crops; each batch is decoded, cropped and flipped
-    where it goes (`EncodedBatch.to(device)`), with the same crops and flips."""
-    source = build_source(data, "train", in_chans=model_cfg.in_chans)
-    mean, std = default_normalization(model_cfg.in_chans, data)
-    transform = PretrainTransform(model_cfg.img_size, mean, std, scale=(crop_min_scale, 1.0))
-    if on_device:
-        return source, build_device_dataset(source, transform, model_cfg.in_chans, seed), mean, std
-    return source, build_dataset(source, transform, seed), mean, std
+def build_model(cfg: PretrainConfig) -> MaskedAutoencoder:
+    """A fresh MAE of the configured architecture, recording the input normalisation it trains with."""
+    model_cfg = cfg.model_config()
+    mean, std = normalization(model_cfg, cfg.data)
+    torch.manual_seed(cfg.seed)
+    return MaskedAutoencoder(model_cfg.replace(mean=mean, std=std))
 
 
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """Pre-train a masked autoencoder as `cfg` says; returns the summary also written to metrics.json."""
-    model_cfg = cfg.model_config()
     augment_on = resolve_augment_on(cfg.augment_on, resolve_device(cfg.device, DistInfo()).type)
-    torch.manual_seed(cfg.seed)
-    model = MaskedAutoencoder(model_cfg)
+    model = build_model(cfg)
+    model_cfg = model.config
     source, dataset, mean, std = pretrain_data(cfg.data, model_cfg, cfg.crop_min_scale, cfg.seed,
                                                on_device=augment_on == "device")
 
@@ -175,8 +195,6 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     hooks: list[Hook] = [monitor]
     knn_monitor = None
     if cfg.eval_knn:  # kNN accuracy of the encoder on labeled data, at the start and every few epochs
-        from .knn import KnnMonitor
-
         knn_monitor = KnnMonitor(cfg.eval_knn, model_cfg.in_chans, model_cfg.img_size, mean, std,
                                  cfg.knn_every_epochs, cfg.seed, num_workers=cfg.num_workers)
         hooks.append(knn_monitor)
@@ -193,3 +211,21 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                    "model": model_cfg.to_dict()}
         write_json(output / "metrics.json", summary)
     return summary
+
+
+def report(s: dict[str, Any], cfg: PretrainConfig) -> list[str]:
+    lines = []
+    if "heldout_loss_end" in s:
+        lines += [f"held-out masked-patch loss on {s['heldout']}, {s['heldout_images']} images: "
+                  f"{s['heldout_loss_start']:.4f} -> {s['heldout_loss_end']:.4f} "
+                  f"(trivial baseline {s['heldout_loss_baseline']:.4f})",
+                  f"{s['steps']} steps, {s['img_s']:.0f} img/s; checkpoint {s['checkpoint']}; "
+                  f"pictures in {Path(cfg.output) / 'reconstructions'}"]
+    if "knn_top1_end" in s:
+        lines.append(f"kNN top-1 of the encoder on {s['knn']}: {s['knn_top1_start']:.2f}% -> {s['knn_top1_end']:.2f}%")
+    if s.get("skipped_files"):
+        lines.append(f"skipped {len(s['skipped_files'])} unreadable file(s): listed in metrics.json")
+    return lines
+
+
+TASK = Task("pretrain", "pre-train a masked autoencoder", PretrainConfig, pretrain, report)

@@ -28,7 +28,8 @@ from ..data import Batch, DataError, EpochSampler, build_loader
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import COMPILE_MODES, PRECISIONS, TrainConfig
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed
-from .optim import build_adamw, lr_at, param_groups, set_lr
+from ..model.vit import param_groups
+from .optim import build_adamw, lr_at, set_lr
 
 class Objective(Protocol):
     def __call__(self, model: nn.Module, batch: Batch, step: int, micro: int) -> Tensor:

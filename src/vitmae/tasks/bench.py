@@ -8,20 +8,28 @@ the decoder on all L + 1; plus the patch embedding (on all L patches), decoder e
 """
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .config import ConfigError, ModelConfig, resolve_augment_on
-from .model import MaskedAutoencoder
-from .model.masking import num_kept
-from .train.engine import autocast, compile_model
-from .train.optim import build_adamw, param_groups
+from ..data.device_augment import AUGMENT_ON, resolve_augment_on
+from ..errors import ConfigError
+from ..model import MaskedAutoencoder, ModelConfig
+from ..model.masking import num_kept
+from ..options import opt
+from ..train.config import COMPILE_MODES, RuntimeOptions
+from ..train.distributed import DistInfo
+from ..train.engine import autocast, compile_model, resolve_device, resolve_precision
+from ..model.vit import param_groups
+from ..train.optim import build_adamw
+from .common import Task, MAEOptions, pretrain_data, redefault
 
 # Dense bf16 matrix peak measured on the project's H100 (REFERENCE.md); other devices: --peak-tflops.
 KNOWN_PEAK_TFLOPS = {"NVIDIA H100 80GB HBM3": 796.0}
@@ -76,7 +84,7 @@ def _vitmae_contender(model: MaskedAutoencoder, device: torch.device, precision:
     """The model as `vitmae pretrain` runs it: compiled by the same rule (by default on GPUs only)."""
     name = "vitmae"
     if fp8:
-        from .train.fp8 import convert_to_fp8
+        from ..train.fp8 import convert_to_fp8
 
         convert_to_fp8(model)
         name += "-fp8"
@@ -92,7 +100,7 @@ def _hf_contender(model: MaskedAutoencoder, device: torch.device, precision: str
         from transformers import ViTMAEConfig, ViTMAEForPreTraining
     except ImportError:
         raise ConfigError("--compare hf needs transformers: pip install 'vitmae[hf]'") from None
-    from .interop.keymaps import config_to_hf, from_ours
+    from ..interop.keymaps import config_to_hf, from_ours
 
     config = ViTMAEConfig(**config_to_hf(model.config))
     config._attn_implementation = "sdpa"
@@ -131,8 +139,7 @@ def bench_pipeline(config: ModelConfig, data: str, batch_size: int, device: str 
     """The input pipeline of `vitmae pretrain` alone (decode, crop, flip, normalise, collate, copy to the
     device; `augment_on` says where the first three run, as in `vitmae pretrain`), then data + training
     step end to end."""
-    from .data import EpochSampler, build_loader
-    from .tasks.pretrain import pretrain_data
+    from ..data import EpochSampler, build_loader
 
     dev = torch.device(device)
     augment_on = resolve_augment_on(augment_on, dev.type)
@@ -210,3 +217,71 @@ def bench_step(config: ModelConfig, batch_size: int, device: str = "cpu", precis
     for other in results[1:]:  # speedup_vs_hf, speedup_vs_hf_compiled
         report["speedup_vs_" + other["impl"].replace("-", "_")] = round(results[0]["img_s"] / other["img_s"], 3)
     return report
+
+
+COMPARE = ("hf", "hf-compiled")
+
+
+@dataclass
+class BenchConfig(MAEOptions, RuntimeOptions):
+    """`vitmae bench`: images/s, peak memory and MFU of the training step, against transformers."""
+
+    model: str = redefault(MAEOptions, "model", "mae_vit_base_patch16")
+    batch_size: int = opt(64, "images per step", min=1)
+    compare: str | None = opt(None, "also time transformers' ViTMAEForPreTraining (same config, batch, noise): "
+                              "hf and/or hf-compiled, comma-separated")
+    steps: int = opt(10, "timed steps of each implementation", min=1)
+    warmup: int = opt(3, "untimed steps first (compilation, autotuning)", min=1)
+    compile: bool | None = opt(None, "torch.compile vitmae's step, as `vitmae pretrain` does (default: on GPUs)")
+    compile_mode: str = opt("default", "torch.compile mode", choices=COMPILE_MODES)
+    fp8: bool = opt(False, "vitmae's step with its blocks' linear layers in float8, as `vitmae pretrain --fp8`")
+    peak_tflops: float | None = opt(None, "the device's peak TFLOP/s, for MFU (known for the H100)", above=0)
+    json: str | None = opt(None, "also write the report to this JSON file")
+    data: str | None = opt(None, "also time the input pipeline alone and data + step end to end on these images")
+    num_workers: int = redefault(RuntimeOptions, "num_workers", 4)
+    augment_on: str = opt("auto", "the input pipeline's augmentation: workers | device | auto (device on a GPU)",
+                          choices=AUGMENT_ON)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        unknown = [c for c in (self.compare or "").split(",") if c and c not in COMPARE]
+        if unknown:
+            raise ConfigError(f"unknown --compare {unknown[0]!r}; choose from: {', '.join(COMPARE)}")
+
+
+def bench(cfg: BenchConfig) -> dict[str, Any]:
+    """Time the step (and the pipeline with `data`) as `cfg` says; the report is also written to `cfg.json`."""
+    device = resolve_device(cfg.device, DistInfo())
+    precision = resolve_precision(cfg.precision, device)
+    model_cfg = cfg.model_config()
+    compare = tuple(c for c in (cfg.compare or "").split(",") if c)
+    result = bench_step(model_cfg, cfg.batch_size, str(device), precision, compare, cfg.steps, cfg.warmup,
+                        cfg.compile, cfg.peak_tflops, cfg.seed, cfg.compile_mode, cfg.fp8)
+    if cfg.data:
+        result["pipeline"] = bench_pipeline(model_cfg, cfg.data, cfg.batch_size, str(device), precision,
+                                            cfg.num_workers, cfg.steps, cfg.seed, compile=cfg.compile,
+                                            augment_on=cfg.augment_on)
+    if cfg.json:
+        Path(cfg.json).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def report(r: dict[str, Any], cfg: BenchConfig) -> list[str]:
+    lines = []
+    for row in r["results"]:
+        memory = "" if row["peak_mem_gib"] is None else f", peak memory {row['peak_mem_gib']:.2f} GiB"
+        mfu = "" if row["mfu"] is None else f", MFU {row['mfu']:.1%}"
+        lines.append(f"{row['impl']:>16}: {row['img_s']:9.1f} img/s ({row['step_ms']:.1f} ms/step){memory}{mfu}")
+    for other in r["results"][1:]:
+        speedup = r["speedup_vs_" + other["impl"].replace("-", "_")]
+        lines.append(f"speed-up over transformers{' (compiled)' if 'compiled' in other['impl'] else ''}: "
+                     f"{speedup:.2f}x")
+    if "pipeline" in r:
+        p = r["pipeline"]
+        lines.append(f"input pipeline (augmenting on the {p['augment_on']}): {p['pipeline_img_s']:.1f} img/s alone, "
+                     f"{p['end_to_end_img_s']:.1f} img/s with the step")
+    return lines
+
+
+TASK = Task("bench", "time the training step (and the input pipeline) against transformers", BenchConfig, bench,
+            report)

@@ -1,20 +1,41 @@
-"""The label-efficiency experiment end to end at its smoke-test scale, through the real CLI."""
+"""The label-efficiency experiment (experiments/label_efficiency.py, on the public API) end to end at its
+smoke-test scale, through its command line."""
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
-from vitmae.config import ConfigError, LabelEfficiencyConfig
-from vitmae.tasks.label_efficiency import SCALES, fit_batch, label_efficiency, parse_fractions, schedule_for
+from vitmae.config import ConfigError
+
+from ..conftest import ROOT
+
+SCRIPT = ROOT / "experiments" / "label_efficiency.py"
+_spec = importlib.util.spec_from_file_location("label_efficiency", SCRIPT)
+experiment = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(experiment)
+SCALES, LabelEfficiencyConfig, label_efficiency = experiment.SCALES, experiment.LabelEfficiencyConfig, experiment.label_efficiency
+fit_batch, parse_fractions, schedule_for = experiment.fit_batch, experiment.parse_fractions, experiment.schedule_for
+
+
+def run_script(*args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
+                            timeout=600, env=env, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_tiny_scale_runs_end_to_end_and_writes_its_report(run_cli, tmp_path):
+def test_tiny_scale_runs_end_to_end_and_writes_its_report(tmp_path):
     out = tmp_path / "le"
-    result = run_cli("label-efficiency", "--scale", "tiny", "--num-workers", "0", "--output", out)
+    result = run_script("--scale", "tiny", "--num-workers", "0", "--output", out)
     assert "report:" in result.stdout
     m = json.loads((out / "metrics.json").read_text())
     assert m["scale"] == "tiny" and m["train_images"] == 400 and m["test_images"] == 200
@@ -32,7 +53,7 @@ def test_tiny_scale_runs_end_to_end_and_writes_its_report(run_cli, tmp_path):
     assert m["pretrain"]["steps"] == 4
     report = (out / "report.md").read_text()
     assert "| labels | fraction |" in report and "fine-tune, MAE init" in report and "Hardware:" in report
-    assert "label-efficiency --scale tiny" in report
+    assert "label_efficiency.py --scale tiny" in report
     assert (out / "accuracy_vs_labels.png").stat().st_size > 0 and (out / "pretraining.png").stat().st_size > 0
 
     # Run again: every finished sub-run is reused, so it only rewrites the report.
@@ -48,5 +69,5 @@ def test_scale_helpers():
     assert schedule_for(SCALES["cpu"].finetune_epochs, 0.02) == SCALES["cpu"].finetune_epochs[0.01]
     for scale in SCALES.values():
         assert set(parse_fractions(scale.fractions)) <= set(scale.finetune_epochs)
-    with pytest.raises(ConfigError, match="unknown scale"):
+    with pytest.raises(ConfigError, match="unknown --scale"):
         label_efficiency(LabelEfficiencyConfig(scale="huge"))

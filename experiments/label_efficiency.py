@@ -1,4 +1,5 @@
-"""`vitmae label-efficiency`: how much do MAE pre-trained weights help when labels are scarce?
+"""How much do MAE pre-trained weights help when labels are scarce? An experiment built on vitmae's public
+API only (its tasks and options, called as a user's script would).
 
 On Fashion-MNIST: pre-train an MAE once on the 60,000 training images without their labels; then, with
 1%, 10% and 100% of the training labels (stratified, seeded subsets), fine-tune from the MAE weights,
@@ -6,9 +7,10 @@ fine-tune from scratch with the same recipe and budget, linear-probe and kNN the
 as a floor, a randomly initialised one); every number is measured on the 10,000 test images. Writes
 RUN/report.md (table, plots, commands, hardware, times) and RUN/metrics.json (every result).
 
-    vitmae label-efficiency --scale cpu --output runs/label-efficiency
+    python experiments/label_efficiency.py --scale cpu --output runs/label-efficiency
 
-Scales: `tiny` is a smoke test (a few steps on a few hundred images; the numbers mean nothing), `cpu` fits
+Scales: `tiny` is a smoke test (a few steps on 400 training and 200 test images, written as a folder of
+class sub-folders and used as any user's folder would be; the numbers mean nothing), `cpu` fits
 a laptop CPU (a small ViT, a few epochs), `full` is the GPU recipe (ViT-Tiny, patch 4, decoder 128x4,
 norm-pix, 100 pre-training epochs; fine-tuning with layer decay 0.75, label smoothing, crop + flip).
 A run directory that already holds a finished sub-run's metrics.json is reused, so an interrupted
@@ -16,9 +18,10 @@ experiment continues where it stopped.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
-
 import json
+import math
 import platform
 import shlex
 import sys
@@ -29,16 +32,34 @@ from typing import Any
 
 import torch
 
-from ..config import (ConfigError, EncoderOptions, FinetuneConfig, KnnConfig, LabelEfficiencyConfig,
-                      LinprobeConfig, PretrainConfig)
-from ..data import EvalTransform, default_normalization
-from ..data.labels import SubsetSource, labeled_splits, source_labels, stratified_indices
-from ..interop.vitmae_format import save_vitmae
-from ..model import MaskedAutoencoder
-from ..train import write_json
-from .embed import Features, Runtime, encode_source, load_encoder_or_random
+import vitmae
+from vitmae.cli import add_option_flags, build_config
+from vitmae.config import (ConfigError, EncoderOptions, FinetuneConfig, KnnConfig, LinprobeConfig, Options,
+                           PretrainConfig, opt)
+from vitmae.data import FashionMNISTSource, stratified_indices
+from vitmae.tasks.finetune import finetune
+from vitmae.tasks.knn import knn
+from vitmae.tasks.linprobe import linprobe
+from vitmae.tasks.pretrain import pretrain
 
 DATA = "fashion-mnist"
+SCALE_NAMES = ("tiny", "cpu", "full")
+
+
+@dataclass
+class LabelEfficiencyConfig(Options):
+    """Pre-train once without labels, then fine-tune (MAE and scratch), linear-probe and kNN with a few label
+    fractions; a Markdown report with the table and plots."""
+
+    output: str = opt("runs/label-efficiency", "directory of the experiment: every run, report.md, metrics.json")
+    scale: str = opt("cpu", "tiny (a test: seconds) | cpu (a laptop: minutes) | full (the GPU recipe: hours)",
+                     choices=lambda: list(SCALES))
+    fractions: str | None = opt(None, "label fractions, comma-separated, e.g. 0.01,0.1,1 (default: the scale's)")
+    pretrained: str | None = opt(None, "skip pre-training: use this pre-trained checkpoint")
+    device: str = opt("auto", "auto | cpu | cuda", choices=("auto", "cpu", "cuda"))
+    precision: str = opt("auto", "auto | fp32 | bf16 | fp16", choices=("auto", "fp32", "bf16", "fp16"))
+    num_workers: int = opt(2, "DataLoader worker processes", min=0)
+    seed: int = opt(0, "seed of every run and of the label subsets", min=0)
 
 
 @dataclass
@@ -129,11 +150,25 @@ def _done(run_dir: Path) -> dict[str, Any] | None:
     return json.loads(metrics.read_text()) if metrics.is_file() else None
 
 
-def _limited(source, limit: int | None, seed: int):
-    if limit is None or limit >= len(source):
-        return source
-    labels = source_labels(source)
-    return SubsetSource(source, stratified_indices(labels, fraction=limit / len(labels), seed=seed))
+def labeled_data(out: Path, scale: Scale, seed: int) -> tuple[str, list[int], int]:
+    """(the data spec every run reads, the training labels, the number of test images). Fashion-MNIST as
+    it is; with a scale's limits, a stratified sample of it written as a folder of class sub-folders
+    (train/ and val/), which every run then reads as it would read a user's folder."""
+    train, test = FashionMNISTSource("train"), FashionMNISTSource("test")
+    if scale.train_limit is None:
+        return DATA, [int(label) for label in train.labels], len(test)
+    root = out / "data"
+    labels = []
+    for split, source, limit in (("train", train, scale.train_limit), ("val", test, scale.test_limit)):
+        keep = stratified_indices(source.labels, fraction=limit / len(source), seed=seed)
+        for i in keep:
+            image, label = source[i]
+            target = root / split / f"class{label}" / f"{i:05d}.png"
+            if not target.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                image.save(target)
+            labels += [label] if split == "train" else []
+    return str(root), labels, scale.test_limit
 
 
 class Clock:
@@ -149,21 +184,15 @@ class Clock:
 
 
 def label_efficiency(cfg: LabelEfficiencyConfig) -> dict[str, Any]:
-    from .finetune import finetune
-    from .knn import knn
-    from .linprobe import linprobe
-    from .pretrain import pretrain
-
-    if cfg.scale not in SCALES:
-        raise ConfigError(f"unknown scale {cfg.scale!r}; choose from: {', '.join(SCALES)}")
     scale = SCALES[cfg.scale]
     fractions = parse_fractions(cfg.fractions or scale.fractions)
     epochs_for = {f: schedule_for(scale.finetune_epochs, f) for f in fractions}
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
-    common = dict(device=cfg.device, precision=cfg.precision, seed=cfg.seed)
+    common = dict(device=cfg.device, precision=cfg.precision, seed=cfg.seed, num_workers=cfg.num_workers)
     clock = Clock()
     started = time.perf_counter()
+    data, train_labels, test_images = labeled_data(out, scale, cfg.seed)
 
     # 1. Pre-train once, without labels.
     if cfg.pretrained:
@@ -172,77 +201,61 @@ def label_efficiency(cfg: LabelEfficiencyConfig) -> dict[str, Any]:
         run = out / "pretrain"
         pretrain_summary = _done(run)
         if pretrain_summary is None:
-            pcfg = PretrainConfig(output=str(run), data=DATA, num_workers=cfg.num_workers,
-                                  eval_knn=DATA if scale.pretrain.get("knn_every_epochs") else None,
+            pcfg = PretrainConfig(output=str(run), data=data, val_data=data if data != DATA else None,
+                                  eval_knn=data if scale.pretrain.get("knn_every_epochs") else None,
                                   **scale.model, **scale.pretrain, **common)
             pretrain_summary = clock.run("pre-training", pretrain, pcfg)
         checkpoint = str(run)
 
-    # 2. Labeled data: the training images (labels used only through the subsets) and the test images.
-    in_chans = 1
-    train, test, test_description = labeled_splits(DATA, None, in_chans, cfg.seed)
-    train, test = _limited(train, scale.train_limit, cfg.seed), _limited(test, scale.test_limit, cfg.seed)
-    sources = (train, test, test_description)
-    train_labels = source_labels(train)
-
-    # 3. Frozen features, computed once per encoder: every kNN and linear probe uses them.
+    # 2. The frozen encoders: the pre-trained one and, as a floor, the same architecture randomly
+    # initialised (saved, so that runs can name it).
     encoders = {"mae": checkpoint}
-    if scale.random_baselines:  # the same architecture, randomly initialised (saved, so runs can name it)
+    if scale.random_baselines:
         encoders["random"] = str(out / "random_init")
         if not (out / "random_init" / "model.safetensors").is_file():
             torch.manual_seed(cfg.seed)
-            save_vitmae(MaskedAutoencoder(PretrainConfig(**scale.model).model_config()), out / "random_init")
+            vitmae.export(vitmae.MaskedAutoencoder(PretrainConfig(**scale.model).model_config()),
+                          out / "random_init", "vitmae")
     probes = [(name, pool, method) for name, pool, method in PROBES if name in encoders]
-    features: dict[str, tuple[Features, Features]] = {}
-    runtime = Runtime(cfg.device, cfg.precision)
-    for name, pool, method in probes:
-        if all(_done(out / f"f{f:g}" / f"{kind}_{method}") for f in fractions for kind in ("knn", "linprobe")):
-            continue
-        encoder = load_encoder_or_random(encoders[name])
-        mean, std = default_normalization(encoder.config.in_chans, DATA)
-        transform = EvalTransform(encoder.config.img_size, mean, std)
-        features[method] = clock.run(f"features ({name} encoder, {pool})", lambda: (
-            encode_source(encoder, train, transform, pool, runtime, 512, cfg.num_workers),
-            encode_source(encoder, test, transform, pool, runtime, 512, cfg.num_workers)))
 
-    # 4. Per label fraction: fine-tune (MAE, scratch), linear probe and kNN.
+    # 3. Per label fraction: fine-tune (MAE, scratch), linear probe and kNN, on the same stratified subset.
     results: dict[str, dict[str, Any]] = {}
+    test_description = ""
     for fraction in fractions:
         fdir = out / f"f{fraction:g}"
-        subset = stratified_indices(train_labels, fraction=fraction, seed=cfg.seed) if fraction < 1 else None
-        labels_count = len(subset) if subset is not None else int((train_labels >= 0).sum())
+        labels_count = (len(stratified_indices(train_labels, fraction=fraction, seed=cfg.seed)) if fraction < 1
+                        else len(train_labels))
         row: dict[str, Any] = {"fraction": fraction, "labels": labels_count}
         for name, pool, method in probes:
-            sub_features = _subset_features(features.get(method), subset)
-            kcfg = KnnConfig(output=str(fdir / f"knn_{method}"), checkpoint=encoders[name], data=DATA, pool=pool,
-                             labels_fraction=fraction, num_workers=cfg.num_workers, **common)
-            row[f"knn_{method}"] = _done(Path(kcfg.output)) or clock.run(
-                f"kNN {method} {fraction:g}", knn, kcfg, sources, sub_features)
+            kcfg = KnnConfig(output=str(fdir / f"knn_{method}"), checkpoint=encoders[name], data=data, pool=pool,
+                             labels_fraction=fraction, **common)
+            row[f"knn_{method}"] = _done(Path(kcfg.output)) or clock.run(f"kNN {method} {fraction:g}", knn, kcfg)
             probe_epochs, probe_blr = schedule_for(scale.linprobe_schedule, fraction)
-            lcfg = LinprobeConfig(output=str(fdir / f"linprobe_{method}"), checkpoint=encoders[name], data=DATA,
-                                  pool=pool, labels_fraction=fraction, num_workers=cfg.num_workers,
-                                  log_every_steps=100,
+            lcfg = LinprobeConfig(output=str(fdir / f"linprobe_{method}"), checkpoint=encoders[name], data=data,
+                                  pool=pool, labels_fraction=fraction, log_every_steps=100,
                                   epochs=probe_epochs, blr=probe_blr, warmup_epochs=round(probe_epochs / 9, 3),
                                   eval_every_epochs=max(1, probe_epochs // 10), **common,
                                   **{**scale.linprobe,
                                      "batch_size": fit_batch(scale.linprobe["batch_size"], labels_count)})
             row[f"linprobe_{method}"] = _done(Path(lcfg.output)) or clock.run(
-                f"linear probe {method} {fraction:g}", linprobe, lcfg, sources, sub_features)
+                f"linear probe {method} {fraction:g}", linprobe, lcfg)
         epochs = epochs_for[fraction]
         for name, ckpt in (("mae", checkpoint), ("scratch", "none")):
-            fcfg = FinetuneConfig(output=str(fdir / f"finetune_{name}"), checkpoint=ckpt, data=DATA,
-                                  labels_fraction=fraction, num_workers=cfg.num_workers, epochs=epochs,
+            fcfg = FinetuneConfig(output=str(fdir / f"finetune_{name}"), checkpoint=ckpt, data=data,
+                                  labels_fraction=fraction, epochs=epochs,
                                   warmup_epochs=round(scale.warmup_fraction * epochs, 4), eval_every_epochs=epochs,
                                   log_every_steps=50, **common,
                                   **(_scratch_architecture(scale) if name == "scratch" else {}),
                                   **{**scale.finetune,
                                      "batch_size": fit_batch(scale.finetune["batch_size"], labels_count)})
             row[f"finetune_{name}"] = _done(Path(fcfg.output)) or clock.run(
-                f"fine-tune {name} {fraction:g}", finetune, fcfg, sources)
+                f"fine-tune {name} {fraction:g}", finetune, fcfg)
         results[f"{fraction:g}"] = row
-        _write(out, cfg, scale, pretrain_summary, results, clock, started, test_description, len(train), len(test))
-    return _write(out, cfg, scale, pretrain_summary, results, clock, started, test_description, len(train),
-                  len(test))
+        test_description = row["knn_mae"]["val"]
+        _write(out, cfg, scale, pretrain_summary, results, clock, started, test_description, len(train_labels),
+               test_images)
+    return _write(out, cfg, scale, pretrain_summary, results, clock, started, test_description, len(train_labels),
+                  test_images)
 
 
 def _scratch_architecture(scale: Scale) -> dict[str, Any]:
@@ -253,24 +266,7 @@ def _scratch_architecture(scale: Scale) -> dict[str, Any]:
 
 def schedule_for(table: dict[float, Any], fraction: float) -> Any:
     """The preset's entry for `fraction`, else the nearest listed fraction's (on a log scale)."""
-    import math
-
     return table.get(fraction) or table[min(table, key=lambda f: abs(math.log(f / fraction)))]
-
-
-def _subset_features(features: tuple[Features, Features] | None, subset: list[int] | None):
-    if features is None:
-        return None
-    train, test = features
-    if subset is None:
-        keep = train.labels >= 0
-    else:
-        position = {int(i): row for row, i in enumerate(train.indices.tolist())}
-        rows = torch.tensor([position[i] for i in subset if i in position], dtype=torch.long)
-        keep = torch.zeros(len(train.labels), dtype=torch.bool)
-        keep[rows] = True
-    chosen = Features(train.features[keep], train.labels[keep], train.indices[keep], [])
-    return chosen, test
 
 
 # -- the report ----------------------------------------------------------------------------------------
@@ -298,8 +294,9 @@ def _write(out: Path, cfg: LabelEfficiencyConfig, scale: Scale, pretrain_summary
     table = [{"fraction": row["fraction"], "labels": row["labels"],
               **{m: round(row[m]["top1"], 2) for m, _ in METHODS if m in row}} for row in results.values()]
     plot = _plot(out, table, pretrain_summary)
-    command = "vitmae " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if Path(sys.argv[0]).name in (
-        "vitmae", "__main__.py") else f"vitmae label-efficiency --scale {cfg.scale} --output {cfg.output}"
+    command = ("python experiments/label_efficiency.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+               if Path(sys.argv[0]).name == "label_efficiency.py"
+               else f"python experiments/label_efficiency.py --scale {cfg.scale} --output {cfg.output}")
     summary = {"scale": cfg.scale, "command": command, "hardware": _hardware(cfg.device),
                "wall_time_s": round(time.perf_counter() - started, 1), "stage_times_s": clock.times,
                "train_images": train_images, "test_images": test_images, "test": test_description,
@@ -404,3 +401,21 @@ def _markdown(s: dict[str, Any], scale: Scale, cfg: LabelEfficiencyConfig) -> st
     lines += [f"| {name} | {seconds:.1f} |" for name, seconds in s["stage_times_s"].items()]
     lines += ["", "Every run's own metrics.json is in its directory (f<fraction>/<method>_<init>/)."]
     return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python experiments/label_efficiency.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="YAML file of options; flags override it")
+    add_option_flags(parser, LabelEfficiencyConfig)
+    args = parser.parse_args(argv)
+    try:
+        summary = label_efficiency(build_config(LabelEfficiencyConfig, args))
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"label-efficiency: error: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {summary['report']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""The tasks vitmae runs, one module each, registered in `TASKS`: the `vitmae` command makes a subcommand
+of each entry, with a flag for every field of its options dataclass (help, choices and ranges from the
+fields), and prints what its `report` says of the run's summary.
+
+A task module exports its options dataclass (fields made with `options.opt`), how it builds its model and
+its data, its objective and hooks for the engine (training tasks), and a `run(options) -> summary dict`
+that a user can call from Python as well. What several tasks share is in `common`; a task never imports
+another task's module. See docs/architecture.md, "How to add a task".
+"""
+from __future__ import annotations
+
+from .common import Task
+
+
+def _registry() -> dict[str, Task]:
+    from . import bench, checkpoints, demo, embed, evaluate, finetune, knn, linprobe, pictures, pretrain
+
+    tasks = (pretrain.TASK, finetune.TASK, linprobe.TASK, knn.TASK, embed.TASK, evaluate.TASK, *pictures.TASKS,
+             demo.TASK, *checkpoints.TASKS, bench.TASK)
+    return {task.name: task for task in tasks}
+
+
+TASKS: dict[str, Task] = _registry()

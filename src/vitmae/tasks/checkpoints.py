@@ -1,0 +1,63 @@
+"""`vitmae models`, `vitmae info`, `vitmae convert`: the presets, and checkpoints of any format."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ..interop import FORMATS, convert, describe
+from ..model import PRESETS
+from .common import Task
+from ..options import Options, opt
+
+
+@dataclass
+class ModelsOptions(Options):
+    """`vitmae models`: the model presets."""
+
+
+def models(cfg: ModelsOptions) -> dict[str, Any]:
+    return {name: config.to_dict() for name, config in PRESETS.items()}
+
+
+def models_report(presets: dict[str, Any], cfg: ModelsOptions) -> list[str]:
+    return [f"{name:28s} {c['img_size'][0]}x{c['img_size'][1]} patch {c['patch_size']} chans {c['in_chans']}  "
+            f"encoder {c['embed_dim']}x{c['depth']} ({c['num_heads']} heads)  "
+            f"decoder {c['decoder_embed_dim']}x{c['decoder_depth']}" for name, c in presets.items()]
+
+
+@dataclass
+class InfoOptions(Options):
+    """`vitmae info`: what a checkpoint is."""
+
+    checkpoint: str = opt(None, "a checkpoint file, directory or run directory of any format vitmae reads",
+                          positional=True)
+
+
+def info(cfg: InfoOptions) -> dict[str, Any]:
+    return describe(cfg.checkpoint)
+
+
+@dataclass
+class ConvertOptions(Options):
+    """`vitmae convert`: load a checkpoint and write it in another format."""
+
+    src: str = opt(None, "the checkpoint to read (any format `vitmae info` reads)", positional=True)
+    dst: str = opt(None, "where to write it: a directory, or a file for timm / official / vitmae",
+                   positional=True)
+    to: str = opt(None, "the format to write: vitmae | hf (config.json + model.safetensors) | timm (encoder "
+                  "safetensors) | official ({'model': state_dict} .pth)", choices=FORMATS, required=True)
+
+
+def convert_checkpoint(cfg: ConvertOptions) -> dict[str, Any]:
+    out = convert(cfg.src, cfg.dst, cfg.to)
+    return {"format": cfg.to, "path": str(out or cfg.dst)}
+
+
+TASKS = (
+    Task("models", "list the model presets", ModelsOptions, models, models_report, config_file=False),
+    Task("info", "detected format, architecture and parameter counts of a checkpoint", InfoOptions, info,
+         lambda summary, cfg: [json.dumps(summary, indent=2, default=str)], config_file=False),
+    Task("convert", "convert a checkpoint between formats", ConvertOptions, convert_checkpoint,
+         lambda s, cfg: [f"wrote {s['format']} checkpoint to {s['path']}"], config_file=False),
+)

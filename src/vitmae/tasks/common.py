@@ -1,0 +1,495 @@
+"""What several tasks share: option groups, the runtime, the frozen encoder and its features, classifier
+training and evaluation, kNN, and weight saving. No task imports another task's module; what two of them
+need is here."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ..data import (Batch, EvalTransform, PretrainTransform, build_dataset, build_device_dataset, build_loader,
+                    build_source, default_normalization)
+from ..data.augment import seeded_global_rngs
+from ..data.labels import (Source, SubsetSource, label_subset, labeled_splits, num_classes_of, source_labels,
+                           stratified_indices)
+from ..data.transforms import mix_seed
+from ..errors import ConfigError
+from ..interop.vitmae_format import save_vitmae
+from ..model import POOLS, POS_EMBED_RESIZE, PRESETS, MaskedAutoencoder, ModelConfig, ViTEncoder, model_config
+from ..model.classifier import pool_features
+from ..options import Options, opt
+from ..train import Hook, Trainer
+from ..train.config import RuntimeOptions
+from ..train.distributed import DistInfo
+from ..train.engine import autocast, resolve_device, resolve_precision
+
+
+@dataclass(frozen=True)
+class Task:
+    """A subcommand of `vitmae`: its options dataclass, what it runs, what it prints (see tasks/__init__)."""
+
+    name: str  # the subcommand
+    summary: str  # one line, for `vitmae --help`
+    options: type  # the options dataclass
+    run: Callable[[Any], dict[str, Any]]
+    report: Callable[[dict[str, Any], Any], list[str]]  # the lines printed after a run: (summary, options)
+    config_file: bool = True  # takes --config FILE.yaml
+
+
+def redefault(owner: type, name: str, default: Any) -> Any:
+    """The option `name` of `owner` with another default (its help, choices and range kept)."""
+    original = next(f for f in dataclasses.fields(owner) if f.name == name)
+    return dataclasses.field(default=default, metadata=original.metadata)
+
+
+# -- option groups -------------------------------------------------------------------------------------
+@dataclass
+class EncoderOptions(Options):
+    """A preset and overrides of its encoder (None keeps the preset's, or the checkpoint's, value)."""
+
+    model: str = opt("mae_vit_micro_patch4_28", "architecture preset (see `vitmae models`); a checkpoint "
+                     "brings its own", choices=lambda: list(PRESETS))
+    img_size: tuple[int, int] | None = opt(None, "input size: 224 or 224,160 (height,width)", min=1)
+    patch_size: int | None = opt(None, "side of the square patches, in pixels", min=1)
+    in_chans: int | None = opt(None, "image channels: 1 grayscale, 3 RGB (others from .npy files)", min=1)
+    embed_dim: int | None = opt(None, "encoder width (the size of each token)", min=4)
+    depth: int | None = opt(None, "encoder blocks", min=1)
+    num_heads: int | None = opt(None, "encoder attention heads (they divide the width)", min=1)
+    mlp_ratio: float | None = opt(None, "hidden width of the blocks' MLP, as a multiple of the width", above=0)
+    norm_eps: float | None = opt(None, "LayerNorm epsilon", above=0)
+    pos_embed_resize: str | None = opt(None, "at another input size: recompute the sin-cos position table "
+                                       "(default) or interpolate it bicubically (learned tables always are)",
+                                       choices=POS_EMBED_RESIZE)
+    mean: tuple[float, ...] | None = opt(None, "input normalisation mean per channel, e.g. 0.5,0.5,0.5 "
+                                         "(default: the checkpoint's, else the data's)")
+    std: tuple[float, ...] | None = opt(None, "input normalisation std per channel (default: as --mean)")
+
+    def model_overrides(self) -> dict[str, Any]:
+        """The architecture options that were set, by ModelConfig name."""
+        names = {f.name for f in dataclasses.fields(ModelConfig)}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name in names and getattr(self, f.name) is not None}
+
+    def model_config(self) -> ModelConfig:
+        return model_config(self.model, **self.model_overrides())
+
+
+@dataclass
+class MAEOptions(EncoderOptions):
+    """A preset and overrides of its whole masked autoencoder."""
+
+    decoder_embed_dim: int | None = opt(None, "decoder width", min=4)
+    decoder_depth: int | None = opt(None, "decoder blocks", min=1)
+    decoder_num_heads: int | None = opt(None, "decoder attention heads (they divide its width)", min=1)
+    norm_pix_loss: bool | None = opt(None, "predict per-patch normalised pixels (the paper's target)")
+    mask_ratio: float | None = opt(None, "share of the patches removed (the paper's 0.75)", min=0, below=1)
+
+
+@dataclass
+class LabeledDataOptions(Options):
+    """Where labeled images come from, and which of the training labels are kept."""
+
+    data: str = opt("fashion-mnist", "labeled images: fashion-mnist | a folder of class sub-folders | a .csv "
+                    "of path,label")
+    val_data: str | None = opt(None, "validation images (default: the data's val/test split, else a held-out 10%)")
+    labels_fraction: float | None = opt(None, "keep a stratified, seeded fraction of the training labels "
+                                        "(e.g. 0.01)", above=0, max=1)
+    labels_per_class: int | None = opt(None, "keep this many training labels of each class (stratified, seeded)",
+                                       min=1)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.labels_fraction is not None and self.labels_per_class is not None:
+            raise ConfigError("give --labels-fraction or --labels-per-class, not both")
+
+
+@dataclass
+class InferenceOptions(RuntimeOptions):
+    """How a frozen encoder is run over a data set."""
+
+    batch_size: int = opt(256, "images per forward pass", min=1)
+
+
+CHECKPOINT_HELP = "a pre-trained checkpoint or run directory (any format `vitmae info` reads); none: random"
+POOL_HELP = "features: cls (the cls token) | mean (the mean patch token)"
+
+
+# -- the runtime and the frozen encoder ----------------------------------------------------------------
+class Runtime:
+    """Device and autocast for tasks that only run the model forward."""
+
+    def __init__(self, device: str | torch.device = "auto", precision: str = "auto"):
+        self.device = device if isinstance(device, torch.device) else resolve_device(device, DistInfo())
+        self.precision = resolve_precision(precision, self.device)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return autocast(self.device, self.precision)
+
+
+def load_encoder_or_random(checkpoint: str | None, model: str = "mae_vit_micro_patch4_28",
+                           seed: int = 0, **overrides: Any) -> MaskedAutoencoder | nn.Module:
+    """The model holding the encoder of `checkpoint` (any format load_pretrained reads, or a fine-tuned
+    classifier), or, for "none", a randomly initialised MAE of the preset `model` (a baseline)."""
+    from ..interop.classifier import load_encoder
+
+    if not checkpoint:
+        raise ConfigError("give --checkpoint PATH (a pre-trained or fine-tuned model), or --checkpoint none")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if checkpoint.lower() == "none":
+        torch.manual_seed(seed)
+        return MaskedAutoencoder(model_config(model, **overrides))
+    return load_encoder(checkpoint, **overrides)
+
+
+def normalization(config: ModelConfig, data: str | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The input normalisation a model was trained with (recorded in its config), else the data's default."""
+    if config.mean is not None and config.std is not None:
+        return config.mean, config.std
+    return default_normalization(config.in_chans, data)
+
+
+def eval_transform(model: nn.Module, data: str | None) -> EvalTransform:
+    config = model.config
+    return EvalTransform(config.img_size, *normalization(config, data))
+
+
+@dataclass
+class Features:
+    features: Tensor  # (N, D) float32 on the CPU
+    labels: Tensor  # (N,) long, -1 where unknown
+    indices: Tensor  # (N,) the source index of each row (unreadable images have no row)
+    skipped: list[tuple[str, str]]  # (path, reason)
+
+
+@torch.no_grad()
+def encode_source(encoder: nn.Module, source: Source, transform, pool: str, runtime: Runtime,
+                  batch_size: int = 256, num_workers: int = 0) -> Features:
+    """Pooled features (`encoder.encode`) of every readable image of `source`, in source order."""
+    if pool not in POOLS:
+        raise ConfigError(f"unknown pooling {pool!r}; choose from: {', '.join(POOLS)}")
+    was_training = encoder.training
+    encoder.eval().to(runtime.device)
+    dataset = build_dataset(source, transform, seed=0)
+    loader = build_loader(dataset, batch_size, None, num_workers, drop_last=False, persistent_workers=False)
+    feats, labels, indices, skipped = [], [], [], []
+    for batch in loader:
+        skipped.extend(batch.skipped)
+        if len(batch) == 0:
+            continue
+        with runtime.autocast():
+            tokens = encoder.encode(batch.images.to(runtime.device))
+        feats.append(pool_features(tokens, pool).float().cpu())
+        labels.append(batch.targets)
+        indices.append(batch.indices)
+    encoder.train(was_training)
+    if not feats:
+        raise ConfigError("no readable image to encode")
+    return Features(torch.cat(feats), torch.cat(labels), torch.cat(indices), skipped)
+
+
+class FeatureDataset(torch.utils.data.Dataset):
+    """Precomputed features as a dataset the engine trains on: sample i is (features[i], labels[i], i),
+    so a Batch's `images` are (N, D) feature rows."""
+
+    def __init__(self, features: Tensor, labels: Tensor):
+        self.features, self.labels = features, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int, int]:
+        return self.features[index], int(self.labels[index]), index
+
+
+def frozen(module: nn.Module) -> nn.Module:
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()
+
+
+# -- pre-training data ---------------------------------------------------------------------------------
+def pretrain_data(data: str, model_cfg: ModelConfig, crop_min_scale: float = 0.2, seed: int = 0,
+                  on_device: bool = False):
+    """(source, dataset, mean, std) of pre-training: the recipe's crops and flips, normalised. With
+    `on_device` the workers only read files and draw crops; each batch is decoded, cropped and flipped
+    where it goes (`EncodedBatch.to(device)`), with the same crops and flips."""
+    source = build_source(data, "train", in_chans=model_cfg.in_chans)
+    mean, std = normalization(model_cfg, data)
+    transform = PretrainTransform(model_cfg.img_size, mean, std, scale=(crop_min_scale, 1.0))
+    if on_device:
+        return source, build_device_dataset(source, transform, model_cfg.in_chans, seed), mean, std
+    return source, build_dataset(source, transform, seed), mean, std
+
+
+# -- labeled data --------------------------------------------------------------------------------------
+def labeled_data(cfg: LabeledDataOptions, in_chans: int, seed: int) -> tuple[Source, Source, Source, str]:
+    """(all training images, the labeled subset trained on, validation images, their description)."""
+    train_all, val, description = labeled_splits(cfg.data, cfg.val_data, in_chans, seed)
+    train = label_subset(train_all, fraction=cfg.labels_fraction, per_class=cfg.labels_per_class, seed=seed)
+    return train_all, train, val, description
+
+
+def label_summary(train_all: Source, train: Source, cfg: LabeledDataOptions) -> dict[str, Any]:
+    return {"train_images": len(train), "train_images_available": len(train_all),
+            "labels_fraction": cfg.labels_fraction, "labels_per_class": cfg.labels_per_class}
+
+
+class FrozenEncoderData(NamedTuple):
+    encoder: nn.Module
+    train_all: Source
+    train: Source
+    val: Source
+    val_description: str
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    evaluation: EvalTransform
+
+
+def frozen_encoder_data(cfg: Any) -> FrozenEncoderData:
+    """What kNN and the linear probe share: the encoder (random for `--checkpoint none`), the labeled
+    splits, the number of classes and the evaluation transform."""
+    holder = load_encoder_or_random(cfg.checkpoint, cfg.model, cfg.seed, **cfg.model_overrides())
+    encoder = holder.encoder
+    config = encoder.config
+    train_all, train, val, description = labeled_data(cfg, config.in_chans, cfg.seed)
+    mean, std = normalization(config, cfg.data)
+    return FrozenEncoderData(encoder, train_all, train, val, description,
+                             max(num_classes_of(train_all), num_classes_of(val)), mean, std,
+                             EvalTransform(config.img_size, mean, std))
+
+
+def eval_loader(source: Source, transform, batch_size: int, num_workers: int):
+    return build_loader(build_dataset(source, transform, seed=0), batch_size, None, num_workers,
+                        drop_last=False, persistent_workers=num_workers > 0)
+
+
+# -- classification ------------------------------------------------------------------------------------
+class ClassificationObjective:
+    """Cross-entropy with label smoothing, or soft-target cross-entropy on mixup / cutmix batches."""
+
+    def __init__(self, num_classes: int, smoothing: float, mixup: float, cutmix: float, seed: int, rank: int = 0):
+        self.smoothing, self.seed, self.rank = smoothing, seed, rank
+        self.mixup = None
+        if mixup > 0 or cutmix > 0:
+            from timm.data import Mixup
+
+            self.mixup = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=1.0, switch_prob=0.5, mode="batch",
+                               label_smoothing=smoothing, num_classes=num_classes)
+
+    def __call__(self, model: nn.Module, batch: Batch, step: int, micro: int) -> Tensor:
+        images, labels = batch.images, batch.targets
+        if self.mixup is None:
+            return F.cross_entropy(model(images), labels, label_smoothing=self.smoothing)
+        if len(images) % 2:  # timm's batch mixing pairs each sample with its mirror: needs an even count
+            images, labels = images[:-1], labels[:-1]
+        with seeded_global_rngs(mix_seed(self.seed, step, micro, self.rank)):
+            images, targets = self.mixup(images, labels)
+        return torch.sum(-targets * F.log_softmax(model(images).float(), dim=-1), dim=-1).mean()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader, device: torch.device, autocast) -> tuple[Tensor, Tensor, list]:
+    """(logits (N, K) float32, labels (N,), skipped) of every batch `loader` yields; the model's
+    training mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    logits, labels, skipped = [], [], []
+    for batch in loader:
+        skipped.extend(batch.skipped)
+        if len(batch) == 0:
+            continue
+        with autocast():
+            out = model(batch.images.to(device, non_blocking=True))
+        logits.append(out.float().cpu())
+        labels.append(batch.targets)
+    model.train(was_training)
+    if not logits:
+        raise ConfigError("no readable image to evaluate")
+    return torch.cat(logits), torch.cat(labels), skipped
+
+
+def topk_accuracy(logits: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    """Percent of samples whose label is among the k highest logits (k capped at the class count)."""
+    out = {}
+    for k in ks:
+        top = logits.topk(min(k, logits.shape[1]), dim=1).indices
+        out[f"top{k}"] = 100.0 * (top == labels[:, None]).any(dim=1).float().mean().item()
+    return out
+
+
+def save_weights(model: nn.Module, path: Path) -> Path:
+    """Weights and config (vitmae format) into the directory `path`, replaced whole."""
+    tmp, old = path.with_name(f".tmp-{path.name}"), path.with_name(f".old-{path.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_vitmae(model, tmp)
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+class ClassifierEvaluator(Hook):
+    """Top-1 / top-5 and loss on validation batches every `every_epochs` epochs and at the end; the history
+    lives in `trainer.extra_state` (so it survives a resume) and the best model is kept in
+    RUN/checkpoints/best. `averaged` gives the weights to evaluate and keep instead of the trained ones
+    (a moving average)."""
+
+    def __init__(self, loader, every_epochs: int, total_epochs: int, save_best: bool = True,
+                 averaged: Callable[[], nn.Module] | None = None):
+        self.loader, self.every, self.total, self.save_best = loader, max(1, every_epochs), total_epochs, save_best
+        self.averaged = averaged
+
+    def model(self, trainer: Trainer) -> nn.Module:
+        return self.averaged() if self.averaged else trainer.model
+
+    def evaluate(self, trainer: Trainer, model: nn.Module | None = None) -> dict[str, float]:
+        logits, labels, _ = predict(model or self.model(trainer), self.loader, trainer.device, trainer.autocast)
+        keep = labels >= 0
+        logits, labels = logits[keep], labels[keep]
+        return {**topk_accuracy(logits, labels), "loss": F.cross_entropy(logits, labels).item()}
+
+    def record(self, trainer: Trainer, epoch: float) -> dict[str, Any]:
+        entry = {"epoch": epoch, "step": trainer.progress.step, **self.evaluate(trainer)}
+        trainer.extra_state.setdefault("history", []).append(entry)
+        trainer.log_scalars(trainer.progress.step, {f"val/{k}": entry[k] for k in ("top1", "top5", "loss")})
+        best = trainer.extra_state.get("best")
+        if best is None or entry["top1"] > best["top1"]:
+            trainer.extra_state["best"] = entry
+            if self.save_best and trainer.dist.is_main:
+                save_weights(self.model(trainer), trainer.output / "checkpoints" / "best")
+        if trainer.dist.is_main:
+            tqdm.write(f"epoch {epoch:g}: val top-1 {entry['top1']:.2f}%  top-5 {entry['top5']:.2f}%  "
+                       f"loss {entry['loss']:.4f}")
+        return entry
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int) -> None:
+        if epoch % self.every == 0 or epoch == self.total:
+            self.record(trainer, epoch)
+
+    def on_end(self, trainer: Trainer) -> None:
+        history = trainer.extra_state.get("history", [])
+        if not history or history[-1]["step"] != trainer.progress.step:  # stopped mid-epoch (max_steps)
+            self.record(trainer, trainer.summary()["epochs"])
+
+    def results(self, trainer: Trainer) -> dict[str, Any]:
+        history, best = trainer.extra_state["history"], trainer.extra_state["best"]
+        final = history[-1]
+        results = {"top1": final["top1"], "top5": final["top5"], "val_loss": final["loss"],
+                   "best_top1": best["top1"], "best_top5": best["top5"], "best_epoch": best["epoch"],
+                   "history": history}
+        if self.averaged:  # the trained weights themselves, for comparison
+            raw = self.evaluate(trainer, trainer.model)
+            results.update(top1_without_ema=raw["top1"], top5_without_ema=raw["top5"])
+        return results
+
+
+# -- kNN -----------------------------------------------------------------------------------------------
+# Samples the monitor of a pre-training run uses: a stratified bank and query set, so one evaluation
+# costs the forward passes of at most 12,000 images.
+MONITOR_BANK, MONITOR_QUERIES = 10_000, 2_000
+
+
+@torch.no_grad()
+def knn_scores(train_features: Tensor, train_labels: Tensor, query_features: Tensor, num_classes: int,
+               k: int = 20, temperature: float = 0.07, chunk: int = 1024) -> Tensor:
+    """(Q, num_classes) class votes of each query: sum over its k nearest training features (cosine) of
+    exp(similarity / temperature) for the neighbour's class."""
+    if k < 1 or temperature <= 0:
+        raise ConfigError(f"k must be at least 1 and temperature positive (got k={k}, temperature={temperature})")
+    bank = F.normalize(train_features.float(), dim=1)
+    k = min(k, len(bank))
+    votes = []
+    for start in range(0, len(query_features), chunk):
+        queries = F.normalize(query_features[start:start + chunk].float(), dim=1)
+        similarity, neighbours = (queries @ bank.T).topk(k, dim=1)
+        weights = (similarity / temperature).exp()
+        scores = torch.zeros(len(queries), num_classes)
+        scores.scatter_add_(1, train_labels[neighbours], weights)
+        votes.append(scores)
+    return torch.cat(votes)
+
+
+def knn_accuracy(train_features: Tensor, train_labels: Tensor, query_features: Tensor, query_labels: Tensor,
+                 k: int = 20, temperature: float = 0.07, num_classes: int | None = None) -> dict[str, float]:
+    num_classes = num_classes or int(max(train_labels.max(), query_labels.max())) + 1
+    scores = knn_scores(train_features, train_labels, query_features, num_classes, k, temperature)
+    return topk_accuracy(scores, query_labels)
+
+
+def _spread(source, count: int, seed: int):
+    """A stratified sample of at most `count` labeled images of `source`."""
+    labels = source_labels(source)
+    labeled = int((labels >= 0).sum())
+    if labeled <= count and labeled == len(labels):
+        return source
+    fraction = min(1.0, count / max(1, labeled))
+    return SubsetSource(source, stratified_indices(labels, fraction=fraction, seed=seed))
+
+
+class KnnMonitor(Hook):
+    """kNN top-1 / top-5 of the encoder being pre-trained, at the start, every `every_epochs` epochs and at
+    the end: the representation getting better, while the loss alone says little. Bank and queries are
+    fixed stratified samples (at most 10,000 and 2,000 images) of the labeled data's train and val splits."""
+
+    def __init__(self, spec: str, in_chans: int, img_size, mean, std, every_epochs: int, seed: int,
+                 batch_size: int = 256, num_workers: int = 0, k: int = 20, temperature: float = 0.07):
+        train, val, self.description = labeled_splits(spec, None, in_chans, seed)
+        self.bank_source, self.query_source = _spread(train, MONITOR_BANK, seed), _spread(val, MONITOR_QUERIES, seed)
+        self.num_classes = max(num_classes_of(train), num_classes_of(val))
+        self.transform = EvalTransform(img_size, mean, std)
+        self.every, self.batch_size, self.num_workers = every_epochs, batch_size, num_workers
+        self.k, self.temperature = k, temperature
+        self.results: dict[str, Any] = {}
+
+    def evaluate(self, trainer) -> dict[str, float]:
+        runtime = Runtime(trainer.device, trainer.precision)
+        bank = encode_source(trainer.model, self.bank_source, self.transform, "cls", runtime, self.batch_size,
+                             self.num_workers)
+        queries = encode_source(trainer.model, self.query_source, self.transform, "cls", runtime, self.batch_size,
+                                self.num_workers)
+        labeled = queries.labels >= 0
+        return knn_accuracy(bank.features, bank.labels, queries.features[labeled], queries.labels[labeled],
+                            self.k, self.temperature, self.num_classes)
+
+    def record(self, trainer, epoch: float) -> None:
+        if not trainer.dist.is_main:
+            return
+        start = time.perf_counter()
+        entry = {"epoch": epoch, "step": trainer.progress.step, **self.evaluate(trainer),
+                 "time_s": round(time.perf_counter() - start, 2)}
+        trainer.extra_state.setdefault("knn", []).append(entry)
+        trainer.log_scalars(trainer.progress.step, {"knn/top1": entry["top1"], "knn/top5": entry["top5"]})
+        tqdm.write(f"epoch {epoch:g}: kNN top-1 {entry['top1']:.2f}% (k={self.k}, {self.description})")
+
+    def on_start(self, trainer) -> None:
+        if not trainer.extra_state.get("knn"):
+            self.record(trainer, 0)
+
+    def on_epoch_end(self, trainer, epoch: int) -> None:
+        if self.every and epoch % self.every == 0:  # 0: only at the start and the end
+            self.record(trainer, epoch)
+
+    def on_end(self, trainer) -> None:
+        if not trainer.dist.is_main:
+            return
+        history = trainer.extra_state.get("knn", [])
+        if not history or history[-1]["step"] != trainer.progress.step:
+            self.record(trainer, trainer.summary()["epochs"])
+        history = trainer.extra_state["knn"]
+        self.results = {"knn": self.description, "knn_bank_images": len(self.bank_source),
+                        "knn_query_images": len(self.query_source), "knn_top1_start": history[0]["top1"],
+                        "knn_top1_end": history[-1]["top1"], "knn_history": history}

@@ -1,0 +1,33 @@
+"""`vitmae demo`: a web page on localhost to mask images and watch the reconstructions."""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigError
+from .common import Task
+from ..options import Options, opt
+
+
+@dataclass
+class DemoOptions(Options):
+    checkpoint: str | None = opt(None, "any checkpoint `vitmae info` reads, or a run directory", required=True)
+    port: int = opt(7860, "TCP port to listen on", min=1, max=65535)
+    host: str = opt("127.0.0.1", "interface to listen on (0.0.0.0: all)")
+
+
+def demo(cfg: DemoOptions) -> dict[str, Any]:
+    """Serve the demo until Ctrl+C."""
+    if importlib.util.find_spec("gradio") is None:
+        raise ConfigError("the demo needs gradio: pip install 'vitmae[demo]'")
+    from ..demo import serve
+
+    app, url = serve(cfg.checkpoint, cfg.port, cfg.host)
+    print(f"demo of {cfg.checkpoint} on {url} (Ctrl+C stops it)", flush=True)
+    app.block_thread()
+    return {"url": url}
+
+
+TASK = Task("demo", "web page on localhost to mask images and watch the reconstructions", DemoOptions, demo,
+            lambda summary, cfg: [], config_file=False)

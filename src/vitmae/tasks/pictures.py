@@ -1,0 +1,71 @@
+"""`vitmae reconstruct`, `vitmae attention`, `vitmae report`: pictures of a model and of a run."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..model import STRATEGIES
+from .common import Task
+from ..options import Options, opt
+from ..viz import attention_file, reconstruct_files, write_report
+
+VIEW_CHECKPOINT_HELP = "any checkpoint `vitmae info` reads, or a run directory"
+
+
+@dataclass
+class ReconstructOptions(Options):
+    """`vitmae reconstruct`: masked images and their reconstructions, one row per image."""
+
+    images: list[str] = opt([], "image files", positional=True, metavar="IMAGE")
+    checkpoint: str | None = opt(None, VIEW_CHECKPOINT_HELP, required=True)
+    out: str | None = opt(None, "PNG file to write", required=True)
+    mask_ratio: float | None = opt(None, "share of patches removed (default: the model's)", min=0, below=1)
+    masking: str = opt("random", "which patches are removed", choices=STRATEGIES)
+    seed: int = opt(0, "seed of the masking", min=0)
+    mask: str | None = opt(None, "your own mask for all images: a picture (white = removed) or a file of patch "
+                           "indices; the mask ratio then follows it")
+
+
+def reconstruct(cfg: ReconstructOptions) -> dict[str, Any]:
+    return {"out": str(reconstruct_files(cfg.checkpoint, cfg.images, cfg.out, cfg.mask_ratio, cfg.masking,
+                                         cfg.seed, cfg.mask))}
+
+
+@dataclass
+class AttentionOptions(Options):
+    """`vitmae attention`: the cls token's attention over the patches, per head, on the image."""
+
+    image: str = opt(None, "an image file", positional=True)
+    checkpoint: str | None = opt(None, VIEW_CHECKPOINT_HELP, required=True)
+    out: str | None = opt(None, "PNG file to write", required=True)
+    layer: int = opt(-1, "encoder block, from 0 (-1: the last)")
+
+
+def attention(cfg: AttentionOptions) -> dict[str, Any]:
+    return {"out": str(attention_file(cfg.checkpoint, cfg.image, cfg.out, cfg.layer))}
+
+
+@dataclass
+class ReportOptions(Options):
+    """`vitmae report`: a self-contained HTML page of a run."""
+
+    run_dir: str = opt(None, "the run directory", positional=True)
+    out: str | None = opt(None, "HTML file to write (default: RUN_DIR/report.html)")
+
+
+def report_page(cfg: ReportOptions) -> dict[str, Any]:
+    return {"out": str(write_report(cfg.run_dir, cfg.out))}
+
+
+def wrote(summary: dict[str, Any], cfg: Any) -> list[str]:
+    return [f"wrote {summary['out']}"]
+
+
+TASKS = (
+    Task("reconstruct", "picture of masked images and their reconstructions, one row per image",
+         ReconstructOptions, reconstruct, wrote, config_file=False),
+    Task("attention", "the cls token's attention over the patches, per head, on the image", AttentionOptions,
+         attention, wrote, config_file=False),
+    Task("report", "self-contained HTML page of a run: curves, reconstructions, config", ReportOptions,
+         report_page, wrote, config_file=False),
+)
