@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,10 +18,20 @@ class DemoOptions(Options):
     host: str = opt("127.0.0.1", "interface to listen on (0.0.0.0: all)")
 
 
+def check_port_free(host: str, port: int) -> None:
+    """A clear error now, rather than the web server's traceback once the model is loaded."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise ConfigError(f"cannot listen on {host}:{port} ({err.strerror}): choose another --port") from None
+
+
 def demo(cfg: DemoOptions) -> dict[str, Any]:
     """Serve the demo until Ctrl+C."""
     if importlib.util.find_spec("gradio") is None:
         raise ConfigError("the demo needs gradio: pip install 'vitmae[demo]'")
+    check_port_free(cfg.host, cfg.port)
     from ..demo import serve
 
     app, url = serve(cfg.checkpoint, cfg.port, cfg.host)

@@ -16,7 +16,7 @@ VIEW_CHECKPOINT_HELP = "any checkpoint `vitmae info` reads, or a run directory"
 class ReconstructOptions(Options):
     """`vitmae reconstruct`: masked images and their reconstructions, one row per image."""
 
-    images: list[str] = opt([], "image files", positional=True, metavar="IMAGE")
+    images: list[str] = opt([], "the image files to mask and reconstruct", positional=True, metavar="IMAGE")
     checkpoint: str | None = opt(None, VIEW_CHECKPOINT_HELP, required=True)
     out: str | None = opt(None, "PNG file to write", required=True)
     mask_ratio: float | None = opt(None, "share of patches removed (default: the model's)", min=0, below=1)
@@ -35,7 +35,7 @@ def reconstruct(cfg: ReconstructOptions) -> dict[str, Any]:
 class AttentionOptions(Options):
     """`vitmae attention`: the cls token's attention over the patches, per head, on the image."""
 
-    image: str = opt(None, "an image file", positional=True)
+    image: str = opt(None, "the image file to look at", positional=True)
     checkpoint: str | None = opt(None, VIEW_CHECKPOINT_HELP, required=True)
     out: str | None = opt(None, "PNG file to write", required=True)
     layer: int = opt(-1, "encoder block, from 0 (-1: the last)")

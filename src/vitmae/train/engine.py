@@ -113,7 +113,7 @@ class Trainer:
     def __init__(self, model: nn.Module, objective: Objective, dataset: Dataset, config: TrainConfig, *,
                  groups: list[dict] | None = None, betas: tuple[float, float] = (0.9, 0.95),
                  make_optimizer: Callable[[list[dict], float], torch.optim.Optimizer] | None = None,
-                 hooks: Sequence[Hook] = (), samples_per_epoch: int | None = None):
+                 hooks: Sequence[Hook] = (), samples_per_epoch: int | None = None, collate_fn=None):
         self.config = cfg = config
         self.dist = init_distributed(resolve_device(cfg.device, DistInfo()).type)
         self.device = resolve_device(cfg.device, self.dist)
@@ -154,7 +154,7 @@ class Trainer:
         self.stop_step = min(self.total_steps, cfg.max_steps or self.total_steps)
         self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
         self.loader = build_loader(dataset, cfg.batch_size, self.sampler, cfg.num_workers,
-                                   pin_memory=self.device.type == "cuda")
+                                   pin_memory=self.device.type == "cuda", collate_fn=collate_fn)
         if cfg.resume:
             self._resume(cfg.resume)
         train_model = (DistributedDataParallel(model, device_ids=[self.device.index]

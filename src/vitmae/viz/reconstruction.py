@@ -37,12 +37,16 @@ FONT_SIZE = 14
 def load_for_viewing(checkpoint: str | Path) -> tuple[MaskedAutoencoder, Stats, Stats]:
     """(model in eval mode, mean, std) for any checkpoint `load_pretrained` reads."""
     model = load_pretrained(checkpoint).eval()
-    return (model, *normalization_of(checkpoint, model.config.in_chans))
+    config = model.config
+    if config.mean is not None and config.std is not None:
+        return model, config.mean, config.std
+    return (model, *normalization_of(checkpoint, config.in_chans))
 
 
 def normalization_of(checkpoint: str | Path, in_chans: int) -> tuple[Stats, Stats]:
-    """The (mean, std) the checkpoint's training inputs had: its run's data set when it belongs to a
-    vitmae run (RUN/config.yaml), else the usual default (ImageNet for RGB, as the official weights)."""
+    """For a checkpoint that does not record its input normalisation (other tools', and vitmae's before
+    it did): its run's data set when it belongs to a vitmae run (RUN/config.yaml), else the usual default
+    (ImageNet for RGB, as the official weights)."""
     path = Path(checkpoint).resolve()
     runs = [path] + [p.parent for p in [path, *path.parents][:3] if p.name == "checkpoints"]
     for run in runs:
