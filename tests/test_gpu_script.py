@@ -47,7 +47,8 @@ def test_the_quality_stage_names_a_scale_that_exists():
     from vitmae.tasks.label_efficiency import SCALES
 
     text = SCRIPT.read_text()
-    scale = re.search(r"\$LABEL_EFFICIENCY --scale (\w+)", text).group(1)
+    scale = re.search(r"QUALITY_SCALE=\$\{QUALITY_SCALE:-(\w+)\}", text).group(1)
+    assert '$LABEL_EFFICIENCY --scale "$QUALITY_SCALE"' in text
     assert scale in SCALES
     s = SCALES[scale]
     assert PretrainConfig(**s.model, **s.pretrain).model_config().num_patches == 49
