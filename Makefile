@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.vitmae-installed
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup demo test test-fast pictures clean
+.PHONY: setup demo test test-fast pictures clean gpu-carry
 
 setup: $(STAMP)
 
@@ -45,6 +45,11 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+# What scripts/gpu_session.sh needs next to the checkout on a lent GPU machine (git-ignored, carried):
+# .whl/ (torchao) and .gpu/fashion-mnist/; prints their size with the checkout's (limit 64 MiB).
+gpu-carry:
+	bash scripts/gpu_carry.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
