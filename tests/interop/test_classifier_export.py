@@ -76,7 +76,7 @@ def test_hugging_face_loads_the_cls_token_export_with_identical_logits(tmp_path)
 
 
 def test_average_pooling_cannot_be_written_for_hugging_face(tmp_path):
-    with pytest.raises(CheckpointError, match="cls token.*--cls-token"):
+    with pytest.raises(CheckpointError, match="cls token.*--pool cls"):
         export_classifier(fine_tuned("avg"), tmp_path / "hf", "hf")
     assert not (tmp_path / "hf").exists()
 

@@ -7,7 +7,7 @@
 Official fine-tuned files (`fc_norm.*`, `head.*`, no `norm.*`) and timm classifiers use our names; Hugging
 Face's `ViTForImageClassification` uses the ViT names of keymaps plus `classifier.*` for the head. It
 classifies from the cls token after the final norm, so only a `global_pool="token"` classifier (fine-tuned
-with `--cls-token`) can be written for it; an average-pooling one is refused with a clear error.
+with `--pool cls`) can be written for it; an average-pooling one is refused with a clear error.
 """
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ def export_classifier(model: ViTClassifier, path: str | Path, format: str,
             raise CheckpointError(
                 "Hugging Face's ViTForImageClassification classifies from the cls token, but this model "
                 "averages the patch tokens (global_pool avg, fc_norm): export it to timm, or fine-tune with "
-                "--cls-token to get a model Hugging Face can run")
+                "--pool cls to get a model Hugging Face can run")
         hub = _rename_head(from_ours(state, "hf_hub"), to_theirs=True)
         config = json.dumps(hf_classifier_config(model, names), indent=2)
         save_safetensors(hub, path / "model.safetensors", metadata={"format": "pt"})
