@@ -321,7 +321,7 @@ def _write(out: Path, cfg: LabelEfficiencyConfig, scale: Scale, pretrain_summary
                "table_top1": table, "pretrain": {k: v for k, v in pretrain_summary.items()
                                                  if k not in ("skipped_files",)},
                "runs": results, "plots": plot, "report": str(out / "report.md")}
-    write_json(out / "metrics.json", summary)
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(_markdown(summary, scale, cfg))
     return summary
 
@@ -411,8 +411,8 @@ def _markdown(s: dict[str, Any], scale: Scale, cfg: LabelEfficiencyConfig) -> st
               "on the test set)",
               f"- Linear probe: {json.dumps(scale.linprobe)}, (epochs, blr) per label fraction "
               f"{json.dumps({f'{k:g}': v for k, v in scale.linprobe_schedule.items()})}, cls token "
-              "(and, for the MAE encoder, the mean of the patch tokens), BatchNorm + Linear, LARS, features computed once, evaluated every tenth of the epochs "
-              "(the table shows the last evaluation)",
+              "(and, for the MAE encoder, the mean of the patch tokens), BatchNorm + Linear, LARS, features "
+              "computed once, evaluated every tenth of the epochs (the table shows the last evaluation)",
               "- kNN: cls token (and mean-pooled, as above), k = 20, temperature 0.07, cosine similarity",
               "- Label subsets: stratified by class, seeded; the same subset for every method.", "",
               "## Times (s)", "", "| stage | seconds |", "|---|---:|"]

@@ -130,9 +130,10 @@ def check_range(f: dataclasses.Field, value: Any) -> None:
             check_range(f, v)
         return
     low, high, above, below = (m.get(k) for k in ("min", "max", "above", "below"))
-    for bound, ok, words in ((low, low is None or value >= low, "at least"), (high, high is None or value <= high, "at most"),
-                             (above, above is None or value > above, "above"), (below, below is None or value < below, "below")):
-        if not ok:
+    checks = ((low, "at least", lambda b: value >= b), (high, "at most", lambda b: value <= b),
+              (above, "above", lambda b: value > b), (below, "below", lambda b: value < b))
+    for bound, words, holds in checks:
+        if bound is not None and not holds(bound):
             raise ConfigError(f"{flag_name(f.name)} must be {words} {bound:g}, got {value:g}")
 
 

@@ -18,8 +18,9 @@ SCRIPT = ROOT / "experiments" / "label_efficiency.py"
 _spec = importlib.util.spec_from_file_location("label_efficiency", SCRIPT)
 experiment = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(experiment)
-SCALES, LabelEfficiencyConfig, label_efficiency = experiment.SCALES, experiment.LabelEfficiencyConfig, experiment.label_efficiency
-fit_batch, parse_fractions, schedule_for = experiment.fit_batch, experiment.parse_fractions, experiment.schedule_for
+SCALES, LabelEfficiencyConfig = experiment.SCALES, experiment.LabelEfficiencyConfig
+label_efficiency, fit_batch = experiment.label_efficiency, experiment.fit_batch
+parse_fractions, schedule_for = experiment.parse_fractions, experiment.schedule_for
 
 
 def run_script(*args) -> subprocess.CompletedProcess:

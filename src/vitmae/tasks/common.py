@@ -26,7 +26,7 @@ from ..data.labels import (Source, SubsetSource, label_subset, labeled_splits, n
 from ..data.transforms import mix_seed
 from ..errors import ConfigError
 from ..interop.vitmae_format import save_vitmae
-from ..model import POOLS, POS_EMBED_RESIZE, PRESETS, MaskedAutoencoder, ModelConfig, ViTEncoder, model_config
+from ..model import POOLS, POS_EMBED_RESIZE, PRESETS, MaskedAutoencoder, ModelConfig, model_config
 from ..model.classifier import pool_features
 from ..options import Options, opt
 from ..train import Hook, Trainer

@@ -8,11 +8,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..data import (Batch, DataError, EvalTransform, PretrainTransform, ShardSource, UnreadableImage, build_dataset,
-                    build_device_dataset, build_source, sample_generator)
+from ..data import (Batch, DataError, EvalTransform, ShardSource, UnreadableImage, build_source, sample_generator)
 from ..data.device_augment import AUGMENT_ON, resolve_augment_on
 from ..data.transforms import mix_seed
-from ..model import STRATEGIES, MaskedAutoencoder, ModelConfig, make_noise
+from ..model import STRATEGIES, MaskedAutoencoder, make_noise
 from ..options import opt, save_config
 from ..train import Hook, Trainer, write_json
 from ..train.config import TrainConfig
