@@ -16,7 +16,7 @@ from ..conftest import ROOT
 
 SCRIPT = ROOT / "experiments" / "label_efficiency.py"
 _spec = importlib.util.spec_from_file_location("label_efficiency", SCRIPT)
-experiment = importlib.util.module_from_spec(_spec)
+experiment = sys.modules["label_efficiency"] = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(experiment)
 SCALES, LabelEfficiencyConfig = experiment.SCALES, experiment.LabelEfficiencyConfig
 label_efficiency, fit_batch = experiment.label_efficiency, experiment.fit_batch
