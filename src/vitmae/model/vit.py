@@ -249,23 +249,23 @@ def flatten_components(holder: nn.Module, components: tuple[str, ...]) -> None:
     (`encoder.blocks.0...` -> `blocks.0...`), in both directions: a model built from components keeps
     the flat key names of the official release and timm, and of every checkpoint vitmae wrote."""
     holder.flat_components = components
+    holder.register_state_dict_post_hook(_to_flat_names)
+    holder.register_load_state_dict_pre_hook(_from_flat_names)
 
-    def to_flat(module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:
-        renamed = [(flat_key(key, prefix, components), value) for key, value in state_dict.items()]
-        state_dict.clear()
-        state_dict.update(renamed)
 
-    def from_flat(state_dict: dict, prefix: str, local_metadata: Any, strict: bool, missing_keys: list,
-                  unexpected_keys: list, error_msgs: list) -> None:
-        owners = {name: component for component in components
-                  for name in _top_level_names(getattr(holder, component))}
-        for key in [k for k in state_dict if k.startswith(prefix)]:
-            top = key[len(prefix):].split(".", 1)[0]
-            if top in owners:
-                state_dict[f"{prefix}{owners[top]}.{key[len(prefix):]}"] = state_dict.pop(key)
+def _to_flat_names(module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:
+    renamed = [(flat_key(key, prefix, module.flat_components), value) for key, value in state_dict.items()]
+    state_dict.clear()
+    state_dict.update(renamed)
 
-    holder.register_state_dict_post_hook(to_flat)
-    holder.register_load_state_dict_pre_hook(lambda module, *args: from_flat(*args))
+
+def _from_flat_names(module: nn.Module, state_dict: dict, prefix: str, *unused: Any) -> None:
+    owners = {name: component for component in module.flat_components
+              for name in _top_level_names(getattr(module, component))}
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        top = key[len(prefix):].split(".", 1)[0]
+        if top in owners:
+            state_dict[f"{prefix}{owners[top]}.{key[len(prefix):]}"] = state_dict.pop(key)
 
 
 def flat_key(key: str, prefix: str, components: tuple[str, ...]) -> str:
