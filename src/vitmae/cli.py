@@ -41,20 +41,31 @@ def add_option_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     """A flag (or positional argument) for each option field of `cls`. Values are parsed here only as far
     as argparse needs; the dataclass checks them, as it checks YAML and Python values."""
     hints = typing.get_type_hints(cls)
-    for f in cls.option_fields():
+    groups: dict[type, Any] = {}
+    for f in sorted(cls.option_fields(), key=lambda f: cls.__mro__.index(_declared_by(cls, f.name))):
+        owner = _declared_by(cls, f.name)
+        if owner not in groups:  # the task's own options first, then the shared groups, each titled
+            title = "options of this command" if owner is cls else owner.__doc__.splitlines()[0].rstrip(".")
+            groups[owner] = parser.add_argument_group(title)
+        group = groups[owner]
         kind, args = base_type(hints[f.name])
         common: dict[str, Any] = {"help": _help(f)}
         if f.metadata["positional"]:
-            parser.add_argument(f.name, nargs="+" if kind is list else None, metavar=f.metadata["metavar"]
-                                or f.name.upper(), **common)
+            group.add_argument(f.name, nargs="+" if kind is list else None, metavar=f.metadata["metavar"]
+                               or f.name.upper(), **common)
         elif kind is bool:
-            parser.add_argument(flag_name(f.name), action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, **common)
+            group.add_argument(flag_name(f.name), action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, **common)
         else:
             parse = {int: int, float: float, str: str}.get(kind, _size if args == (int, int) else str)
-            parser.add_argument(flag_name(f.name), type=parse, default=argparse.SUPPRESS,
-                                required=f.metadata["required"], metavar=f.metadata["metavar"] or f.name.upper(),
-                                **common)
+            group.add_argument(flag_name(f.name), type=parse, default=argparse.SUPPRESS,
+                               required=f.metadata["required"], metavar=f.metadata["metavar"] or f.name.upper(),
+                               **common)
+
+
+def _declared_by(cls: type, name: str) -> type:
+    """The class of `cls`'s MRO whose own body declares the field `name` (a redefault counts)."""
+    return next(c for c in cls.__mro__ if name in c.__dict__.get("__annotations__", {}))
 
 
 def build_config(cls: type, args: argparse.Namespace) -> Any:

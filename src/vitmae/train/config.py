@@ -22,6 +22,8 @@ class RuntimeOptions(Options):
 
 @dataclass
 class TrainConfig(RuntimeOptions):
+    """The training engine: schedule, batches, optimizer, precision and checkpoints."""
+
     output: str = opt("runs/pretrain", "run directory: checkpoints, metrics, pictures, config.yaml")
     epochs: int = opt(2, "epochs the learning-rate schedule spans", min=1)
     max_steps: int | None = opt(None, "stop after this many optimizer steps (the schedule still spans --epochs)", min=1)
