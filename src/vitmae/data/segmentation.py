@@ -20,13 +20,17 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from vitmae.data.decode import ImageLike, UnreadableImage, load_image
+from vitmae.data.loader import Batch, JointTransform, readable
 from vitmae.data.scenes import FashionScenesSource
 from vitmae.data.sources import DataError, _scan_images
 
-__all__ = ["SegmentationFolderSource", "build_segmentation_source", "read_index_mask", "reduce_zero_label"]
+__all__ = ["SegmentationFolderSource", "SegmentationTransform", "build_segmentation_source", "collate_masks",
+           "read_index_mask", "reduce_zero_label"]
 
 _INDEX_MODES = ("P", "L", "I;16", "I;16B", "I;16L", "I")
 
@@ -125,3 +129,62 @@ def build_segmentation_source(spec: str, split: str = "train", num_classes: int 
         return SegmentationFolderSource(spec, split, num_classes, ignore_index, reduce_zero, in_chans or 3)
     raise DataError(f"segmentation data {spec!r} is not 'fashion-scenes' nor an existing folder "
                     "(DIR/{train,val}/{images,masks}/)")
+
+
+class SegmentationTransform(JointTransform):
+    """Image and index mask together, mmseg's training pipeline: random resize by 0.5-2.0, random crop of
+    `crop` px (padded with 0 after normalisation and the ignore index where the image is smaller), flip,
+    and for RGB images photometric jitter (brightness, contrast, saturation; the mask untouched). With
+    `train=False`: only the tensors and the normalisation. Every draw comes from `generator`."""
+
+    def __init__(self, crop: int, mean, std, train: bool = True, scale=(0.5, 2.0), hflip: float = 0.5,
+                 ignore_index: int = 255) -> None:
+        self.crop, self.train, self.scale, self.hflip, self.ignore_index = crop, train, scale, hflip, ignore_index
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, image: ImageLike, mask: np.ndarray, generator: torch.Generator):
+        x = torch.from_numpy(np.array(image, dtype=np.float32))
+        x = (x[None] if x.ndim == 2 else x.permute(2, 0, 1)) / (1.0 if isinstance(image, np.ndarray) else 255.0)
+        y = torch.from_numpy(np.asarray(mask, dtype=np.int64))
+        if self.train:
+            x, y = self._augment(x, y, generator)
+        x = (x - self.mean) / self.std
+        if self.train:
+            x, y = self._crop(x, y, generator)
+        return x, y
+
+    def _augment(self, x, y, generator):
+        def uniform(low: float, high: float) -> float:
+            return low + (high - low) * torch.rand((), generator=generator).item()
+
+        ratio = uniform(*self.scale)
+        size = [max(1, round(s * ratio)) for s in x.shape[-2:]]
+        x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=ratio < 1)[0]
+        y = F.interpolate(y[None, None].float(), size=size, mode="nearest")[0, 0].long()
+        if torch.rand((), generator=generator).item() < self.hflip:
+            x, y = x.flip(-1), y.flip(-1)
+        if x.shape[0] == 3:  # photometric jitter of mmseg's PhotoMetricDistortion, RGB only
+            x = (x * uniform(0.875, 1.125)).clamp(0, 1)  # brightness
+            gray = x.mean(dim=(-3, -2, -1), keepdim=True)
+            x = (gray + (x - gray) * uniform(0.5, 1.5)).clamp(0, 1)  # contrast
+            luma = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None]
+            x = (luma + (x - luma) * uniform(0.5, 1.5)).clamp(0, 1)  # saturation
+        return x, y
+
+    def _crop(self, x, y, generator):
+        h, w = x.shape[-2:]
+        top = int(torch.randint(max(h - self.crop, 0) + 1, (), generator=generator))
+        left = int(torch.randint(max(w - self.crop, 0) + 1, (), generator=generator))
+        x, y = x[:, top:top + self.crop, left:left + self.crop], y[top:top + self.crop, left:left + self.crop]
+        pad = (0, self.crop - x.shape[-1], 0, self.crop - x.shape[-2])
+        return F.pad(x, pad, value=0.0), F.pad(y, pad, value=self.ignore_index)
+
+
+def collate_masks(samples) -> Batch:
+    """Stack images (N, C, H, W) and masks (N, H, W) long; skipped samples are listed."""
+    good, skipped = readable(samples)
+    if not good:
+        return Batch(torch.empty(0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), skipped)
+    return Batch(images=torch.stack([s[0] for s in good]), targets=torch.stack([s[1] for s in good]),
+                 indices=torch.tensor([s[2] for s in good]), skipped=skipped)

@@ -20,7 +20,7 @@ from torchvision.ops import Conv2dNormActivation
 from .vit import ViTEncoder, flatten_components, param_groups, vit_layer_id
 
 __all__ = ["Segmenter", "FeaturePyramid", "UperHead", "FCNHead", "LinearHead", "default_out_indices",
-           "HEADS", "AUX_WEIGHT"]
+           "HEADS", "AUX_WEIGHT", "sliding_window_logits"]
 
 HEADS = ("upernet", "linear")
 AUX_WEIGHT = 0.4  # the auxiliary FCN head's loss weight in the mmseg recipe
@@ -164,3 +164,22 @@ class Segmenter(nn.Module):
 def _resize(x: Tensor, size) -> Tensor:
     return x if tuple(x.shape[-2:]) == tuple(size) else F.interpolate(x, size=tuple(size), mode="bilinear",
                                                                        align_corners=False)
+
+
+@torch.no_grad()
+def sliding_window_logits(model: nn.Module, images: Tensor, num_classes: int, crop: int, stride: int) -> Tensor:
+    """Logits (N, classes, H, W) of images larger than `crop`, as mmseg's slide inference: windows of
+    `crop` px every `stride` px (the last flush with the border), each pixel's logits averaged over the
+    windows that cover it. An image no larger than the crop is predicted whole."""
+    n, _, h, w = images.shape
+    if h <= crop and w <= crop:
+        return model(images)
+    logits = images.new_zeros(n, num_classes, h, w)
+    count = images.new_zeros(1, 1, h, w)
+    for row in range(max(h - crop + stride - 1, 0) // stride + 1):
+        for col in range(max(w - crop + stride - 1, 0) // stride + 1):
+            y1, x1 = min(row * stride + crop, h), min(col * stride + crop, w)
+            y0, x0 = max(y1 - crop, 0), max(x1 - crop, 0)
+            logits[:, :, y0:y1, x0:x1] += model(images[:, :, y0:y1, x0:x1]).float()
+            count[:, :, y0:y1, x0:x1] += 1
+    return logits / count
