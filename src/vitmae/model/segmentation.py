@@ -146,6 +146,11 @@ class Segmenter(nn.Module):
             return logits, _resize(self.aux_head(levels[2]), images.shape[-2:])
         return logits
 
+    @property
+    def config(self):
+        """The encoder's ModelConfig (what a checkpoint of the segmenter records)."""
+        return self.encoder.config
+
     # -- optimisation ----------------------------------------------------------------------------------
     @property
     def num_layers(self) -> int:

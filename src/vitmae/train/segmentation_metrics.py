@@ -5,7 +5,7 @@ the pixels predicted or labeled as it (union) and the pixels labeled as it. Pixe
 index count nowhere. Then IoU_c = intersection / union and Acc_c = intersection / labeled; mIoU and mAcc
 average them over the classes where they are defined (union, resp. label count, > 0); aAcc = all
 intersections / all labeled pixels. Sums, not per-image means, so the result does not depend on how the
-set is batched or split across processes.
+set is batched.
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import math
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
 __all__ = ["SegmentationMetrics"]
@@ -40,13 +39,6 @@ class SegmentationMetrics:
         predicted = torch.bincount(prediction[(prediction >= 0) & (prediction < n)], minlength=n)
         labeled = torch.bincount(label, minlength=n)
         self.areas += torch.stack([intersection, predicted + labeled - intersection, labeled])
-
-    def all_reduce(self) -> None:
-        """Sum the areas over the processes (call on every rank under DDP; nothing otherwise)."""
-        if dist.is_available() and dist.is_initialized():
-            areas = self.areas.to("cuda" if dist.get_backend() == "nccl" else "cpu")
-            dist.all_reduce(areas)
-            self.areas = areas.cpu()
 
     def compute(self, class_names: list[str] | None = None) -> dict[str, Any]:
         """{mIoU, mAcc, aAcc} in percent, and per class {name: {IoU, Acc}} (None where undefined)."""
