@@ -23,8 +23,10 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..data import Batch, build_dataset, build_loader
+from ..data.augment import seeded_global_rngs
 from ..data.scenes import FashionScenesSource
 from ..data.segmentation import SegmentationTransform, build_segmentation_source, collate_masks
+from ..data.transforms import mix_seed
 from ..errors import ConfigError
 from ..model import ViTEncoder
 from ..model.segmentation import AUX_WEIGHT, HEADS, Segmenter, sliding_window_logits
@@ -69,13 +71,16 @@ class SegmentConfig(EncoderOptions, TrainConfig):
 
 
 class SegmentationObjective:
-    """Cross-entropy over the labeled pixels, plus 0.4 x the auxiliary head's."""
+    """Cross-entropy over the labeled pixels, plus 0.4 x the auxiliary head's. Dropout and drop path draw
+    from torch's global generator seeded by (seed, step, micro-batch, rank), so a resumed run draws as the
+    uninterrupted one (however many loaders were started in between)."""
 
-    def __init__(self, ignore_index: int):
-        self.ignore_index = ignore_index
+    def __init__(self, ignore_index: int, seed: int, rank: int = 0):
+        self.ignore_index, self.seed, self.rank = ignore_index, seed, rank
 
     def __call__(self, model: nn.Module, batch: Batch, step: int, micro: int) -> Tensor:
-        out = model(batch.images)
+        with seeded_global_rngs(mix_seed(self.seed, step, micro, self.rank)):
+            out = model(batch.images)
         logits, aux = out if isinstance(out, tuple) else (out, None)
         loss = F.cross_entropy(logits.float(), batch.targets, ignore_index=self.ignore_index)
         if aux is not None:
@@ -175,9 +180,10 @@ def segment(cfg: SegmentConfig) -> dict[str, Any]:
                               persistent_workers=cfg.num_workers > 0, collate_fn=collate_masks)
     evaluator = SegmentationEvaluator(val_loader, num_classes, names, cfg.ignore_index, crop, stride,
                                       cfg.eval_every_epochs, cfg.epochs)
-    trainer = Trainer(model, SegmentationObjective(cfg.ignore_index), dataset, cfg,
-                      groups=model.param_groups(cfg.weight_decay, cfg.layer_decay), betas=(0.9, 0.999),
-                      hooks=[evaluator], collate_fn=collate_masks)
+    objective = SegmentationObjective(cfg.ignore_index, cfg.seed)
+    trainer = Trainer(model, objective, dataset, cfg, groups=model.param_groups(cfg.weight_decay, cfg.layer_decay),
+                      betas=(0.9, 0.999), hooks=[evaluator], collate_fn=collate_masks)
+    objective.rank = trainer.dist.rank
     output = Path(cfg.output)
     if trainer.dist.is_main:
         save_config(cfg, output)
