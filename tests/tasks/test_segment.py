@@ -66,3 +66,22 @@ def test_bad_options_are_one_line_errors(run_cli, tmp_path):
     result = run_cli("segment", "--checkpoint", "none", "--out-indices", "0,1", "--output", tmp_path / "run",
                      "--scenes", "5", check=False)
     assert result.returncode == 2 and "--out-indices takes four block indices" in result.stderr
+
+
+def test_a_folder_with_a_bad_mask_and_sliding_windows(tmp_path, run_cli):
+    """make-dataset's layout trains as it is; a bad validation mask is listed, not fatal; validation
+    images larger than the crop go through sliding windows."""
+    import numpy as np
+    from PIL import Image
+
+    data = tmp_path / "scenes"
+    run_cli("make-dataset", "fashion-scenes", "--out", data, "--num", "16", "--size", "32")
+    Image.fromarray(np.full((32, 32, 3), 9, np.uint8)).save(data / "val" / "masks" / "000001.png")  # RGB
+    run_cli("segment", "--checkpoint", "none", "--data", data, "--in-chans", "1", "--embed-dim", "32", "--depth",
+            "2", "--num-heads", "2", "--crop-size", "24", "--stride", "8", "--batch-size", "8", "--epochs", "1",
+            "--num-workers", "0", "--device", "cpu", "--output", tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert summary["crop_size"] == 24 and summary["stride"] == 8 and summary["val_images"] == 3
+    assert [s["path"].rsplit("/", 1)[1] for s in summary["val_skipped_files"]] == ["000001.png"]
+    assert "masks must be index PNGs" in summary["val_skipped_files"][0]["reason"]
+    assert summary["classes"][0] == "background" and summary["mIoU"] is not None

@@ -97,6 +97,7 @@ class SegmentationEvaluator(Hook):
         self.loader, self.names, self.crop, self.stride, self.every, self.total = (loader, class_names, crop, stride,
                                                                                   every, total)
         self.metrics = SegmentationMetrics(num_classes, ignore_index)
+        self.skipped: dict[str, str] = {}  # validation pairs that could not be read: path -> reason
 
     def evaluate(self, trainer: Trainer) -> dict[str, Any]:
         model, was_training = trainer.model, trainer.model.training
@@ -104,6 +105,7 @@ class SegmentationEvaluator(Hook):
         self.metrics.reset()
         with torch.no_grad():
             for batch in self.loader:
+                self.skipped.update(batch.skipped)
                 if len(batch) == 0:
                     continue
                 with trainer.autocast():
@@ -196,7 +198,9 @@ def segment(cfg: SegmentConfig) -> dict[str, Any]:
                    "init": cfg.checkpoint, "head": cfg.head, "out_indices": model.out_indices,
                    "num_classes": num_classes, "classes": names, "ignore_index": cfg.ignore_index,
                    "reduce_zero_label": cfg.reduce_zero_label, "crop_size": crop, "stride": stride,
-                   "train_images": len(train), "val_images": len(val), "model": config.to_dict()}
+                   "train_images": len(train), "val_images": len(val),
+                   "val_skipped_files": [{"path": p, "reason": r} for p, r in evaluator.skipped.items()],
+                   "model": config.to_dict()}
         write_json(output / "metrics.json", summary)
     return summary
 
