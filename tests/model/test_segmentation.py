@@ -68,3 +68,14 @@ def test_state_dict_keeps_the_encoders_flat_names_and_layer_decay():
     assert scale[id(model.head.classifier[1].weight)] == 1.0
     decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
     assert decay[id(model.head.classifier[1].bias)] == 0.0 and decay[id(model.head.classifier[1].weight)] == 0.05
+
+
+def test_what_the_features_skip_is_frozen():
+    model = Segmenter(_encoder(4, 4), num_classes=3, out_indices=[0, 1, 1, 2])
+    assert not any(p.requires_grad for p in model.encoder.norm.parameters())
+    assert not any(p.requires_grad for p in model.encoder.blocks[3].parameters())
+    assert all(p.requires_grad for p in model.encoder.blocks[2].parameters())
+    model.train()
+    logits, aux = model(torch.randn(2, 1, 32, 32))
+    (logits.sum() + aux.sum()).backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)  # DDP's requirement

@@ -85,3 +85,24 @@ def test_a_folder_with_a_bad_mask_and_sliding_windows(tmp_path, run_cli):
     assert [s["path"].rsplit("/", 1)[1] for s in summary["val_skipped_files"]] == ["000001.png"]
     assert "masks must be index PNGs" in summary["val_skipped_files"][0]["reason"]
     assert summary["classes"][0] == "background" and summary["mIoU"] is not None
+
+
+def test_two_process_ddp_on_cpu(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    out = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_port", "29541", "-m", "vitmae", "segment", "--checkpoint", "none",
+                             "--embed-dim", "32", "--depth", "2", "--num-heads", "2", "--scene-size", "32",
+                             "--scenes", "40", "--batch-size", "4", "--max-steps", "3", "--num-workers", "0",
+                             "--device", "cpu", "--output", str(out)],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["steps"] == 3 and metrics["images"] == 3 * 8
+    assert metrics["mIoU"] is not None and len(list((out / "checkpoints").glob("step-*"))) == 1

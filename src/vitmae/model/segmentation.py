@@ -135,6 +135,10 @@ class Segmenter(nn.Module):
             self.pyramid = FeaturePyramid(dim, encoder.patch_size)
             self.head = UperHead(self.pyramid.channels, channels, num_classes)
             self.aux_head = FCNHead(self.pyramid.channels[2], max(16, channels // 2), num_classes)
+        # the features stop at the last block taken and skip the final norm: what comes after is unused,
+        # so frozen (DDP requires a gradient for every trained parameter)
+        for module in [encoder.norm, *encoder.blocks[max(self.out_indices) % depth + 1:]]:
+            module.requires_grad_(False)
         flatten_components(self, ("encoder",))
 
     def forward(self, images: Tensor) -> Tensor | tuple[Tensor, Tensor]:

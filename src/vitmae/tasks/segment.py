@@ -190,17 +190,18 @@ def segment(cfg: SegmentConfig) -> dict[str, Any]:
     if trainer.dist.is_main:
         save_config(cfg, output)
     summary = trainer.fit()
+    # every rank evaluated, so every rank has the summary (and the CLI reports it); rank 0 writes it
+    history = trainer.extra_state["history"]
+    final = history[-1]
+    summary = {**summary, **{k: final[k] for k in ("mIoU", "mAcc", "aAcc", "per_class")},
+               "best": trainer.extra_state["best"], "history": history,
+               "init": cfg.checkpoint, "head": cfg.head, "out_indices": model.out_indices,
+               "num_classes": num_classes, "classes": names, "ignore_index": cfg.ignore_index,
+               "reduce_zero_label": cfg.reduce_zero_label, "crop_size": crop, "stride": stride,
+               "train_images": len(train), "val_images": len(val),
+               "val_skipped_files": [{"path": p, "reason": r} for p, r in evaluator.skipped.items()],
+               "model": config.to_dict()}
     if trainer.dist.is_main:
-        history = trainer.extra_state["history"]
-        final = history[-1]
-        summary = {**summary, **{k: final[k] for k in ("mIoU", "mAcc", "aAcc", "per_class")},
-                   "best": trainer.extra_state["best"], "history": history,
-                   "init": cfg.checkpoint, "head": cfg.head, "out_indices": model.out_indices,
-                   "num_classes": num_classes, "classes": names, "ignore_index": cfg.ignore_index,
-                   "reduce_zero_label": cfg.reduce_zero_label, "crop_size": crop, "stride": stride,
-                   "train_images": len(train), "val_images": len(val),
-                   "val_skipped_files": [{"path": p, "reason": r} for p, r in evaluator.skipped.items()],
-                   "model": config.to_dict()}
         write_json(output / "metrics.json", summary)
     return summary
 
