@@ -8,7 +8,7 @@ import pytest
 
 from vitmae.cli import main
 from vitmae.config import ConfigError, FinetuneConfig, PretrainConfig
-from vitmae.options import base_type
+from vitmae.options import base_type, choices_of
 from vitmae.tasks import TASKS
 
 
@@ -16,11 +16,12 @@ def command_line(task, name: str, value: str) -> list[str]:
     """`task` with `--name value`, and placeholders for its positional and required options."""
     args = [task.name]
     for f in task.options.option_fields():
+        choices = choices_of(f)
+        value_of_it = choices[0] if choices else "placeholder"
         if f.metadata["positional"]:
-            args.append("placeholder")
+            args.append(value_of_it)
         elif f.metadata["required"] and f.name != name:
-            choices = f.metadata["choices"]
-            args += ["--" + f.name.replace("_", "-"), list(choices)[0] if choices else "placeholder"]
+            args += ["--" + f.name.replace("_", "-"), value_of_it]
     return args + ["--" + name.replace("_", "-"), value]
 
 

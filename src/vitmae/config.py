@@ -14,10 +14,12 @@ from .tasks.evaluate import EvaluateConfig
 from .tasks.finetune import FinetuneConfig
 from .tasks.knn import KnnConfig
 from .tasks.linprobe import LinprobeConfig
+from .tasks.make_dataset import MakeDatasetOptions
 from .tasks.pretrain import PretrainConfig
+from .tasks.segment import SegmentConfig
 from .train.config import RuntimeOptions, TrainConfig
 
 __all__ = ["BenchConfig", "ConfigError", "EmbedConfig", "EncoderOptions", "EvaluateConfig", "FinetuneConfig",
-           "InferenceOptions", "KnnConfig", "LabeledDataOptions", "LinprobeConfig", "MAEOptions", "ModelConfig",
-           "Options", "PRESETS", "PretrainConfig", "RuntimeOptions", "TrainConfig", "model_config", "opt",
+           "InferenceOptions", "KnnConfig", "LabeledDataOptions", "LinprobeConfig", "MAEOptions", "MakeDatasetOptions", "ModelConfig",
+           "Options", "PRESETS", "PretrainConfig", "RuntimeOptions", "SegmentConfig", "TrainConfig", "model_config", "opt",
            "read_options_file", "save_config", "to_2tuple"]

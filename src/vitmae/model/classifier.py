@@ -16,7 +16,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from .config import ModelConfig
-from .vit import ViTEncoder, flat_named_parameters, flatten_components, param_groups
+from .vit import ViTEncoder, flat_named_parameters, flatten_components, param_groups, vit_layer_id
 
 # The pooling of image features, in vitmae's options (cls | mean), and timm's name for each.
 POOLS = ("cls", "mean")
@@ -75,11 +75,7 @@ class ViTClassifier(nn.Module):
         """Official `get_layer_id_for_vit` (on the flat names): patch_embed, cls_token, pos_embed -> 0;
         block i -> i + 1; the rest (fc_norm, norm, head) -> depth + 1. The lr scale is
         layer_decay ** (depth + 1 - id)."""
-        if name in ("cls_token", "pos_embed") or name.startswith("patch_embed"):
-            return 0
-        if name.startswith("blocks."):
-            return int(name.split(".")[1]) + 1
-        return self.num_layers
+        return vit_layer_id(name, self.num_layers)
 
     @staticmethod
     def no_weight_decay() -> set[str]:

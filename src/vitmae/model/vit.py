@@ -287,6 +287,16 @@ def flat_named_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return sorted(named, key=lambda item: "." in item[0]) if components else named
 
 
+def vit_layer_id(name: str, num_layers: int) -> int:
+    """The official `get_layer_id_for_vit` on flat names: patch_embed, cls_token, pos_embed -> 0; block i
+    -> i + 1; anything else (norms, heads) -> num_layers (depth + 1), trained at the full rate."""
+    if name in ("cls_token", "pos_embed") or name.startswith("patch_embed"):
+        return 0
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return num_layers
+
+
 def param_groups(model: nn.Module, weight_decay: float, layer_id: Callable[[str], int] | None = None,
                  layer_decay: float = 1.0, num_layers: int = 0, no_decay: Collection[str] = ()) -> list[dict]:
     """Optimizer groups of the official recipes: no weight decay on biases, 1-D parameters (norms) and the

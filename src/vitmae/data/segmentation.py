@@ -1,0 +1,190 @@
+"""Semantic-segmentation sources: `(image, index mask)` pairs, the mask an (H, W) integer array of class
+indices (the ignore index, 255 by default, marks pixels left out of the loss and the metrics).
+
+A folder holds `DIR/{train,val}/{images,masks}/`, image and mask matched by their path relative to those
+folders without the extension (`images/a/x.jpg` pairs with `masks/a/x.png`), and optionally
+`DIR/classes.txt`, one class name per line (line k names index k). Masks are index PNGs: grayscale, or
+palette PNGs read as their indices, as VOC ships them.
+
+Bad input, and where it is caught:
+- at scan time, a `DataError` (one line), since the whole pairing is wrong: a missing folder, an image
+  without a mask or a mask without an image, two files with one stem, no class count;
+- on reading, the pair is skipped and listed with its reason like any unreadable image (checking every
+  mask up front would read the whole dataset once more): a mask whose size differs from its image's, a
+  value >= the number of classes that is not the ignore index, an RGB mask, an unreadable file.
+`make-dataset fashion-scenes` writes an example of the layout.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from vitmae.data.decode import ImageLike, UnreadableImage, load_image
+from vitmae.data.loader import Batch, JointTransform, readable
+from vitmae.data.scenes import FashionScenesSource
+from vitmae.data.sources import DataError, _scan_images
+
+__all__ = ["SegmentationFolderSource", "SegmentationTransform", "build_segmentation_source", "collate_masks",
+           "read_index_mask", "reduce_zero_label"]
+
+_INDEX_MODES = ("P", "L", "I;16", "I;16B", "I;16L", "I")
+
+
+def read_index_mask(path: str) -> np.ndarray:
+    """An index mask file as (H, W) integers; raises UnreadableImage for a file that is not one."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            array = np.asarray(img)
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise UnreadableImage(path, f"unreadable mask: {err}") from err
+    if mode not in _INDEX_MODES:
+        raise UnreadableImage(path, f"the mask is a {mode} image: masks must be index PNGs (one class index per "
+                                    "pixel: grayscale or palette), not colour pictures")
+    return array.astype(np.int64)
+
+
+def reduce_zero_label(mask: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+    """ADE20K's convention, as mmsegmentation applies it: 0 (other) is ignored, class k becomes k - 1."""
+    return np.where(mask == 0, ignore_index, np.where(mask == ignore_index, ignore_index, mask - 1))
+
+
+class SegmentationFolderSource:
+    """The pairs of `root/split/{images,masks}` (see the module's docstring for the layout and its checks)."""
+
+    def __init__(self, root: str | Path, split: str = "train", num_classes: int | None = None,
+                 ignore_index: int = 255, reduce_zero: bool = False, in_chans: int = 3) -> None:
+        root = Path(root)
+        images_dir, masks_dir = root / split / "images", root / split / "masks"
+        for folder in (images_dir, masks_dir):
+            if not folder.is_dir():
+                raise DataError(f"segmentation data needs {folder}/ (layout: DIR/{{train,val}}/{{images,masks}}/)")
+        images, masks = _by_stem(images_dir), _by_stem(masks_dir)
+        for have, lack, what in ((images, masks, "image"), (masks, images, "mask")):
+            alone = sorted(set(have) - set(lack))
+            if alone:
+                other = "mask" if what == "image" else "image"
+                raise DataError(f"{len(alone)} {what}s in {root / split} have no {other} of the same name, e.g. "
+                                f"{have[alone[0]]}")
+        classes_file = root / "classes.txt"
+        self.classes: list[str] | None = None
+        if classes_file.is_file():
+            self.classes = [line.strip() for line in classes_file.read_text().splitlines() if line.strip()]
+            if num_classes is not None and num_classes != len(self.classes):
+                raise DataError(f"{classes_file} names {len(self.classes)} classes, not {num_classes}")
+            num_classes = len(self.classes)
+        if not num_classes:
+            raise DataError(f"no {classes_file} (a class name per line): write one or give the number of classes")
+        stems = sorted(images)
+        self.paths = [str(images_dir / images[s]) for s in stems]
+        self.mask_paths = [str(masks_dir / masks[s]) for s in stems]
+        self.num_classes, self.ignore_index, self.reduce_zero, self.in_chans = (num_classes, ignore_index,
+                                                                                reduce_zero, in_chans)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[ImageLike, np.ndarray]:
+        image = load_image(self.paths[index], self.in_chans)
+        mask_path = self.mask_paths[index]
+        mask = read_index_mask(mask_path)
+        size = image.shape[1::-1] if isinstance(image, np.ndarray) else image.size
+        if mask.shape[::-1] != tuple(size):
+            raise UnreadableImage(self.paths[index], f"its mask {mask_path} is {mask.shape[1]}x{mask.shape[0]}, "
+                                                     f"the image {size[0]}x{size[1]}")
+        if self.reduce_zero:
+            mask = reduce_zero_label(mask, self.ignore_index)
+        bad = (mask >= self.num_classes) & (mask != self.ignore_index)
+        if bad.any():
+            raise UnreadableImage(self.paths[index], f"its mask {mask_path} has value {int(mask[bad].max())}, "
+                                                     f"not a class (0-{self.num_classes - 1}) nor the ignore "
+                                                     f"index {self.ignore_index}")
+        return image, mask
+
+
+def _by_stem(folder: Path) -> dict[str, str]:
+    """{relative path without extension: relative path} of the image files under `folder`."""
+    found: dict[str, str] = {}
+    for name in _scan_images(folder):
+        stem = os.path.splitext(name)[0]
+        if stem in found:
+            raise DataError(f"two files in {folder} share the name {stem}: {found[stem]} and {name}")
+        found[stem] = name
+    return found
+
+
+def build_segmentation_source(spec: str, split: str = "train", num_classes: int | None = None,
+                              ignore_index: int = 255, reduce_zero: bool = False, in_chans: int | None = None,
+                              seed: int = 0, size: int = 64):
+    """'fashion-scenes' (`size` px scenes of `seed`; 1 channel by default) or a folder (3 by default)."""
+    if spec == "fashion-scenes":
+        return FashionScenesSource(split, size=size, seed=seed, in_chans=in_chans or 1)
+    if os.path.isdir(spec):
+        return SegmentationFolderSource(spec, split, num_classes, ignore_index, reduce_zero, in_chans or 3)
+    raise DataError(f"segmentation data {spec!r} is not 'fashion-scenes' nor an existing folder "
+                    "(DIR/{train,val}/{images,masks}/)")
+
+
+class SegmentationTransform(JointTransform):
+    """Image and index mask together, mmseg's training pipeline: random resize by 0.5-2.0, random crop of
+    `crop` px (padded with 0 after normalisation and the ignore index where the image is smaller), flip,
+    and for RGB images photometric jitter (brightness, contrast, saturation; the mask untouched). With
+    `train=False`: only the tensors and the normalisation. Every draw comes from `generator`."""
+
+    def __init__(self, crop: int, mean, std, train: bool = True, scale=(0.5, 2.0), hflip: float = 0.5,
+                 ignore_index: int = 255) -> None:
+        self.crop, self.train, self.scale, self.hflip, self.ignore_index = crop, train, scale, hflip, ignore_index
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, image: ImageLike, mask: np.ndarray, generator: torch.Generator):
+        x = torch.from_numpy(np.array(image, dtype=np.float32))
+        x = (x[None] if x.ndim == 2 else x.permute(2, 0, 1)) / (1.0 if isinstance(image, np.ndarray) else 255.0)
+        y = torch.from_numpy(np.asarray(mask, dtype=np.int64))
+        if self.train:
+            x, y = self._augment(x, y, generator)
+        x = (x - self.mean) / self.std
+        if self.train:
+            x, y = self._crop(x, y, generator)
+        return x, y
+
+    def _augment(self, x, y, generator):
+        def uniform(low: float, high: float) -> float:
+            return low + (high - low) * torch.rand((), generator=generator).item()
+
+        ratio = uniform(*self.scale)
+        size = [max(1, round(s * ratio)) for s in x.shape[-2:]]
+        x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=ratio < 1)[0]
+        y = F.interpolate(y[None, None].float(), size=size, mode="nearest")[0, 0].long()
+        if torch.rand((), generator=generator).item() < self.hflip:
+            x, y = x.flip(-1), y.flip(-1)
+        if x.shape[0] == 3:  # photometric jitter of mmseg's PhotoMetricDistortion, RGB only
+            x = (x * uniform(0.875, 1.125)).clamp(0, 1)  # brightness
+            gray = x.mean(dim=(-3, -2, -1), keepdim=True)
+            x = (gray + (x - gray) * uniform(0.5, 1.5)).clamp(0, 1)  # contrast
+            luma = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None]
+            x = (luma + (x - luma) * uniform(0.5, 1.5)).clamp(0, 1)  # saturation
+        return x, y
+
+    def _crop(self, x, y, generator):
+        h, w = x.shape[-2:]
+        top = int(torch.randint(max(h - self.crop, 0) + 1, (), generator=generator))
+        left = int(torch.randint(max(w - self.crop, 0) + 1, (), generator=generator))
+        x, y = x[:, top:top + self.crop, left:left + self.crop], y[top:top + self.crop, left:left + self.crop]
+        pad = (0, self.crop - x.shape[-1], 0, self.crop - x.shape[-2])
+        return F.pad(x, pad, value=0.0), F.pad(y, pad, value=self.ignore_index)
+
+
+def collate_masks(samples) -> Batch:
+    """Stack images (N, C, H, W) and masks (N, H, W) long; skipped samples are listed."""
+    good, skipped = readable(samples)
+    if not good:
+        return Batch(torch.empty(0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), skipped)
+    return Batch(images=torch.stack([s[0] for s in good]), targets=torch.stack([s[1] for s in good]),
+                 indices=torch.tensor([s[2] for s in good]), skipped=skipped)

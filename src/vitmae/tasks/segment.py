@@ -1,0 +1,217 @@
+"""`vitmae segment`: semantic segmentation on the encoder of any checkpoint `load_pretrained` reads (or
+from scratch), mmsegmentation's MAE recipe through the one engine (resume, DDP, signals, mixed precision):
+a pyramid from four blocks, UperNet + an auxiliary FCN head (loss weight 0.4), AdamW with layer-wise lr
+decay 0.65 and drop path 0.1; or `--head linear`, the frozen-feature probe (BN + 1x1 conv on the last
+block's map, the encoder frozen).
+
+    RUN/checkpoints/step-N/   the last checkpoint (resumable);  RUN/checkpoints/best/  the best mIoU's weights
+    RUN/metrics.json          mIoU, mAcc, aAcc, per-class IoU / Acc by name, the per-epoch history
+    RUN/metrics.jsonl, RUN/tensorboard/ (val/mIoU, val/mAcc, val/aAcc), RUN/config.yaml
+
+Validation images larger than the crop are predicted by sliding windows (crop, stride) with averaged
+logits. The schedule is the engine's: linear warm-up, then cosine (per iteration).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ..data import Batch, build_dataset, build_loader
+from ..data.augment import seeded_global_rngs
+from ..data.scenes import FashionScenesSource
+from ..data.segmentation import SegmentationTransform, build_segmentation_source, collate_masks
+from ..data.transforms import mix_seed
+from ..errors import ConfigError
+from ..model import ViTEncoder
+from ..model.segmentation import AUX_WEIGHT, HEADS, Segmenter, sliding_window_logits
+from ..options import opt, save_config
+from ..train import Hook, Trainer, write_json
+from ..train.config import TrainConfig
+from ..train.segmentation_metrics import SegmentationMetrics
+from .common import CHECKPOINT_HELP, EncoderOptions, Task, load_encoder_or_random, normalization, redefault, save_weights
+
+__all__ = ["SegmentConfig", "SegmentationObjective", "SegmentationEvaluator", "build_model", "segment"]
+
+PHOTO_CROP = 512  # the recipe's crop for real photographs; small images are cropped at their own size
+
+
+@dataclass
+class SegmentConfig(EncoderOptions, TrainConfig):
+    """`vitmae segment`: semantic segmentation on a pre-trained encoder (mmseg's MAE recipe)."""
+
+    output: str = redefault(TrainConfig, "output", "runs/segment")
+    checkpoint: str | None = opt(None, CHECKPOINT_HELP.replace("none: random", "none: from scratch"))
+    data: str = opt("fashion-scenes", "fashion-scenes | a folder DIR/{train,val}/{images,masks}/ (index-mask PNGs, "
+                    "optional DIR/classes.txt)")
+    num_classes: int | None = opt(None, "classes of a folder without classes.txt", min=1)
+    head: str = opt("upernet", "decoder: upernet (pyramid + UperNet + auxiliary FCN) | linear (BN + 1x1 conv on "
+                    "the frozen encoder's last block: the probe)", choices=HEADS)
+    out_indices: tuple[int, ...] | None = opt(None, "the four encoder blocks that feed the pyramid, e.g. 3,5,7,11 "
+                                              "(default: spread by depth as mmseg's)")
+    ignore_index: int = opt(255, "mask value left out of the loss and the metrics", min=0)
+    reduce_zero_label: bool = opt(False, "ADE20K's convention: mask 0 is ignored, class k is k - 1")
+    crop_size: int | None = opt(None, f"training crop and sliding window, px (default: fashion-scenes' own size, "
+                                f"{PHOTO_CROP} for folders)", min=8)
+    stride: int | None = opt(None, "sliding-window stride at evaluation (default: 2/3 of the crop)", min=1)
+    scene_size: int = opt(64, "side of the fashion-scenes images", min=16)
+    scenes: int | None = opt(None, "fashion-scenes training scenes, validation a fifth as many (default 5000 and 1000)", min=1)
+    epochs: int = redefault(TrainConfig, "epochs", 20)
+    batch_size: int = redefault(TrainConfig, "batch_size", 16)
+    lr: float | None = redefault(TrainConfig, "lr", 1e-4)
+    warmup_epochs: float = redefault(TrainConfig, "warmup_epochs", 1.0)
+    layer_decay: float = opt(0.65, "layer-wise lr decay: block i gets lr * decay^(depth - i)", above=0, max=1)
+    drop_path: float = opt(0.1, "stochastic depth rate of the last block (upernet)", min=0, below=1)
+    eval_every_epochs: int = opt(1, "evaluate mIoU every N epochs (and at the end)", min=1)
+
+
+class SegmentationObjective:
+    """Cross-entropy over the labeled pixels, plus 0.4 x the auxiliary head's. Dropout and drop path draw
+    from torch's global generator seeded by (seed, step, micro-batch, rank), so a resumed run draws as the
+    uninterrupted one (however many loaders were started in between)."""
+
+    def __init__(self, ignore_index: int, seed: int, rank: int = 0):
+        self.ignore_index, self.seed, self.rank = ignore_index, seed, rank
+
+    def __call__(self, model: nn.Module, batch: Batch, step: int, micro: int) -> Tensor:
+        with seeded_global_rngs(mix_seed(self.seed, step, micro, self.rank)):
+            out = model(batch.images)
+        logits, aux = out if isinstance(out, tuple) else (out, None)
+        loss = F.cross_entropy(logits.float(), batch.targets, ignore_index=self.ignore_index)
+        if aux is not None:
+            loss = loss + AUX_WEIGHT * F.cross_entropy(aux.float(), batch.targets, ignore_index=self.ignore_index)
+        return loss
+
+
+class SegmentationEvaluator(Hook):
+    """mIoU / mAcc / aAcc on the validation set every `every` epochs and at the end; the history lives in
+    the run's training state (it survives a resume), the best mIoU's weights in RUN/checkpoints/best."""
+
+    def __init__(self, loader, num_classes: int, class_names: list[str] | None, ignore_index: int, crop: int,
+                 stride: int, every: int, total: int):
+        self.loader, self.names, self.crop, self.stride, self.every, self.total = (loader, class_names, crop, stride,
+                                                                                  every, total)
+        self.metrics = SegmentationMetrics(num_classes, ignore_index)
+        self.skipped: dict[str, str] = {}  # validation pairs that could not be read: path -> reason
+
+    def evaluate(self, trainer: Trainer) -> dict[str, Any]:
+        model, was_training = trainer.model, trainer.model.training
+        model.eval()
+        self.metrics.reset()
+        with torch.no_grad():
+            for batch in self.loader:
+                self.skipped.update(batch.skipped)
+                if len(batch) == 0:
+                    continue
+                with trainer.autocast():
+                    logits = sliding_window_logits(model, batch.images.to(trainer.device), self.metrics.num_classes,
+                                                   self.crop, self.stride)
+                self.metrics.update(logits.argmax(1), batch.targets)
+        model.train(was_training)
+        return self.metrics.compute(self.names)
+
+    def record(self, trainer: Trainer, epoch: float) -> None:
+        entry = {"epoch": epoch, "step": trainer.progress.step, **self.evaluate(trainer)}
+        trainer.extra_state.setdefault("history", []).append(entry)
+        trainer.log_scalars(trainer.progress.step, {f"val/{k}": entry[k] for k in ("mIoU", "mAcc", "aAcc")
+                                                    if entry[k] is not None})
+        best = trainer.extra_state.get("best")
+        if best is None or (entry["mIoU"] or 0) > (best["mIoU"] or 0):
+            trainer.extra_state["best"] = {k: entry[k] for k in ("epoch", "step", "mIoU")}
+            if trainer.dist.is_main:
+                save_weights(trainer.model, trainer.output / "checkpoints" / "best")
+        if trainer.dist.is_main:
+            tqdm.write(f"epoch {epoch:g}: val mIoU {entry['mIoU']}  mAcc {entry['mAcc']}  aAcc {entry['aAcc']}")
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int) -> None:
+        if epoch % self.every == 0 or epoch == self.total:
+            self.record(trainer, epoch)
+
+    def on_end(self, trainer: Trainer) -> None:
+        history = trainer.extra_state.get("history", [])
+        if not history or history[-1]["step"] != trainer.progress.step:  # stopped mid-epoch (max_steps)
+            self.record(trainer, trainer.summary()["epochs"])
+
+
+def build_model(cfg: SegmentConfig, encoder: ViTEncoder, num_classes: int) -> Segmenter:
+    """The segmenter on a copy of `encoder` with the run's drop path (the linear probe: frozen, none)."""
+    torch.manual_seed(cfg.seed)
+    linear = cfg.head == "linear"
+    own = ViTEncoder(encoder.config, 0.0 if linear else cfg.drop_path)
+    if encoder.pos_embed_kind == "learned":  # a fine-tuned encoder's table trains on
+        own.learn_pos_embed()
+    own.load_state_dict(encoder.state_dict())
+    depth = len(own.blocks)
+    if cfg.out_indices is not None and (len(cfg.out_indices) != 4 or not all(-depth <= i < depth for i in cfg.out_indices)):
+        raise ConfigError(f"--out-indices takes four block indices of 0..{depth - 1}, not {list(cfg.out_indices)}")
+    if linear:
+        own.requires_grad_(False)
+    return Segmenter(own, num_classes, cfg.head, list(cfg.out_indices) if cfg.out_indices else None)
+
+
+def segment(cfg: SegmentConfig) -> dict[str, Any]:
+    """Train as `cfg` says; returns the summary also written to RUN/metrics.json."""
+    holder = load_encoder_or_random(cfg.checkpoint, cfg.model, cfg.seed, **cfg.model_overrides())
+    config = holder.encoder.config
+    mean, std = normalization(config, cfg.data)
+    holder.encoder.config = config = config.replace(mean=mean, std=std)  # recorded in every checkpoint
+    sources = {split: build_segmentation_source(cfg.data, split, cfg.num_classes, cfg.ignore_index,
+                                                cfg.reduce_zero_label, config.in_chans, cfg.seed, cfg.scene_size)
+               for split in ("train", "val")}
+    train, val = sources["train"], sources["val"]
+    scenes = isinstance(train, FashionScenesSource)
+    if scenes and cfg.scenes:  # validation: a fifth as many, as make-dataset writes
+        train, val = (FashionScenesSource(split, num, cfg.scene_size, cfg.seed, config.in_chans)
+                      for split, num in (("train", cfg.scenes), ("val", max(1, cfg.scenes // 5))))
+    names = train.classes
+    num_classes = len(names) if names else train.num_classes
+    crop = cfg.crop_size or (cfg.scene_size if scenes else PHOTO_CROP)
+    stride = cfg.stride or max(1, crop * 2 // 3)
+    model = build_model(cfg, holder.encoder, num_classes)
+    model.class_names = names
+
+    dataset = build_dataset(train, SegmentationTransform(crop, mean, std, ignore_index=cfg.ignore_index), cfg.seed)
+    # validation images of a folder differ in size: one per batch; scenes share theirs
+    val_loader = build_loader(build_dataset(val, SegmentationTransform(crop, mean, std, train=False)),
+                              cfg.batch_size if scenes else 1, None, cfg.num_workers, drop_last=False,
+                              persistent_workers=cfg.num_workers > 0, collate_fn=collate_masks)
+    evaluator = SegmentationEvaluator(val_loader, num_classes, names, cfg.ignore_index, crop, stride,
+                                      cfg.eval_every_epochs, cfg.epochs)
+    objective = SegmentationObjective(cfg.ignore_index, cfg.seed)
+    trainer = Trainer(model, objective, dataset, cfg, groups=model.param_groups(cfg.weight_decay, cfg.layer_decay),
+                      betas=(0.9, 0.999), hooks=[evaluator], collate_fn=collate_masks)
+    objective.rank = trainer.dist.rank
+    output = Path(cfg.output)
+    if trainer.dist.is_main:
+        save_config(cfg, output)
+    summary = trainer.fit()
+    # every rank evaluated, so every rank has the summary (and the CLI reports it); rank 0 writes it
+    history = trainer.extra_state["history"]
+    final = history[-1]
+    summary = {**summary, **{k: final[k] for k in ("mIoU", "mAcc", "aAcc", "per_class")},
+               "best": trainer.extra_state["best"], "history": history,
+               "init": cfg.checkpoint, "head": cfg.head, "out_indices": model.out_indices,
+               "num_classes": num_classes, "classes": names, "ignore_index": cfg.ignore_index,
+               "reduce_zero_label": cfg.reduce_zero_label, "crop_size": crop, "stride": stride,
+               "train_images": len(train), "val_images": len(val),
+               "val_skipped_files": [{"path": p, "reason": r} for p, r in evaluator.skipped.items()],
+               "model": config.to_dict()}
+    if trainer.dist.is_main:
+        write_json(output / "metrics.json", summary)
+    return summary
+
+
+def report(s: dict[str, Any], cfg: SegmentConfig) -> list[str]:
+    return [f"mIoU {s['mIoU']}  mAcc {s['mAcc']}  aAcc {s['aAcc']} on {s['val_images']} validation images "
+            f"({s['num_classes']} classes, {s['head']} head); best mIoU {s['best']['mIoU']} at epoch "
+            f"{s['best']['epoch']:g}",
+            f"{s['steps']} steps on {s['train_images']} images; last checkpoint {s['checkpoint']}"]
+
+
+TASK = Task("segment", "semantic segmentation on a pre-trained encoder (UperNet or a linear probe)",
+            SegmentConfig, segment, report)

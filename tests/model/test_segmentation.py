@@ -1,0 +1,81 @@
+"""The segmentation model: pyramid levels at 4-32 px per cell for any patch size, depth and input shape;
+logits at the input's size; the linear probe; layer-wise decay groups."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vitmae.model import ViTEncoder, model_config
+from vitmae.model.segmentation import FeaturePyramid, Segmenter, default_out_indices
+
+
+def _encoder(patch_size: int, depth: int, size=(32, 32), in_chans=1) -> ViTEncoder:
+    config = model_config("mae_vit_micro_patch4_28", img_size=size, patch_size=patch_size, embed_dim=32,
+                          depth=depth, num_heads=2, in_chans=in_chans)
+    return ViTEncoder(config)
+
+
+def test_default_out_indices_follow_the_recipe():
+    assert default_out_indices(12) == [3, 5, 7, 11] and default_out_indices(24) == [7, 11, 15, 23]
+    for depth in (1, 2, 4, 6):
+        taken = default_out_indices(depth)
+        assert len(taken) == 4 and taken[-1] == depth - 1 and taken == sorted(taken) and min(taken) >= 0
+
+
+@pytest.mark.parametrize("patch_size, size", [(4, (32, 32)), (8, (32, 48)), (16, (64, 32)), (4, (28, 20))])
+def test_pyramid_levels_are_4_8_16_32_pixels_per_cell(patch_size, size):
+    torch.manual_seed(0)
+    pyramid = FeaturePyramid(32, patch_size).eval()
+    grid = (size[0] // patch_size, size[1] // patch_size)
+    levels = pyramid([torch.randn(2, 32, *grid) for _ in range(4)])
+    for level, stride in zip(levels, (4, 8, 16, 32)):
+        expected = tuple(max(1, -(-s // stride)) for s in size)  # ceil: a partial cell counts
+        assert tuple(level.shape[-2:]) == expected
+    assert [level.shape[1] for level in levels] == pyramid.channels
+    assert pyramid.channels[-2:] == [32, 32] and pyramid.channels[0] <= pyramid.channels[1] <= 32
+
+
+@pytest.mark.parametrize("head", ["upernet", "linear"])
+@pytest.mark.parametrize("depth, patch_size, size", [(1, 4, (28, 28)), (4, 4, (32, 24)), (6, 8, (32, 40))])
+def test_logits_come_at_the_input_size(head, depth, patch_size, size):
+    torch.manual_seed(0)
+    model = Segmenter(_encoder(patch_size, depth, size), num_classes=5, head=head)
+    images = torch.randn(2, 1, *size)
+    model.train()
+    out = model(images)
+    if head == "upernet":
+        logits, aux = out
+        assert aux.shape == logits.shape
+        (logits.sum() + aux.sum()).backward()
+        assert model.encoder.blocks[0].attn.qkv.weight.grad is not None
+    else:
+        logits = out
+    assert logits.shape == (2, 5, *size)
+    model.eval()
+    with torch.no_grad():
+        assert model(images).shape == (2, 5, *size)  # evaluation: the main head alone
+
+
+def test_state_dict_keeps_the_encoders_flat_names_and_layer_decay():
+    model = Segmenter(_encoder(4, 4), num_classes=3)
+    keys = model.state_dict().keys()
+    assert "blocks.0.attn.qkv.weight" in keys and "patch_embed.proj.weight" in keys
+    assert any(k.startswith("head.") for k in keys) and any(k.startswith("aux_head.") for k in keys)
+    groups = model.param_groups(weight_decay=0.05, layer_decay=0.65)
+    scale = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    assert scale[id(model.encoder.patch_embed.proj.weight)] == pytest.approx(0.65 ** 5)
+    assert scale[id(model.encoder.blocks[3].attn.qkv.weight)] == pytest.approx(0.65)
+    assert scale[id(model.head.classifier[1].weight)] == 1.0
+    decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    assert decay[id(model.head.classifier[1].bias)] == 0.0 and decay[id(model.head.classifier[1].weight)] == 0.05
+
+
+def test_what_the_features_skip_is_frozen():
+    model = Segmenter(_encoder(4, 4), num_classes=3, out_indices=[0, 1, 1, 2])
+    assert not any(p.requires_grad for p in model.encoder.norm.parameters())
+    assert not any(p.requires_grad for p in model.encoder.blocks[3].parameters())
+    assert all(p.requires_grad for p in model.encoder.blocks[2].parameters())
+    model.train()
+    logits, aux = model(torch.randn(2, 1, 32, 32))
+    (logits.sum() + aux.sum()).backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)  # DDP's requirement
