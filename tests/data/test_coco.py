@@ -124,7 +124,7 @@ def test_train_transform_moves_boxes_and_masks_with_the_image(tmp_path):
 def test_collate_stacks_equal_sizes_and_lists_others(tmp_path):
     json_path = write_coco(tmp_path, "val2017", 2)
     source = CocoSource(json_path, tmp_path / "val2017")
-    dataset = build_dataset(source, DetectionTransform((32, 32), train=False), seed=0)
+    dataset = build_dataset(source, DetectionTransform(), seed=0)
     batch = collate_detection([dataset[0], dataset[1]])
     assert batch.images.shape == (2, 3, 32, 32) and batch.targets[1]["image_id"] == 101
     assert batch.indices.tolist() == [0, 1] and batch.to("cpu").targets[0]["boxes"].shape[1] == 4

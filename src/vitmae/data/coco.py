@@ -177,8 +177,11 @@ class DetectionTransform(JointTransform):
     Every draw comes from the sample's generator. Evaluation: the image as it is (the detector resizes it
     and maps its detections back to the image's pixels)."""
 
-    def __init__(self, size: tuple[int, int], train: bool, scale: tuple[float, float] = (0.1, 2.0), hflip: float = 0.5):
-        self.size, self.train, self.scale, self.hflip = tuple(size), train, tuple(scale), hflip
+    def __init__(self, size: tuple[int, int] | None = None, train: bool = False, scale: tuple[float, float] = (0.1, 2.0),
+                 hflip: float = 0.5):
+        if train and size is None:
+            raise ValueError("a training transform needs the crop size")
+        self.size, self.train, self.scale, self.hflip = size and tuple(size), train, tuple(scale), hflip
 
     def __call__(self, image: ImageLike, target: dict[str, Any], generator: torch.Generator):
         img = tv_tensors.Image(TF.pil_to_tensor(image) if hasattr(image, "mode") else

@@ -141,17 +141,25 @@ def build_detector(backbone: ViTDetBackbone, num_classes: int, masks: bool, img_
     the object classes; the background is added. `kwargs` go to the detector (thresholds, sizes)."""
     from torchvision.models.detection import FasterRCNN, MaskRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
     from torchvision.ops import MultiScaleRoIAlign
 
     sizes = tuple((8 * s,) for s in backbone.strides)
     anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
+    # The heads scale with the pyramid's width: torchvision's own (a 1024-wide box MLP, 256-wide mask
+    # convolutions) at 256 channels, proportionally smaller ones for the tiny detectors of a CPU.
+    width = backbone.out_channels
     common = dict(min_size=min(img_size), max_size=max(img_size), image_mean=list(mean), image_std=list(std),
-                  rpn_anchor_generator=anchors, box_roi_pool=MultiScaleRoIAlign(list(FEATURE_NAMES), 7, 2), **kwargs)
+                  rpn_anchor_generator=anchors, box_roi_pool=MultiScaleRoIAlign(list(FEATURE_NAMES), 7, 2),
+                  box_head=TwoMLPHead(width * 7 * 7, 4 * width), **kwargs)
     if masks:
-        model = MaskRCNN(backbone, num_classes + 1,
-                         mask_roi_pool=MultiScaleRoIAlign(list(FEATURE_NAMES), 14, 2), **common)
+        model = MaskRCNN(backbone, None, mask_roi_pool=MultiScaleRoIAlign(list(FEATURE_NAMES), 14, 2),
+                         box_predictor=FastRCNNPredictor(4 * width, num_classes + 1),
+                         mask_head=MaskRCNNHeads(width, (width,) * 4, 1),
+                         mask_predictor=MaskRCNNPredictor(width, width, num_classes + 1), **common)
     else:
-        model = FasterRCNN(backbone, num_classes + 1, **common)
+        model = FasterRCNN(backbone, None, box_predictor=FastRCNNPredictor(4 * width, num_classes + 1), **common)
     model.transform.size_divisible = backbone.size_divisible
     return model
 

@@ -13,10 +13,10 @@ from .common import Task
 
 
 def _registry() -> dict[str, Task]:
-    from . import bench, checkpoints, demo, embed, evaluate, finetune, knn, linprobe, pictures, pretrain
+    from . import bench, checkpoints, demo, detect, embed, evaluate, finetune, knn, linprobe, pictures, pretrain
 
     tasks = (pretrain.TASK, finetune.TASK, linprobe.TASK, knn.TASK, embed.TASK, evaluate.TASK, *pictures.TASKS,
-             demo.TASK, *checkpoints.TASKS, bench.TASK)
+             demo.TASK, *checkpoints.TASKS, bench.TASK, *detect.TASKS)
     return {task.name: task for task in tasks}
 
 
