@@ -39,13 +39,14 @@ def scenes(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow  # about a minute on the shared 2-core machine
 def test_a_detector_from_scratch_learns_and_its_detections_round_trip(run_cli, tmp_path, scenes):
     run = tmp_path / "run"
     result = run_cli("detect", "--data", scenes, "--output", run, *TINY, "--epochs", "8", "--lr", "1e-3",
                      "--warmup-epochs", "1", "--drop-path", "0", "--eval-every-epochs", "4")
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["masks"] and metrics["classes"] == ["red-box", "green-ellipse"]  # --masks auto: Mask R-CNN
-    assert metrics["box"]["AP50"] > 40 and metrics["mask"]["AP50"] > 20, (metrics["box"], metrics["mask"])
+    assert metrics["box"]["AP50"] > 30 and metrics["mask"]["AP50"] > 15, (metrics["box"], metrics["mask"])
     assert [h["step"] for h in metrics["history"]] == [24, 48]
     assert metrics["history"][0]["box"]["AP"] < metrics["box"]["AP"]  # it was still learning
     assert set(metrics["box"]["per_class"]) == {"red-box", "green-ellipse"}
