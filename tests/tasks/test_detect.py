@@ -113,6 +113,9 @@ def test_data_options_give_one_line_errors(run_cli, tmp_path, scenes):
     assert result.returncode == 2 and "instances_train*.json, found none" in result.stderr
     with pytest.raises(ConfigError, match="two factors"):
         DetectConfig(jitter_scale=(2.0, 1.0))
+    assert DetectConfig(global_blocks="1,3").global_blocks == (1, 3)  # block indices stay integers
+    with pytest.raises(ConfigError, match="takes integers like 2,5,8"):
+        DetectConfig(global_blocks="1.5")
     boxes_only = tmp_path / "boxes"
     write_coco(boxes_only, "train2017", 4)
     write_coco(boxes_only, "val2017", 2)
