@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from pycocotools import mask as mask_api
-from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from vitmae.data import DataError, build_dataset
