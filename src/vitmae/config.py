@@ -9,6 +9,7 @@ from .model.config import PRESETS, ModelConfig, model_config, to_2tuple
 from .options import Options, opt, read_options_file, save_config
 from .tasks.bench import BenchConfig
 from .tasks.common import EncoderOptions, InferenceOptions, LabeledDataOptions, MAEOptions
+from .tasks.detect import DetectConfig, DetectPredictConfig
 from .tasks.embed import EmbedConfig
 from .tasks.evaluate import EvaluateConfig
 from .tasks.finetune import FinetuneConfig
@@ -19,7 +20,8 @@ from .tasks.pretrain import PretrainConfig
 from .tasks.segment import SegmentConfig
 from .train.config import RuntimeOptions, TrainConfig
 
-__all__ = ["BenchConfig", "ConfigError", "EmbedConfig", "EncoderOptions", "EvaluateConfig", "FinetuneConfig",
-           "InferenceOptions", "KnnConfig", "LabeledDataOptions", "LinprobeConfig", "MAEOptions", "MakeDatasetOptions", "ModelConfig",
-           "Options", "PRESETS", "PretrainConfig", "RuntimeOptions", "SegmentConfig", "TrainConfig", "model_config", "opt",
+__all__ = ["BenchConfig", "ConfigError", "DetectConfig", "DetectPredictConfig", "EmbedConfig", "EncoderOptions",
+           "EvaluateConfig", "FinetuneConfig", "InferenceOptions", "KnnConfig", "LabeledDataOptions", "LinprobeConfig",
+           "MAEOptions", "MakeDatasetOptions", "ModelConfig", "Options", "PRESETS", "PretrainConfig", "RuntimeOptions",
+           "SegmentConfig", "TrainConfig", "model_config", "opt",
            "read_options_file", "save_config", "to_2tuple"]

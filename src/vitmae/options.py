@@ -106,12 +106,14 @@ def coerce(f: dataclasses.Field, hint: Any, value: Any) -> Any:
             return parse_size(value)
         except ConfigError as err:
             raise ConfigError(f"{flag_name(f.name)}: {err}") from None
-    if kind is tuple:  # tuple[float, ...]: per-channel values
+    if kind is tuple:  # tuple[float, ...] (per-channel values) or tuple[int, ...] (block indices)
+        item_kind = args[0] if args and args[0] in (int, float) else float
         items = value if isinstance(value, (list, tuple)) else str(value).split(",")
         try:
-            return tuple(_number(float(v) if isinstance(v, str) else v, float, f.name) for v in items)
+            return tuple(_number(float(v) if isinstance(v, str) else v, item_kind, f.name) for v in items)
         except ValueError:
-            raise ConfigError(f"{flag_name(f.name)} takes numbers like 0.5,0.5,0.5, not {value!r}") from None
+            example = "integers like 2,5,8" if item_kind is int else "numbers like 0.5,0.5,0.5"
+            raise ConfigError(f"{flag_name(f.name)} takes {example}, not {value!r}") from None
     if kind is list:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{flag_name(f.name)} takes a list of text values, not {value!r}")

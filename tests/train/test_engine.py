@@ -65,6 +65,13 @@ def test_lr_schedule_warmup_then_half_cosine():
     assert all(a >= b for a, b in zip(values, values[1:]))
 
 
+def test_step_schedule_warms_up_then_divides_by_ten_twice():
+    assert lr_at(5, 1.0, 270, 10, schedule="step") == pytest.approx(0.5)
+    assert lr_at(240, 1.0, 270, 10, schedule="step") == pytest.approx(1.0)  # 8/9 of 270
+    assert lr_at(241, 1.0, 270, 10, schedule="step") == pytest.approx(0.1)
+    assert lr_at(261, 1.0, 270, 10, schedule="step") == pytest.approx(0.01)  # after 26/27
+
+
 def test_no_weight_decay_on_biases_norms_and_frozen_tables():
     model = MaskedAutoencoder(PretrainConfig(**TINY).model_config())
     groups = param_groups(model, 0.05)

@@ -204,4 +204,9 @@ def build_loader(
         pin_memory=pin_memory,
         drop_last=drop_last,
         persistent_workers=num_workers > 0 if persistent_workers is None else persistent_workers,
+        # Each iteration draws its workers' base seed: from a generator of the loader's own, not from the
+        # global stream that drop path and a detector's sampling use, so that a run resumed mid-epoch
+        # (one more iteration started) continues that stream exactly. Per-sample randomness does not
+        # depend on it (sample_generator).
+        generator=torch.Generator().manual_seed(0),
     )

@@ -264,7 +264,7 @@ class Trainer:
         window_images, window_start = 0, time.perf_counter()
         while progress.epoch_batches < self.steps_per_epoch * cfg.accum_steps:
             step = progress.step + 1
-            lr = lr_at(step, self.base_lr, self.total_steps, self.warmup_steps, cfg.min_lr)
+            lr = lr_at(step, self.base_lr, self.total_steps, self.warmup_steps, cfg.min_lr, cfg.schedule)
             set_lr(self.optimizer, lr)
             step_start, step_images = time.perf_counter(), 0
             step_loss = torch.zeros((), device=self.device)
