@@ -83,6 +83,25 @@ def collate(batch: Sequence[Sample]) -> Batch:
     )
 
 
+class StreamLoader(DataLoader):
+    """A DataLoader over a stream (shards) that drops each worker's last partial batch, as `drop_last`
+    does, but not its skipped samples: they are carried into the next full batch, so that every skipped
+    file reaches `Batch.skipped` (and the run's `skipped_files`), even across passes over the stream."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, drop_last=False, **kwargs)
+        self._carried: list[tuple[str, str]] = []
+
+    def __iter__(self) -> Iterator[Batch]:
+        for batch in super().__iter__():
+            if len(batch) + len(batch.skipped) < self.batch_size:  # the end of a worker's stream
+                self._carried += batch.skipped
+                continue
+            if self._carried:
+                batch, self._carried = replace(batch, skipped=self._carried + batch.skipped), []
+            yield batch
+
+
 class EpochSampler(Sampler[int]):
     """A permutation fixed by (seed, epoch), split across ranks, resumable mid-epoch.
 
@@ -151,17 +170,14 @@ def build_loader(
     persistent_workers: bool | None = None,
 ) -> DataLoader:
     """A DataLoader yielding `Batch`es. Shard streams split themselves across ranks and workers, so
-    they take no sampler; workers persist between epochs unless told otherwise. A dataset with a
+    they take no sampler, and keep the skips of the partial batches they drop (StreamLoader); workers
+    persist between epochs unless told otherwise. A dataset with a
     `collate_fn` of its own batches with it (device-side augmentation: `EncodedBatch`es)."""
     if isinstance(dataset, IterableDataset) and sampler is not None:
         raise ValueError("an iterable (shard) dataset takes no sampler")
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        collate_fn=getattr(dataset, "collate_fn", collate),
-        pin_memory=pin_memory,
-        drop_last=drop_last,
-        persistent_workers=num_workers > 0 if persistent_workers is None else persistent_workers,
-    )
+    options = dict(batch_size=batch_size, num_workers=num_workers, collate_fn=getattr(dataset, "collate_fn", collate),
+                   pin_memory=pin_memory,
+                   persistent_workers=num_workers > 0 if persistent_workers is None else persistent_workers)
+    if isinstance(dataset, IterableDataset) and drop_last:
+        return StreamLoader(dataset, **options)
+    return DataLoader(dataset, sampler=sampler, drop_last=drop_last, **options)

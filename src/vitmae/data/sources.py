@@ -19,7 +19,7 @@ import posixpath
 import re
 import tarfile
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
@@ -90,6 +90,22 @@ def skip_sample(path: str, reason: str) -> Skipped:
         _warned.add(path)
         log.warning("skipping unreadable image %s: %s", path, reason)
     return Skipped(path, reason)
+
+
+def skip_summary(reasons: Iterable[str], shown: int = 3) -> str:
+    """'12 skipped (9x: reason A; 3x: reason B)': how many, and the most common reasons with counts."""
+    counts = Counter(reasons)
+    common = "; ".join(f"{n}x: {reason}" for reason, n in counts.most_common(shown))
+    more = f"; {len(counts) - shown} other reasons" if len(counts) > shown else ""
+    return f"{sum(counts.values())} skipped ({common}{more})"
+
+
+def require_readable(readable: int, where: str, reasons: Iterable[str]) -> None:
+    """Stop with a DataError that says why, when none of the images of `where` could be read: a run on
+    nothing would otherwise train on nothing and save a checkpoint (`reasons`: those of the skips)."""
+    if not readable:
+        reasons = list(reasons)
+        raise DataError(f"no readable image in {where}" + (f": {skip_summary(reasons)}" if reasons else ""))
 
 
 class SharedEpoch:
