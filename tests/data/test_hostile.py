@@ -101,6 +101,18 @@ def test_one_pixel_limit_for_the_loader_reconstruct_and_the_demo(tmp_path, capsy
         predict(model, (0.5,), (0.5,), upload, 0.75, 0, "random")
 
 
+def test_the_device_path_leaves_images_over_the_pixel_limit_to_load_image(monkeypatch):
+    from vitmae.data import decode
+    from vitmae.data.device_augment import jpeg_size
+
+    jpeg = hostile.encoded("JPEG")  # 24x20
+    assert jpeg_size(jpeg, 3) == (20, 24)
+    monkeypatch.setattr(decode, "MAX_PIXELS", 479)  # the one limit, lowered: the GPU decoder must not take it
+    assert jpeg_size(jpeg, 3) is None
+    with pytest.raises(UnreadableImage, match="24x20 = 480 pixels, over the limit of 479 pixels"):
+        load_image(jpeg, 3)
+
+
 # -- 2. tar shards --------------------------------------------------------------------------------------
 
 def test_shards_read_only_image_members_and_list_oversized_ones(tmp_path, monkeypatch):
