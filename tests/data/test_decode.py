@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vitmae.data import UnreadableImage, load_image
+from vitmae.data import UnreadableImage, decode, load_image
 
 
 def save(img: Image.Image, path: Path, **kwargs) -> Path:
@@ -114,10 +114,15 @@ def test_unreadable_files_raise(tmp_path, photo, truncated_copy, kind):
     assert expected.get(kind, "truncated") in info.value.reason.lower()
 
 
-@pytest.mark.parametrize("pixels_over", [1.5, 3.0])  # PIL warns above its limit, errors above twice it
-def test_decompression_bombs_raise(tmp_path, photo, monkeypatch, pixels_over):
+def test_images_over_the_pixel_limit_raise_before_decoding(tmp_path, photo, monkeypatch):
     path = save(photo(20, 20), tmp_path / "big.png")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", int(400 / pixels_over))
+    monkeypatch.setattr(decode, "MAX_PIXELS", 399)  # the one limit, read at call time
+    with pytest.raises(UnreadableImage, match="20x20 = 400 pixels, over the limit of 399 pixels"):
+        load_image(path, 3)
+    np.save(tmp_path / "big.npy", np.zeros((20, 20, 3), np.uint8))
+    with pytest.raises(UnreadableImage, match="20x20 = 400 pixels, over the limit of 399 pixels"):
+        load_image(tmp_path / "big.npy", 3)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 199)  # PIL's own error, above twice its limit
     with pytest.raises(UnreadableImage, match="exceeds limit"):
         load_image(path, 3)
 

@@ -105,7 +105,7 @@ def test_a_killed_run_resumes_exactly(run_cli, tmp_path, scenes):
 
 def test_data_options_give_one_line_errors(run_cli, tmp_path, scenes):
     result = run_cli("detect", *TINY, "--output", tmp_path / "r", check=False)  # --data fashion-scenes
-    assert result.returncode == 2 and "fashion-scenes is write the scenes as COCO" in result.stderr
+    assert result.returncode == 2 and "--data fashion-scenes: write the scenes as COCO" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     result = run_cli("detect", *TINY, "--output", tmp_path / "r", "--train-json", "x.json", check=False)
     assert result.returncode == 2 and "give all of --train-json" in result.stderr

@@ -7,11 +7,14 @@ instead of a crashed run.
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
 from pathlib import Path
+from typing import IO
 
 import numpy as np
+import numpy.lib.format as npy_format
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".npy")
@@ -22,6 +25,17 @@ ImageLike = Image.Image | np.ndarray
 
 _NPY_MAGIC = b"\x93NUMPY"
 _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+# The one pixel limit of every decoder (PIL images, .npy arrays, the demo's uploads): PIL's own default
+# decompression-bomb limit, about 0.25 GiB of 24-bit pixels. Read at call time, so tests may lower it.
+MAX_PIXELS = 89_478_485
+
+
+def pixel_limit_problem(width: int, height: int) -> str | None:
+    """Why an image of width x height pixels is refused (None if it is not): over MAX_PIXELS, a
+    decompression bomb or more than any model input needs."""
+    if width * height <= MAX_PIXELS:
+        return None
+    return f"{width}x{height} = {width * height} pixels, over the limit of {MAX_PIXELS} pixels"
 
 
 class UnreadableImage(ValueError):
@@ -48,13 +62,17 @@ def load_image(source: str | Path | bytes, in_chans: int) -> ImageLike:
             raise UnreadableImage(name, "empty file")
         if _is_npy(source):
             return _load_npy(source, in_chans, name)
-        if in_chans not in (1, 3):
-            raise UnreadableImage(name, f"{in_chans} channels requested; only .npy files can hold them")
         data = io.BytesIO(source) if isinstance(source, bytes) else source
         with warnings.catch_warnings():
-            # PIL only warns between MAX_IMAGE_PIXELS and twice that; treat both as a bomb.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # MAX_PIXELS is checked below, from the header; PIL's warning (over its limit, under twice
+            # it) would only say the same. Above twice its limit PIL raises, and that is reported.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(data) as img:
+                if in_chans not in (1, 3):
+                    raise UnreadableImage(name, f"{in_chans} channels requested from {img.format} files "
+                                                f"({img.mode}); only .npy arrays can have {in_chans}")
+                if problem := pixel_limit_problem(*img.size):
+                    raise UnreadableImage(name, problem)
                 img.load()  # decode everything now, so a truncated file fails here and not later
                 return convert_image(ImageOps.exif_transpose(img), in_chans)
     except UnreadableImage:
@@ -65,7 +83,6 @@ def load_image(source: str | Path | bytes, in_chans: int) -> ImageLike:
         ValueError,
         EOFError,
         Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
     ) as err:
         raise UnreadableImage(name, _short_reason(err)) from err
 
@@ -106,23 +123,55 @@ def _is_npy(source: str | Path | bytes) -> bool:
 def _load_npy(source: str | Path | bytes, in_chans: int, name: str) -> np.ndarray:
     """(H, W, C) or (C, H, W) arrays with `in_chans` channels -> float32 (H, W, C).
 
-    Integer arrays are divided by their dtype's maximum (uint8 / 255, uint16 / 65535) so they land in
-    [0, 1] like decoded photos; float arrays are taken as they are.
+    The header is checked before any data is read (dtype, shape, channels, the pixel limit, and that
+    the file holds exactly the bytes the header promises), so a hostile header cannot make a huge
+    allocation. Integer arrays are divided by their dtype's maximum (uint8 / 255, uint16 / 65535) so
+    they land in [0, 1] like decoded photos; float arrays are taken as they are, and must be finite.
     """
-    array = np.load(io.BytesIO(source) if isinstance(source, bytes) else source, allow_pickle=False)
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.ndim != 3:
-        raise UnreadableImage(name, f"expected a 2-D or 3-D array, got shape {array.shape}")
-    if array.shape[-1] != in_chans:
-        if array.shape[0] != in_chans:
-            raise UnreadableImage(name, f"expected {in_chans} channels, got shape {array.shape}")
-        array = array.transpose(1, 2, 0)
+    with (io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")) as f:
+        shape, fortran_order, dtype = _npy_header(f, name)
+        channels_first = len(shape) == 3 and shape[-1] != in_chans and shape[0] == in_chans
+        hwc = shape[1:] + shape[:1] if channels_first else shape if len(shape) == 3 else (*shape, 1)
+        if hwc[-1] != in_chans:
+            raise UnreadableImage(name, f"expected {in_chans} channels, got shape {shape}")
+        if problem := pixel_limit_problem(hwc[1], hwc[0]):
+            raise UnreadableImage(name, problem)
+        expected = math.prod(shape) * dtype.itemsize
+        available = (len(source) if isinstance(source, bytes) else os.fstat(f.fileno()).st_size) - f.tell()
+        if available != expected:
+            raise UnreadableImage(name, f"the .npy header promises {expected} bytes ({dtype}, shape {shape}); "
+                                        f"the file holds {available}")
+        array = np.frombuffer(f.read(expected), dtype=dtype).reshape(shape, order="F" if fortran_order else "C")
+    array = array.transpose(1, 2, 0) if channels_first else array.reshape(hwc)
     if np.issubdtype(array.dtype, np.integer):
         return (array / np.iinfo(array.dtype).max).astype(np.float32)
-    if array.dtype == np.bool_ or np.issubdtype(array.dtype, np.floating):
-        return array.astype(np.float32)
-    raise UnreadableImage(name, f"unsupported array dtype {array.dtype}")
+    if array.dtype != np.bool_:
+        bad = array.size - int(np.count_nonzero(np.isfinite(array)))
+        if bad:  # would reach the loss as NaN and stop the run without naming the file
+            raise UnreadableImage(name, f"{bad} of {array.size} values are NaN or infinite")
+    return array.astype(np.float32)
+
+
+def _npy_header(f: IO[bytes], name: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) of a .npy stream, checked; the stream is left at the data."""
+    try:
+        version = npy_format.read_magic(f)
+    except ValueError as err:  # an .npz renamed .npy, a truncated file
+        raise UnreadableImage(name, f"not a .npy array ({_short_reason(err)})") from err
+    if version not in ((1, 0), (2, 0)):  # 3.0 only adds UTF-8 field names: structured arrays
+        raise UnreadableImage(name, f"unsupported .npy format version {version[0]}.{version[1]}")
+    read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+    try:
+        shape, fortran_order, dtype = read_header(f)
+    except Exception as err:  # numpy parses the header text with ast and tokenize: any of their errors
+        raise UnreadableImage(name, f"broken .npy header ({_short_reason(err)})") from err
+    if dtype.kind not in "biuf" or dtype.hasobject:
+        raise UnreadableImage(name, f"unsupported array dtype {dtype}")
+    if len(shape) not in (2, 3):
+        raise UnreadableImage(name, f"expected a 2-D or 3-D array, got shape {shape}")
+    if 0 in shape:
+        raise UnreadableImage(name, f"empty array of shape {shape}")
+    return shape, fortran_order, dtype
 
 
 def _short_reason(err: BaseException) -> str:

@@ -37,7 +37,7 @@ from torch import Tensor
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.ops import roi_align
 
-from vitmae.data.decode import ImageLike, UnreadableImage, load_image
+from vitmae.data.decode import ImageLike, UnreadableImage, load_image, pixel_limit_problem
 from vitmae.data.loader import Batch, TransformedDataset
 from vitmae.data.sources import ShardSource, Skipped, Source, skip_sample
 from vitmae.data.transforms import (CropPlan, PretrainTransform, Size, _Normalize, image_size, image_tensor,
@@ -222,10 +222,11 @@ def jpeg_size(data: bytes, in_chans: int) -> Size | None:
         return None
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)  # as in load_image
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # load_image says why
             with Image.open(io.BytesIO(data)) as img:  # lazy: parses the header, decodes nothing
                 orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
-                if img.format in ("JPEG", "MPO") and img.mode == mode and orientation == 1:
+                if (img.format in ("JPEG", "MPO") and img.mode == mode and orientation == 1
+                        and pixel_limit_problem(img.width, img.height) is None):  # else load_image refuses it
                     return img.height, img.width
     except Exception:  # whatever is wrong with the file, load_image will say it
         pass

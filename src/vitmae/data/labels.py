@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from vitmae.data.decode import ImageLike
-from vitmae.data.sources import DataError, ShardSource, Source, build_source
+from vitmae.data.sources import DataError, ShardSource, Source, build_source, class_count
 from vitmae.data.transforms import mix_seed
 
 HOLDOUT_FRACTION = 0.1
@@ -52,8 +52,7 @@ def source_labels(source: Source) -> np.ndarray:
 def num_classes_of(source: Source) -> int:
     if source.classes:
         return len(source.classes)
-    labels = source_labels(source)
-    return int(labels.max()) + 1 if len(labels) else 0
+    return class_count(source_labels(source).tolist(), "labels")
 
 
 def class_names(source: Source, num_classes: int) -> list[str]:

@@ -121,6 +121,25 @@ def collate(batch: Sequence[Sample]) -> Batch:
     )
 
 
+class StreamLoader(DataLoader):
+    """A DataLoader over a stream (shards) that drops each worker's last partial batch, as `drop_last`
+    does, but not its skipped samples: they are carried into the next full batch, so that every skipped
+    file reaches `Batch.skipped` (and the run's `skipped_files`), even across passes over the stream."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, drop_last=False, **kwargs)
+        self._carried: list[tuple[str, str]] = []
+
+    def __iter__(self) -> Iterator[Batch]:
+        for batch in super().__iter__():
+            if len(batch) + len(batch.skipped) < self.batch_size:  # the end of a worker's stream
+                self._carried += batch.skipped
+                continue
+            if self._carried:
+                batch, self._carried = replace(batch, skipped=self._carried + batch.skipped), []
+            yield batch
+
+
 class EpochSampler(Sampler[int]):
     """A permutation fixed by (seed, epoch), split across ranks, resumable mid-epoch.
 
@@ -190,23 +209,19 @@ def build_loader(
     collate_fn=None,
 ) -> DataLoader:
     """A DataLoader yielding `Batch`es, made by the task's `collate_fn` (default: `collate`, class ids).
-    Shard streams split themselves across ranks and workers, so they take no sampler; workers persist
-    between epochs unless told otherwise. Device-side augmentation's dataset batches with a collate of
-    its own (`EncodedBatch`es)."""
+    Shard streams split themselves across ranks and workers, so they take no sampler, and keep the skips
+    of the partial batches they drop (StreamLoader); workers persist between epochs unless told otherwise.
+    Device-side augmentation's dataset batches with a collate of its own (`EncodedBatch`es)."""
     if isinstance(dataset, IterableDataset) and sampler is not None:
         raise ValueError("an iterable (shard) dataset takes no sampler")
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        collate_fn=collate_fn or getattr(dataset, "collate_fn", collate),
-        pin_memory=pin_memory,
-        drop_last=drop_last,
-        persistent_workers=num_workers > 0 if persistent_workers is None else persistent_workers,
-        # Each iteration draws its workers' base seed: from a generator of the loader's own, not from the
-        # global stream that drop path and a detector's sampling use, so that a run resumed mid-epoch
-        # (one more iteration started) continues that stream exactly. Per-sample randomness does not
-        # depend on it (sample_generator).
-        generator=torch.Generator().manual_seed(0),
-    )
+    options = dict(batch_size=batch_size, num_workers=num_workers,
+                   collate_fn=collate_fn or getattr(dataset, "collate_fn", collate), pin_memory=pin_memory,
+                   persistent_workers=num_workers > 0 if persistent_workers is None else persistent_workers,
+                   # Each iteration draws its workers' base seed: from a generator of the loader's own,
+                   # not from the global stream that drop path and a detector's sampling use, so that a
+                   # run resumed mid-epoch (one more iteration started) continues that stream exactly.
+                   # Per-sample randomness does not depend on it (sample_generator).
+                   generator=torch.Generator().manual_seed(0))
+    if isinstance(dataset, IterableDataset) and drop_last:
+        return StreamLoader(dataset, **options)
+    return DataLoader(dataset, sampler=sampler, drop_last=drop_last, **options)

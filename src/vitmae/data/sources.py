@@ -12,12 +12,14 @@ from __future__ import annotations
 import copy
 import csv
 import gzip
+import io
 import logging
 import os
 import posixpath
 import re
 import tarfile
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
@@ -47,6 +49,15 @@ _PHOTO_FILES = (
 # Sample numbers of shard k start at k * SHARD_STRIDE: unique and independent of the worker count.
 SHARD_STRIDE = 1_000_000_000
 SHARD_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "npy")
+# A shard member larger than this is skipped (and listed) without being read: encoded images are far
+# smaller, and raw 8-bit RGB at the pixel limit (decode.MAX_PIXELS) is 256 MiB.
+MAX_MEMBER_BYTES = 256 * 2**20
+# Integer labels are class ids 0..K-1 with K = max label + 1 classes, so a stray huge label would size
+# a huge classifier: K may be at most MAX_CLASSES, and above DENSE_CLASSES at most DENSE_FACTOR times the
+# number of distinct labels (ImageNet-1k's ids are always accepted, even in a subset of its classes).
+MAX_CLASSES = 100_000
+DENSE_CLASSES = 1000
+DENSE_FACTOR = 10
 
 
 class DataError(ValueError):
@@ -79,6 +90,22 @@ def skip_sample(path: str, reason: str) -> Skipped:
         _warned.add(path)
         log.warning("skipping unreadable image %s: %s", path, reason)
     return Skipped(path, reason)
+
+
+def skip_summary(reasons: Iterable[str], shown: int = 3) -> str:
+    """'12 skipped (9x: reason A; 3x: reason B)': how many, and the most common reasons with counts."""
+    counts = Counter(reasons)
+    common = "; ".join(f"{n}x: {reason}" for reason, n in counts.most_common(shown))
+    more = f"; {len(counts) - shown} other reasons" if len(counts) > shown else ""
+    return f"{sum(counts.values())} skipped ({common}{more})"
+
+
+def require_readable(readable: int, where: str, reasons: Iterable[str]) -> None:
+    """Stop with a DataError that says why, when none of the images of `where` could be read: a run on
+    nothing would otherwise train on nothing and save a checkpoint (`reasons`: those of the skips)."""
+    if not readable:
+        reasons = list(reasons)
+        raise DataError(f"no readable image in {where}" + (f": {skip_summary(reasons)}" if reasons else ""))
 
 
 class SharedEpoch:
@@ -126,7 +153,11 @@ class ImageFolderSource(_FileSource):
         root = Path(root)
         if not root.is_dir():
             raise DataError(f"image folder not found: {root}")
-        files = sorted(_scan_images(root))
+        repeats: Counter[str] = Counter()
+        files = sorted(_scan_images(root, repeats))
+        if repeats:
+            log.warning("%s: %d symbolic link loop(s) not followed; %d folder(s) and %d file(s) reached again "
+                        "through links, scanned once", root, repeats["loop"], repeats["folder"], repeats["file"])
         if not files:
             raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
         classes, labels = None, [-1] * len(files)
@@ -142,33 +173,80 @@ class ImageFolderSource(_FileSource):
 
 
 class CsvSource(_FileSource):
-    """Rows of `path,label` (a `path,label` header is optional); paths relative to the CSV's folder.
+    """Rows of `path,label`; paths relative to the CSV's folder; UTF-8 text.
 
-    Integer labels are class ids; any other labels are names, numbered in sorted order. A row without
-    a label is unlabeled (-1).
+    A first row whose label is not an integer and whose path does not exist is a header (`path,label`,
+    `filename,class`, ...). Integer labels are class ids (see class_count); any other labels are names,
+    numbered in sorted order. A row with an empty label, or -1, is unlabeled.
     """
 
     def __init__(self, csv_path: str | Path, in_chans: int = 3) -> None:
         csv_path = Path(csv_path)
         if not csv_path.is_file():
             raise DataError(f"CSV file not found: {csv_path}")
-        with open(csv_path, newline="") as f:
-            rows = [row for row in csv.reader(f) if row and row[0].strip()]
-        if rows and [c.strip().lower() for c in rows[0][:2]] in (["path"], ["path", "label"]):
-            rows = rows[1:]
-        if not rows:
+        numbered = _csv_rows(csv_path)
+        if numbered:
+            first = numbered[0][1]
+            label = first[1].strip() if len(first) > 1 else ""
+            if not re.fullmatch(r"-?\d+", label) and not (csv_path.parent / first[0].strip()).exists():
+                numbered = numbered[1:]
+        if not numbered:
             raise DataError(f"no rows in {csv_path}")
+        line_numbers = [line for line, _ in numbered]
+        rows = [row for _, row in numbered]
         paths = [str(csv_path.parent / row[0].strip()) for row in rows]
         names = [row[1].strip() if len(row) > 1 else "" for row in rows]
         given = [n for n in names if n]
         classes = None
         if all(re.fullmatch(r"-?\d+", n) for n in given):
             labels = [int(n) if n else -1 for n in names]
+            class_count(labels, f"{csv_path}", line_numbers)
         else:
             classes = sorted(set(given))
             class_id = {name: i for i, name in enumerate(classes)}
             labels = [class_id[n] if n else -1 for n in names]
         super().__init__(paths, labels, classes, in_chans)
+
+
+def _csv_rows(csv_path: Path) -> list[tuple[int, list[str]]]:
+    """(line number, cells) of the non-empty rows of a UTF-8 CSV file (a byte-order mark is allowed)."""
+    data = csv_path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DataError(f"{csv_path} is not UTF-8 text: byte 0x{data[err.start]:02x} on line {line} "
+                        "(save it as UTF-8)") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        return [(reader.line_num, row) for row in reader if row and row[0].strip()]
+    except csv.Error as err:
+        raise DataError(f"{csv_path}, line {reader.line_num}: {err}") from None
+
+
+def class_count(labels: Sequence[int], where: str, line_numbers: Sequence[int] | None = None) -> int:
+    """K = max label + 1, the number of classes of integer labels (-1 = unlabeled), after checking them:
+    no label below -1, and K within MAX_CLASSES and, above DENSE_CLASSES, within DENSE_FACTOR x the
+    number of distinct labels. Errors name the offending label's line (or position) in `where`."""
+    def at(i: int) -> str:
+        return f"line {line_numbers[i]}" if line_numbers is not None else f"sample {i}"
+
+    if not len(labels):
+        return 0
+    low = min(range(len(labels)), key=lambda i: labels[i])  # Python ints: a label may overflow int64
+    if labels[low] < -1:
+        raise DataError(f"{where}, {at(low)}: label {labels[low]} is negative (class ids are 0, 1, ...; "
+                        "an empty label or -1 means unlabeled)")
+    high = max(range(len(labels)), key=lambda i: labels[i])
+    if labels[high] < 0:
+        return 0
+    count, distinct = int(labels[high]) + 1, len({int(label) for label in labels if label >= 0})
+    if count > MAX_CLASSES or (count > DENSE_CLASSES and count > DENSE_FACTOR * distinct):
+        raise DataError(
+            f"{where}, {at(high)}: label {labels[high]} would make {count} classes for {distinct} distinct "
+            f"labels; integer labels are class ids 0..K-1, and K may be at most {MAX_CLASSES}, and above "
+            f"{DENSE_CLASSES} at most {DENSE_FACTOR}x the distinct labels: renumber them or use class names")
+    return count
 
 
 class FashionMNISTSource:
@@ -277,8 +355,12 @@ class ShardSource(IterableDataset):
         epoch = self._epoch.get()
         for shard_number, url in self.shards_for(epoch, worker, num_workers):
             try:
-                for position, (key, fields) in enumerate(_tar_samples(url)):
+                for position, (key, fields, oversized) in enumerate(_tar_samples(url)):
                     index = shard_number * SHARD_STRIDE + position
+                    if oversized:
+                        yield skip_sample(f"{url}#{key}", f"member {oversized[0]} is over the limit of "
+                                                          f"{MAX_MEMBER_BYTES} bytes")
+                        continue
                     generator = sample_generator(self.seed, epoch, index)
                     yield self._sample(f"{url}#{key}", index, fields, transform, generator)
             except (OSError, tarfile.TarError) as err:  # a missing or corrupt shard: report it, go on
@@ -357,14 +439,54 @@ def expand_braces(pattern: str) -> list[str]:
     return [url for option in options for url in expand_braces(head + option + tail)]
 
 
-def _scan_images(root: Path) -> Iterator[str]:
-    """Image files under root as '/'-separated relative paths; follows links, skips hidden entries."""
-    for folder, subfolders, files in os.walk(root, followlinks=True):
-        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
-        relative = Path(folder).relative_to(root).as_posix()
-        for name in files:
-            if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
-                yield name if relative == "." else f"{relative}/{name}"
+def _scan_images(root: Path, repeats: Counter[str]) -> Iterator[str]:
+    """Image files under root as '/'-separated relative paths; follows links, skips hidden entries.
+
+    Each real folder is entered once and each real file yielded once (by device and inode): a link
+    loop would otherwise repeat every image below it, and two loops multiply. Folders reached again
+    are counted in `repeats` ('loop' when the link points at a folder it is in, else 'folder'),
+    files reached again under 'file'.
+    """
+    top = os.stat(root)
+    seen_folders, seen_files = {(top.st_dev, top.st_ino)}, set()
+    stack = [("", ((top.st_dev, top.st_ino),))]
+    while stack:
+        relative, ancestors = stack.pop()
+        try:
+            with os.scandir(root / relative) as scan:
+                entries = sorted(scan, key=lambda e: e.name)
+        except OSError as err:
+            log.warning("cannot list folder %s: %s", root / relative, err.strerror or err)
+            continue
+        folders = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = f"{relative}/{entry.name}" if relative else entry.name
+            try:
+                if entry.is_dir():  # follows a link to a folder
+                    info = entry.stat()
+                    identity = (info.st_dev, info.st_ino)
+                    if identity in seen_folders:
+                        repeats["loop" if identity in ancestors else "folder"] += 1
+                    else:
+                        seen_folders.add(identity)
+                        folders.append((path, (*ancestors, identity)))
+                    continue
+                if not entry.name.lower().endswith(IMAGE_EXTENSIONS):
+                    continue
+                # a plain file lives on its folder's device; only a link needs a stat of its target
+                info = entry.stat() if entry.is_symlink() else None
+                identity = (info.st_dev, info.st_ino) if info else (ancestors[-1][0], entry.inode())
+            except OSError:  # a broken link: listed, and the loader reports it as unreadable
+                yield path
+                continue
+            if identity in seen_files:
+                repeats["file"] += 1
+            else:
+                seen_files.add(identity)
+                yield path
+        stack.extend(reversed(folders))
 
 
 def _read_idx(root: Path, name: str, magic: int) -> np.ndarray:
@@ -389,10 +511,15 @@ def _read_idx(root: Path, name: str, magic: int) -> np.ndarray:
     return array.reshape(shape)
 
 
-def _tar_samples(url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {extension: bytes}) for consecutive tar members sharing a key (WebDataset's convention:
-    the key is the member path up to the first dot of its file name)."""
-    key, fields = None, {}
+def _tar_samples(url: str) -> Iterator[tuple[str, dict[str, bytes], list[str]]]:
+    """(key, {extension: bytes}, oversized members) for consecutive tar members sharing a key
+    (WebDataset's convention: the key is the member path up to the first dot of its file name).
+
+    Only image and `cls` members are read, each only up to MAX_MEMBER_BYTES; the others (captions,
+    metadata, anything) are streamed past unread. Nothing is ever written to disk, so member names
+    like `../x` name samples and nothing else.
+    """
+    key, fields, oversized = None, {}, []
     with _open_shard(url) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
         for member in tar:
             directory, name = posixpath.split(member.name)
@@ -402,11 +529,17 @@ def _tar_samples(url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
             member_key = posixpath.join(directory, stem)
             if member_key != key:
                 if key is not None:
-                    yield key, fields
-                key, fields = member_key, {}
-            fields[extension.lower()] = tar.extractfile(member).read()
+                    yield key, fields, oversized
+                key, fields, oversized = member_key, {}, []
+            extension = extension.lower()
+            if extension not in SHARD_IMAGE_KEYS and extension != "cls":
+                continue
+            if member.size > MAX_MEMBER_BYTES:
+                oversized.append(f"{name} ({member.size} bytes)")
+                continue
+            fields[extension] = tar.extractfile(member).read()
     if key is not None:
-        yield key, fields
+        yield key, fields, oversized
 
 
 def _open_shard(url: str) -> IO[bytes]:

@@ -8,8 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..data import (Batch, DataError, EvalTransform, ShardSource, UnreadableImage, build_source, sample_generator)
+from ..data import (Batch, EvalTransform, ShardSource, UnreadableImage, build_source, sample_generator)
 from ..data.device_augment import AUGMENT_ON, resolve_augment_on
+from ..data.sources import require_readable
 from ..data.transforms import mix_seed
 from ..model import STRATEGIES, MaskedAutoencoder, make_noise
 from ..options import opt, save_config
@@ -66,10 +67,13 @@ class MAEObjective:
 def heldout_images(source: Any, count: int, transform: EvalTransform, seed: int) -> Tensor:
     """A fixed sample of `count` readable images: evenly spread over a source, the first of a stream."""
     images: list[Tensor] = []
+    reasons: list[str] = []  # of the unreadable ones, which the training loop reports too
     if isinstance(source, ShardSource):
         for sample in source.with_transform(transform, seed):
             if isinstance(sample, tuple):  # not a Skipped marker
                 images.append(sample[0])
+            else:
+                reasons.append(sample.reason)
             if len(images) == count:
                 break
     else:
@@ -77,11 +81,11 @@ def heldout_images(source: Any, count: int, transform: EvalTransform, seed: int)
         for index in sorted({int(i * n / min(count, n)) for i in range(min(count, n))}):
             try:
                 img, _ = source[index]
-            except UnreadableImage:  # the training loop reports it
+            except UnreadableImage as err:
+                reasons.append(err.reason)
                 continue
             images.append(transform(img, sample_generator(seed, 0, index)))
-    if not images:
-        raise DataError("no readable image for the held-out evaluation")
+    require_readable(len(images), "the held-out sample", reasons)
     return torch.stack(images)
 
 

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from ..errors import ConfigError
 from ..data import Batch, DataError, EpochSampler, build_loader
+from ..data.sources import require_readable
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import COMPILE_MODES, PRECISIONS, TrainConfig
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed
@@ -227,6 +228,7 @@ class Trainer:
                               dynamic_ncols=True, disable=not self.dist.is_main)
             while self.progress.step < self.stop_step:
                 self._train_epoch()
+                require_readable(self.progress.images, getattr(self.config, "data", "the data"), self.skipped.values())
                 if self.progress.epoch_batches == 0:  # the epoch completed (not stopped by max_steps)
                     epoch = self.progress.epoch
                     for hook in self.hooks:

@@ -22,6 +22,7 @@ from ..errors import ConfigError
 from ..model.config import ModelConfig
 from ..data import (IMAGE_EXTENSIONS, DataError, EvalTransform, ImageLike, UnreadableImage, convert_image,
                     default_normalization, load_image)
+from ..data.decode import pixel_limit_problem
 from ..interop import load_pretrained
 from ..model import MaskedAutoencoder, make_noise
 from ..model.masking import noise_from_mask
@@ -62,8 +63,11 @@ def view_transform(config: ModelConfig, mean: Stats, std: Stats) -> EvalTransfor
 
 
 def image_tensor(img: ImageLike, model: MaskedAutoencoder, mean: Stats, std: Stats) -> Tensor:
-    """A decoded image (PIL of any mode, or an (H, W, C) array) -> the model's (C, H, W) input."""
+    """A decoded image (PIL of any mode, or an (H, W, C) array) -> the model's (C, H, W) input; one
+    over the pixel limit (the demo's uploads are decoded by gradio, not load_image) is a DataError."""
     if isinstance(img, Image.Image):
+        if problem := pixel_limit_problem(*img.size):
+            raise DataError(f"image of {problem}")
         img = convert_image(img, model.config.in_chans)
     return view_transform(model.config, mean, std)(img)
 
