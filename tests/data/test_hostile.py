@@ -135,7 +135,7 @@ def test_shard_member_names_never_touch_the_disk(tmp_path, monkeypatch):
     monkeypatch.chdir(work)  # where a relative '../../escape.png' would land
     before = sorted(tmp_path.rglob("*"))
     dataset = build_dataset(ShardSource(str(url)), TRANSFORM)
-    assert [index for _, index, _ in dataset] == [0, 1]  # the two named samples; the link is no file
+    assert [index for _, _, index in dataset] == [0, 1]  # the two named samples; the link is no file
     assert sorted(tmp_path.rglob("*")) == before and not Path("/tmp/absolute.png").exists()
 
 

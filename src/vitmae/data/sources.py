@@ -439,7 +439,7 @@ def expand_braces(pattern: str) -> list[str]:
     return [url for option in options for url in expand_braces(head + option + tail)]
 
 
-def _scan_images(root: Path, repeats: Counter[str]) -> Iterator[str]:
+def _scan_images(root: Path, repeats: Counter[str] | None = None) -> Iterator[str]:
     """Image files under root as '/'-separated relative paths; follows links, skips hidden entries.
 
     Each real folder is entered once and each real file yielded once (by device and inode): a link
@@ -447,6 +447,7 @@ def _scan_images(root: Path, repeats: Counter[str]) -> Iterator[str]:
     are counted in `repeats` ('loop' when the link points at a folder it is in, else 'folder'),
     files reached again under 'file'.
     """
+    repeats = Counter() if repeats is None else repeats
     top = os.stat(root)
     seen_folders, seen_files = {(top.st_dev, top.st_ino)}, set()
     stack = [("", ((top.st_dev, top.st_ino),))]
