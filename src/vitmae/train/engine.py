@@ -26,7 +26,7 @@ from tqdm import tqdm
 from ..config import ConfigError, TrainConfig
 from ..data import Batch, DataError, EpochSampler, build_loader
 from .checkpoint import load_checkpoint, save_checkpoint
-from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, raise_if_peer_lost
 from .optim import build_adamw, lr_at, param_groups, set_lr
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -239,6 +239,9 @@ class Trainer:
             for hook in self.hooks:
                 hook.on_end(self)
             return self.summary()
+        except RuntimeError as err:
+            raise_if_peer_lost(err, self.dist, self.output)  # a dead node: one line, and how to resume
+            raise
         finally:
             if self._pbar is not None:
                 self._pbar.close()
