@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT, TINY_MODEL_FLAGS
+from vitmae.config import ConfigError
+from vitmae.train.distributed import collective_timeout
+from tests.conftest import ROOT
 from tests.tasks.test_pretrain import FAST, weights
-
-pytestmark = pytest.mark.slow
 
 STEPS = 120  # long enough that a node is killed mid-run (a checkpoint every 5 steps; ~20-40 steps/s)
 OPTIONS = [*FAST, "--max-steps", str(STEPS), "--viz-every-epochs", "0"]
@@ -123,6 +123,7 @@ def two_node_run(nodes, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_two_nodes_train_exactly_as_two_processes_on_one(two_node_run, tmp_path):
     out = tmp_path / "one-node"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
@@ -138,6 +139,7 @@ def test_two_nodes_train_exactly_as_two_processes_on_one(two_node_run, tmp_path)
         assert torch.equal(two_nodes[key], one_node[key]), key
 
 
+@pytest.mark.slow
 def test_a_killed_node_stops_the_other_at_once_and_both_resume(nodes, two_node_run, tmp_path):
     out = tmp_path / "killed"
     procs = [_start(node, "killed", out, *OPTIONS, "--save-every-steps", "5", "--output", str(out))
@@ -174,6 +176,7 @@ def test_a_killed_node_stops_the_other_at_once_and_both_resume(nodes, two_node_r
         assert torch.equal(reference[key], resumed[key]), key
 
 
+@pytest.mark.slow
 def test_a_node_that_vanishes_without_a_word_is_given_up_after_the_timeout(nodes, tmp_path):
     """A node that loses power or its network sends no reset: the survivor would wait forever in its next
     collective but for the timeout (here 5 s)."""
@@ -197,3 +200,12 @@ def test_a_node_that_vanishes_without_a_word_is_given_up_after_the_timeout(nodes
     assert "no answer from another process within 5 s (VITMAE_DIST_TIMEOUT_S)" in line, line
     assert f"--resume {out}" in line
     assert 4 < took < 60, took
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-3", "nan"])
+def test_a_bad_timeout_is_a_config_error(monkeypatch, value):
+    monkeypatch.setenv("VITMAE_DIST_TIMEOUT_S", value)
+    with pytest.raises(ConfigError, match="VITMAE_DIST_TIMEOUT_S=.*positive number of seconds"):
+        collective_timeout()
+    monkeypatch.setenv("VITMAE_DIST_TIMEOUT_S", "2.5")
+    assert collective_timeout().total_seconds() == 2.5
