@@ -97,9 +97,11 @@ def load_config_file(path: str | Path, cls: type) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(data, dict):
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
         raise ConfigError(f"config file {path} must hold a mapping of option: value")
     data = {k.replace("-", "_"): v for k, v in data.items()}
     known = {f.name for f in dataclasses.fields(cls)}
@@ -109,7 +111,10 @@ def load_config_file(path: str | Path, cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     for key, value in data.items():
         if _base_type(hints[key]) is tuple and value is not None:
-            data[key] = _parse_size(str(value)) if not isinstance(value, list) else tuple(value)
+            try:
+                data[key] = _parse_size(str(value)) if not isinstance(value, list) else tuple(value)
+            except argparse.ArgumentTypeError as err:
+                raise ConfigError(f"config file {path}: {key}: {err}") from None
     return data
 
 

@@ -190,7 +190,7 @@ def _config(ckpt: Checkpoint, state: dict[str, Tensor], overrides: dict[str, Any
     _guess_heads(ckpt.path, values)
     try:
         config = ModelConfig(**values)
-    except ValueError as err:
+    except (ValueError, TypeError, ZeroDivisionError) as err:  # a stated value of the wrong type, or 0 heads
         raise CheckpointError(f"{ckpt.path}: {err}") from None
     return config, to_2tuple(requested) if requested else config.img_size
 

@@ -63,7 +63,7 @@ def load_torch_file(path: str | Path) -> Any:
             ) from None
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_reason(err)})") from None
     # torch's errors for a damaged file (torch.load hands `*.safetensors` names to safetensors)
-    except (RuntimeError, EOFError, KeyError, ValueError, SafetensorError) as err:
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError, SafetensorError) as err:
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_reason(err)})") from None
 
 

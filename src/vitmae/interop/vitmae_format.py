@@ -108,7 +108,7 @@ def load_vitmae(path: str | Path) -> tuple[dict[str, Tensor], ModelConfig]:
         raise CheckpointError(f"{weights}: not a vitmae file (its safetensors metadata has no format: vitmae)")
     try:
         config = ModelConfig.from_dict(json.loads(metadata["vitmae_config"]))
-    except (KeyError, ValueError) as err:
+    except (KeyError, ValueError, TypeError, ZeroDivisionError) as err:  # missing, not JSON, wrong values
         raise CheckpointError(f"{weights}: unreadable vitmae_config metadata ({err})") from None
     return load_safetensors(weights), config
 
