@@ -231,6 +231,8 @@ def _check_agrees(path: Path, source: str, values: dict[str, Any], weights: dict
 
 def _differs(field: str, value: Any, weights: dict[str, Any]) -> bool:
     if field in RATIO_WIDTH:
+        if not isinstance(value, (int, float)):  # e.g. null in a damaged config: no width to compare
+            return True
         width = weights[RATIO_WIDTH[field]]
         return int(width * value) != int(width * weights[field])
     return value != weights[field]
