@@ -202,7 +202,7 @@ def test_a_node_that_vanishes_without_a_word_is_given_up_after_the_timeout(nodes
     assert 4 < took < 60, took
 
 
-@pytest.mark.parametrize("value", ["soon", "0", "-3", "nan"])
+@pytest.mark.parametrize("value", ["soon", "0", "-3", "nan", "inf", "1e300"])
 def test_a_bad_timeout_is_a_config_error(monkeypatch, value):
     monkeypatch.setenv("VITMAE_DIST_TIMEOUT_S", value)
     with pytest.raises(ConfigError, match="VITMAE_DIST_TIMEOUT_S=.*positive number of seconds"):

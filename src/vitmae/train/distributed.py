@@ -59,11 +59,11 @@ def collective_timeout() -> timedelta:
     text = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT_S))
     try:
         seconds = float(text)
-    except ValueError:
-        seconds = float("nan")
-    if not seconds > 0:
-        raise ConfigError(f"{TIMEOUT_ENV}={text!r}: expected a positive number of seconds")
-    return timedelta(seconds=seconds)
+        if seconds > 0:  # also False for nan
+            return timedelta(seconds=seconds)
+    except (ValueError, OverflowError):  # not a number; inf or too large for a timedelta
+        pass
+    raise ConfigError(f"{TIMEOUT_ENV}={text!r}: expected a positive number of seconds")
 
 
 def raise_if_peer_lost(err: RuntimeError, info: DistInfo, run_dir: Path) -> None:
