@@ -107,7 +107,8 @@ def load_config_file(path: str | Path, cls: type) -> dict[str, Any]:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"config file {path}: unknown option(s) {', '.join(unknown)}")
+        names = (k if k.isprintable() else repr(k) for k in unknown)  # a line break in a name: keep one line
+        raise ConfigError(f"config file {path}: unknown option(s) {', '.join(names)}")
     hints = typing.get_type_hints(cls)
     for key, value in data.items():
         if _base_type(hints[key]) is tuple and value is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,9 +232,9 @@ def _check_agrees(path: Path, source: str, values: dict[str, Any], weights: dict
 
 def _differs(field: str, value: Any, weights: dict[str, Any]) -> bool:
     if field in RATIO_WIDTH:
-        if not isinstance(value, (int, float)):  # e.g. null in a damaged config: no width to compare
-            return True
         width = weights[RATIO_WIDTH[field]]
+        if not isinstance(value, (int, float)) or not math.isfinite(width * value):  # null, nan, 1e308
+            return True
         return int(width * value) != int(width * weights[field])
     return value != weights[field]
 

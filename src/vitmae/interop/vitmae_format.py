@@ -109,7 +109,8 @@ def load_vitmae(path: str | Path) -> tuple[dict[str, Tensor], ModelConfig]:
     try:
         config = ModelConfig.from_dict(json.loads(metadata["vitmae_config"]))
     except (KeyError, ValueError, TypeError, ZeroDivisionError) as err:  # missing, not JSON, wrong values
-        raise CheckpointError(f"{weights}: unreadable vitmae_config metadata ({err})") from None
+        detail = str(err) if str(err).isprintable() else repr(str(err))  # a key may hold a line break
+        raise CheckpointError(f"{weights}: unreadable vitmae_config metadata ({detail})") from None
     return load_safetensors(weights), config
 
 
