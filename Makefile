@@ -22,6 +22,11 @@ $(STAMP): pyproject.toml Makefile
 		apt-get install -y -q chromium chromium-driver >/dev/null || \
 		{ apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }; \
 	fi
+	@if ! command -v ip >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing iproute2 (the two-node training test)"; \
+		apt-get install -y -q iproute2 >/dev/null || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q iproute2 >/dev/null; }; \
+	fi
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check $(TORCH_SPEC)
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"

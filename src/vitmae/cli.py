@@ -123,7 +123,7 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     from .data import DataError
     from .interop import CheckpointError
-    from .train import NonFiniteLossError, RunInterrupted
+    from .train import NonFiniteLossError, PeerLostError, RunInterrupted
 
     user_errors = (ConfigError, DataError, CheckpointError, FileNotFoundError)
     args = build_parser().parse_args(argv)
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     except user_errors as err:
         print(f"vitmae {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except NonFiniteLossError as err:
+    except (NonFiniteLossError, PeerLostError) as err:
         print(f"vitmae {args.command}: {err}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # the output went to a reader that closed early, like `head`

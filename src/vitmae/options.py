@@ -188,7 +188,8 @@ def read_options_file(path: str | Path, cls: type) -> dict[str, Any]:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"config file {path}: unknown option(s) {', '.join(unknown)}")
+        names = (k if k.isprintable() else repr(k) for k in unknown)  # a line break in a name: keep one line
+        raise ConfigError(f"config file {path}: unknown option(s) {', '.join(names)}")
     return data
 
 

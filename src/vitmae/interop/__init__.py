@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,7 +192,7 @@ def _config(ckpt: Checkpoint, state: dict[str, Tensor], overrides: dict[str, Any
     _guess_heads(ckpt.path, values)
     try:
         config = ModelConfig(**values)
-    except ValueError as err:
+    except (ValueError, TypeError, ZeroDivisionError) as err:  # a stated value of the wrong type, or 0 heads
         raise CheckpointError(f"{ckpt.path}: {err}") from None
     return config, to_2tuple(requested) if requested else config.img_size
 
@@ -233,6 +234,8 @@ def _check_agrees(path: Path, source: str, values: dict[str, Any], weights: dict
 def _differs(field: str, value: Any, weights: dict[str, Any]) -> bool:
     if field in RATIO_WIDTH:
         width = weights[RATIO_WIDTH[field]]
+        if not isinstance(value, (int, float)) or not math.isfinite(width * value):  # null, nan, 1e308
+            return True
         return int(width * value) != int(width * weights[field])
     return value != weights[field]
 

@@ -212,11 +212,14 @@ def config_from_hf(config: dict[str, Any]) -> dict[str, Any]:
     if config.get("hidden_act", "gelu") != "gelu":
         raise CheckpointError(f"hidden_act {config['hidden_act']!r} is not supported (the MAE uses exact GELU)")
     values = {ours: config[theirs] for ours, theirs in HF_CONFIG if theirs in config}
-    if "img_size" in values:
-        values["img_size"] = to_2tuple(values["img_size"])
-    for ratio, inner, width in HF_MLP:
-        if inner in config and width in config:
-            values[ratio] = mlp_ratio(config[inner], config[width])
+    try:
+        if "img_size" in values:
+            values["img_size"] = to_2tuple(values["img_size"])
+        for ratio, inner, width in HF_MLP:
+            if inner in config and width in config:
+                values[ratio] = mlp_ratio(config[inner], config[width])
+    except (TypeError, ValueError, ZeroDivisionError) as err:  # e.g. "image_size": null, "hidden_size": 0
+        raise CheckpointError(f"image_size, hidden_size or intermediate_size is not a size ({err})") from None
     return values
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
 
 SAFE_GLOBALS = [argparse.Namespace]
 
@@ -62,8 +61,9 @@ def load_torch_file(path: str | Path) -> Any:
                 f"weights file; it was not executed"
             ) from None
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_reason(err)})") from None
-    # torch's errors for a damaged file (torch.load hands `*.safetensors` names to safetensors)
-    except (RuntimeError, EOFError, KeyError, ValueError, SafetensorError) as err:
+    # torch's errors for a damaged file (torch.load hands `*.safetensors` names to safetensors); a damaged
+    # pickle stream fails in its unpickler with whatever its opcodes lead to (IndexError, TypeError, ...)
+    except Exception as err:
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_reason(err)})") from None
 
 

@@ -78,19 +78,26 @@ def save_vitmae(model: nn.Module, path: str | Path, *, encoder_only: bool = Fals
     return weights
 
 
+def one_line(err: Exception) -> str:
+    """An error's text, quoted when it holds a line break or other control character (a key of a damaged
+    file's own, quoted back by the error), so that the message stays one line."""
+    text = str(err)
+    return text if text.isprintable() else repr(text)
+
+
 def read_metadata(path: Path) -> dict[str, str]:
     try:
         with safe_open(path, framework="pt") as f:
             return f.metadata() or {}
     except (SafetensorError, OSError) as err:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
+        raise CheckpointError(f"{path}: not a readable safetensors file ({one_line(err)})") from None
 
 
 def load_safetensors(path: Path) -> dict[str, Tensor]:
     try:
         return load_file(path)
     except (SafetensorError, OSError) as err:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
+        raise CheckpointError(f"{path}: not a readable safetensors file ({one_line(err)})") from None
 
 
 def is_vitmae_file(path: Path) -> bool:
@@ -108,8 +115,8 @@ def load_vitmae(path: str | Path) -> tuple[dict[str, Tensor], ModelConfig]:
         raise CheckpointError(f"{weights}: not a vitmae file (its safetensors metadata has no format: vitmae)")
     try:
         config = ModelConfig.from_dict(json.loads(metadata["vitmae_config"]))
-    except (KeyError, ValueError) as err:
-        raise CheckpointError(f"{weights}: unreadable vitmae_config metadata ({err})") from None
+    except (KeyError, ValueError, TypeError, ZeroDivisionError) as err:  # missing, not JSON, wrong values
+        raise CheckpointError(f"{weights}: unreadable vitmae_config metadata ({one_line(err)})") from None
     return load_safetensors(weights), config
 
 

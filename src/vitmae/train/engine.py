@@ -28,7 +28,7 @@ from ..data import Batch, DataError, EpochSampler, build_loader
 from ..data.sources import require_readable
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import COMPILE_MODES, PRECISIONS, TrainConfig
-from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, raise_if_peer_lost
 from ..model.vit import param_groups
 from .optim import build_adamw, lr_at, set_lr
 
@@ -241,6 +241,9 @@ class Trainer:
             for hook in self.hooks:
                 hook.on_end(self)
             return self.summary()
+        except RuntimeError as err:
+            raise_if_peer_lost(err, self.dist, self.output)  # a dead node: one line, and how to resume
+            raise
         finally:
             if self._pbar is not None:
                 self._pbar.close()
