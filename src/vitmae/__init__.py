@@ -5,11 +5,12 @@
     out = model(images)                                          # MAEOutput(loss, pred, mask, ids_restore)
     features = model.encode(images)                              # (N, 1 + L, D), deterministic
     vitmae.export(model, "hf-model/", "hf")                      # or "timm", "official", "vitmae"
+    classifier = vitmae.load_classifier("runs/pretrain", num_classes=10)  # the encoder with a new head
 """
 from .config import PRESETS, ModelConfig, PretrainConfig, TrainConfig
-from .interop import export, load_pretrained
+from .interop import export, load_classifier, load_pretrained
 from .model import MAEOutput, MaskedAutoencoder, create_model
 
 __version__ = "0.1.0"
 __all__ = ["PRESETS", "MAEOutput", "MaskedAutoencoder", "ModelConfig", "PretrainConfig", "TrainConfig",
-           "create_model", "export", "load_pretrained"]
+           "create_model", "export", "load_classifier", "load_pretrained"]

@@ -342,8 +342,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    """The installed distribution's version; the package's own when it runs from a source tree."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vitmae")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="vitmae", description="Masked Autoencoder pre-training of Vision Transformers.")
+    parser.add_argument("--version", action="version", version=f"vitmae {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = sub.add_parser("pretrain", help="pre-train a masked autoencoder",

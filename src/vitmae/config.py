@@ -302,6 +302,8 @@ class LinprobeConfig(LabeledDataConfig, TrainConfig):
     warmup_epochs: float = 10.0
     model: str = "mae_vit_micro_patch4_28"  # the architecture with --checkpoint none
     img_size: tuple[int, int] | None = None
+    num_heads: int | None = None  # attention heads of a checkpoint that does not record them (non-standard shapes)
+    norm_eps: float | None = None  # LayerNorm eps of a checkpoint that does not record it (default: 1e-6, timm's)
     pool: str = "cls"  # cls | mean
     cache_features: bool = True  # frozen encoder: features of the un-augmented images, computed once
     crop_min_scale: float = 0.08  # RandomResizedCrop + flip, without --cache-features
@@ -326,6 +328,8 @@ class KnnConfig(LabeledDataConfig, InferenceOptions):
     checkpoint: str | None = None
     model: str = "mae_vit_micro_patch4_28"  # the architecture with --checkpoint none
     img_size: tuple[int, int] | None = None
+    num_heads: int | None = None  # attention heads of a checkpoint that does not record them (non-standard shapes)
+    norm_eps: float | None = None  # LayerNorm eps of a checkpoint that does not record it (default: 1e-6, timm's)
     k: int = 20
     temperature: float = 0.07
     pool: str = "cls"  # cls | mean
@@ -341,6 +345,8 @@ class EmbedConfig(InferenceOptions):
     data: str | None = None  # a folder (every image in it, recursively), a .csv, or fashion-mnist
     split: str = "train"  # for fashion-mnist: train | test
     img_size: tuple[int, int] | None = None
+    num_heads: int | None = None  # attention heads of a checkpoint that does not record them (non-standard shapes)
+    norm_eps: float | None = None  # LayerNorm eps of a checkpoint that does not record it (default: 1e-6, timm's)
     pool: str = "cls"  # cls | mean
     format: str = "npy"  # npy: embeddings.npy + embeddings.csv | parquet: embeddings.parquet (pyarrow)
 
@@ -351,6 +357,8 @@ class EvaluateConfig(InferenceOptions):
 
     output: str = "runs/evaluate"
     checkpoint: str | None = None
+    num_heads: int | None = None  # attention heads of a checkpoint that does not record them (non-standard shapes)
+    norm_eps: float | None = None  # LayerNorm eps of a checkpoint that does not record it (default: 1e-6, timm's)
     data: str = "fashion-mnist"
     split: str = "val"  # the val (fashion-mnist: test) split; "train" also works
 

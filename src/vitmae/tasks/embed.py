@@ -152,7 +152,8 @@ def embed(cfg: EmbedConfig) -> dict[str, Any]:
             import pyarrow.parquet  # noqa: F401
         except ImportError:
             raise ConfigError("--format parquet needs pyarrow: pip install 'vitmae[parquet]'") from None
-    encoder = load_encoder_or_random(cfg.checkpoint, img_size=cfg.img_size)
+    encoder = load_encoder_or_random(cfg.checkpoint, img_size=cfg.img_size, num_heads=cfg.num_heads,
+                                     norm_eps=cfg.norm_eps)
     source = embed_source(cfg, encoder.config.in_chans)
     runtime = Runtime(cfg.device, cfg.precision)
     start = time.perf_counter()

@@ -126,7 +126,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
 
     if not cfg.checkpoint:
         raise ConfigError("give --checkpoint: a fine-tuned classifier (a finetune run directory or a file)")
-    model = load_classifier(cfg.checkpoint)
+    model = load_classifier(cfg.checkpoint, num_heads=cfg.num_heads, norm_eps=cfg.norm_eps)
     source = build_source(cfg.data, cfg.split, labeled=True, in_chans=model.config.in_chans)
     if isinstance(source, ShardSource):
         raise ConfigError("evaluate reads folders, CSV files and fashion-mnist, not streamed shards")

@@ -187,7 +187,8 @@ def frozen_encoder_data(cfg, sources: LabeledSources | None) -> FrozenEncoderDat
     from .embed import check_pool, load_encoder_or_random
 
     check_pool(cfg.pool)
-    encoder = load_encoder_or_random(cfg.checkpoint, cfg.model, cfg.seed, img_size=cfg.img_size)
+    encoder = load_encoder_or_random(cfg.checkpoint, cfg.model, cfg.seed, img_size=cfg.img_size,
+                                     num_heads=cfg.num_heads, norm_eps=cfg.norm_eps)
     config = encoder.config
     train_all, train, val, description = labeled_data(cfg, config.in_chans, sources)
     mean, std = default_normalization(config.in_chans, cfg.data)
@@ -229,6 +230,7 @@ def finetune(cfg: FinetuneConfig, sources: LabeledSources | None = None) -> dict
 
     aug = cfg.augmentation(in_chans)
     mean, std = default_normalization(in_chans, cfg.data)
+    model.normalization = {"mean": list(mean), "std": list(std)}  # recorded in its checkpoints, for exports
     transform = FinetuneTransform(encoder_config.img_size, mean, std, scale=(aug["crop_min_scale"], 1.0),
                                   hflip=cfg.hflip, randaug=cfg.randaug_policy if aug["randaug"] else None,
                                   reprob=aug["reprob"])
