@@ -12,7 +12,7 @@ from torch import nn
 from vitmae.config import ModelConfig
 from vitmae.interop import MissingDecoderWarning, detect_format, export, load_pretrained
 
-from .conftest import TINY, TINY_HEADS, assert_close_rel, caught, images
+from .conftest import TINY, assert_close_rel, caught, images
 
 
 def timm_vit(config: ModelConfig, **kwargs) -> VisionTransformer:

@@ -184,6 +184,7 @@ def timm_args(model) -> dict[str, Any]:
     normalization = model_record(model).get("normalization") or _default_normalization(c.in_chans)
     pretrained_cfg = {"num_classes": num_classes, "input_size": [c.in_chans, *c.img_size],
                       "mean": normalization["mean"], "std": normalization["std"]}
+    # any registered ViT name serves: the arguments replace every architecture value the name implies
     return {"timm_model_name": "vit_base_patch16_224", "timm_model_args": args,
             "timm_pretrained_cfg": pretrained_cfg, "norm_eps": c.norm_eps}
 
