@@ -92,7 +92,8 @@ def test_overrides(tmp_path, tiny_model):
     with pytest.raises(CheckpointError, match="unknown model option"):
         load_pretrained(path, width=3)
     with pytest.raises(CheckpointError, match="num_heads"):
-        load_pretrained(path, num_heads=3, decoder_num_heads=16)  # 128 is not divisible by 3: still one line, still ours
+        # 128 is not divisible by 3: still one line, still ours
+        load_pretrained(path, num_heads=3, decoder_num_heads=16)
 
 
 def test_unexpected_key_is_named(tmp_path, tiny_model):
