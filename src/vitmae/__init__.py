@@ -6,12 +6,13 @@
     features = model.encode(images)                              # (N, 1 + L, D), deterministic
     maps = model.encoder.forward_intermediates(images, indices=4)  # the last 4 blocks as (N, D, H/p, W/p)
     vitmae.export(model, "hf-model/", "hf")                      # or "timm", "official", "vitmae"
+    classifier = vitmae.load_classifier("runs/pretrain", num_classes=10)  # the encoder with a new head
 
 Tasks, from Python as from the command line: `vitmae.tasks.TASKS["finetune"].run(FinetuneConfig(...))`.
 """
-from .interop import export, load_pretrained
+from .interop import export, load_classifier, load_pretrained
 from .model import PRESETS, MAEOutput, MaskedAutoencoder, ModelConfig, ViTClassifier, ViTEncoder, create_model
 
 __version__ = "0.1.0"
 __all__ = ["PRESETS", "MAEOutput", "MaskedAutoencoder", "ModelConfig", "ViTClassifier", "ViTEncoder",
-           "create_model", "export", "load_pretrained"]
+           "create_model", "export", "load_classifier", "load_pretrained"]

@@ -105,6 +105,18 @@ def version() -> str:
         return __version__
 
 
+def _version() -> str:
+    """The installed distribution's version; the package's own when it runs from a source tree."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vitmae")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
 def build_parser() -> Parser:
     from .tasks import TASKS
 

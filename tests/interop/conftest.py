@@ -9,10 +9,10 @@ import torch
 from vitmae.config import ModelConfig
 from vitmae.model import MaskedAutoencoder
 
-# Follows the official head conventions (64-wide encoder heads, 16 decoder heads), so a file without a
-# config loads back into exactly this architecture.
 TINY = ModelConfig(img_size=32, patch_size=8, in_chans=3, embed_dim=128, depth=2, num_heads=2,
                    decoder_embed_dim=32, decoder_depth=2, decoder_num_heads=16)
+# Not a standard ViT shape: a file that does not record TINY's heads loads with them given.
+TINY_HEADS = dict(num_heads=TINY.num_heads, decoder_num_heads=TINY.decoder_num_heads)
 
 
 @pytest.fixture

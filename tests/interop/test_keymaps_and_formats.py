@@ -13,7 +13,7 @@ from vitmae.interop import (CheckpointError, MissingDecoderWarning, convert, des
 from vitmae.interop.keymaps import LAYOUTS, from_ours, hf_layout, mlp_ratio, to_ours
 from vitmae.model.vit import flat_named_parameters
 
-from .conftest import TINY, assert_same_mae, caught, encoder_state
+from .conftest import TINY, TINY_HEADS, assert_same_mae, caught, encoder_state
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
@@ -46,7 +46,7 @@ def test_incomplete_qkv_is_reported_by_its_names(tmp_path, tiny_model):
     del hub["vit.encoder.layer.0.attention.attention.value.bias"]
     save_file({k: v.contiguous() for k, v in hub.items()}, tmp_path / "w.safetensors")
     with pytest.raises(CheckpointError) as err:
-        load_pretrained(tmp_path / "w.safetensors")
+        load_pretrained(tmp_path / "w.safetensors", **TINY_HEADS)
     assert "missing (1): blocks.0.attn.qkv.bias" in str(err.value)
     assert "vit.encoder.layer.0.attention.attention.query.bias" in str(err.value)
 
@@ -81,7 +81,7 @@ def test_content_decides_not_the_extension(tmp_path, tiny_model):
 
 def test_describe(tmp_path, tiny_model):
     torch.save({"model": tiny_model.state_dict()}, tmp_path / "m.pth")
-    info = describe(tmp_path / "m.pth")
+    info = describe(tmp_path / "m.pth", **TINY_HEADS)
     assert info["format"] == "official" and info["decoder_present"] is True
     assert info["architecture"] == TINY.to_dict()
     counts = info["parameters"]
@@ -94,7 +94,8 @@ def test_describe(tmp_path, tiny_model):
 @pytest.mark.parametrize("to", ["hf", "timm", "official", "vitmae"])
 def test_convert_round_trip(tmp_path, tiny_model, to):
     torch.save({"model": tiny_model.state_dict()}, tmp_path / "m.pth")
-    out = convert(tmp_path / "m.pth", tmp_path / "out" / ("x.safetensors" if to == "timm" else "x"), to)
+    out = convert(tmp_path / "m.pth", tmp_path / "out" / ("x.safetensors" if to == "timm" else "x"), to,
+                  **TINY_HEADS)
     assert detect_format(out) == to
     if to == "timm":
         return  # encoder only: checked in test_timm
@@ -103,7 +104,7 @@ def test_convert_round_trip(tmp_path, tiny_model, to):
 
 def test_convert_keeps_a_missing_decoder_missing(tmp_path, tiny_model):
     torch.save({"model": encoder_state(tiny_model)}, tmp_path / "enc.pth")
-    out, warned = caught(MissingDecoderWarning, convert, tmp_path / "enc.pth", tmp_path / "hf", "hf")
+    out, warned = caught(MissingDecoderWarning, convert, tmp_path / "enc.pth", tmp_path / "hf", "hf", num_heads=2)
     assert len(warned) == 1 and "encoder only" in str(warned[0].message)
     with safe_open(out / "model.safetensors", "pt") as f:
         assert not any(k.startswith("decoder.") for k in f.keys())

@@ -11,7 +11,7 @@ from vitmae.interop import CheckpointError, MissingDecoderWarning, describe, det
 from vitmae.model import MaskedAutoencoder, sincos_pos_embed
 from vitmae.model.vit import resize_pos_embed
 
-from .conftest import TINY, assert_close_rel, assert_same_mae, caught, encoder_state, images
+from .conftest import TINY, TINY_HEADS, assert_close_rel, assert_same_mae, caught, encoder_state, images
 
 SHAPE_FIELDS = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "mlp_ratio", "qkv_bias",
                 "decoder_embed_dim", "decoder_depth", "decoder_mlp_ratio")
@@ -25,21 +25,21 @@ def save_official(path, state, **extra):
 def test_full_file_loads_exactly(tmp_path, tiny_model):
     path = save_official(tmp_path / "mae_visualize.pth", tiny_model.state_dict())
     assert detect_format(path) == "official"
-    model, warned = caught(Warning, load_pretrained, path)
+    model, warned = caught(Warning, load_pretrained, path, **TINY_HEADS)
     assert not warned
-    assert model.config == TINY  # shapes from the weights, heads from the official convention
+    assert model.config == TINY  # shapes from the weights, heads given
     assert_same_mae(tiny_model, model)
 
 
 def test_encoder_only_file_warns_once_and_encodes_the_same(tmp_path, tiny_model):
     path = save_official(tmp_path / "mae_pretrain_vit.pth", encoder_state(tiny_model))
-    model, warned = caught(MissingDecoderWarning, load_pretrained, path)
+    model, warned = caught(MissingDecoderWarning, load_pretrained, path, num_heads=2)  # decoder: the standard one
     assert len(warned) == 1
     assert "decoder" in str(warned[0].message) and "fresh" in str(warned[0].message)
     x = images(TINY)
     with torch.no_grad():
         assert torch.allclose(model.encode(x), tiny_model.encode(x), atol=1e-6)
-    info = describe(path)
+    info = describe(path, num_heads=2)
     assert info["decoder_present"] is False and info["parameters"]["decoder"] == 0
     assert info["parameters"]["encoder"] == sum(v.numel() for v in encoder_state(tiny_model).values())
 
@@ -59,7 +59,7 @@ def test_training_checkpoint_with_args_optimizer_and_scaler(tmp_path):
     path = save_official(tmp_path / "checkpoint-20.pth", source.state_dict(), optimizer=optimizer.state_dict(),
                          epoch=20, scaler=scaler, args=args)
     assert detect_format(path) == "official"
-    model = load_pretrained(path)
+    model = load_pretrained(path, **TINY_HEADS)
     assert model.config.norm_pix_loss is False and model.config.mask_ratio == 0.6
     assert_same_mae(source, model)
 
@@ -68,7 +68,8 @@ def test_shapes_are_inferred_without_config(tmp_path):
     config = TINY.replace(img_size=24, patch_size=4, in_chans=1, embed_dim=64, depth=3, num_heads=1, mlp_ratio=2.0,
                           qkv_bias=False, decoder_embed_dim=48, decoder_depth=1, decoder_mlp_ratio=3.0)
     source = MaskedAutoencoder(config)
-    model = load_pretrained(save_official(tmp_path / "m.pth", source.state_dict()))
+    model = load_pretrained(save_official(tmp_path / "m.pth", source.state_dict()), num_heads=1,
+                            decoder_num_heads=16)
     assert {f: getattr(model.config, f) for f in SHAPE_FIELDS} == {f: getattr(config, f) for f in SHAPE_FIELDS}
     assert_same_mae(source, model)
 
@@ -77,56 +78,58 @@ def test_non_square_checkpoint_needs_its_img_size(tmp_path):
     source = MaskedAutoencoder(TINY.replace(img_size=(32, 16)))
     path = save_official(tmp_path / "m.pth", source.state_dict())
     with pytest.raises(CheckpointError, match="not a square grid"):
-        load_pretrained(path)
-    assert_same_mae(source, load_pretrained(path, img_size=(32, 16)))
+        load_pretrained(path, **TINY_HEADS)
+    assert_same_mae(source, load_pretrained(path, img_size=(32, 16), **TINY_HEADS))
 
 
 def test_overrides(tmp_path, tiny_model):
     path = save_official(tmp_path / "m.pth", tiny_model.state_dict())
-    model = load_pretrained(path, num_heads=4, norm_eps=1e-5, mask_ratio=0.5, norm_pix_loss=None)
+    model = load_pretrained(path, num_heads=4, decoder_num_heads=16, norm_eps=1e-5, mask_ratio=0.5,
+                            norm_pix_loss=None)
     assert (model.config.num_heads, model.config.norm_eps, model.config.mask_ratio) == (4, 1e-5, 0.5)
     with pytest.raises(CheckpointError, match=r"embed_dim=64 \(weights: 128\)"):
-        load_pretrained(path, embed_dim=64)
+        load_pretrained(path, embed_dim=64, **TINY_HEADS)
     with pytest.raises(CheckpointError, match="unknown model option"):
         load_pretrained(path, width=3)
     with pytest.raises(CheckpointError, match="num_heads"):
-        load_pretrained(path, num_heads=3)  # 128 is not divisible by 3: still one line, still ours
+        # 128 is not divisible by 3: still one line, still ours
+        load_pretrained(path, num_heads=3, decoder_num_heads=16)
 
 
 def test_unexpected_key_is_named(tmp_path, tiny_model):
     state = {**tiny_model.state_dict(), "blocks.0.attn.q_norm.weight": torch.ones(64)}
     with pytest.raises(CheckpointError, match=r"unexpected \(1\): blocks\.0\.attn\.q_norm\.weight"):
-        load_pretrained(save_official(tmp_path / "m.pth", state))
+        load_pretrained(save_official(tmp_path / "m.pth", state), **TINY_HEADS)
 
 
 def test_wrong_shape_is_named(tmp_path, tiny_model):
     state = {**tiny_model.state_dict(), "decoder_pred.weight": torch.zeros(100, 32)}
     with pytest.raises(CheckpointError, match=r"decoder_pred\.weight \(100, 32\) vs \(192, 32\)"):
-        load_pretrained(save_official(tmp_path / "m.pth", state))
+        load_pretrained(save_official(tmp_path / "m.pth", state), **TINY_HEADS)
 
 
 def test_partial_decoder_is_an_error_not_a_warning(tmp_path, tiny_model):
     dropped = ("decoder_norm.", "decoder_blocks.1.mlp")
     state = {k: v for k, v in tiny_model.state_dict().items() if not k.startswith(dropped)}
     with pytest.raises(CheckpointError, match=r"missing \(6\): decoder_blocks\.1\.mlp\.fc1\.weight.*6 in all"):
-        load_pretrained(save_official(tmp_path / "m.pth", state))
+        load_pretrained(save_official(tmp_path / "m.pth", state), **TINY_HEADS)
 
 
 def test_position_tables_are_marked_learned_only_when_not_sincos(tmp_path, tiny_model):
     state = tiny_model.state_dict()
     state["pos_embed"] = state["pos_embed"].half()  # a half-precision copy of sin-cos is still sin-cos
     state["decoder_pos_embed"] = state["decoder_pos_embed"] + 0.01 * torch.randn_like(state["decoder_pos_embed"])
-    model = load_pretrained(save_official(tmp_path / "m.pth", state))
+    model = load_pretrained(save_official(tmp_path / "m.pth", state), **TINY_HEADS)
     assert not model.encoder.pos_embed.requires_grad
     assert model.decoder.decoder_pos_embed.requires_grad
-    assert describe(tmp_path / "m.pth")["learned_position_tables"] == ["decoder_pos_embed"]
+    assert describe(tmp_path / "m.pth", **TINY_HEADS)["learned_position_tables"] == ["decoder_pos_embed"]
 
 
 def test_img_size_override_resizes_tables(tmp_path, tiny_model):
     state = tiny_model.state_dict()
     learned = state["decoder_pos_embed"] + 0.1 * torch.randn_like(state["decoder_pos_embed"])
     state["decoder_pos_embed"] = learned
-    model = load_pretrained(save_official(tmp_path / "m.pth", state), img_size=48)
+    model = load_pretrained(save_official(tmp_path / "m.pth", state), img_size=48, **TINY_HEADS)
     assert model.config.img_size == (48, 48)
     assert not model.encoder.pos_embed.requires_grad  # sin-cos: recomputed for the 6x6 grid
     assert torch.allclose(model.encoder.pos_embed[0], sincos_pos_embed(128, (6, 6)))

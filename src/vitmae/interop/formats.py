@@ -1,8 +1,10 @@
 """What a checkpoint is, judged by its content: `vitmae`, `official`, `hf` or `timm`.
 
 `read_checkpoint` returns the weights as stored, their key layout (see keymaps.LAYOUTS) and the
-ModelConfig values the file states (all of them for vitmae and Hugging Face, a few for an official training
-checkpoint's `args`, none for plain weights). Extensions only pick the reader; keys decide the format.
+ModelConfig values the file states (all of them for vitmae and Hugging Face files and for our timm and
+official exports, which record them; a few for an official training checkpoint's `args`; none for plain
+weights). Extensions only pick the reader; keys decide the format. A path that does not exist may name a
+Hugging Face model in the local cache (see hub).
 """
 from __future__ import annotations
 
@@ -14,9 +16,13 @@ from typing import Any
 
 from torch import Tensor
 
+from ..config import to_2tuple
+
+from .hub import resolve_hub_name
 from .keymaps import OFFICIAL_ARGS, add_vit_prefix, config_from_hf, hf_layout, is_decoder_key
 from .safe_load import CheckpointError, load_torch_file, name_list
-from .vitmae_format import CONFIG, WEIGHTS, is_vitmae_file, load_safetensors, load_vitmae, resolve_checkpoint
+from .vitmae_format import (CONFIG, WEIGHTS, is_vitmae_file, load_safetensors, load_vitmae, read_metadata,
+                            record_from_metadata, resolve_checkpoint)
 
 FORMATS = ("vitmae", "official", "hf", "timm")
 HF_MODEL_TYPES = ("vit_mae", "vit")
@@ -24,6 +30,8 @@ HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 # Large models are saved in shards, with an index mapping each weight to its file.
 HF_SHARD_INDEXES = tuple(f"{name}.index.json" for name in HF_WEIGHTS)
 WRAPPERS = ("model", "state_dict")  # official training scripts save {'model': ...}; timm's {'state_dict': ...}
+OFFICIAL_RECORD = "vitmae"  # our official exports: {'model': ..., 'vitmae': vitmae_format.model_record(...)}
+HF_PREPROCESSOR = "preprocessor_config.json"
 
 
 @dataclass
@@ -33,6 +41,17 @@ class Checkpoint:
     layout: str  # a key of keymaps.LAYOUTS
     state_dict: dict[str, Tensor]
     stated: dict[str, Any] = field(default_factory=dict)  # ModelConfig values the file states
+    class_names: list[str] | None = None  # a classifier's, when the file records them
+    normalization: dict[str, list[float]] | None = None  # {"mean": [...], "std": [...]} of its inputs
+    assumed: dict[str, str] = field(default_factory=dict)  # values by convention, not from the file: why
+
+    def take_record(self, record: dict[str, Any]) -> "Checkpoint":
+        """Use what a vitmae_format.model_record says about the model."""
+        if "config" in record:
+            self.stated = {**record["config"], "img_size": to_2tuple(record["config"]["img_size"])}
+        self.class_names = record.get("class_names") or self.class_names
+        self.normalization = record.get("normalization") or self.normalization
+        return self
 
 
 def detect_format(path: str | Path) -> str:
@@ -40,22 +59,24 @@ def detect_format(path: str | Path) -> str:
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file or directory")
+    path = Path(path) if Path(path).exists() else resolve_hub_name(str(path))
     path = resolve_checkpoint(path)
     if path.is_dir():
         return _read_dir(path)
     if _is_safetensors(path):
         if is_vitmae_file(path):
             return _read_vitmae(path)
-        return _from_state_dict(path, load_safetensors(path))
+        ckpt = _from_state_dict(path, load_safetensors(path))
+        return ckpt.take_record(record_from_metadata(path, read_metadata(path)))  # our timm exports'
     return _read_torch(path)
 
 
 def _read_vitmae(path: Path) -> Checkpoint:
     state, config = load_vitmae(path)
-    return Checkpoint(path, "vitmae", "vitmae", state, config.to_dict())
+    ckpt = Checkpoint(path, "vitmae", "vitmae", state, config.to_dict())
+    weights = path / WEIGHTS if path.is_dir() else path
+    return ckpt.take_record({k: v for k, v in record_from_metadata(weights, read_metadata(weights)).items()
+                             if k != "config"})
 
 
 def _read_dir(path: Path) -> Checkpoint:
@@ -78,7 +99,21 @@ def _read_dir(path: Path) -> Checkpoint:
     if ckpt.format != "hf":
         raise CheckpointError(f"{weights}: {CONFIG} says {config['model_type']} but the keys are {ckpt.format}'s")
     ckpt.stated = config_from_hf(config)
+    ckpt.class_names = _hf_class_names(config)
+    if (path / HF_PREPROCESSOR).is_file():
+        processor = _read_json(path / HF_PREPROCESSOR)
+        if processor.get("do_normalize") and "image_mean" in processor and "image_std" in processor:
+            ckpt.normalization = {"mean": processor["image_mean"], "std": processor["image_std"]}
     return ckpt
+
+
+def _hf_class_names(config: dict[str, Any]) -> list[str] | None:
+    """id2label of a Hugging Face config.json (None when absent or generic)."""
+    id2label = config.get("id2label") or {}
+    names = [id2label.get(str(i)) for i in range(len(id2label))]
+    if not names or any(n is None for n in names) or all(n == f"LABEL_{i}" for i, n in enumerate(names)):
+        return None
+    return names
 
 
 def _read_weights_file(path: Path) -> dict[str, Tensor]:
@@ -112,6 +147,8 @@ def _read_torch(path: Path) -> Checkpoint:
     args = obj.get("args")
     if ckpt.format == "official" and isinstance(args, argparse.Namespace):  # a training checkpoint-N.pth
         ckpt.stated = {ours: getattr(args, theirs) for ours, theirs in OFFICIAL_ARGS if hasattr(args, theirs)}
+    if isinstance(obj.get(OFFICIAL_RECORD), dict):
+        ckpt.take_record(obj[OFFICIAL_RECORD])
     return ckpt
 
 

@@ -6,6 +6,10 @@
 - a training run: `RUN/checkpoints/<name>/` directories as above, and `RUN/checkpoints/latest`, a text
   file naming the newest one.
 
+Beside the config, a classifier records its class names (`vitmae_class_names`) and the normalisation its
+inputs had (`vitmae_normalization`), when it knows them (`model.class_names`, `model.normalization`);
+`model_record` is that record, which the timm and official exports carry too.
+
 Every file is written atomically (a temp file in the same directory, fsync, `os.replace`): a reader sees
 the old file or the new one, never half of one.
 """
@@ -16,7 +20,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
@@ -30,6 +34,9 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 LATEST = "latest"
 FORMAT_TAG = "vitmae"
+# What a file records besides its weights (model_record's keys), as safetensors metadata keys.
+RECORD_KEYS = {"config": "vitmae_config", "class_names": "vitmae_class_names",
+               "normalization": "vitmae_normalization"}
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -42,6 +49,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         write(Path(tmp))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        # mkstemp makes the file 0600; a written file gets the permissions of any other the user creates
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -64,13 +75,49 @@ def save_safetensors(state_dict: dict[str, Tensor], path: str | Path, metadata: 
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
+def export_file(path: str | Path, suffixes: tuple[str, ...]) -> Path:
+    """The file an export writes: `model{suffixes[0]}` inside a directory; a name without one of
+    `suffixes` gets the first."""
+    path = Path(path)
+    if path.is_dir():
+        return path / f"model{suffixes[0]}"
+    return path if path.suffix in suffixes else path.with_name(path.name + suffixes[0])
+
+
+def model_record(model: nn.Module) -> dict[str, Any]:
+    """What rebuilds `model` exactly besides its weights: its ModelConfig (heads and eps are not in the
+    weights), and a classifier's class names and input normalisation when it knows them."""
+    record = {"config": model.config.to_dict()}
+    names = getattr(model, "class_names", None)
+    if names:
+        record["class_names"] = list(names)
+    config = model.config
+    normalization = getattr(model, "normalization", None) or (
+        {"mean": config.mean, "std": config.std} if config.mean is not None and config.std is not None else None)
+    if normalization:
+        record["normalization"] = {k: [float(x) for x in normalization[k]] for k in ("mean", "std")}
+    return record
+
+
+def record_metadata(record: dict[str, Any]) -> dict[str, str]:
+    """`model_record` as safetensors metadata (string values)."""
+    return {RECORD_KEYS[k]: json.dumps(v) for k, v in record.items()}
+
+
+def record_from_metadata(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
+    try:
+        return {k: json.loads(metadata[key]) for k, key in RECORD_KEYS.items() if key in metadata}
+    except ValueError as err:
+        raise CheckpointError(f"{path}: unreadable vitmae metadata ({err})") from None
+
+
 def save_vitmae(model: nn.Module, path: str | Path, *, encoder_only: bool = False) -> Path:
-    """Write `model` (a MaskedAutoencoder) to `path`: a `.safetensors` file, or a directory. Returns the
-    weights file. `encoder_only` leaves out the decoder (`mask_token`, `decoder_*`)."""
+    """Write `model` (a MaskedAutoencoder or ViTClassifier) to `path`: a `.safetensors` file, or a
+    directory. Returns the weights file. `encoder_only` leaves out the decoder (`mask_token`, `decoder_*`)."""
     path = Path(path)
     state = {k: v for k, v in model.state_dict().items() if not (encoder_only and is_decoder_key(k))}
     config_json = json.dumps(model.config.to_dict())
-    metadata = {"format": FORMAT_TAG, "vitmae_config": config_json}
+    metadata = {"format": FORMAT_TAG, **record_metadata(model_record(model))}
     if path.suffix == ".safetensors":
         return save_safetensors(state, path, metadata)
     weights = save_safetensors(state, path / WEIGHTS, metadata)

@@ -35,6 +35,8 @@ class EvaluateConfig(InferenceOptions):
     checkpoint: str | None = opt(None, "a fine-tuned classifier: a finetune run directory or a checkpoint")
     data: str = opt("fashion-mnist", "labeled images: fashion-mnist | a folder of class sub-folders | a .csv")
     split: str = opt("val", "which split: val (fashion-mnist: the test split) | train")
+    num_heads: int | None = opt(None, "attention heads of a checkpoint that does not record them", min=1)
+    norm_eps: float | None = opt(None, "LayerNorm epsilon of a checkpoint that does not record it", above=0)
 
 
 def confusion_matrix(preds: Tensor, labels: Tensor, num_classes: int) -> Tensor:
@@ -111,7 +113,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
 
     if not cfg.checkpoint:
         raise ConfigError("give --checkpoint: a fine-tuned classifier (a finetune run directory or a file)")
-    model = load_classifier(cfg.checkpoint)
+    model = load_classifier(cfg.checkpoint, num_heads=cfg.num_heads, norm_eps=cfg.norm_eps)
     source = build_source(cfg.data, cfg.split, labeled=True, in_chans=model.config.in_chans)
     if isinstance(source, ShardSource):
         raise ConfigError("evaluate reads folders, CSV files and fashion-mnist, not streamed shards")

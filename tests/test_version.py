@@ -1,0 +1,12 @@
+"""`vitmae --version`."""
+from __future__ import annotations
+
+from importlib.metadata import version
+
+import vitmae
+
+
+def test_version_flag(run_cli):
+    result = run_cli("--version")
+    assert result.stdout.strip() == f"vitmae {version('vitmae')}"
+    assert version("vitmae") == vitmae.__version__  # the installed metadata and the package agree
