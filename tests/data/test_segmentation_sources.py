@@ -6,7 +6,6 @@ import pytest
 from PIL import Image
 
 from vitmae.data import DataError, Skipped, build_dataset
-from vitmae.data.decode import UnreadableImage
 from vitmae.data.loader import JointTransform
 from vitmae.data.segmentation import SegmentationFolderSource, build_segmentation_source, reduce_zero_label
 from vitmae.data.scenes import FashionScenesSource

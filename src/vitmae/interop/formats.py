@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..config import to_2tuple
+from ..model.config import to_2tuple
 
 from .hub import resolve_hub_name
 from .keymaps import OFFICIAL_ARGS, add_vit_prefix, config_from_hf, hf_layout, is_decoder_key
