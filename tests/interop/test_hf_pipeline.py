@@ -96,7 +96,7 @@ def test_finetune_records_class_names_and_normalization_for_the_hf_export(tmp_pa
     checkpoint = export(mae, tmp_path / "mae", "vitmae")
     run = tmp_path / "run"
     finetune(FinetuneConfig(output=str(run), checkpoint=str(checkpoint.parent), data=str(tmp_path / "data"),
-                            epochs=1, batch_size=3, num_workers=0, device="cpu", global_pool=False, mixup=0.0,
+                            epochs=1, batch_size=3, num_workers=0, device="cpu", pool="cls", mixup=0.0,
                             cutmix=0.0, randaug=False, reprob=0.0, warmup_epochs=0.0, log_every_steps=100))
     out = convert(run, tmp_path / "hf", "hf")
     config = json.loads((out / "config.json").read_text())

@@ -19,7 +19,7 @@ def test_mae_checkpoint_to_a_classifier_that_trains(tmp_path, tiny_model):
     path = vitmae.export(tiny_model, tmp_path / "mae", "official")
     model = vitmae.load_classifier(path, num_classes=4, global_pool="avg")
     assert (model.num_classes, model.global_pool, model.training) == (4, "avg", True)
-    assert torch.equal(model.blocks[0].attn.qkv.weight, tiny_model.blocks[0].attn.qkv.weight)
+    assert torch.equal(model.encoder.blocks[0].attn.qkv.weight, tiny_model.encoder.blocks[0].attn.qkv.weight)
     assert model.head.weight.std() < 10 * HEAD_INIT_STD  # a new head, at the official init
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x, y = images(TINY, n=4), torch.tensor([0, 1, 2, 3])
@@ -28,7 +28,7 @@ def test_mae_checkpoint_to_a_classifier_that_trains(tmp_path, tiny_model):
     loss.backward()
     optimizer.step()
     assert torch.isfinite(loss) and not torch.equal(model.head.weight, before)
-    assert model.blocks[0].attn.qkv.weight.grad is not None  # the encoder trains too
+    assert model.encoder.blocks[0].attn.qkv.weight.grad is not None  # the encoder trains too
 
 
 def test_a_classifier_with_k_classes_keeps_its_head(tmp_path, tiny_model):
@@ -43,5 +43,5 @@ def test_a_classifier_with_k_classes_keeps_its_head(tmp_path, tiny_model):
     with torch.no_grad():
         assert torch.equal(same.eval()(x), first(x))
     other = vitmae.load_classifier(path, num_classes=5)  # another task: its encoder, a new head
-    assert other.num_classes == 5 and torch.equal(other.blocks[1].mlp.fc1.weight, first.blocks[1].mlp.fc1.weight)
+    assert other.num_classes == 5 and torch.equal(other.encoder.blocks[1].mlp.fc1.weight, first.encoder.blocks[1].mlp.fc1.weight)
     assert vitmae.load_classifier(path, num_classes=3, global_pool="avg").global_pool == "avg"
