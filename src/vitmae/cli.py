@@ -187,7 +187,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     from .viz import reconstruct_files
 
     out = reconstruct_files(args.checkpoint, args.images, args.out, args.mask_ratio, args.masking, args.seed,
-                            args.mask)
+                            args.mask, args.denorm)
     print(f"wrote {out}")
     return 0
 
@@ -293,11 +293,11 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .config import EvaluateConfig
-    from .tasks.evaluate import evaluate
+    from .tasks.evaluate import accuracy_line, evaluate
 
     s = evaluate(build_config(EvaluateConfig, args))
-    print(f"top-1 {s['top1']:.2f}%  top-5 {s['top5']:.2f}%  macro F1 {s['macro_f1']:.2f}% on {s['images']} images; "
-          f"confusion matrix {s['confusion_png']}")
+    print(f"{accuracy_line(s)}  macro F1 {s['macro_f1']:.2f}% on {s['images']} images, "
+          f"{s['checkpoint_evaluated']}; confusion matrix {s['confusion_png']}")
     return 0
 
 
@@ -380,6 +380,9 @@ def build_parser() -> Parser:
     p.add_argument("--seed", type=int, default=0, help="seed of the masking")
     p.add_argument("--mask", help="your own mask for all images: a picture (white = removed) or a file of "
                                   "patch indices; the mask ratio then follows it")
+    p.add_argument("--denorm", default="true", choices=["true", "visible"],
+                   help="norm-pix models: de-normalise each removed patch with its true mean and std (flatters "
+                        "the model), or with those of its visible neighbours (what the model alone gives)")
     p.set_defaults(func=cmd_reconstruct)
 
     p = sub.add_parser("attention", help="the cls token's attention over the patches, per head, on the image")

@@ -13,6 +13,7 @@ cutmix (timm's `Mixup`, which draws from NumPy's global generator) run with that
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..config import ConfigError, FinetuneConfig, model_config, save_config
+from ..config import ConfigError, FinetuneConfig, ModelConfig, model_config, save_config
 from ..data import Batch, EvalTransform, build_dataset, build_loader, default_normalization
 from ..data.augment import FinetuneTransform, seeded_global_rngs
 from ..data.labels import Source, class_names, label_subset, labeled_splits, num_classes_of
@@ -31,6 +32,7 @@ from ..data.transforms import mix_seed
 from ..interop.vitmae_format import save_vitmae
 from ..model.classifier import ViTClassifier, from_pretrained_encoder
 from ..train import Hook, Trainer, write_json
+from ..train.checkpoint import write_text_atomic
 from .evaluate import predict, topk_accuracy
 
 LabeledSources = tuple[Source, Source, str]  # (train, validation, where the validation images come from)
@@ -201,6 +203,42 @@ def label_summary(train_all: Source, train: Source, cfg) -> dict[str, Any]:
             "labels_fraction": cfg.labels_fraction, "labels_per_class": cfg.labels_per_class}
 
 
+def model_source(checkpoint: str | None, config: ModelConfig, preset: str | None = None) -> dict[str, Any]:
+    """Where a transfer run's model came from: the checkpoint as given, the weights file it resolved to
+    and its detected format, or (`--checkpoint none`) the preset; and the architecture built."""
+    from ..interop.formats import read_checkpoint
+
+    if not checkpoint or checkpoint.lower() == "none":
+        return {"checkpoint": "none", "preset": preset, "architecture": config.to_dict()}
+    ckpt = read_checkpoint(checkpoint)  # a second read, but only the loaders know the format otherwise
+    return {"checkpoint": checkpoint, "weights": str(ckpt.path), "format": ckpt.format,
+            "architecture": config.to_dict()}
+
+
+def save_run_config(cfg: Any, output: Path, source: dict[str, Any], **resolved: Any) -> None:
+    """RUN/config.yaml of a transfer run: the options, with `resolved` (defaults the data decided) filled
+    in, and `model: null` when the model came from a checkpoint (the preset was not used). Where the model
+    came from heads the file as a comment, so that `--config` and `--resume` still read it as options."""
+    if source["checkpoint"] != "none":
+        resolved["model"] = None
+    save_config(dataclasses.replace(cfg, **resolved), output)
+    if "format" in source:
+        arch = ", ".join(f"{k}: {v}" for k, v in source["architecture"].items())
+        header = (f"# model_source: {source['checkpoint']} ({source['format']} format, weights "
+                  f"{source['weights']})\n# architecture: {{{arch}}}\n")
+        config_file = output / "config.yaml"
+        write_text_atomic(config_file, header + config_file.read_text())
+
+
+def describe_augmentation(aug: dict[str, Any], cfg: FinetuneConfig, in_chans: int, img_size) -> str:
+    """One line: the augmentation a fine-tuning run uses, and why (the defaults follow the images)."""
+    h, w = img_size
+    parts = [f"crops of {aug['crop_min_scale']:g}-1 of the area", f"flip {cfg.hflip:g}",
+             f"label smoothing {cfg.smoothing:g}", f"mixup {aug['mixup']:g}", f"cutmix {aug['cutmix']:g}",
+             f"RandAugment {cfg.randaug_policy if aug['randaug'] else 'off'}", f"random erasing {aug['reprob']:g}"]
+    return f"augmentation for {h}x{w} images with {in_chans} channel(s): {', '.join(parts)}"
+
+
 def finetune(cfg: FinetuneConfig, sources: LabeledSources | None = None) -> dict[str, Any]:
     """Fine-tune as `cfg` says; returns the summary also written to RUN/metrics.json. `sources` replaces
     the data `cfg` names with ready (train, validation, description) sources."""
@@ -227,7 +265,7 @@ def finetune(cfg: FinetuneConfig, sources: LabeledSources | None = None) -> dict
         model = from_pretrained_encoder(encoder, num_classes, global_pool, cfg.drop_path)
     model.class_names = names
 
-    aug = cfg.augmentation(in_chans)
+    aug = cfg.augmentation(in_chans, encoder_config.img_size)
     mean, std = default_normalization(in_chans, cfg.data)
     transform = FinetuneTransform(encoder_config.img_size, mean, std, scale=(aug["crop_min_scale"], 1.0),
                                   hflip=cfg.hflip, randaug=cfg.randaug_policy if aug["randaug"] else None,
@@ -243,7 +281,9 @@ def finetune(cfg: FinetuneConfig, sources: LabeledSources | None = None) -> dict
     objective.rank = trainer.dist.rank
     output = Path(cfg.output)
     if trainer.dist.is_main:
-        save_config(cfg, output)
+        source = model_source(cfg.checkpoint, encoder_config, cfg.model)
+        save_run_config(cfg, output, source, **aug)
+        tqdm.write(describe_augmentation(aug, cfg, in_chans, encoder_config.img_size))
     summary = trainer.fit()
     if trainer.dist.is_main:
         best = output / "checkpoints" / "best"
@@ -255,6 +295,7 @@ def finetune(cfg: FinetuneConfig, sources: LabeledSources | None = None) -> dict
                    "drop_path": cfg.drop_path, "smoothing": cfg.smoothing,
                    "model_ema_decay": cfg.model_ema_decay if ema else None,
                    "best_checkpoint": str(best) if best.exists() else None,
-                   "last_checkpoint": summary["checkpoint"], "model": encoder_config.to_dict()}
+                   "last_checkpoint": summary["checkpoint"], "model": encoder_config.to_dict(),
+                   "model_source": source}
         write_json(output / "metrics.json", summary)
     return summary

@@ -20,7 +20,7 @@ from ..data import EvalTransform
 from ..data.labels import SubsetSource, labeled_splits, num_classes_of, source_labels, stratified_indices
 from ..train import Hook, write_json
 from .embed import Features, Runtime, encode_source
-from .finetune import LabeledSources, frozen_encoder_data, label_summary
+from .finetune import LabeledSources, frozen_encoder_data, label_summary, model_source, save_run_config
 
 # Samples the monitor of a pre-training run uses: a stratified bank and query set, so one evaluation
 # costs the forward passes of at most 12,000 images.
@@ -74,9 +74,9 @@ def knn(cfg: KnnConfig, sources: LabeledSources | None = None,
                "val_images": int(labeled.sum()), "feature_dim": int(bank.features.shape[1]),
                "num_classes": num_classes, "time_s": round(time.perf_counter() - start, 2),
                "skipped_files": [{"path": p, "reason": r} for p, r in bank.skipped + queries.skipped],
-               "model": encoder.config.to_dict()}
+               "model": encoder.config.to_dict(), "model_source": model_source(cfg.checkpoint, encoder.config, cfg.model)}
     output = Path(cfg.output)
-    output.mkdir(parents=True, exist_ok=True)
+    save_run_config(cfg, output, summary["model_source"])
     write_json(output / "metrics.json", summary)
     return summary
 

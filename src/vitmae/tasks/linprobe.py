@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..config import LinprobeConfig, save_config
+from ..config import LinprobeConfig
 from ..data import PretrainTransform, build_dataset, build_loader
 from ..data.labels import class_names
 from ..model.classifier import ViTClassifier, pool_features
@@ -30,7 +30,7 @@ from ..train.lars import LARS
 from ..train.optim import param_groups
 from .embed import FeatureDataset, Features, Runtime, encode_source, frozen
 from .finetune import (ClassificationObjective, ClassifierEvaluator, LabeledSources, eval_loader, label_summary,
-                       frozen_encoder_data, save_weights)
+                       frozen_encoder_data, model_source, save_run_config, save_weights)
 
 
 class LinearProbe(nn.Module):
@@ -119,7 +119,8 @@ def linprobe(cfg: LinprobeConfig, sources: LabeledSources | None = None,
                       hooks=[evaluator])
     output = Path(cfg.output)
     if trainer.dist.is_main:
-        save_config(cfg, output)
+        source = model_source(cfg.checkpoint, config, cfg.model)
+        save_run_config(cfg, output, source)
     summary = trainer.fit()
     if trainer.dist.is_main:
         classifier_dir = None
@@ -131,6 +132,6 @@ def linprobe(cfg: LinprobeConfig, sources: LabeledSources | None = None,
                    **label_summary(train_all, train, cfg), "val": val_description, "val_images": len(val),
                    "num_classes": num_classes, "pool": cfg.pool, "cache_features": cfg.cache_features,
                    "feature_time_s": round(feature_time, 2), "classifier": classifier_dir,
-                   "model": config.to_dict()}
+                   "model": config.to_dict(), "model_source": source}
         write_json(output / "metrics.json", summary)
     return summary

@@ -27,9 +27,11 @@ from ..config import ConfigError, TrainConfig
 from ..data import Batch, DataError, EpochSampler, build_loader
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from .loggers import build_loggers, parse_log_to
 from .optim import build_adamw, lr_at, param_groups, set_lr
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+LOG_EVERY_STEPS, LOG_POINTS = 20, 50  # the default logging interval, and the points a short run gets
 
 
 class Objective(Protocol):
@@ -119,6 +121,7 @@ class Trainer:
         self.device = resolve_device(cfg.device, self.dist)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.output = Path(cfg.output)
+        parse_log_to(cfg.log_to)  # a backend that is not installed stops the run before it starts
         self.model = model.to(self.device)
         if cfg.fp8:
             from .fp8 import convert_to_fp8
@@ -153,6 +156,8 @@ class Trainer:
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.stop_step = min(self.total_steps, cfg.max_steps or self.total_steps)
         self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
+        # A run of a few hundred steps logged every 20 would draw its loss curve from a handful of points.
+        self.log_every = cfg.log_every_steps or max(1, min(LOG_EVERY_STEPS, self.stop_step // LOG_POINTS))
         self.loader = build_loader(dataset, cfg.batch_size, self.sampler, cfg.num_workers,
                                    pin_memory=self.device.type == "cuda")
         if cfg.resume:
@@ -168,7 +173,7 @@ class Trainer:
         self._unchecked_losses: list[tuple[int, Tensor]] = []
         self._previous_batch: Batch | None = None
         self._window_losses: list[float] = []
-        self._tb = None
+        self._loggers: list | None = None
         self._pbar = None
 
     # -- precision -------------------------------------------------------------------------------------
@@ -244,8 +249,9 @@ class Trainer:
                 self._pbar.close()
             if getattr(self, "_log_file", None):
                 self._log_file.close()
-            if self._tb is not None:
-                self._tb.close()
+            for logger in self._loggers or []:
+                logger.close()
+            self._loggers = None
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
 
@@ -308,7 +314,7 @@ class Trainer:
             progress.images += step_images * self.dist.world_size
             window_images += step_images
             self._pbar.update(1)
-            log_now = step % cfg.log_every_steps == 0 or step == self.stop_step
+            log_now = step % self.log_every == 0 or step == self.stop_step
             if log_now:
                 self._check_losses()
                 elapsed = time.perf_counter() - window_start
@@ -372,17 +378,23 @@ class Trainer:
         self._log_file.flush()
         self.log_scalars(step, {"train/loss": loss, "train/lr": lr, "train/img_s": img_s})
 
-    def log_scalars(self, step: int, values: dict[str, float]) -> None:
-        """TensorBoard scalars (rank 0); hooks use it too."""
+    def loggers(self) -> list:
+        """The `--log-to` backends (rank 0 only), opened at the first value logged."""
         if not self.dist.is_main:
-            return
-        if self._tb is None:
-            from torch.utils.tensorboard import SummaryWriter
+            return []
+        if self._loggers is None:
+            self._loggers = build_loggers(self.config.log_to, self.output, self.config)
+        return self._loggers
 
-            self._tb = SummaryWriter(str(self.output / "tensorboard"))
-        for tag, value in values.items():
-            self._tb.add_scalar(tag, value, step)
-        self._tb.flush()
+    def log_scalars(self, step: int, values: dict[str, float]) -> None:
+        """Scalars to every `--log-to` backend (rank 0); hooks use it too."""
+        for logger in self.loggers():
+            logger.log_scalars(step, values)
+
+    def log_image(self, tag: str, image: Any, step: int) -> None:
+        """A picture (PIL image) to every `--log-to` backend (rank 0)."""
+        for logger in self.loggers():
+            logger.log_image(tag, image, step)
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         """SIGTERM / SIGINT finish the step in flight, save, and stop; a second SIGINT stops at once."""
