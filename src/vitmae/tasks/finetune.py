@@ -204,14 +204,15 @@ def label_summary(train_all: Source, train: Source, cfg) -> dict[str, Any]:
 
 
 def model_source(checkpoint: str | None, config: ModelConfig, preset: str | None = None) -> dict[str, Any]:
-    """Where a transfer run's model came from: the checkpoint as given, the weights file it resolved to
-    and its detected format, or (`--checkpoint none`) the preset; and the architecture built."""
+    """Where a transfer run's model came from: the checkpoint as given, the file or checkpoint directory it
+    resolved to (a run directory's latest checkpoint) and its detected format, or (`--checkpoint none`)
+    the preset; and the architecture built."""
     from ..interop.formats import read_checkpoint
 
     if not checkpoint or checkpoint.lower() == "none":
         return {"checkpoint": "none", "preset": preset, "architecture": config.to_dict()}
     ckpt = read_checkpoint(checkpoint)  # a second read, but only the loaders know the format otherwise
-    return {"checkpoint": checkpoint, "weights": str(ckpt.path), "format": ckpt.format,
+    return {"checkpoint": checkpoint, "resolved": str(ckpt.path), "format": ckpt.format,
             "architecture": config.to_dict()}
 
 
@@ -224,8 +225,8 @@ def save_run_config(cfg: Any, output: Path, source: dict[str, Any], **resolved: 
     save_config(dataclasses.replace(cfg, **resolved), output)
     if "format" in source:
         arch = ", ".join(f"{k}: {v}" for k, v in source["architecture"].items())
-        header = (f"# model_source: {source['checkpoint']} ({source['format']} format, weights "
-                  f"{source['weights']})\n# architecture: {{{arch}}}\n")
+        header = (f"# model_source: {source['checkpoint']} ({source['format']} format, resolved to "
+                  f"{source['resolved']})\n# architecture: {{{arch}}}\n")
         config_file = output / "config.yaml"
         write_text_atomic(config_file, header + config_file.read_text())
 
