@@ -1,5 +1,7 @@
 """`vitmae evaluate`: a fine-tuned classifier on labeled images: top-1 / top-5, per-class precision,
-recall and F1, a confusion matrix (PNG) and a JSON report (metrics.json).
+recall and F1, a confusion matrix (PNG) and a JSON report (metrics.json). A fine-tuning run directory
+stands for its best checkpoint (`--which last`: its last); top-5 is left out (None) with 5 classes or
+fewer, where it is 100% whatever the model.
 
 The metric helpers here (`predict`, `topk_accuracy`, `confusion_matrix`, `per_class_metrics`) are the
 ones fine-tuning and linear probing use for their per-epoch evaluation.

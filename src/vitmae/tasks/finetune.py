@@ -5,7 +5,9 @@ the one engine with the official MAE fine-tuning recipe, evaluated every epoch.
     RUN/checkpoints/best/       the weights with the best validation top-1 so far (with --model-ema: the
                                 moving average's, which is also what top1 / top5 measure)
     RUN/metrics.json            top1, top5 (the final model), best_top1 / best_epoch, per-epoch history
-    RUN/metrics.jsonl, RUN/tensorboard/, RUN/config.yaml
+    RUN/metrics.jsonl, RUN/tensorboard/
+    RUN/config.yaml             the options, with the augmentation the images chose; `model: null` when the
+                                model came from a checkpoint (named with its format in a comment on top)
 
 Randomness: crops, flips, RandAugment and random erasing are per sample (see data.augment); mixup /
 cutmix (timm's `Mixup`, which draws from NumPy's global generator) run with that generator seeded by
