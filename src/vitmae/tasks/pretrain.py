@@ -145,7 +145,7 @@ class HeldoutMonitor(Hook):
             return
         history = trainer.extra_state.setdefault("heldout_history", [])
         if not history or history[-1]["step"] != trainer.progress.step:  # not evaluated at this step yet
-            self.record(trainer, trainer.summary()["epochs"])
+            self.record(trainer, trainer.epochs_done())  # not summary(): a collective, and only rank 0 is here
         self.save_grid(trainer, "final.png", f"end of training, step {trainer.progress.step}")
         self.results = {
             "heldout": self.description,

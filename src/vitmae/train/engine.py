@@ -418,6 +418,11 @@ class Trainer:
         flag = torch.tensor(float(self._stop_signal is not None), device=self.device)
         return bool(all_reduce_mean(flag, self.dist).item() > 0)  # every rank stops at the same step
 
+    def epochs_done(self) -> float:
+        """Epochs trained so far, fractions included (no collective: any rank may ask alone)."""
+        p = self.progress
+        return round(p.epoch + p.epoch_batches / (self.steps_per_epoch * self.config.accum_steps), 4)
+
     def summary(self) -> dict[str, Any]:
         skipped = self.skipped
         if self.dist.enabled:
@@ -429,7 +434,7 @@ class Trainer:
         p = self.progress
         return {
             "steps": p.step,
-            "epochs": round(p.epoch + p.epoch_batches / (self.steps_per_epoch * self.config.accum_steps), 4),
+            "epochs": self.epochs_done(),
             "images": p.images,
             "train_time_s": round(p.train_time_s, 2),
             "img_s": round(p.images / max(p.train_time_s, 1e-9), 1),
