@@ -7,6 +7,7 @@ import sys
 import threading
 
 import gradio as gr
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -58,6 +59,19 @@ def test_clicks_on_the_masked_panel_make_a_hand_mask(model, item):
     assert used_by_hand == mask and info.startswith(f"mask by hand: {sum(mask)} of 49 patches removed")
     with pytest.raises(ConfigError, match="no hand mask yet"):
         predict(model, MEAN, STD, item, 0.75, 0, BY_HAND, None)
+
+
+def test_denorm_visible_ignores_the_removed_pixels(item):
+    """A norm-pix model: with `visible` statistics, the removed patches' own pixels do not show through."""
+    model = tiny_model(norm_pix_loss=True)
+    _, _, used = predict(model, MEAN, STD, item, 0.75, 0, "random")
+    removed = np.kron(np.array(used).reshape(7, 7), np.ones((4, 4), bool)).astype(bool)
+    altered = np.array(item)
+    altered[removed] = 255 - altered[removed]  # other pixels where the model cannot see
+    for denorm, same in (("visible", True), ("true", False)):
+        shown = [predict(model, MEAN, STD, Image.fromarray(x), 0.75, 0, "random", denorm=denorm)[0][2].tobytes()
+                 for x in (np.array(item), altered)]
+        assert (shown[0] == shown[1]) is same, denorm
 
 
 def test_page_has_stable_element_ids(model):

@@ -56,7 +56,7 @@ def test_evaluate_cli_report_matches_a_manual_computation(run_cli, tmp_path):
     out = tmp_path / "eval"
     result = run_cli("evaluate", "--checkpoint", checkpoint, "--data", tmp_path / "data", "--num-workers", "0",
                      "--batch-size", "5", "--output", out)
-    assert "macro F1" in result.stdout
+    assert "macro F1" in result.stdout and "top-5" not in result.stdout  # 3 classes: top-5 is trivially 100%
     report = json.loads((out / "metrics.json").read_text())
     png = Image.open(out / "confusion_matrix.png")
     assert png.format == "PNG" and png.width > 200
@@ -70,7 +70,7 @@ def test_evaluate_cli_report_matches_a_manual_computation(run_cli, tmp_path):
         predicted = clf(torch.stack([transform(load_image(p, 1)) for p in paths])).argmax(dim=1).tolist()
     assert report["images"] == len(paths) == 16
     assert report["top1"] == pytest.approx(100 * sum(p == t for p, t in zip(predicted, truth)) / 16)
-    assert report["top5"] == 100.0  # three classes
+    assert report["top5"] is None  # three classes
     for c, row in enumerate(report["per_class"]):
         tp = sum(p == c and t == c for p, t in zip(predicted, truth))
         n_pred, n_true = predicted.count(c), truth.count(c)
@@ -82,3 +82,29 @@ def test_evaluate_cli_report_matches_a_manual_computation(run_cli, tmp_path):
         assert row["recall"] == pytest.approx(100 * recall) and row["f1"] == pytest.approx(100 * f1)
     assert sum(map(sum, report["confusion_matrix"])) == 16
     assert len(set(predicted)) > 1
+
+
+def test_evaluate_a_finetune_run_uses_its_best_checkpoint_or_the_last(run_cli, tmp_path):
+    """A fine-tuning run directory stands for the weights of its best epoch, as the run reported them;
+    --which last takes its last checkpoint."""
+    from tests.tasks.test_finetune import write_image_folder
+
+    folder = write_image_folder(tmp_path / "data", train_per_class=3, val_per_class=2)
+    torch.manual_seed(0)
+    checkpoint = export_classifier(from_pretrained_encoder(MaskedAutoencoder(TINY), 10, "avg"), tmp_path / "init",
+                                   "vitmae").parent
+    run = tmp_path / "ft"
+    run_cli("finetune", "--checkpoint", checkpoint, "--data", folder, "--epochs", "4", "--batch-size", "6",
+            "--warmup-epochs", "1", "--blr", "0.02", "--num-workers", "0", "--output", run)
+    history = json.loads((run / "metrics.json").read_text())
+    for which, expected, top1 in (("best", run / "checkpoints" / "best", history["best_top1"]),
+                                  ("last", run / "checkpoints" / "step-00000020", history["top1"])):
+        out = tmp_path / f"eval-{which}"
+        result = run_cli("evaluate", "--checkpoint", run, "--which", which, "--data", folder, "--num-workers", "0",
+                         "--output", out)
+        report = json.loads((out / "metrics.json").read_text())
+        assert report["checkpoint_evaluated"] == str(expected) and str(expected) in result.stdout
+        assert report["top1"] == pytest.approx(top1) and report["top5"] is not None  # ten classes
+        assert "top-5" in result.stdout
+    result = run_cli("evaluate", "--checkpoint", run, "--which", "first", "--output", tmp_path / "x", check=False)
+    assert result.returncode == 2 and "unknown --which 'first'; choose from: best, last" in result.stderr

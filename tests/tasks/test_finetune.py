@@ -60,6 +60,8 @@ def test_finetune_from_a_checkpoint_on_a_label_subset(run_cli, tmp_path, tiny_ch
                      "--epochs", "2", "--batch-size", "8", "--warmup-epochs", "1", "--num-workers", "0",
                      "--log-every-steps", "1", "--output", out)
     assert "top-1" in result.stdout and "best top-1" in result.stdout
+    assert ("augmentation for 28x28 images with 1 channel(s): crops of 0.8-1 of the area, flip 0.5, label "
+            "smoothing 0.1, mixup 0, cutmix 0, RandAugment off, random erasing 0") in result.stdout
     m = json.loads((out / "metrics.json").read_text())
     assert m["train_images"] == 40 and m["train_images_available"] == 60 and m["val_images"] == 20
     assert m["steps"] == 10 and m["num_classes"] == 10 and m["classes"][:2] == ["c0", "c1"]
@@ -74,7 +76,16 @@ def test_finetune_from_a_checkpoint_on_a_label_subset(run_cli, tmp_path, tiny_ch
     assert (out / "checkpoints" / "best" / "model.safetensors").exists()
     assert Path(m["last_checkpoint"]).name == "step-00000010"
     assert (out / "checkpoints" / "latest").read_text().strip() == "step-00000010"
-    assert yaml.safe_load((out / "config.yaml").read_text())["labels_per_class"] == 4
+    # Where the model came from, rather than the preset it did not use; the defaults the images chose.
+    config_text = (out / "config.yaml").read_text()
+    config = yaml.safe_load(config_text)
+    assert config["labels_per_class"] == 4 and config["checkpoint"] == str(tiny_checkpoint)
+    assert config["model"] is None and config["mixup"] == 0.0 and config["crop_min_scale"] == 0.8
+    source = m["model_source"]
+    assert source["checkpoint"] == str(tiny_checkpoint) and source["format"] == "vitmae"
+    assert source["resolved"] == str(tiny_checkpoint)
+    assert source["architecture"] == m["model"] and source["architecture"]["embed_dim"] == 32
+    assert config_text.startswith(f"# model_source: {tiny_checkpoint} (vitmae format")
     best, last = load_classifier(out / "checkpoints" / "best"), load_classifier(out)
     assert best.num_classes == last.num_classes == 10 and last.global_pool == "avg"
     assert not torch.equal(last.head.weight, torch.zeros_like(last.head.weight))
@@ -89,11 +100,27 @@ def test_finetune_from_scratch_with_every_augmentation(run_cli, tmp_path, folder
             "--max-steps", "3", "--batch-size", "8", "--num-workers", "2", "--output", out)
     m = json.loads((out / "metrics.json").read_text())
     assert m["init"] == "scratch" and m["global_pool"] == "token" and m["steps"] == 3
+    assert m["model_source"]["preset"] == "mae_vit_micro_patch4_28"  # the preset was used: it says so
+    assert yaml.safe_load((out / "config.yaml").read_text())["model"] == "mae_vit_micro_patch4_28"
     assert m["augmentation"]["randaug"] and m["augmentation"]["mixup"] == 0.8 and m["smoothing"] == 0.2
     assert m["effective_batch_size"] == 8  # the flag wins over the file
     assert len(m["history"]) == 1 and 0 < m["history"][0]["epoch"] < 1  # evaluated where max_steps stopped it
     assert m["model"]["embed_dim"] == 32
     assert load_classifier(out).global_pool == "token"
+
+
+@pytest.mark.parametrize("in_chans, img_size, recipe", [
+    (3, 224, "heavy"), (3, (224, 160), "heavy"), (3, 65, "heavy"),
+    (3, 64, "light"), (3, 32, "light"), (3, 28, "light"), (3, (224, 64), "light"),  # small, even in RGB
+    (1, 224, "light"), (4, 224, "light"),  # not RGB
+])
+def test_augmentation_defaults_follow_the_images(in_chans, img_size, recipe):
+    heavy = {"mixup": 0.8, "cutmix": 1.0, "randaug": True, "reprob": 0.25, "crop_min_scale": 0.08}
+    light = {"mixup": 0.0, "cutmix": 0.0, "randaug": False, "reprob": 0.0, "crop_min_scale": 0.8}
+    assert FinetuneConfig().augmentation(in_chans, img_size) == (heavy if recipe == "heavy" else light)
+    # Options a user set are kept whatever the images.
+    chosen = FinetuneConfig(mixup=0.2, randaug=True).augmentation(in_chans, img_size)
+    assert chosen["mixup"] == 0.2 and chosen["randaug"] is True
 
 
 def test_finetune_needs_a_checkpoint_and_consistent_label_options(run_cli, tmp_path, folder):

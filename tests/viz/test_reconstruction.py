@@ -173,3 +173,41 @@ def test_normalisation_follows_the_run_the_checkpoint_came_from(tiny_run, tmp_pa
     for path in inside:
         assert normalization_of(path, 1) == (MEAN, STD), path  # the run trained on fashion-mnist
     assert normalization_of(tmp_path / "hf-export", 3) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def test_denorm_visible_depends_on_the_visible_pixels_only():
+    """--denorm visible: changing the pixels of removed patches leaves the picture unchanged (what the
+    model alone gives); --denorm true uses those pixels' statistics, so the picture changes."""
+    model = tiny_model(norm_pix_loss=True)
+    images = torch.rand(2, 1, 28, 28)
+    mask = torch.zeros(49)
+    mask[[0, 1, 7, 8, 24, 30, 48]] = 1  # a 2x2 block in a corner, a lone patch, the last one
+    altered = images.clone()
+    removed = mask.bool().view(7, 7).repeat_interleave(4, 0).repeat_interleave(4, 1)
+    altered[:, :, removed] = torch.rand(2, 1, int(removed.sum())) * 5 - 2  # other values, other statistics
+    for denorm, same in (("visible", True), ("true", False)):
+        a = reconstruct_masked(model, images, mask=mask, denorm=denorm)
+        b = reconstruct_masked(model, altered, mask=mask, denorm=denorm)
+        for field in ("reconstruction", "pasted"):
+            assert torch.equal(getattr(a, field), getattr(b, field)) is same, (denorm, field)
+    # A lone removed patch takes the mean statistics of its visible neighbours.
+    from vitmae.viz.reconstruction import patch_statistics
+
+    patches = model.patchify(images)
+    mean, std = patch_statistics(patches, mask.expand(2, -1), (7, 7), "visible")
+    neighbours = [16, 17, 18, 23, 25, 31, 32]  # around patch 24; 30 is removed too
+    torch.testing.assert_close(mean[:, 24, 0], patches[:, neighbours].mean(dim=-1).mean(dim=1))
+    torch.testing.assert_close(mean[:, 5, 0], patches[:, 5].mean(dim=-1))  # visible: its own
+    with pytest.raises(ConfigError, match="unknown denorm"):
+        reconstruct_masked(model, images, denorm="oracle")
+
+
+def test_cli_reconstruct_denorm_flag(tiny_run, fashion_pngs, tmp_path, capsys):
+    out = tmp_path / "honest.png"
+    assert main(["reconstruct", "--checkpoint", str(tiny_run), "--denorm", "visible", "--out", str(out),
+                 str(fashion_pngs[0])]) == 0
+    assert Image.open(out).format == "PNG"
+    with pytest.raises(SystemExit) as stop:
+        main(["reconstruct", "--checkpoint", str(tiny_run), "--denorm", "oracle", "--out", str(out),
+              str(fashion_pngs[0])])
+    assert stop.value.code == 2 and "invalid choice: 'oracle'" in capsys.readouterr().err

@@ -87,3 +87,27 @@ def test_report_of_a_missing_or_non_run_directory_is_a_user_error(tmp_path, caps
     assert "does not exist" in capsys.readouterr().err
     assert main(["report", str(tmp_path)]) == 2
     assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_report_of_a_run_without_grids_has_no_reconstructions_section(tiny_run, tmp_path):
+    run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
+    shutil.rmtree(run / "reconstructions")  # as a fine-tuning run: no pictures
+    text = write_report(run).read_text()
+    assert "Reconstructions" not in text and "<h2>Curves</h2>" in text
+    assert "<h2>Reconstructions</h2>" in write_report(tiny_run, tmp_path / "r.html").read_text()
+
+
+def test_grid_text_grows_with_the_panels():
+    """Captions stay legible when a grid of large images is shown scaled down to half a page."""
+    import numpy as np
+
+    from vitmae.viz.reconstruction import panel_grid
+
+    def header_height(size: int) -> int:
+        column = np.full((1, size, size, 3), 255, np.uint8)
+        grid = np.asarray(panel_grid([column] * 4, ["reconstruction"] * 4, title="t").convert("L"))
+        rows = np.flatnonzero((grid[: grid.shape[0] - size] < 128).any(axis=1))  # dark text above the tiles
+        return rows[-1] - rows[0]
+
+    small, large = header_height(28), header_height(448)
+    assert large > 2.5 * small

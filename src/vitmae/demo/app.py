@@ -30,8 +30,8 @@ from ..errors import ConfigError  # noqa: E402
 from ..data import DataError, FashionMNISTSource, PhotosSource  # noqa: E402
 from ..model import MaskedAutoencoder  # noqa: E402
 from ..model.masking import STRATEGIES  # noqa: E402
-from ..viz.reconstruction import (Stats, enlarge, enlarge_factor, image_tensor, load_for_viewing,  # noqa: E402
-                                  reconstruct_masked, reconstruction_panels)
+from ..viz.reconstruction import (DENORMS, Stats, enlarge, enlarge_factor, image_tensor,  # noqa: E402
+                                  load_for_viewing, reconstruct_masked, reconstruction_panels)
 
 BY_HAND = "by hand"
 DISPLAY = 256  # output panels are enlarged towards this many pixels (nearest: patches stay sharp)
@@ -39,15 +39,17 @@ Panels = list[Image.Image]
 
 
 def predict(model: MaskedAutoencoder, mean: Stats, std: Stats, image: Image.Image, mask_ratio: float,
-            seed: float, strategy: str, hand_mask: list[int] | None = None) -> tuple[Panels, str, list[int]]:
+            seed: float, strategy: str, hand_mask: list[int] | None = None, denorm: str = "true"
+            ) -> tuple[Panels, str, list[int]]:
     """The four panels, a line about the masking and the loss, and the mask used (L patches, 1 =
-    removed). `strategy` is a masking strategy at `mask_ratio`, or 'by hand' for `hand_mask`."""
+    removed). `strategy` is a masking strategy at `mask_ratio`, or 'by hand' for `hand_mask`; `denorm`
+    the statistics that de-normalise a norm-pix model's patches (see viz.reconstruction.DENORMS)."""
     by_hand = strategy == BY_HAND
     if by_hand and hand_mask is None:
         raise ConfigError("no hand mask yet: click patches on the masked panel to hide or show them")
     images = image_tensor(image, model, mean, std)[None]
     mask = torch.tensor(hand_mask, dtype=torch.float32) if by_hand else None
-    rec = reconstruct_masked(model, images, mask_ratio, "random" if by_hand else strategy, int(seed), mask)
+    rec = reconstruct_masked(model, images, mask_ratio, "random" if by_hand else strategy, int(seed), mask, denorm)
     _, columns = reconstruction_panels(rec, mean, std)
     p = model.patch_size
     used = rec.mask[0, 0, ::p, ::p].flatten().int().tolist()  # the pixel mask, one value per patch
@@ -75,20 +77,20 @@ def create_app(model: MaskedAutoencoder, mean: Stats, std: Stats,
     denormalised_note = (" This is a norm-pix model: it predicts normalised patches, shown de-normalised with "
                          "each patch's true mean and std." if norm_pix else "")
 
-    def update(image, mask_ratio, seed, strategy, hand_mask):
+    def update(image, mask_ratio, seed, strategy, hand_mask, denorm):
         if image is None:
             return *[None] * 4, "Upload an image or pick an example.", hand_mask
         try:
-            panels, info, used = predict(model, mean, std, image, mask_ratio, seed, strategy, hand_mask)
+            panels, info, used = predict(model, mean, std, image, mask_ratio, seed, strategy, hand_mask, denorm)
         except (ConfigError, DataError) as err:  # a message on the page; the panels stay as they were
             return *[gr.skip()] * 4, f"**{err}**", hand_mask
         return *panels, info, used
 
-    def click(image, mask_ratio, seed, hand_mask, event: gr.SelectData):
+    def click(image, mask_ratio, seed, hand_mask, denorm, event: gr.SelectData):
         if image is None or hand_mask is None:
-            return gr.skip(), *update(image, mask_ratio, seed, BY_HAND, hand_mask)
+            return gr.skip(), *update(image, mask_ratio, seed, BY_HAND, hand_mask, denorm)
         hand_mask = toggle_patch(hand_mask, event.index, model)
-        return BY_HAND, *update(image, mask_ratio, seed, BY_HAND, hand_mask)
+        return BY_HAND, *update(image, mask_ratio, seed, BY_HAND, hand_mask, denorm)
 
     with gr.Blocks(title="vitmae: what a masked autoencoder sees") as app:
         gr.Markdown("## Masked autoencoder demo\nUpload an image (or pick an example), then move the mask "
@@ -102,6 +104,10 @@ def create_app(model: MaskedAutoencoder, mean: Stats, std: Stats,
                                   elem_id="mask-ratio")
                 seed = gr.Number(value=0, precision=0, label="seed", elem_id="seed")
                 strategy = gr.Radio([*STRATEGIES, BY_HAND], value="random", label="masking", elem_id="strategy")
+                # Only norm-pix predictions need statistics to become pixels.
+                denorm = gr.Radio(list(DENORMS), value="true", visible=norm_pix, elem_id="denorm",
+                                  label="removed patches de-normalised with: their true mean and std, or "
+                                        "those of their visible neighbours (the model alone)")
                 if examples:
                     gr.Examples([[str(path)] for path in examples], inputs=[image], label="examples",
                                 elem_id="examples")
@@ -117,9 +123,9 @@ def create_app(model: MaskedAutoencoder, mean: Stats, std: Stats,
                 info = gr.Markdown(elem_id="info")
         outputs = [*panels, info, hand_mask]
         # `input`, not `change`, for the strategy: a click sets it to 'by hand' and computes itself.
-        gr.on([image.change, ratio.change, seed.change, strategy.input], update,
-              inputs=[image, ratio, seed, strategy, hand_mask], outputs=outputs, trigger_mode="always_last")
-        panels[1].select(click, inputs=[image, ratio, seed, hand_mask], outputs=[strategy, *outputs])
+        gr.on([image.change, ratio.change, seed.change, strategy.input, denorm.change], update,
+              inputs=[image, ratio, seed, strategy, hand_mask, denorm], outputs=outputs, trigger_mode="always_last")
+        panels[1].select(click, inputs=[image, ratio, seed, hand_mask, denorm], outputs=[strategy, *outputs])
     return app
 
 

@@ -28,8 +28,9 @@ from ..errors import ConfigError
 from ..interop.vitmae_format import save_vitmae
 from ..model import POOLS, POS_EMBED_RESIZE, PRESETS, MaskedAutoencoder, ModelConfig, model_config
 from ..model.classifier import pool_features
-from ..options import Options, opt
+from ..options import Options, opt, save_config
 from ..train import Hook, Trainer
+from ..train.checkpoint import write_text_atomic
 from ..train.config import RuntimeOptions
 from ..train.distributed import DistInfo
 from ..train.engine import autocast, resolve_device, resolve_precision
@@ -273,6 +274,34 @@ def frozen_encoder_data(cfg: Any) -> FrozenEncoderData:
 def eval_loader(source: Source, transform, batch_size: int, num_workers: int):
     return build_loader(build_dataset(source, transform, seed=0), batch_size, None, num_workers,
                         drop_last=False, persistent_workers=num_workers > 0)
+
+
+def model_source(checkpoint: str | None, config: ModelConfig, preset: str | None = None) -> dict[str, Any]:
+    """Where a transfer run's model came from: the checkpoint as given, the file or checkpoint directory it
+    resolved to (a run directory's latest checkpoint) and its detected format, or (`--checkpoint none`)
+    the preset; and the architecture built."""
+    from ..interop.formats import read_checkpoint
+
+    if not checkpoint or checkpoint.lower() == "none":
+        return {"checkpoint": "none", "preset": preset, "architecture": config.to_dict()}
+    ckpt = read_checkpoint(checkpoint)  # a second read, but only the loaders know the format otherwise
+    return {"checkpoint": checkpoint, "resolved": str(ckpt.path), "format": ckpt.format,
+            "architecture": config.to_dict()}
+
+
+def save_run_config(cfg: Any, output: Path, source: dict[str, Any], **resolved: Any) -> None:
+    """RUN/config.yaml of a transfer run: the options, with `resolved` (defaults the data decided) filled
+    in, and `model: null` when the model came from a checkpoint (the preset was not used). Where the model
+    came from heads the file as a comment, so that `--config` and `--resume` still read it as options."""
+    if source["checkpoint"] != "none":
+        resolved["model"] = None
+    save_config(dataclasses.replace(cfg, **resolved), output)
+    if "format" in source:
+        arch = ", ".join(f"{k}: {v}" for k, v in source["architecture"].items())
+        header = (f"# model_source: {source['checkpoint']} ({source['format']} format, resolved to "
+                  f"{source['resolved']})\n# architecture: {{{arch}}}\n")
+        config_file = output / "config.yaml"
+        write_text_atomic(config_file, header + config_file.read_text())
 
 
 # -- classification ------------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """`vitmae evaluate`: a fine-tuned classifier on labeled images: top-1 / top-5, per-class precision,
-recall and F1, a confusion matrix (PNG) and a JSON report (metrics.json).
+recall and F1, a confusion matrix (PNG) and a JSON report (metrics.json). A fine-tuning run directory
+stands for its best checkpoint (`--which last`: its last); top-5 is left out (None) with 5 classes or
+fewer, where it is 100% whatever the model.
 
 `predict` and `topk_accuracy` (in tasks.common) are also what fine-tuning and linear probing evaluate
 with every epoch.
@@ -19,6 +21,7 @@ from ..data import build_dataset, build_loader, build_source
 from ..data.labels import class_names, num_classes_of
 from ..data.sources import ShardSource
 from ..errors import ConfigError
+from ..interop.vitmae_format import WEIGHTS, resolve_checkpoint
 from ..options import opt
 from ..train import write_json
 from .common import Task, InferenceOptions, Runtime, eval_transform, predict, topk_accuracy
@@ -35,6 +38,8 @@ class EvaluateConfig(InferenceOptions):
     checkpoint: str | None = opt(None, "a fine-tuned classifier: a finetune run directory or a checkpoint")
     data: str = opt("fashion-mnist", "labeled images: fashion-mnist | a folder of class sub-folders | a .csv")
     split: str = opt("val", "which split: val (fashion-mnist: the test split) | train")
+    which: str = opt("best", "of a fine-tuning run directory: best (its best validation top-1, as it reported) "
+                     "| last", choices=("best", "last"))
     num_heads: int | None = opt(None, "attention heads of a checkpoint that does not record them", min=1)
     norm_eps: float | None = opt(None, "LayerNorm epsilon of a checkpoint that does not record it", above=0)
 
@@ -61,12 +66,17 @@ def per_class_metrics(confusion: Tensor, names: list[str]) -> list[dict[str, Any
 
 
 def classification_report(logits: Tensor, labels: Tensor, names: list[str]) -> dict[str, Any]:
+    """Top-1 / top-5 (None with 5 classes or fewer, where every label is in the top 5), loss, macro and
+    per-class precision / recall / F1, and the confusion matrix."""
     num_classes = len(names)
     confusion = confusion_matrix(logits.argmax(dim=1), labels, num_classes)
     classes = per_class_metrics(confusion, names)
     present = [c for c in classes if c["support"]]
+    accuracy = topk_accuracy(logits, labels)
+    if num_classes <= 5:
+        accuracy["top5"] = None
     return {
-        **topk_accuracy(logits, labels),
+        **accuracy,
         "loss": F.cross_entropy(logits, labels).item(),
         "images": len(labels),
         "macro_precision": sum(c["precision"] for c in present) / max(1, len(present)),
@@ -108,12 +118,34 @@ def save_confusion_png(confusion: list[list[int]] | Tensor, names: list[str], pa
     return path
 
 
+WHICH = ("best", "last")
+
+
+def run_checkpoint(checkpoint: str, which: str) -> Path:
+    """The classifier to evaluate: of a fine-tuning run directory its best checkpoint (RUN/checkpoints/best,
+    the weights of the best validation top-1 the run reported) or its last one; any other path as given."""
+    if which not in WHICH:
+        raise ConfigError(f"unknown --which {which!r}; choose from: {', '.join(WHICH)}")
+    path = Path(checkpoint)
+    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    if which == "best" and root.name == "checkpoints" and (root / "best" / WEIGHTS).is_file():
+        return root / "best"
+    return path
+
+
+def accuracy_line(report: dict[str, Any]) -> str:
+    """'top-1 X%  top-5 Y%', without top-5 where the report has none (5 classes or fewer)."""
+    top5 = "" if report.get("top5") is None else f"  top-5 {report['top5']:.2f}%"
+    return f"top-1 {report['top1']:.2f}%{top5}"
+
+
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     from ..interop.classifier import load_classifier
 
     if not cfg.checkpoint:
         raise ConfigError("give --checkpoint: a fine-tuned classifier (a finetune run directory or a file)")
-    model = load_classifier(cfg.checkpoint, num_heads=cfg.num_heads, norm_eps=cfg.norm_eps)
+    checkpoint = run_checkpoint(cfg.checkpoint, cfg.which)
+    model = load_classifier(checkpoint, num_heads=cfg.num_heads, norm_eps=cfg.norm_eps)
     source = build_source(cfg.data, cfg.split, labeled=True, in_chans=model.config.in_chans)
     if isinstance(source, ShardSource):
         raise ConfigError("evaluate reads folders, CSV files and fashion-mnist, not streamed shards")
@@ -135,7 +167,8 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     png = save_confusion_png(report["confusion_matrix"], names, output / "confusion_matrix.png",
                              f"{Path(cfg.checkpoint).name} on {cfg.data} ({cfg.split}): "
                              f"top-1 {report['top1']:.2f}%")
-    report.update(checkpoint=cfg.checkpoint, data=cfg.data, split=cfg.split, global_pool=model.global_pool,
+    report.update(checkpoint=cfg.checkpoint, checkpoint_evaluated=str(resolve_checkpoint(checkpoint)),
+                  data=cfg.data, split=cfg.split, global_pool=model.global_pool,
                   unlabeled_images=int((~keep).sum()), confusion_png=str(png),
                   time_s=round(time.perf_counter() - start, 2),
                   skipped_files=[{"path": p, "reason": r} for p, r in skipped])
@@ -145,8 +178,8 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
 
 
 def report(s: dict[str, Any], cfg: EvaluateConfig) -> list[str]:
-    return [f"top-1 {s['top1']:.2f}%  top-5 {s['top5']:.2f}%  macro F1 {s['macro_f1']:.2f}% on {s['images']} "
-            f"images; confusion matrix {s['confusion_png']}"]
+    return [f"{accuracy_line(s)}  macro F1 {s['macro_f1']:.2f}% on {s['images']} images, "
+            f"{s['checkpoint_evaluated']}; confusion matrix {s['confusion_png']}"]
 
 
 TASK = Task("evaluate", "top-1/5, per-class P/R/F1 and a confusion matrix of a classifier", EvaluateConfig,

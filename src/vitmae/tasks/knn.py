@@ -16,7 +16,8 @@ from ..model import POOLS
 from ..options import opt
 from ..train import write_json
 from .common import (Task, CHECKPOINT_HELP, POOL_HELP, EncoderOptions, InferenceOptions, LabeledDataOptions, Runtime,
-                     encode_source, frozen_encoder_data, knn_accuracy, knn_scores, label_summary)
+                     encode_source, frozen_encoder_data, knn_accuracy, knn_scores, label_summary, model_source,
+                     save_run_config)
 
 __all__ = ["KnnConfig", "knn", "knn_accuracy", "knn_scores"]
 
@@ -47,9 +48,10 @@ def knn(cfg: KnnConfig) -> dict[str, Any]:
                "val_images": int(labeled.sum()), "feature_dim": int(bank.features.shape[1]),
                "num_classes": num_classes, "time_s": round(time.perf_counter() - start, 2),
                "skipped_files": [{"path": p, "reason": r} for p, r in bank.skipped + queries.skipped],
-               "model": encoder.config.to_dict()}
+               "model": encoder.config.to_dict(),
+               "model_source": model_source(cfg.checkpoint, encoder.config, cfg.model)}
     output = Path(cfg.output)
-    output.mkdir(parents=True, exist_ok=True)
+    save_run_config(cfg, output, summary["model_source"])
     write_json(output / "metrics.json", summary)
     return summary
 

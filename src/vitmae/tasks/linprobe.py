@@ -26,13 +26,14 @@ from ..data.labels import class_names
 from ..model import POOLS
 from ..model.classifier import ViTClassifier, pool_features
 from ..model.vit import ViTEncoder, param_groups
-from ..options import opt, save_config
+from ..options import opt
 from ..train import Trainer, write_json
 from ..train.config import TrainConfig
 from ..train.lars import LARS
 from .common import (Task, CHECKPOINT_HELP, POOL_HELP, ClassificationObjective, ClassifierEvaluator, EncoderOptions,
                      FeatureDataset, LabeledDataOptions, Runtime, encode_source, eval_loader, frozen,
-                     frozen_encoder_data, label_summary, redefault, save_weights)
+                     frozen_encoder_data, label_summary, model_source, redefault, save_run_config,
+                     save_weights)
 
 
 @dataclass
@@ -140,7 +141,8 @@ def linprobe(cfg: LinprobeConfig) -> dict[str, Any]:
                       hooks=[evaluator])
     output = Path(cfg.output)
     if trainer.dist.is_main:
-        save_config(cfg, output)
+        source = model_source(cfg.checkpoint, config, cfg.model)
+        save_run_config(cfg, output, source)
     summary = trainer.fit()
     if trainer.dist.is_main:
         classifier_dir = None
@@ -152,7 +154,7 @@ def linprobe(cfg: LinprobeConfig) -> dict[str, Any]:
                    **label_summary(train_all, train, cfg), "val": val_description, "val_images": len(val),
                    "num_classes": num_classes, "pool": cfg.pool, "cache_features": cfg.cache_features,
                    "feature_time_s": round(feature_time, 2), "classifier": classifier_dir,
-                   "model": config.to_dict()}
+                   "model": config.to_dict(), "model_source": source}
         write_json(output / "metrics.json", summary)
     return summary
 

@@ -24,11 +24,14 @@ class ReconstructOptions(Options):
     seed: int = opt(0, "seed of the masking", min=0)
     mask: str | None = opt(None, "your own mask for all images: a picture (white = removed) or a file of patch "
                            "indices; the mask ratio then follows it")
+    denorm: str = opt("true", "norm-pix models: de-normalise each removed patch with its true mean and std "
+                      "(flatters the model), or with those of its visible neighbours (what the model alone "
+                      "gives)", choices=("true", "visible"))
 
 
 def reconstruct(cfg: ReconstructOptions) -> dict[str, Any]:
     return {"out": str(reconstruct_files(cfg.checkpoint, cfg.images, cfg.out, cfg.mask_ratio, cfg.masking,
-                                         cfg.seed, cfg.mask))}
+                                         cfg.seed, cfg.mask, cfg.denorm))}
 
 
 @dataclass

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from ..data import (Batch, EvalTransform, ShardSource, UnreadableImage, build_source, sample_generator)
@@ -90,13 +91,14 @@ def heldout_images(source: Any, count: int, transform: EvalTransform, seed: int)
 
 
 class HeldoutMonitor(Hook):
-    """Held-out masked-patch loss at the start and the end (with the trivial baseline), and a
-    reconstruction grid of fixed held-out images every few epochs."""
+    """Held-out masked-patch loss (with the trivial baseline) and a reconstruction grid of fixed held-out
+    images at the start, every `viz_every_epochs` epochs and at the end."""
 
     def __init__(self, images: Tensor, description: str, cfg: PretrainConfig, mean, std):
         self.images, self.description, self.cfg = images, description, cfg
         self.mean, self.std = mean, std
         self.results: dict[str, Any] = {}
+        self._logged_grid_step: int | None = None
 
     def _noise(self, model: MaskedAutoencoder, count: int) -> Tensor:
         grid = model.grid_of(self.images)
@@ -135,37 +137,52 @@ class HeldoutMonitor(Hook):
         return per_channel[:, None, None, :].expand(-1, patches.shape[1], patches.shape[-1] // c, -1).flatten(2)
 
     def save_grid(self, trainer: Trainer, name: str, title: str) -> None:
+        """The reconstruction grid of the held-out images, as RUN/reconstructions/NAME and to the loggers."""
         model: MaskedAutoencoder = trainer.model
         was_training = model.training
         model.eval()
         images = self.images[:VIZ_IMAGES].to(trainer.device)
         rec = reconstruct(model, images, noise=self._noise(model, len(images)).to(trainer.device))
         model.train(was_training)
-        save_reconstruction_grid(rec, trainer.output / "reconstructions" / name, self.mean, self.std, title)
+        path = save_reconstruction_grid(rec, trainer.output / "reconstructions" / name, self.mean, self.std, title)
+        if trainer.progress.step != self._logged_grid_step:  # the final grid may repeat the last epoch's
+            self._logged_grid_step = trainer.progress.step
+            with Image.open(path) as grid:
+                trainer.log_image("reconstructions", grid, trainer.progress.step)
+
+    def record(self, trainer: Trainer, epoch: float) -> float:
+        """The held-out loss now: logged, and kept in the run's history (it survives a resume)."""
+        loss, baseline = self.evaluate(trainer)
+        trainer.extra_state.setdefault("heldout_history", []).append(
+            {"epoch": epoch, "step": trainer.progress.step, "loss": loss})
+        trainer.extra_state.setdefault("heldout_loss_baseline", baseline)
+        trainer.log_scalars(trainer.progress.step, {"heldout/loss": loss})
+        return loss
 
     def on_start(self, trainer: Trainer) -> None:
         if trainer.dist.is_main and "heldout_loss_start" not in trainer.extra_state:
-            loss, baseline = self.evaluate(trainer)
-            trainer.extra_state.update(heldout_loss_start=loss, heldout_loss_baseline=baseline)
-            trainer.log_scalars(0, {"heldout/loss": loss})
+            trainer.extra_state["heldout_loss_start"] = self.record(trainer, 0)
             self.save_grid(trainer, "epoch-000.png", "before training")
 
     def on_epoch_end(self, trainer: Trainer, epoch: int) -> None:
         if trainer.dist.is_main and self.cfg.viz_every_epochs and epoch % self.cfg.viz_every_epochs == 0:
+            self.record(trainer, epoch)
             self.save_grid(trainer, f"epoch-{epoch:03d}.png", f"after epoch {epoch}, step {trainer.progress.step}")
 
     def on_end(self, trainer: Trainer) -> None:
         if not trainer.dist.is_main:
             return
-        loss, baseline = self.evaluate(trainer)
-        trainer.log_scalars(trainer.progress.step, {"heldout/loss": loss})
+        history = trainer.extra_state.setdefault("heldout_history", [])
+        if not history or history[-1]["step"] != trainer.progress.step:  # not evaluated at this step yet
+            self.record(trainer, trainer.epochs_done())  # not summary(): a collective, and only rank 0 is here
         self.save_grid(trainer, "final.png", f"end of training, step {trainer.progress.step}")
         self.results = {
             "heldout": self.description,
             "heldout_images": len(self.images),
             "heldout_loss_start": trainer.extra_state["heldout_loss_start"],
-            "heldout_loss_end": loss,
-            "heldout_loss_baseline": baseline,
+            "heldout_loss_end": history[-1]["loss"],
+            "heldout_loss_baseline": trainer.extra_state["heldout_loss_baseline"],
+            "heldout_history": history,
         }
 
 

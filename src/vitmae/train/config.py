@@ -42,7 +42,10 @@ class TrainConfig(RuntimeOptions):
     compile_mode: str = opt("default", "torch.compile mode", choices=COMPILE_MODES)
     fp8: bool = opt(False, "train the transformer blocks' linear layers in float8 (torchao; needs FP8 tensor "
                            "cores to be fast)")
-    log_every_steps: int = opt(20, "log the loss, learning rate and speed every N steps", min=1)
+    log_every_steps: int | None = opt(None, "log the loss, learning rate and speed every N steps (default: 20, "
+                                      "or often enough for 50 points in a shorter run)", min=1)
+    log_to: str = opt("tensorboard", "where metrics and pictures go, comma-separated: tensorboard, wandb (offline "
+                      "unless WANDB_MODE is set), mlflow")
     save_every_steps: int | None = opt(None, "also save a checkpoint every N steps", min=1)
     save_every_epochs: int | None = opt(None, "also save a checkpoint every N epochs", min=1)
     keep_checkpoints: int = opt(2, "step checkpoints kept on disk (0: all)", min=0)

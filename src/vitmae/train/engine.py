@@ -30,7 +30,10 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import COMPILE_MODES, PRECISIONS, TrainConfig
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, raise_if_peer_lost
 from ..model.vit import param_groups
+from .loggers import build_loggers, parse_log_to
 from .optim import build_adamw, lr_at, set_lr
+
+LOG_EVERY_STEPS, LOG_POINTS = 20, 50  # the default logging interval, and the points a short run gets
 
 class Objective(Protocol):
     def __call__(self, model: nn.Module, batch: Batch, step: int, micro: int) -> Tensor:
@@ -120,6 +123,7 @@ class Trainer:
         self.device = resolve_device(cfg.device, self.dist)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.output = Path(cfg.output)
+        parse_log_to(cfg.log_to)  # a backend that is not installed stops the run before it starts
         self.model = model.to(self.device)
         if cfg.fp8:
             from .fp8 import convert_to_fp8
@@ -154,6 +158,8 @@ class Trainer:
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.stop_step = min(self.total_steps, cfg.max_steps or self.total_steps)
         self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
+        # A run of a few hundred steps logged every 20 would draw its loss curve from a handful of points.
+        self.log_every = cfg.log_every_steps or max(1, min(LOG_EVERY_STEPS, self.stop_step // LOG_POINTS))
         self.loader = build_loader(dataset, cfg.batch_size, self.sampler, cfg.num_workers,
                                    pin_memory=self.device.type == "cuda", collate_fn=collate_fn)
         if cfg.resume:
@@ -169,7 +175,7 @@ class Trainer:
         self._unchecked_losses: list[tuple[int, Tensor]] = []
         self._previous_batch: Batch | None = None
         self._window_losses: list[float] = []
-        self._tb = None
+        self._loggers: list | None = None
         self._pbar = None
 
     # -- precision -------------------------------------------------------------------------------------
@@ -249,8 +255,9 @@ class Trainer:
                 self._pbar.close()
             if getattr(self, "_log_file", None):
                 self._log_file.close()
-            if self._tb is not None:
-                self._tb.close()
+            for logger in self._loggers or []:
+                logger.close()
+            self._loggers = None
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
 
@@ -313,7 +320,7 @@ class Trainer:
             progress.images += step_images * self.dist.world_size
             window_images += step_images
             self._pbar.update(1)
-            log_now = step % cfg.log_every_steps == 0 or step == self.stop_step
+            log_now = step % self.log_every == 0 or step == self.stop_step
             if log_now:
                 self._check_losses()
                 elapsed = time.perf_counter() - window_start
@@ -377,17 +384,23 @@ class Trainer:
         self._log_file.flush()
         self.log_scalars(step, {"train/loss": loss, "train/lr": lr, "train/img_s": img_s})
 
-    def log_scalars(self, step: int, values: dict[str, float]) -> None:
-        """TensorBoard scalars (rank 0); hooks use it too."""
+    def loggers(self) -> list:
+        """The `--log-to` backends (rank 0 only), opened at the first value logged."""
         if not self.dist.is_main:
-            return
-        if self._tb is None:
-            from torch.utils.tensorboard import SummaryWriter
+            return []
+        if self._loggers is None:
+            self._loggers = build_loggers(self.config.log_to, self.output, self.config)
+        return self._loggers
 
-            self._tb = SummaryWriter(str(self.output / "tensorboard"))
-        for tag, value in values.items():
-            self._tb.add_scalar(tag, value, step)
-        self._tb.flush()
+    def log_scalars(self, step: int, values: dict[str, float]) -> None:
+        """Scalars to every `--log-to` backend (rank 0); hooks use it too."""
+        for logger in self.loggers():
+            logger.log_scalars(step, values)
+
+    def log_image(self, tag: str, image: Any, step: int) -> None:
+        """A picture (PIL image) to every `--log-to` backend (rank 0)."""
+        for logger in self.loggers():
+            logger.log_image(tag, image, step)
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         """SIGTERM / SIGINT finish the step in flight, save, and stop; a second SIGINT stops at once."""
@@ -411,6 +424,11 @@ class Trainer:
         flag = torch.tensor(float(self._stop_signal is not None), device=self.device)
         return bool(all_reduce_mean(flag, self.dist).item() > 0)  # every rank stops at the same step
 
+    def epochs_done(self) -> float:
+        """Epochs trained so far, fractions included (no collective: any rank may ask alone)."""
+        p = self.progress
+        return round(p.epoch + p.epoch_batches / (self.steps_per_epoch * self.config.accum_steps), 4)
+
     def summary(self) -> dict[str, Any]:
         skipped = self.skipped
         if self.dist.enabled:
@@ -422,7 +440,7 @@ class Trainer:
         p = self.progress
         return {
             "steps": p.step,
-            "epochs": round(p.epoch + p.epoch_batches / (self.steps_per_epoch * self.config.accum_steps), 4),
+            "epochs": self.epochs_done(),
             "images": p.images,
             "train_time_s": round(p.train_time_s, 2),
             "img_s": round(p.images / max(p.train_time_s, 1e-9), 1),

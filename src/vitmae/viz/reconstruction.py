@@ -30,7 +30,8 @@ from ..model.masking import noise_from_mask
 Stats = tuple[float, ...]
 PICTURE_EXTENSIONS = tuple(e for e in IMAGE_EXTENSIONS if e != ".npy")
 PANEL = 160  # pixels a panel is enlarged towards, so a 28x28 image is readable
-FONT_SIZE = 14
+FONT_SIZE = 14  # the smallest text size
+TEXT_PER_PANEL = 8  # text is at least 1/8 of a panel's width high
 
 
 # -- a checkpoint and its inputs -----------------------------------------------------------------------
@@ -135,27 +136,59 @@ class Reconstruction:
     reconstruction: Tensor
     pasted: Tensor  # reconstruction where removed, original where visible
     loss: float
-    denormalised: bool  # norm-pix predictions mapped back with the true patch statistics
+    denormalised: bool  # norm-pix predictions mapped back to pixels with patch statistics
+    denorm: str = "true"  # which statistics: each patch's true ones, or those its visible neighbours suggest
+
+
+# How norm-pix predictions become pixels: with the removed patch's true mean and std (flattering: they
+# come from the pixels the model never saw), or with the ones estimated from the visible patches alone.
+DENORMS = ("true", "visible")
+
+
+def patch_statistics(patches: Tensor, mask: Tensor, grid: tuple[int, int], denorm: str) -> tuple[Tensor, Tensor]:
+    """(mean, std), each (N, L, 1), that de-normalise norm-pix predictions of `patches` (N, L, D) with
+    `mask` (N, L) (1 = removed). `true`: each patch's own. `visible`: a visible patch's own; a removed
+    patch's the average of those of the visible patches among its 8 neighbours, else of all visible
+    patches of the image; so the picture depends on the visible pixels only."""
+    if denorm not in DENORMS:
+        raise ConfigError(f"unknown denorm {denorm!r}; choose from: {', '.join(DENORMS)}")
+    stats = torch.stack([patches.mean(dim=-1), (patches.var(dim=-1) + 1.0e-6) ** 0.5], dim=1)  # (N, 2, L)
+    if denorm == "visible":
+        visible = (1 - mask.float())[:, None]  # (N, 1, L)
+        kernel = torch.ones(1, 1, 3, 3, dtype=stats.dtype, device=stats.device)
+
+        def neighbourhood_sum(x: Tensor) -> Tensor:
+            return F.conv2d(x.reshape(-1, 1, *grid), kernel, padding=1).reshape(x.shape)
+
+        sums, counts = neighbourhood_sum(stats * visible), neighbourhood_sum(visible.expand_as(stats))
+        overall = (stats * visible).sum(dim=-1, keepdim=True) / visible.sum(dim=-1, keepdim=True)
+        estimate = torch.where(counts > 0, sums / counts.clamp_min(1), overall)
+        stats = torch.where(visible > 0, stats, estimate)
+    return stats[:, 0, :, None], stats[:, 1, :, None]
 
 
 @torch.no_grad()
 def reconstruct(model: MaskedAutoencoder, images: Tensor, mask_ratio: float | None = None,
-                noise: Tensor | None = None) -> Reconstruction:
+                noise: Tensor | None = None, denorm: str = "true") -> Reconstruction:
+    """The model's reconstruction of `images`; a norm-pix model's predictions are de-normalised with the
+    patch statistics `denorm` names (see patch_statistics)."""
     out = model(images, mask_ratio=mask_ratio, noise=noise)
     pred = out.pred.float()
     norm_pix = model.config.norm_pix_loss
-    if norm_pix:  # the model predicts standardised patches: undo that with each patch's true statistics
-        patches = model.patchify(images).float()
-        pred = pred * (patches.var(dim=-1, keepdim=True) + 1.0e-6) ** 0.5 + patches.mean(dim=-1, keepdim=True)
+    if norm_pix:  # the model predicts standardised patches: undo that with patch statistics
+        mean, std = patch_statistics(model.patchify(images).float(), out.mask, model.grid_of(images), denorm)
+        pred = pred * std + mean
     size = tuple(images.shape[-2:])
     p, c = model.patch_size, images.shape[1]
     recon = model.unpatchify(pred, size)
     mask = model.unpatchify(out.mask.unsqueeze(-1).expand(-1, -1, p * p * c), size)[:, :1]
-    return Reconstruction(images, mask, recon, images * (1 - mask) + recon * mask, out.loss.item(), norm_pix)
+    return Reconstruction(images, mask, recon, images * (1 - mask) + recon * mask, out.loss.item(), norm_pix,
+                          denorm)
 
 
 def reconstruct_masked(model: MaskedAutoencoder, images: Tensor, mask_ratio: float | None = None,
-                       masking: str = "random", seed: int = 0, mask: Tensor | None = None) -> Reconstruction:
+                       masking: str = "random", seed: int = 0, mask: Tensor | None = None,
+                       denorm: str = "true") -> Reconstruction:
     """`reconstruct` with a seeded masking strategy, or with a user mask (L,) (1 = removed) shared by all
     images, whose share of removed patches then is the mask ratio."""
     generator = torch.Generator().manual_seed(seed)
@@ -172,7 +205,7 @@ def reconstruct_masked(model: MaskedAutoencoder, images: Tensor, mask_ratio: flo
         if not 0.0 <= mask_ratio < 1.0:
             raise ConfigError(f"mask ratio must be in [0, 1), got {mask_ratio}")
         noise = make_noise(masking, len(images), model.config.grid_size, mask_ratio, generator)
-    return reconstruct(model, images, mask_ratio, noise.to(images.device))
+    return reconstruct(model, images, mask_ratio, noise.to(images.device), denorm)
 
 
 # -- pictures -------------------------------------------------------------------------------------------
@@ -197,14 +230,22 @@ def reconstruction_panels(rec: Reconstruction, mean: Stats, std: Stats) -> tuple
     return headers, columns
 
 
-DENORMALISED_NOTE = ("* norm-pix model: it predicts each patch normalised, shown here de-normalised with the "
-                     "true mean and std of that patch of the original")
+DENORMALISED_NOTES = {
+    "true": "* norm-pix model: it predicts each patch normalised, shown here de-normalised with the true mean "
+            "and std of that patch of the original (which flatters it; --denorm visible shows the honest view)",
+    "visible": "* norm-pix model: it predicts each patch normalised; each removed patch is shown de-normalised "
+               "with the mean and std of its visible neighbours: what the visible pixels alone give",
+}
+
+
+def denormalised_note(rec: Reconstruction) -> str | None:
+    return DENORMALISED_NOTES[rec.denorm] if rec.denormalised else None
 
 
 def reconstruction_grid(rec: Reconstruction, mean: Stats, std: Stats, panel: int = PANEL,
                         title: str | None = None) -> Image.Image:
     headers, columns = reconstruction_panels(rec, mean, std)
-    return panel_grid(columns, headers, panel, title, DENORMALISED_NOTE if rec.denormalised else None)
+    return panel_grid(columns, headers, panel, title, denormalised_note(rec))
 
 
 def save_reconstruction_grid(rec: Reconstruction, path: str | Path, mean: Stats, std: Stats,
@@ -217,12 +258,12 @@ def save_reconstruction_grid(rec: Reconstruction, path: str | Path, mean: Stats,
 
 def reconstruct_files(checkpoint: str | Path, images: Sequence[str | Path], out: str | Path,
                       mask_ratio: float | None = None, masking: str = "random", seed: int = 0,
-                      mask_file: str | Path | None = None) -> Path:
+                      mask_file: str | Path | None = None, denorm: str = "true") -> Path:
     """`vitmae reconstruct`: one row per image file, written to `out` (PNG)."""
     model, mean, std = load_for_viewing(checkpoint)
     batch = load_images(images, model, mean, std)
     mask = load_mask(mask_file, model.config) if mask_file else None
-    rec = reconstruct_masked(model, batch, mask_ratio, masking, seed, mask)
+    rec = reconstruct_masked(model, batch, mask_ratio, masking, seed, mask, denorm)
     how = f"mask {Path(mask_file).name}" if mask_file else f"{masking} masking, seed {seed}"
     title = f"{Path(checkpoint).name}: {how}, masked-patch loss {rec.loss:.4f}"
     return save_reconstruction_grid(rec, out, mean, std, title)
@@ -230,8 +271,8 @@ def reconstruct_files(checkpoint: str | Path, images: Sequence[str | Path], out:
 
 # -- layout ---------------------------------------------------------------------------------------------
 
-def font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    return ImageFont.load_default(size=FONT_SIZE)  # Pillow's bundled font: no font files needed
+def font(size: int = FONT_SIZE) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=size)  # Pillow's bundled font: no font files needed
 
 
 def enlarge_factor(height: int, width: int, panel: int = PANEL) -> int:
@@ -249,11 +290,13 @@ def enlarge(tile: np.ndarray, panel: int = PANEL) -> Image.Image:
 def panel_grid(columns: Sequence[np.ndarray], headers: Sequence[str], panel: int = PANEL,
                title: str | None = None, note: str | None = None) -> Image.Image:
     """Columns of (N, H, W, C) uint8 images side by side, one row per image, a header over each column,
-    a title above and a note below (both wrapped to the picture's width)."""
-    fnt, pad = font(), 6
-    line = FONT_SIZE + 6
+    a title above and a note below (both wrapped to the picture's width). The text grows with the panels,
+    so that it stays legible wherever the picture is shown scaled to a page's width."""
     tiles = [[enlarge(t, panel) for t in column] for column in columns]
     pw, ph = tiles[0][0].size
+    size = max(FONT_SIZE, pw // TEXT_PER_PANEL)
+    fnt, pad = font(size), 6
+    line = size + 6
     col_w = max(pw, *(int(fnt.getlength(h)) for h in headers)) + pad
     width = len(columns) * col_w + pad
     title_lines = _wrap(title, fnt, width - 2 * pad) if title else []

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure  # a bare Figure renders with Agg and leave
 
 from ..errors import ConfigError
 
-MAX_GRIDS = 12  # reconstruction grids shown, evenly spread over the run (first and last always)
+MAX_GRIDS = 12  # reconstruction grids shown, evenly spread over the run (first and last always), two a row
 Series = dict[str, tuple[list[float], list[float]]]  # name -> (steps, values)
 
 # Which series go on which plot: (element id, title, y label, does a key belong).
@@ -30,7 +30,7 @@ STYLE = """
 body { font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 table { border-collapse: collapse; } td { padding: 2px 12px 2px 0; }
 img { max-width: 100%; } .plot { width: 49%; }
-figure { display: inline-block; width: 32%; margin: 0 1% 1em 0; vertical-align: top; }
+figure { display: inline-block; width: 48%; margin: 0 1% 1em 0; vertical-align: top; }
 pre { background: #f4f4f4; padding: 1em; overflow-x: auto; }
 """
 
@@ -52,11 +52,12 @@ def report_html(run_dir: str | Path) -> str:
     if not any((run_dir / name).is_file() for name in ("metrics.jsonl", "metrics.json", "config.yaml")):
         raise ConfigError(f"{run_dir} is not a run directory: no metrics.jsonl, metrics.json or config.yaml")
     series = read_series(run_dir)
+    grids = reconstruction_figures(run_dir / "reconstructions")
     sections = [
         f"<h1>{html.escape(run_dir.resolve().name)}</h1><p>{html.escape(str(run_dir.resolve()))}</p>",
         "<h2>Summary</h2>" + summary_table(run_dir / "metrics.json"),
         "<h2>Curves</h2>" + curves(series),
-        "<h2>Reconstructions</h2>" + reconstruction_figures(run_dir / "reconstructions"),
+        *(["<h2>Reconstructions</h2>" + grids] if grids else []),  # fine-tuning runs draw none
         "<h2>Config</h2>" + config_block(run_dir / "config.yaml"),
     ]
     return ("<!doctype html>\n<html><head><meta charset=\"utf-8\">"
@@ -123,7 +124,7 @@ def reconstruction_figures(folder: Path) -> str:
         grids = [grids[round(i * (len(grids) - 1) / (MAX_GRIDS - 1))] for i in range(MAX_GRIDS)]
     figures = [f"<figure>{_img(path.read_bytes(), f'grid-{path.stem}', path.stem)}"
                f"<figcaption>{html.escape(path.stem)}</figcaption></figure>" for path in grids]
-    return "\n".join(figures) or "<p>No reconstruction grids in this run.</p>"
+    return "\n".join(figures)
 
 
 def _summary(path: Path) -> dict[str, Any]:
