@@ -162,10 +162,11 @@ def launch(app: gr.Blocks, port: int | None = None, host: str = "127.0.0.1",
     return app.local_url
 
 
-def serve(checkpoint: str | Path, port: int | None = None, host: str = "127.0.0.1") -> tuple[gr.Blocks, str]:
-    """`vitmae demo`: load `checkpoint` (any format load_pretrained reads), serve its demo in the
-    background, and return the app and its URL."""
-    model, mean, std = load_for_viewing(checkpoint)
+def serve(checkpoint: str | Path, port: int | None = None, host: str = "127.0.0.1",
+          **overrides: Any) -> tuple[gr.Blocks, str]:
+    """`vitmae demo`: load `checkpoint` (any format load_pretrained reads; `overrides` as there), serve its
+    demo in the background, and return the app and its URL."""
+    model, mean, std = load_for_viewing(checkpoint, **overrides)
     examples = bundled_examples(model.config.in_chans)
     app = create_app(model, mean, std, examples)
     return app, launch(app, port, host, examples)

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..interop import FORMATS, convert, describe
 from ..model import PRESETS
-from .common import Task
+from .common import HeadOptions, Task
 from ..options import Options, opt
 
 
@@ -27,7 +27,7 @@ def models_report(presets: dict[str, Any], cfg: ModelsOptions) -> list[str]:
 
 
 @dataclass
-class InfoOptions(Options):
+class InfoOptions(HeadOptions):
     """`vitmae info`: what a checkpoint is."""
 
     checkpoint: str = opt(None, "a checkpoint file, directory or run directory of any format vitmae reads",
@@ -35,11 +35,11 @@ class InfoOptions(Options):
 
 
 def info(cfg: InfoOptions) -> dict[str, Any]:
-    return describe(cfg.checkpoint)
+    return describe(cfg.checkpoint, **cfg.head_overrides())
 
 
 @dataclass
-class ConvertOptions(Options):
+class ConvertOptions(HeadOptions):
     """`vitmae convert`: load a checkpoint and write it in another format."""
 
     src: str = opt(None, "the checkpoint to read (any format `vitmae info` reads)", positional=True)
@@ -50,7 +50,7 @@ class ConvertOptions(Options):
 
 
 def convert_checkpoint(cfg: ConvertOptions) -> dict[str, Any]:
-    out = convert(cfg.src, cfg.dst, cfg.to)
+    out = convert(cfg.src, cfg.dst, cfg.to, **cfg.head_overrides())
     return {"format": cfg.to, "path": str(out or cfg.dst)}
 
 

@@ -122,6 +122,20 @@ class InferenceOptions(RuntimeOptions):
     batch_size: int = opt(256, "images per forward pass", min=1)
 
 
+@dataclass
+class HeadOptions(Options):
+    """What a checkpoint may not record (plain official and timm files of a non-standard shape)."""
+
+    num_heads: int | None = opt(None, "encoder attention heads, for a file that does not record them", min=1)
+    decoder_num_heads: int | None = opt(None, "decoder attention heads, for a file that does not record them",
+                                        min=1)
+    norm_eps: float | None = opt(None, "LayerNorm epsilon, for a file that does not record it", above=0)
+
+    def head_overrides(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("num_heads", "decoder_num_heads", "norm_eps")
+                if getattr(self, k) is not None}
+
+
 CHECKPOINT_HELP = "a pre-trained checkpoint or run directory (any format `vitmae info` reads); none: random"
 POOL_HELP = "features: cls (the cls token) | mean (the mean patch token)"
 

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from .common import Task
-from ..options import Options, opt
+from .common import HeadOptions, Task
+from ..options import opt
 
 
 @dataclass
-class DemoOptions(Options):
+class DemoOptions(HeadOptions):
     checkpoint: str | None = opt(None, "any checkpoint `vitmae info` reads, or a run directory", required=True)
     port: int = opt(7860, "TCP port to listen on", min=1, max=65535)
     host: str = opt("127.0.0.1", "interface to listen on (0.0.0.0: all)")
@@ -34,7 +34,7 @@ def demo(cfg: DemoOptions) -> dict[str, Any]:
     check_port_free(cfg.host, cfg.port)
     from ..demo import serve
 
-    app, url = serve(cfg.checkpoint, cfg.port, cfg.host)
+    app, url = serve(cfg.checkpoint, cfg.port, cfg.host, **cfg.head_overrides())
     print(f"demo of {cfg.checkpoint} on {url} (Ctrl+C stops it)", flush=True)
     app.block_thread()
     return {"url": url}

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..model import STRATEGIES
-from .common import Task
+from .common import HeadOptions, Task
 from ..options import Options, opt
 from ..viz import attention_file, reconstruct_files, write_report
 
@@ -13,7 +13,7 @@ VIEW_CHECKPOINT_HELP = "any checkpoint `vitmae info` reads, or a run directory"
 
 
 @dataclass
-class ReconstructOptions(Options):
+class ReconstructOptions(HeadOptions):
     """`vitmae reconstruct`: masked images and their reconstructions, one row per image."""
 
     images: list[str] = opt([], "the image files to mask and reconstruct", positional=True, metavar="IMAGE")
@@ -31,11 +31,12 @@ class ReconstructOptions(Options):
 
 def reconstruct(cfg: ReconstructOptions) -> dict[str, Any]:
     return {"out": str(reconstruct_files(cfg.checkpoint, cfg.images, cfg.out, cfg.mask_ratio, cfg.masking,
-                                         cfg.seed, cfg.mask, cfg.denorm))}
+                                         cfg.seed, cfg.mask, cfg.denorm,
+                                         **cfg.head_overrides()))}
 
 
 @dataclass
-class AttentionOptions(Options):
+class AttentionOptions(HeadOptions):
     """`vitmae attention`: the cls token's attention over the patches, per head, on the image."""
 
     image: str = opt(None, "the image file to look at", positional=True)
@@ -45,7 +46,8 @@ class AttentionOptions(Options):
 
 
 def attention(cfg: AttentionOptions) -> dict[str, Any]:
-    return {"out": str(attention_file(cfg.checkpoint, cfg.image, cfg.out, cfg.layer))}
+    return {"out": str(attention_file(cfg.checkpoint, cfg.image, cfg.out, cfg.layer,
+                                          **cfg.head_overrides()))}
 
 
 @dataclass

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,9 +66,10 @@ def attention_grid(images: Tensor, maps: Tensor, mean: Stats, std: Stats, panel:
     return panel_grid(columns, headers, panel, title, note)
 
 
-def attention_file(checkpoint: str | Path, image: str | Path, out: str | Path, layer: int = -1) -> Path:
+def attention_file(checkpoint: str | Path, image: str | Path, out: str | Path, layer: int = -1,
+                   **overrides: Any) -> Path:
     """`vitmae attention`: the picture for one image file, written to `out` (PNG)."""
-    model, mean, std = load_for_viewing(checkpoint)
+    model, mean, std = load_for_viewing(checkpoint, **overrides)
     images = load_images([image], model, mean, std)
     maps = cls_attention(model, images, layer)
     index = block_index(model, layer)

@@ -10,6 +10,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,9 +37,10 @@ TEXT_PER_PANEL = 8  # text is at least 1/8 of a panel's width high
 
 # -- a checkpoint and its inputs -----------------------------------------------------------------------
 
-def load_for_viewing(checkpoint: str | Path) -> tuple[MaskedAutoencoder, Stats, Stats]:
-    """(model in eval mode, mean, std) for any checkpoint `load_pretrained` reads."""
-    model = load_pretrained(checkpoint).eval()
+def load_for_viewing(checkpoint: str | Path, **overrides: Any) -> tuple[MaskedAutoencoder, Stats, Stats]:
+    """(model in eval mode, mean, std) for any checkpoint `load_pretrained` reads; `overrides` as there (the
+    attention heads of a file that does not record them)."""
+    model = load_pretrained(checkpoint, **overrides).eval()
     config = model.config
     if config.mean is not None and config.std is not None:
         return model, config.mean, config.std
@@ -258,9 +260,9 @@ def save_reconstruction_grid(rec: Reconstruction, path: str | Path, mean: Stats,
 
 def reconstruct_files(checkpoint: str | Path, images: Sequence[str | Path], out: str | Path,
                       mask_ratio: float | None = None, masking: str = "random", seed: int = 0,
-                      mask_file: str | Path | None = None, denorm: str = "true") -> Path:
+                      mask_file: str | Path | None = None, denorm: str = "true", **overrides: Any) -> Path:
     """`vitmae reconstruct`: one row per image file, written to `out` (PNG)."""
-    model, mean, std = load_for_viewing(checkpoint)
+    model, mean, std = load_for_viewing(checkpoint, **overrides)
     batch = load_images(images, model, mean, std)
     mask = load_mask(mask_file, model.config) if mask_file else None
     rec = reconstruct_masked(model, batch, mask_ratio, masking, seed, mask, denorm)
