@@ -385,7 +385,29 @@ def save_weights(model: nn.Module, path: Path) -> Path:
     return path
 
 
-class ClassifierEvaluator(Hook):
+class PeriodicEvaluation(Hook):
+    """Evaluation every `every` epochs, at the last of `total` epochs (None: not specially) and where a run
+    stopped mid-epoch (max_steps); `record(trainer, epoch)` measures and keeps the entry in
+    `trainer.extra_state[history_key]`, so a resumed run goes on with its history."""
+
+    every: int = 1
+    total: int | None = None
+    history_key = "history"
+
+    def record(self, trainer: Trainer, epoch: float) -> Any:
+        raise NotImplementedError
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int) -> None:
+        if epoch % self.every == 0 or epoch == self.total:
+            self.record(trainer, epoch)
+
+    def on_end(self, trainer: Trainer) -> None:
+        history = trainer.extra_state.get(self.history_key, [])
+        if not history or history[-1]["step"] != trainer.progress.step:  # stopped mid-epoch (max_steps)
+            self.record(trainer, trainer.epochs_done())
+
+
+class ClassifierEvaluator(PeriodicEvaluation):
     """Top-1 / top-5 and loss on validation batches every `every_epochs` epochs and at the end; the history
     lives in `trainer.extra_state` (so it survives a resume) and the best model is kept in
     RUN/checkpoints/best. `averaged` gives the weights to evaluate and keep instead of the trained ones
@@ -418,15 +440,6 @@ class ClassifierEvaluator(Hook):
             tqdm.write(f"epoch {epoch:g}: val top-1 {entry['top1']:.2f}%  top-5 {entry['top5']:.2f}%  "
                        f"loss {entry['loss']:.4f}")
         return entry
-
-    def on_epoch_end(self, trainer: Trainer, epoch: int) -> None:
-        if epoch % self.every == 0 or epoch == self.total:
-            self.record(trainer, epoch)
-
-    def on_end(self, trainer: Trainer) -> None:
-        history = trainer.extra_state.get("history", [])
-        if not history or history[-1]["step"] != trainer.progress.step:  # stopped mid-epoch (max_steps)
-            self.record(trainer, trainer.summary()["epochs"])
 
     def results(self, trainer: Trainer) -> dict[str, Any]:
         history, best = trainer.extra_state["history"], trainer.extra_state["best"]

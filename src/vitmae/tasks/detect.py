@@ -35,10 +35,11 @@ from ..errors import ConfigError
 from ..model import ModelConfig, ViTEncoder
 from ..model.detection import ViTDetBackbone, build_detector, detector_param_groups
 from ..options import opt, save_config
-from ..train import Hook, Trainer, write_json
+from ..train import Trainer, write_json
 from ..train.checkpoint import load_checkpoint, write_text_atomic
 from ..train.config import RuntimeOptions, TrainConfig
-from .common import CHECKPOINT_HELP, EncoderOptions, Runtime, Task, load_encoder_or_random, normalization, redefault
+from .common import (CHECKPOINT_HELP, EncoderOptions, PeriodicEvaluation, Runtime, Task, load_encoder_or_random,
+                     normalization, redefault)
 
 MASKS = ("auto", "on", "off")
 FASHION_SCENES = "fashion-scenes"
@@ -140,9 +141,11 @@ def detect(model: nn.Module, loader, runtime: Runtime, category_ids: list[int]) 
     return results, image_ids, skipped
 
 
-class CocoEvaluator(Hook):
+class CocoEvaluator(PeriodicEvaluation):
     """COCO box (and mask) metrics on the validation images every `every` epochs and at the end, into the
     run's history (kept in the training state, so a resumed run continues it) and TensorBoard."""
+
+    history_key = "coco"
 
     def __init__(self, source: CocoSource, masks: bool, every: int, batch_size: int, num_workers: int):
         self.source, self.masks, self.every = source, masks, every
@@ -172,14 +175,6 @@ class CocoEvaluator(Hook):
         tqdm.write(f"epoch {epoch:g}: " + ", ".join(f"{kind} AP {entry[kind]['AP']:.2f} AP50 {entry[kind]['AP50']:.2f}"
                                                     for kind in kinds))
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int) -> None:  # `epoch`: the epochs completed
-        if epoch % self.every == 0:
-            self.record(trainer, epoch)
-
-    def on_end(self, trainer: Trainer) -> None:
-        history = trainer.extra_state.get("coco", [])
-        if not history or history[-1]["step"] != trainer.progress.step:
-            self.record(trainer, trainer.summary()["epochs"])
 
 
 def detect_run(cfg: DetectConfig) -> dict[str, Any]:

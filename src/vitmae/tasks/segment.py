@@ -31,10 +31,11 @@ from ..errors import ConfigError
 from ..model import ViTEncoder
 from ..model.segmentation import AUX_WEIGHT, HEADS, Segmenter, sliding_window_logits
 from ..options import opt, save_config
-from ..train import Hook, Trainer, write_json
+from ..train import Trainer, write_json
 from ..train.config import TrainConfig
 from ..train.segmentation_metrics import SegmentationMetrics
-from .common import CHECKPOINT_HELP, EncoderOptions, Task, load_encoder_or_random, normalization, redefault, save_weights
+from .common import (CHECKPOINT_HELP, EncoderOptions, PeriodicEvaluation, Task, load_encoder_or_random,
+                     normalization, redefault, save_weights)
 
 __all__ = ["SegmentConfig", "SegmentationObjective", "SegmentationEvaluator", "build_model", "segment"]
 
@@ -88,7 +89,7 @@ class SegmentationObjective:
         return loss
 
 
-class SegmentationEvaluator(Hook):
+class SegmentationEvaluator(PeriodicEvaluation):
     """mIoU / mAcc / aAcc on the validation set every `every` epochs and at the end; the history lives in
     the run's training state (it survives a resume), the best mIoU's weights in RUN/checkpoints/best."""
 
@@ -127,15 +128,6 @@ class SegmentationEvaluator(Hook):
                 save_weights(trainer.model, trainer.output / "checkpoints" / "best")
         if trainer.dist.is_main:
             tqdm.write(f"epoch {epoch:g}: val mIoU {entry['mIoU']}  mAcc {entry['mAcc']}  aAcc {entry['aAcc']}")
-
-    def on_epoch_end(self, trainer: Trainer, epoch: int) -> None:
-        if epoch % self.every == 0 or epoch == self.total:
-            self.record(trainer, epoch)
-
-    def on_end(self, trainer: Trainer) -> None:
-        history = trainer.extra_state.get("history", [])
-        if not history or history[-1]["step"] != trainer.progress.step:  # stopped mid-epoch (max_steps)
-            self.record(trainer, trainer.summary()["epochs"])
 
 
 def build_model(cfg: SegmentConfig, encoder: ViTEncoder, num_classes: int) -> Segmenter:
