@@ -23,13 +23,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, IterableDataset
 from tqdm import tqdm
 
-from ..errors import ConfigError
 from ..data import Batch, DataError, EpochSampler, build_loader
 from ..data.sources import require_readable
+from ..errors import ConfigError
+from ..model.vit import param_groups
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import COMPILE_MODES, PRECISIONS, TrainConfig
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, raise_if_peer_lost
-from ..model.vit import param_groups
 from .loggers import build_loggers, parse_log_to
 from .optim import build_adamw, lr_at, set_lr
 
