@@ -4,11 +4,11 @@ key of `--config FILE.yaml` and a field of the saved `config.yaml` are the same 
 from __future__ import annotations
 
 import argparse
+import errno
 import dataclasses
 import os
 import sys
 import typing
-from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
@@ -69,28 +69,22 @@ def _declared_by(cls: type, name: str) -> type:
 
 
 def build_config(cls: type, args: argparse.Namespace) -> Any:
-    """Defaults < the run's saved config (when resuming) < --config FILE < flags."""
+    """Defaults < the resumed run's saved config < --config FILE < flags. A resume writes into the run it
+    continues unless --output (or the file's `output`) says otherwise."""
+    from .train.run_dir import run_dir_of
+
     given = {k: v for k, v in vars(args).items() if k not in ("command", "config", "task")}
     values: dict[str, Any] = {}
     resume = given.get("resume")
-    if resume and not getattr(args, "config", None):
-        saved = _run_dir(Path(resume)) / "config.yaml"
+    if resume:
+        saved = run_dir_of(resume) / "config.yaml"
         if saved.is_file():
             values.update(read_options_file(saved, cls))
-            values["resume"] = resume
-            given.setdefault("output", str(_run_dir(Path(resume))))
+        values["output"] = str(run_dir_of(resume))
     if getattr(args, "config", None):
         values.update(read_options_file(args.config, cls))
     values.update(given)
     return cls(**values)
-
-
-def _run_dir(path: Path) -> Path:
-    """The run directory of a run dir, its checkpoints/ dir or one checkpoint dir."""
-    for candidate in (path, path.parent, path.parent.parent):
-        if (candidate / "config.yaml").is_file():
-            return candidate
-    return path
 
 
 def version() -> str:
@@ -135,7 +129,7 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     from .data import DataError
     from .interop import CheckpointError
-    from .train import NonFiniteLossError, PeerLostError, RunInterrupted
+    from .train import DiskFullError, NonFiniteLossError, PeerLostError, RunInterrupted, WorkerLostError
 
     user_errors = (ConfigError, DataError, CheckpointError, FileNotFoundError)
     args = build_parser().parse_args(argv)
@@ -148,8 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     except user_errors as err:
         print(f"vitmae {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except (NonFiniteLossError, PeerLostError) as err:
+    except (NonFiniteLossError, PeerLostError, DiskFullError, WorkerLostError) as err:
         print(f"vitmae {args.command}: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"vitmae {args.command}: error: {err.strerror}: {err.filename or 'writing the output'}",
+              file=sys.stderr)
         return 1
     except BrokenPipeError:  # the output went to a reader that closed early, like `head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -93,8 +93,8 @@ def test_a_killed_run_resumes_exactly(run_cli, tmp_path, scenes):
     stopped_at = load_checkpoint(killed)[1]["progress"]["step"]
     assert 4 <= stopped_at < 12
     run_cli("detect", "--resume", killed)
-    whole, whole_state, _ = load_checkpoint(tmp_path / "whole")
-    resumed, resumed_state, _ = load_checkpoint(killed)
+    whole, whole_state, _, _ = load_checkpoint(tmp_path / "whole")
+    resumed, resumed_state, _, _ = load_checkpoint(killed)
     assert resumed_state["progress"]["step"] == 12 and set(whole) == set(resumed)
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
     def untimed(history):

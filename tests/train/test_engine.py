@@ -43,7 +43,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     trainer = Trainer(model, breaks_at_step_3, dataset, cfg)
     with pytest.raises(NonFiniteLossError, match="at step 3.*step-00000002"):
         trainer.fit()
-    weights, state, ckpt = load_checkpoint(tmp_path / "run")
+    weights, state, ckpt, _ = load_checkpoint(tmp_path / "run")
     assert ckpt.name == "step-00000002" and state["progress"]["step"] == 2
     assert all(torch.isfinite(w).all() for w in weights.values())
 
@@ -87,14 +87,15 @@ KILLED_WRITER = textwrap.dedent("""
     import sys, torch
     from vitmae.config import PretrainConfig
     from vitmae.model import MaskedAutoencoder
-    from vitmae.train.checkpoint import save_checkpoint
+    from vitmae.train.checkpoint import TRAIN_STATE_KEYS, save_checkpoint
     model = MaskedAutoencoder(PretrainConfig(embed_dim=64, depth=2, num_heads=2).model_config())
     print("ready", flush=True)
     for step in range(1, 10_000):
         with torch.no_grad():
             for p in model.parameters():
                 p.fill_(step)
-        save_checkpoint(sys.argv[1], f"step-{step:08d}", model, {"progress": {"step": step}}, keep=2)
+        state = {**dict.fromkeys(TRAIN_STATE_KEYS, {}), "progress": {"step": step}}
+        save_checkpoint(sys.argv[1], f"step-{step:08d}", model, state, keep=2)
 """)
 
 
@@ -112,7 +113,8 @@ def test_checkpoints_survive_a_kill_at_any_moment(tmp_path):
         time.sleep(0.05 + 0.07 * attempt)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        weights, state, _ = load_checkpoint(run)
+        weights, state, _, notes = load_checkpoint(run)
+        assert notes == []  # the checkpoint `latest` names is whole: no fallback was needed
         step = state["progress"]["step"]
         assert all(torch.all(w == step) for name, w in weights.items() if "pos_embed" not in name)
         assert len(list((run / "checkpoints").glob("step-*"))) <= 3

@@ -6,6 +6,9 @@
 - a training run: `RUN/checkpoints/<name>/` directories as above, and `RUN/checkpoints/latest`, a text
   file naming the newest one.
 
+A directory also holds `manifest.json`: the size and SHA-256 of each of its files, written last. Loading
+verifies it, so a truncated file or bytes flipped inside tensor data are reported, not read.
+
 Beside the config, a classifier records its class names (`vitmae_class_names`) and the normalisation its
 inputs had (`vitmae_normalization`), when it knows them (`model.class_names`, `model.normalization`);
 `model_record` is that record, which the timm and official exports carry too.
@@ -15,6 +18,7 @@ the old file or the new one, never half of one.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -32,6 +36,7 @@ from .safe_load import CheckpointError
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
+MANIFEST = "manifest.json"
 LATEST = "latest"
 FORMAT_TAG = "vitmae"
 # What a file records besides its weights (model_record's keys), as safetensors metadata keys.
@@ -111,9 +116,10 @@ def record_from_metadata(path: Path, metadata: dict[str, str]) -> dict[str, Any]
         raise CheckpointError(f"{path}: unreadable vitmae metadata ({err})") from None
 
 
-def save_vitmae(model: nn.Module, path: str | Path, *, encoder_only: bool = False) -> Path:
+def save_vitmae(model: nn.Module, path: str | Path, *, encoder_only: bool = False, manifest: bool = True) -> Path:
     """Write `model` (a MaskedAutoencoder or ViTClassifier) to `path`: a `.safetensors` file, or a
-    directory. Returns the weights file. `encoder_only` leaves out the decoder (`mask_token`, `decoder_*`)."""
+    directory (with its manifest, unless the caller adds files and writes it). Returns the weights file.
+    `encoder_only` leaves out the decoder (`mask_token`, `decoder_*`)."""
     path = Path(path)
     state = {k: v for k, v in model.state_dict().items() if not (encoder_only and is_decoder_key(k))}
     config_json = json.dumps(model.config.to_dict())
@@ -122,7 +128,48 @@ def save_vitmae(model: nn.Module, path: str | Path, *, encoder_only: bool = Fals
         return save_safetensors(state, path, metadata)
     weights = save_safetensors(state, path / WEIGHTS, metadata)
     atomic_write(path / CONFIG, lambda tmp: tmp.write_text(config_json + "\n"))
+    if manifest:
+        write_manifest(path)
     return weights
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(directory: Path) -> None:
+    """Record the size and SHA-256 of every file of `directory` in its manifest.json (atomically)."""
+    files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+             for p in sorted(Path(directory).iterdir())
+             if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")}
+    text = json.dumps({"format": FORMAT_TAG, "files": files}, indent=1) + "\n"
+    atomic_write(Path(directory) / MANIFEST, lambda tmp: tmp.write_text(text))
+
+
+def verify_manifest(directory: Path) -> None:
+    """Raise a CheckpointError if a file of `directory` differs from its manifest.json (size or SHA-256)
+    or is missing. A directory without a manifest (written before vitmae kept one) passes unchecked."""
+    manifest = Path(directory) / MANIFEST
+    if not manifest.is_file():
+        return
+    try:
+        files = json.loads(manifest.read_text())["files"]
+        expected = {str(name): (int(e["bytes"]), str(e["sha256"])) for name, e in files.items()}
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{manifest}: unreadable manifest ({one_line(err)})") from None
+    for name, (size, sha256) in expected.items():
+        path = Path(directory) / name
+        if not path.is_file():
+            raise CheckpointError(f"{directory}: {name} is missing (its manifest lists it)")
+        actual = path.stat().st_size
+        if actual != size:
+            raise CheckpointError(f"{path}: {actual} bytes, its manifest says {size} (truncated or replaced)")
+        if _sha256(path) != sha256:
+            raise CheckpointError(f"{path}: its SHA-256 differs from its manifest's (the file is damaged)")
 
 
 def one_line(err: Exception) -> str:
@@ -157,6 +204,8 @@ def load_vitmae(path: str | Path) -> tuple[dict[str, Tensor], ModelConfig]:
     weights = path / WEIGHTS if path.is_dir() else path
     if not weights.is_file():
         raise CheckpointError(f"{path}: no {WEIGHTS} here")
+    if path.is_dir():
+        verify_manifest(path)
     metadata = read_metadata(weights)
     if metadata.get("format") != FORMAT_TAG:
         raise CheckpointError(f"{weights}: not a vitmae file (its safetensors metadata has no format: vitmae)")
@@ -183,9 +232,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     complete = [d for d in root.iterdir() if not d.name.startswith(".") and (d / WEIGHTS).is_file()]
     if not complete:
         raise CheckpointError(f"{root}: no checkpoint in it (no {LATEST} file, no sub-directory with {WEIGHTS})")
-    return max(complete, key=lambda d: _natural_key(d.name))
+    return max(complete, key=lambda d: natural_key(d.name))
 
 
-def _natural_key(name: str) -> list:
+def natural_key(name: str) -> list:
     """`step-9` before `step-10`: digit runs compare as numbers."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]

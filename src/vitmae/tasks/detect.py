@@ -243,7 +243,7 @@ class DetectPredictConfig(RuntimeOptions):
 
 def load_detector(run: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """The trained detector of a `vitmae detect` run (weights read with weights_only) and its detector.json."""
-    weights, _, checkpoint = load_checkpoint(run)
+    weights, _, checkpoint, _ = load_checkpoint(run)
     info_file = next((p / "detector.json" for p in (checkpoint, *checkpoint.parents) if (p / "detector.json").is_file()),
                      None)
     if info_file is None:

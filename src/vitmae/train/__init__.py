@@ -1,5 +1,6 @@
-from .engine import Hook, NonFiniteLossError, Objective, Progress, RunInterrupted, Trainer, write_json
+from .checkpoint import DiskFullError
 from .distributed import PeerLostError
+from .engine import Hook, NonFiniteLossError, Objective, Progress, RunInterrupted, Trainer, WorkerLostError, write_json
 
-__all__ = ["Hook", "NonFiniteLossError", "Objective", "PeerLostError", "Progress", "RunInterrupted", "Trainer",
-           "write_json"]
+__all__ = ["DiskFullError", "Hook", "NonFiniteLossError", "Objective", "PeerLostError", "Progress", "RunInterrupted",
+           "Trainer", "WorkerLostError", "write_json"]

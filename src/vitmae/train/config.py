@@ -50,3 +50,5 @@ class TrainConfig(RuntimeOptions):
     save_every_epochs: int | None = opt(None, "also save a checkpoint every N epochs", min=1)
     keep_checkpoints: int = opt(2, "step checkpoints kept on disk (0: all)", min=0)
     resume: str | None = opt(None, "continue the run in this directory (or checkpoint) exactly where it stopped")
+    overwrite: bool = opt(False, "start afresh in an --output that holds files: a previous run's are removed, "
+                          "others kept")

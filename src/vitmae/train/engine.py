@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,11 +27,13 @@ from tqdm import tqdm
 from ..data import Batch, DataError, EpochSampler, build_loader
 from ..data.sources import require_readable
 from ..errors import ConfigError
+from ..interop.safe_load import check_fits
 from ..model.vit import param_groups
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import COMPILE_MODES, PRECISIONS, TrainConfig
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, raise_if_peer_lost
 from .loggers import build_loggers, parse_log_to
+from .run_dir import claim_run_dir, resume_notes
 from .optim import build_adamw, lr_at, set_lr
 
 LOG_EVERY_STEPS, LOG_POINTS = 20, 50  # the default logging interval, and the points a short run gets
@@ -51,6 +54,10 @@ class Hook:
 
 class NonFiniteLossError(RuntimeError):
     pass
+
+
+class WorkerLostError(RuntimeError):
+    """A DataLoader worker process died; the run saved what it had (one line for the user)."""
 
 
 class RunInterrupted(Exception):
@@ -123,6 +130,8 @@ class Trainer:
         self.device = resolve_device(cfg.device, self.dist)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.output = Path(cfg.output)
+        claim_run_dir(self.output, cfg.resume, cfg.overwrite, clear=self.dist.is_main)
+        barrier(self.dist)  # no rank writes before every rank has checked
         parse_log_to(cfg.log_to)  # a backend that is not installed stops the run before it starts
         self.model = model.to(self.device)
         if cfg.fp8:
@@ -208,7 +217,13 @@ class Trainer:
         return self.last_checkpoint
 
     def _resume(self, path: str) -> None:
-        weights, state, ckpt = load_checkpoint(path)
+        weights, state, ckpt, notes = load_checkpoint(path)
+        notes += resume_notes(state["config"], self.config, state["progress"]["step"], self.steps_per_epoch,
+                              self.base_lr, self.warmup_steps)
+        check_fits(f"--resume {path}", weights, self.model.state_dict())
+        if self.dist.is_main:
+            for note in notes:
+                print(f"note: {note}", file=sys.stderr)
         self.model.load_state_dict(weights)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
@@ -249,6 +264,8 @@ class Trainer:
             return self.summary()
         except RuntimeError as err:
             raise_if_peer_lost(err, self.dist, self.output)  # a dead node: one line, and how to resume
+            if "DataLoader worker" in str(err):
+                raise self._worker_lost(err) from None
             raise
         finally:
             if self._pbar is not None:
@@ -260,6 +277,18 @@ class Trainer:
             self._loggers = None
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
+
+    def _worker_lost(self, err: RuntimeError) -> "WorkerLostError":
+        """A data-loading worker died (the OOM killer, a signal): the weights are still those of the last
+        completed step, so save them (alone; under DDP the other ranks are mid-step) and say how to go on."""
+        reason = str(err).strip().splitlines()[0].rstrip(". ")
+        if self.dist.enabled:
+            saved = f"the last checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint yet"
+        else:
+            saved = f"saved step {self.progress.step} in {self.save()}"
+        return WorkerLostError(f"a data-loading worker died ({reason}; a worker killed by signal is often the "
+                               f"out-of-memory killer: fewer --num-workers or a smaller --batch-size need less "
+                               f"memory); {saved}; continue with --resume {self.output}")
 
     def _train_epoch(self) -> None:
         cfg, progress = self.config, self.progress
