@@ -21,7 +21,7 @@ from ..model.config import to_2tuple
 from .hub import resolve_hub_name
 from .keymaps import OFFICIAL_ARGS, add_vit_prefix, config_from_hf, hf_layout, is_decoder_key
 from .safe_load import CheckpointError, load_torch_file, name_list
-from .vitmae_format import (CONFIG, WEIGHTS, is_vitmae_file, load_safetensors, load_vitmae, read_metadata,
+from .vitmae_format import (CONFIG, one_line, WEIGHTS, is_vitmae_file, load_safetensors, load_vitmae, read_metadata,
                             record_from_metadata, resolve_checkpoint)
 
 FORMATS = ("vitmae", "official", "hf", "timm")
@@ -32,6 +32,7 @@ HF_SHARD_INDEXES = tuple(f"{name}.index.json" for name in HF_WEIGHTS)
 WRAPPERS = ("model", "state_dict")  # official training scripts save {'model': ...}; timm's {'state_dict': ...}
 OFFICIAL_RECORD = "vitmae"  # our official exports: {'model': ..., 'vitmae': vitmae_format.model_record(...)}
 HF_PREPROCESSOR = "preprocessor_config.json"
+MAX_JSON_BYTES = 16 * 2**20  # a config is a few KB; a shard index of a huge model a few MB
 
 
 @dataclass
@@ -61,6 +62,8 @@ def detect_format(path: str | Path) -> str:
 def read_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path) if Path(path).exists() else resolve_hub_name(str(path))
     path = resolve_checkpoint(path)
+    if not (path.is_dir() or path.is_file()):  # a device or a pipe could be read forever
+        raise CheckpointError(f"{path}: not a regular file or a directory")
     if path.is_dir():
         return _read_dir(path)
     if _is_safetensors(path):
@@ -98,7 +101,10 @@ def _read_dir(path: Path) -> Checkpoint:
     ckpt = _from_state_dict(weights, state)
     if ckpt.format != "hf":
         raise CheckpointError(f"{weights}: {CONFIG} says {config['model_type']} but the keys are {ckpt.format}'s")
-    ckpt.stated = config_from_hf(config)
+    try:
+        ckpt.stated = config_from_hf(config)
+    except CheckpointError as err:
+        raise CheckpointError(f"{config_file}: {err}") from None
     ckpt.class_names = _hf_class_names(config)
     if (path / HF_PREPROCESSOR).is_file():
         processor = _read_json(path / HF_PREPROCESSOR)
@@ -182,10 +188,17 @@ def _is_safetensors(path: Path) -> bool:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object (a config, a preprocessor config) of at most MAX_JSON_BYTES."""
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise CheckpointError(f"{path}: {path.stat().st_size} bytes is too large for a config file")
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path}: not valid JSON ({err})") from None
+        raise CheckpointError(f"{path}: not valid JSON ({one_line(err)})") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: a JSON {type(value).__name__}, where a config file holds an object "
+                              "of key: value")
+    return value
 
 
 def _listing(path: Path) -> str:
