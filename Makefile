@@ -35,10 +35,10 @@ $(STAMP): pyproject.toml Makefile
 # Pre-train on Fashion-MNIST without labels (CPU: about 5 minutes), then measure what the encoder learned:
 # kNN on its frozen features, and fine-tuning with 10% of the labels; then the HTML report.
 demo: $(STAMP)
-	$(VENV)/bin/vitmae pretrain --output runs/demo
+	$(VENV)/bin/vitmae pretrain --output runs/demo --overwrite
 	$(VENV)/bin/vitmae knn --checkpoint runs/demo --output runs/demo/knn
 	$(VENV)/bin/vitmae finetune --checkpoint runs/demo --labels-fraction 0.1 --epochs 5 --warmup-epochs 0.5 \
-		--blr 5e-3 --batch-size 64 --crop-min-scale 1.0 --output runs/demo/finetune
+		--blr 5e-3 --batch-size 64 --crop-min-scale 1.0 --output runs/demo/finetune --overwrite
 	$(VENV)/bin/vitmae report runs/demo
 
 pictures: $(STAMP)

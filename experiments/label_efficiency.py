@@ -208,6 +208,7 @@ def label_efficiency(cfg: LabelEfficiencyConfig) -> dict[str, Any]:
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     common = dict(device=cfg.device, precision=cfg.precision, seed=cfg.seed, num_workers=cfg.num_workers)
+    restart = dict(overwrite=True)  # a finished run is reused (its metrics.json); an unfinished one starts over
     clock = Clock()
     started = time.perf_counter()
     data, train_labels, test_images = labeled_data(out, scale, cfg.seed)
@@ -221,7 +222,7 @@ def label_efficiency(cfg: LabelEfficiencyConfig) -> dict[str, Any]:
         if pretrain_summary is None:
             pcfg = PretrainConfig(output=str(run), data=data, val_data=data if data != DATA else None,
                                   eval_knn=data if scale.pretrain.get("knn_every_epochs") else None,
-                                  **scale.model, **scale.pretrain, **common)
+                                  **scale.model, **scale.pretrain, **common, **restart)
             pretrain_summary = clock.run("pre-training", pretrain, pcfg)
         checkpoint = str(run)
 
@@ -252,7 +253,7 @@ def label_efficiency(cfg: LabelEfficiencyConfig) -> dict[str, Any]:
             lcfg = LinprobeConfig(output=str(fdir / f"linprobe_{method}"), checkpoint=encoders[name], data=data,
                                   pool=pool, labels_fraction=fraction, log_every_steps=100,
                                   epochs=probe_epochs, blr=probe_blr, warmup_epochs=round(probe_epochs / 9, 3),
-                                  eval_every_epochs=max(1, probe_epochs // 10), **common,
+                                  eval_every_epochs=max(1, probe_epochs // 10), **common, **restart,
                                   **{**scale.linprobe,
                                      "batch_size": fit_batch(scale.linprobe["batch_size"], labels_count)})
             row[f"linprobe_{method}"] = _done(Path(lcfg.output)) or clock.run(
@@ -262,7 +263,7 @@ def label_efficiency(cfg: LabelEfficiencyConfig) -> dict[str, Any]:
             fcfg = FinetuneConfig(output=str(fdir / f"finetune_{name}"), checkpoint=ckpt, data=data,
                                   labels_fraction=fraction, epochs=epochs,
                                   warmup_epochs=round(scale.warmup_fraction * epochs, 4), eval_every_epochs=epochs,
-                                  log_every_steps=50, **common,
+                                  log_every_steps=50, **common, **restart,
                                   **(_scratch_architecture(scale) if name == "scratch" else {}),
                                   **{**scale.finetune,
                                      "batch_size": fit_batch(scale.finetune["batch_size"], labels_count)})
