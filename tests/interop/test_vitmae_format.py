@@ -40,11 +40,22 @@ def test_file_round_trip(tmp_path, model):
 
 def test_dir_round_trip(tmp_path, model):
     save_vitmae(model, tmp_path / "ckpt")
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "manifest.json",
+                                                                       "model.safetensors"]
     assert json.loads((tmp_path / "ckpt" / "config.json").read_text()) == CONFIG.to_dict()
     assert load_vitmae(tmp_path / "ckpt")[1] == CONFIG
     assert detect_format(tmp_path / "ckpt") == "vitmae"
     assert_same_mae(model, load_pretrained(tmp_path / "ckpt"))
+
+
+def test_a_damaged_directory_is_named_by_its_manifest(tmp_path, model):
+    save_vitmae(model, tmp_path / "ckpt")
+    weights = tmp_path / "ckpt" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 1  # one bit inside the tensor data
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="SHA-256 differs from its manifest"):
+        load_pretrained(tmp_path / "ckpt")
 
 
 def test_encoder_only_export_stays_encoder_only(tmp_path, model):
@@ -93,4 +104,6 @@ def test_save_is_atomic(tmp_path, model, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         save_vitmae(model, tmp_path / "ckpt")
     assert path.read_bytes() == before
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "manifest.json",
+                                                                       "model.safetensors"]
+    load_pretrained(tmp_path / "ckpt")  # the old files still match their manifest

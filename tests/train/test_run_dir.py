@@ -83,3 +83,17 @@ def test_resume_with_more_epochs_says_how_the_schedule_continues(run, capsys):
     note = next(line for line in err.splitlines() if line.startswith("note: --epochs 2"))
     # Fashion-MNIST's 60,000 images in steps of 8: 7,500 steps an epoch
     assert "schedule now spans 15000 steps instead of 7500" in note and "from step 3 the learning rate" in note
+
+
+def test_resume_on_another_number_of_processes_is_refused(run, capsys):
+    """As a 2-process run resumed on one would be (its checkpoint re-saved as such, manifest and all)."""
+    import torch
+
+    from vitmae.interop.vitmae_format import write_manifest
+
+    ckpt = run / "checkpoints" / "step-00000002"
+    state = torch.load(ckpt / "train_state.pt", weights_only=True)
+    torch.save({**state, "world_size": 2}, ckpt / "train_state.pt")
+    write_manifest(ckpt)
+    code, _, err = pretrain("--resume", run, "--max-steps", "3", capsys=capsys)
+    assert code == 2 and "trained on 2 process(es), this is 1" in one_error_line(err)

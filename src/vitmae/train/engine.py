@@ -201,6 +201,7 @@ class Trainer:
             "extra": self.extra_state,
             "skipped": self.skipped,
             "config": json.dumps(dataclasses.asdict(self.config), default=list),
+            "world_size": self.dist.world_size,
         }
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
@@ -218,6 +219,11 @@ class Trainer:
 
     def _resume(self, path: str) -> None:
         weights, state, ckpt, notes = load_checkpoint(path)
+        processes = state.get("world_size", self.dist.world_size)  # recorded since manifests came in
+        if processes != self.dist.world_size:
+            raise ConfigError(f"--resume {path}: the run trained on {processes} process(es), this is "
+                              f"{self.dist.world_size}: its effective batch, learning rate and data order would "
+                              f"change; resume it on {processes}")
         notes += resume_notes(state["config"], self.config, state["progress"]["step"], self.steps_per_epoch,
                               self.base_lr, self.warmup_steps)
         check_fits(f"--resume {path}", weights, self.model.state_dict())
