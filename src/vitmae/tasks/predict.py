@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision.io import write_png
+from PIL import Image
 
 from ..data import build_dataset, build_loader
 from ..data.coco import CocoSource, DetectionTransform
@@ -152,7 +152,7 @@ def predict_detections(run: DenseRun, cfg: PredictConfig, runtime: Runtime, out:
         pixels = DetectionTransform()(source[index][0], {}, torch.Generator())[0]  # read again, to draw on
         shown = [r for r in by_image[image_id] if r["score"] >= cfg.score_threshold]
         picture = out / "images" / f"{files[index]}.png"
-        write_png(detections_picture(pixels, shown, names), str(picture))
+        Image.fromarray(detections_picture(pixels, shown, names).permute(1, 2, 0).numpy()).save(picture)
         images.append({"image": source.paths[index], "image_id": image_id, "picture": str(picture),
                        "detections": len(by_image[image_id]), "drawn": len(shown)})
     write_text_atomic(out / "detections.json", json.dumps(results) + "\n")
