@@ -47,9 +47,9 @@ def test_a_segmentation_run_writes_index_masks_and_overlays(learned_segmentation
     found = set()
     for name in ("scene", "wide"):
         pixels = np.asarray(Image.open(images / f"{name}.png"), dtype=np.float32) / 255
+        normalised = torch.from_numpy((pixels - config.mean[0]) / config.std[0])[None, None]
         with torch.no_grad():
-            logits = sliding_window_logits(model, torch.from_numpy((pixels - config.mean[0]) / config.std[0])[None, None],
-                                           11, crop=32, stride=21)
+            logits = sliding_window_logits(model, normalised, 11, crop=32, stride=21)
         mask = Image.open(out / "masks" / f"{name}.png")
         assert mask.mode == "P" and mask.getpalette() == PALETTE
         values = np.asarray(mask)

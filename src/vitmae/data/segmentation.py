@@ -48,7 +48,8 @@ def _voc_colour(index: int) -> list[int]:
 # The colours of index masks (the palette of the PNGs make-dataset and predict write), 256 RGB triples:
 # eleven distinct ones for 0-10 (0 black: fashion-scenes' background), then VOC's colour map.
 PALETTE = [0, 0, 0, 230, 25, 75, 60, 180, 75, 255, 225, 25, 0, 130, 200, 245, 130, 48, 145, 30, 180,
-           70, 240, 240, 240, 50, 230, 210, 245, 60, 250, 190, 212] + [v for i in range(11, 256) for v in _voc_colour(i)]
+           70, 240, 240, 240, 50, 230, 210, 245, 60, 250, 190, 212,
+           *(v for i in range(11, 256) for v in _voc_colour(i))]
 
 
 def read_index_mask(path: str) -> np.ndarray:

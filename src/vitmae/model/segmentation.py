@@ -115,8 +115,9 @@ class LinearHead(nn.Module):
 
 class Segmenter(nn.Module):
     """Encoder + head; `forward` gives logits at the input's size (any size: the input is padded to a
-    multiple of the patch size), and in training with the UperNet head (logits, auxiliary logits). State-dict keys: the encoder's flat names (as every vitmae model), then
-    `pyramid.*`, `head.*`, `aux_head.*`."""
+    multiple of the patch size), and in training with the UperNet head (logits, auxiliary logits).
+    State-dict keys: the encoder's flat names (as every vitmae model), then `pyramid.*`, `head.*`,
+    `aux_head.*`."""
 
     def __init__(self, encoder: ViTEncoder, num_classes: int, head: str = "upernet",
                  out_indices: list[int] | None = None, channels: int | None = None):

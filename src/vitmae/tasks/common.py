@@ -500,6 +500,8 @@ def dense_run_record(checkpoint: str | Path) -> tuple[str, dict[str, Any]] | Non
     """(kind, record) of the segment or detect run that `checkpoint` (the run directory, one of its
     checkpoints or a weights file) belongs to; None for any other checkpoint."""
     path = resolve_checkpoint(checkpoint)
+    if not path.exists():  # a hub id, say: no run of ours
+        return None
     folder = path if path.is_dir() else path.parent
     for place in (folder, *list(folder.parents)[:2]):  # the checkpoint, RUN/checkpoints, RUN
         for kind, name in RUN_RECORDS.items():

@@ -181,7 +181,8 @@ def detect_run(cfg: DetectConfig) -> dict[str, Any]:
         history = trainer.extra_state["coco"]
         summary = {**summary, **{kind: history[-1][kind] for kind in ("box", "mask") if kind in history[-1]},
                    "history": history, "init": "scratch" if cfg.checkpoint.lower() == "none" else cfg.checkpoint,
-                   "train": train.description, "val": val.description, "train_images": len(train), "val_images": len(val),
+                   "train": train.description, "val": val.description, "train_images": len(train),
+                   "val_images": len(val),
                    "train_data": train.stats, "val_data": val.stats, "strides": list(model.backbone.strides), **info}
         write_json(output / "metrics.json", summary)
     return summary

@@ -143,54 +143,6 @@ def accuracy_line(report: dict[str, Any]) -> str:
     return f"top-1 {report['top1']:.2f}%{top5}"
 
 
-def evaluate_segmentation(run: DenseRun, cfg: EvaluateConfig, runtime: Runtime) -> dict[str, Any]:
-    """mIoU, mAcc, aAcc and per-class IoU / Acc of a segmentation run, measured as the run measures them."""
-    info, model = run.info, run.model.to(runtime.device)
-    config = model.config
-    source = build_segmentation_source(cfg.data or info["data"], cfg.split, info["num_classes"], info["ignore_index"],
-                                       info["reduce_zero_label"], config.in_chans, info["seed"], info["scene_size"],
-                                       info["scenes"])
-    loader = segmentation_loader(source, info["crop_size"], config.mean, config.std, cfg.batch_size or CLASSIFY_BATCH,
-                                 cfg.num_workers)
-    scores, skipped = segmentation_scores(model, loader, info["num_classes"], info["ignore_index"], info["crop_size"],
-                                          info["stride"], runtime, info["classes"])
-    return {**scores, "images": len(source) - len(skipped), "data": cfg.data or info["data"],
-            "skipped_files": [{"path": p, "reason": r} for p, r in skipped.items()]}
-
-
-def evaluate_detection(run: DenseRun, cfg: EvaluateConfig, runtime: Runtime) -> dict[str, Any]:
-    """COCO AP, AP50, AP75, APs/m/l of a detection run's boxes (and masks), and AP per class."""
-    info = run.info
-    if cfg.data is None and "data" not in info:
-        raise ConfigError(f"{cfg.checkpoint}: its detector.json does not record the run's data; give --data")
-    files = info["files"][cfg.split] if info["files"] and cfg.data is None else None
-    source = build_detection_source(cfg.data or info["data"], cfg.split, run.model.config.in_chans, info["scenes"],
-                                    info["scene_size"], info["seed"], files)
-    if source.category_ids != info["category_ids"]:
-        raise DataError(f"the categories of {source.description} ({source.category_ids}) are not the run's "
-                        f"({info['category_ids']})")
-    loader = detection_loader(source, cfg.batch_size or DETECT_BATCH, cfg.num_workers)
-    scores, skipped = coco_scores(run.model, loader, source, source.ground_truth(), info["masks"], runtime)
-    return {**scores, "images": len(source) - len(skipped), "data": source.description,
-            "skipped_files": [{"path": p, "reason": r} for p, r in skipped]}
-
-
-def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
-    if not cfg.checkpoint:
-        raise ConfigError("give --checkpoint: a fine-tuned classifier (a finetune run directory or a file), or a "
-                          "segment or detect run")
-    checkpoint = run_checkpoint(cfg.checkpoint, cfg.which)
-    run = load_dense_run(checkpoint)
-    if run is None:
-        return evaluate_classifier(cfg, checkpoint)
-    start, runtime = time.perf_counter(), Runtime(cfg.device, cfg.precision)
-    kind = evaluate_segmentation if run.kind == "segment" else evaluate_detection
-    report = {"run": run.kind, **kind(run, cfg, runtime), "split": cfg.split, "checkpoint": cfg.checkpoint,
-              "checkpoint_evaluated": str(run.checkpoint), "time_s": round(time.perf_counter() - start, 2)}
-    write_json(Path(cfg.output) / "metrics.json", report)
-    return report
-
-
 def evaluate_classifier(cfg: EvaluateConfig, checkpoint: Path) -> dict[str, Any]:
     """Top-1 / top-5, per-class precision / recall / F1 and the confusion matrix of a classifier."""
     from ..interop.classifier import load_classifier
@@ -224,6 +176,55 @@ def evaluate_classifier(cfg: EvaluateConfig, checkpoint: Path) -> dict[str, Any]
                   time_s=round(time.perf_counter() - start, 2),
                   skipped_files=[{"path": p, "reason": r} for p, r in skipped])
     write_json(output / "metrics.json", report)
+    return report
+
+
+def evaluate_segmentation(run: DenseRun, cfg: EvaluateConfig, runtime: Runtime) -> dict[str, Any]:
+    """mIoU, mAcc, aAcc and per-class IoU / Acc of a segmentation run, measured as the run measures them."""
+    info, model = run.info, run.model.to(runtime.device)
+    config = model.config
+    source = build_segmentation_source(cfg.data or info["data"], cfg.split, info["num_classes"], info["ignore_index"],
+                                       info["reduce_zero_label"], config.in_chans, info["seed"], info["scene_size"],
+                                       info["scenes"])
+    loader = segmentation_loader(source, info["crop_size"], config.mean, config.std, cfg.batch_size or CLASSIFY_BATCH,
+                                 cfg.num_workers)
+    scores, skipped = segmentation_scores(model, loader, info["num_classes"], info["ignore_index"], info["crop_size"],
+                                          info["stride"], runtime, info["classes"])
+    return {**scores, "images": len(source) - len(skipped), "data": cfg.data or info["data"],
+            "skipped_files": [{"path": p, "reason": r} for p, r in skipped.items()]}
+
+
+def evaluate_detection(run: DenseRun, cfg: EvaluateConfig, runtime: Runtime) -> dict[str, Any]:
+    """COCO AP, AP50, AP75, APs/m/l of a detection run's boxes (and masks), and AP per class."""
+    info = run.info
+    if "files" not in info:
+        raise ConfigError(f"{run.checkpoint}: the run's detector.json is from an older vitmae, which did not record "
+                          "the run's data: train it again")
+    files = info["files"][cfg.split] if info["files"] and cfg.data is None else None
+    source = build_detection_source(cfg.data or info["data"], cfg.split, run.model.config.in_chans, info["scenes"],
+                                    info["scene_size"], info["seed"], files)
+    if source.category_ids != info["category_ids"]:
+        raise DataError(f"the categories of {source.description} ({source.category_ids}) are not the run's "
+                        f"({info['category_ids']})")
+    loader = detection_loader(source, cfg.batch_size or DETECT_BATCH, cfg.num_workers)
+    scores, skipped = coco_scores(run.model, loader, source, source.ground_truth(), info["masks"], runtime)
+    return {**scores, "images": len(source) - len(skipped), "data": source.description,
+            "skipped_files": [{"path": p, "reason": r} for p, r in skipped]}
+
+
+def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
+    if not cfg.checkpoint:
+        raise ConfigError("give --checkpoint: a fine-tuned classifier (a finetune run directory or a file), or a "
+                          "segment or detect run")
+    checkpoint = run_checkpoint(cfg.checkpoint, cfg.which)
+    run = load_dense_run(checkpoint)
+    if run is None:
+        return evaluate_classifier(cfg, checkpoint)
+    start, runtime = time.perf_counter(), Runtime(cfg.device, cfg.precision)
+    kind = evaluate_segmentation if run.kind == "segment" else evaluate_detection
+    report = {"run": run.kind, **kind(run, cfg, runtime), "split": cfg.split, "checkpoint": cfg.checkpoint,
+              "checkpoint_evaluated": str(run.checkpoint), "time_s": round(time.perf_counter() - start, 2)}
+    write_json(Path(cfg.output) / "metrics.json", report)
     return report
 
 

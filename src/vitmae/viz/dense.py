@@ -46,8 +46,9 @@ def segmentation_overlay(image: Tensor, mask: np.ndarray, class_names: list[str]
 
 
 def detections_picture(image: Tensor, detections: list[dict], names: dict[int, str]) -> Tensor:
-    """(3, H, W) uint8: the image (C, H, W) in [0, 1] with the detections (COCO results of it: boxes, scores, and masks where
-    they have them) drawn by torchvision's utilities, labelled with the category names `names`."""
+    """(3, H, W) uint8: the image (C, H, W) in [0, 1] with the detections (COCO results of it: boxes, scores,
+    and masks where they have them) drawn by torchvision's utilities, labelled with the category names
+    `names`."""
     from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
     pixels = display_pixels(image)
