@@ -1,5 +1,6 @@
-"""`vitmae detect` and `vitmae detect-predict` end to end on small synthetic COCO sets: a detector from
-scratch learns, a killed run resumes exactly, detections round-trip through the COCO results JSON."""
+"""`vitmae detect`, and `vitmae predict` and `vitmae evaluate` on its runs, end to end on small synthetic COCO
+sets and the built-in scenes: a detector from scratch learns, a killed run resumes exactly, detections
+round-trip through the COCO results JSON, evaluate measures what the run measured."""
 from __future__ import annotations
 
 import json
@@ -15,9 +16,13 @@ import pytest
 import torch
 from PIL import Image
 
-from vitmae.config import ConfigError, DetectConfig
+from vitmae.config import ConfigError, DetectConfig, EvaluateConfig, MakeDatasetOptions, PredictConfig
 from vitmae.data.coco import coco_ground_truth, coco_metrics
+from vitmae.data.sources import FASHION_MNIST_CLASSES
 from vitmae.tasks.detect import detect_run
+from vitmae.tasks.evaluate import evaluate
+from vitmae.tasks.make_dataset import make_dataset
+from vitmae.tasks.predict import predict
 from vitmae.train.checkpoint import load_checkpoint
 
 from ..conftest import ROOT
@@ -56,8 +61,8 @@ def test_a_detector_from_scratch_learns_and_its_detections_round_trip(run_cli, t
     # The run's detections of the validation set, written as COCO results, score what the run measured.
     out = tmp_path / "predict"
     val_json = scenes / "annotations" / "instances_val2017.json"
-    result = run_cli("detect-predict", run, "--images", val_json, "--image-root", scenes / "val2017",
-                     "--output", out, "--device", "cpu", "--num-workers", "0")
+    run_cli("predict", "--checkpoint", run, val_json, "--image-root", scenes / "val2017", "--out", out, "--device",
+            "cpu", "--num-workers", "0")
     results = json.loads((out / "detections.json").read_text())
     gt = coco_ground_truth(val_json)
     assert coco_metrics(gt, results, "bbox")["AP"] == pytest.approx(metrics["box"]["AP"], abs=1e-6)
@@ -65,6 +70,11 @@ def test_a_detector_from_scratch_learns_and_its_detections_round_trip(run_cli, t
     assert {r["category_id"] for r in results} <= {3, 7}
     drawn = sorted((out / "images").glob("*.png"))
     assert len(drawn) == 16 and Image.open(drawn[0]).size == (32, 32)
+    # and so does evaluate, from the run alone
+    report = evaluate(EvaluateConfig(checkpoint=str(run), output=str(tmp_path / "evaluate"), device="cpu",
+                                     num_workers=0))
+    assert report["run"] == "detect" and report["images"] == 16
+    assert report["box"] == metrics["box"] and report["mask"] == metrics["mask"]
 
     # A folder of real photos, of any size: drawn at their own size.
     from skimage import data_dir
@@ -72,7 +82,7 @@ def test_a_detector_from_scratch_learns_and_its_detections_round_trip(run_cli, t
     photos = tmp_path / "photos"
     photos.mkdir()
     shutil.copy(Path(data_dir) / "coffee.png", photos)
-    run_cli("detect-predict", run, "--images", photos, "--output", tmp_path / "photos-out", "--device", "cpu",
+    run_cli("predict", "--checkpoint", run, photos, "--out", tmp_path / "photos-out", "--device", "cpu",
             "--num-workers", "0", "--score-threshold", "0")
     (picture,) = (tmp_path / "photos-out" / "images").glob("*.png")
     assert Image.open(picture).size == Image.open(photos / "coffee.png").size
@@ -103,10 +113,31 @@ def test_a_killed_run_resumes_exactly(run_cli, tmp_path, scenes):
     assert untimed(resumed_state["extra"]["coco"]) == untimed(whole_state["extra"]["coco"])
 
 
+def test_detect_on_the_built_in_scenes_and_evaluate_the_run(run_cli, tmp_path):
+    """No make-dataset step: the scenes' boxes and instance masks train Mask R-CNN directly. Evaluate scores
+    the run as it scored itself, and so do its detections (predict) of the same scenes as make-dataset
+    writes them, against the COCO JSON make-dataset writes."""
+    run = tmp_path / "run"
+    run_cli("detect", "--data", "fashion-scenes", "--scenes", "16", "--scene-size", "32", *TINY, "--max-steps", "2",
+            "--output", run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["classes"] == FASHION_MNIST_CLASSES and metrics["category_ids"] == list(range(1, 11))
+    assert metrics["masks"] and metrics["steps"] == 2 and (metrics["train_images"], metrics["val_images"]) == (16, 3)
+    assert metrics["val"] == "fashion-scenes val (3 scenes of 32 px, seed 0)" and "mask" in metrics
+    report = evaluate(EvaluateConfig(checkpoint=str(run), output=str(tmp_path / "evaluate"), device="cpu",
+                                     num_workers=0))
+    assert report["images"] == 3 and report["box"] == metrics["box"] and report["mask"] == metrics["mask"]
+    written = tmp_path / "written"
+    make_dataset(MakeDatasetOptions(name="fashion-scenes", out=str(written), num=16, size=32))
+    val_json = written / "annotations" / "instances_val.json"
+    predict(PredictConfig(images=[str(val_json)], checkpoint=str(run), image_root=str(written),
+                          out=str(tmp_path / "predict"), device="cpu", num_workers=0))
+    results = json.loads((tmp_path / "predict" / "detections.json").read_text())
+    gt = coco_ground_truth(val_json)
+    assert coco_metrics(gt, results, "bbox") == metrics["box"] and coco_metrics(gt, results, "segm") == metrics["mask"]
+
+
 def test_data_options_give_one_line_errors(run_cli, tmp_path, scenes):
-    result = run_cli("detect", *TINY, "--output", tmp_path / "r", check=False)  # --data fashion-scenes
-    assert result.returncode == 2 and "--data fashion-scenes: write the scenes as COCO" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
     result = run_cli("detect", *TINY, "--output", tmp_path / "r", "--train-json", "x.json", check=False)
     assert result.returncode == 2 and "give all of --train-json" in result.stderr
     result = run_cli("detect", *TINY, "--output", tmp_path / "r", "--data", tmp_path, check=False)

@@ -1,4 +1,5 @@
-"""`vitmae evaluate`: accuracy, per-class precision / recall / F1 checked by hand, the confusion picture."""
+"""`vitmae evaluate`: accuracy, per-class precision / recall / F1 checked by hand, the confusion picture; a
+segmentation run measured again as it measured itself. (Detection runs: tests/tasks/test_detect.py.)"""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ from vitmae.data import EvalTransform, FashionMNISTSource, default_normalization
 from vitmae.interop.classifier import export_classifier, load_classifier
 from vitmae.model import MaskedAutoencoder
 from vitmae.model.classifier import from_pretrained_encoder
-from vitmae.tasks.evaluate import confusion_matrix, per_class_metrics, topk_accuracy
+from vitmae.tasks.evaluate import EvaluateConfig, confusion_matrix, evaluate, per_class_metrics, topk_accuracy
 
 TINY = ModelConfig(img_size=28, patch_size=4, in_chans=1, embed_dim=32, depth=1, num_heads=2,
                    decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
@@ -108,3 +109,20 @@ def test_evaluate_a_finetune_run_uses_its_best_checkpoint_or_the_last(run_cli, t
         assert "top-5" in result.stdout
     result = run_cli("evaluate", "--checkpoint", run, "--which", "first", "--output", tmp_path / "x", check=False)
     assert result.returncode == 2 and "unknown --which 'first'; choose from: best, last" in result.stderr
+
+
+def test_evaluate_a_segmentation_run_as_it_measured_itself(learned_segmentation_run, run_cli, tmp_path):
+    """On the run's own validation scenes: --which last gives the run's final metrics, best its best mIoU."""
+    run = learned_segmentation_run
+    summary = json.loads((run / "metrics.json").read_text())
+    result = run_cli("evaluate", "--checkpoint", run, "--which", "last", "--output", tmp_path / "last", "--device",
+                     "cpu", "--num-workers", "0")
+    report = json.loads((tmp_path / "last" / "metrics.json").read_text())
+    assert report["run"] == "segment" and report["images"] == 64 and report["data"] == "fashion-scenes"
+    assert report["checkpoint_evaluated"] == str(run / "checkpoints" / "step-00000060")
+    for key in ("mIoU", "mAcc", "aAcc", "per_class"):
+        assert report[key] == summary[key], key
+    assert f"mIoU {summary['mIoU']}" in result.stdout
+    best = evaluate(EvaluateConfig(checkpoint=str(run), output=str(tmp_path / "best"), device="cpu", num_workers=0))
+    assert best["checkpoint_evaluated"] == str(run / "checkpoints" / "best")
+    assert best["mIoU"] == summary["best"]["mIoU"]

@@ -6,8 +6,9 @@ import json
 import numpy as np
 from PIL import Image
 
+from vitmae.data.coco import rle_encode
 from vitmae.data.scenes import SCENE_CLASSES, FashionScenesSource
-from vitmae.tasks.make_dataset import MakeDatasetOptions, make_dataset, rle_encode
+from vitmae.tasks.make_dataset import MakeDatasetOptions, make_dataset
 
 
 def test_writes_the_standard_layouts(tmp_path):

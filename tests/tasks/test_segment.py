@@ -1,27 +1,32 @@
-"""`vitmae segment` through the engine: a tiny run learns the scenes; an MAE-initialised run resumes
-bit-exactly; the CLI's one-line errors."""
+"""`vitmae segment` through the engine: a tiny run learns the scenes; an MAE-initialised run killed with
+SIGKILL resumes bit-exactly; the CLI's one-line errors."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from vitmae.data.scenes import FashionScenesSource
 from vitmae.interop import export
 from vitmae.model import create_model
-from vitmae.tasks.segment import SegmentConfig, segment
+from vitmae.train.checkpoint import load_checkpoint
 from vitmae.train.segmentation_metrics import SegmentationMetrics
 
+from ..conftest import ROOT
+from .conftest import TINY
+
 pytestmark = pytest.mark.usefixtures("one_thread")
-TINY = dict(embed_dim=32, depth=2, num_heads=2)
 
 
-def test_a_tiny_run_from_scratch_beats_the_majority_class(tmp_path):
-    cfg = SegmentConfig(checkpoint="none", scene_size=32, scenes=320, batch_size=32, epochs=6, lr=2e-3,
-                        warmup_epochs=0.5, num_workers=0, device="cpu", output=str(tmp_path), **TINY)
-    summary = segment(cfg)
+def test_a_tiny_run_from_scratch_beats_the_majority_class(learned_segmentation_run):
+    run = learned_segmentation_run
+    summary = json.loads((run / "metrics.json").read_text())
     # the majority class (background everywhere) on the same validation scenes
     majority = SegmentationMetrics(11)
     for _, mask in FashionScenesSource("val", 64, 32, seed=0):
@@ -30,32 +35,43 @@ def test_a_tiny_run_from_scratch_beats_the_majority_class(tmp_path):
     floor = majority.compute()
     assert summary["mIoU"] > floor["mIoU"] + 2 and summary["mAcc"] > floor["mAcc"] + 4
     assert summary["aAcc"] > floor["aAcc"]
-    written = json.loads((tmp_path / "metrics.json").read_text())
-    assert [h["epoch"] for h in written["history"]] == [1, 2, 3, 4, 5, 6]
-    assert set(written["per_class"]) == set(FashionScenesSource.classes)
-    assert written["best"]["mIoU"] == max(h["mIoU"] for h in written["history"])
-    assert (tmp_path / "checkpoints" / "best" / "model.safetensors").is_file()
-    assert list((tmp_path / "tensorboard").iterdir())
+    assert [h["epoch"] for h in summary["history"]] == [1, 2, 3, 4, 5, 6]
+    assert set(summary["per_class"]) == set(FashionScenesSource.classes)
+    assert summary["best"]["mIoU"] == max(h["mIoU"] for h in summary["history"])
+    assert (run / "checkpoints" / "best" / "model.safetensors").is_file()
+    assert list((run / "tensorboard").iterdir())
+    record = json.loads((run / "segmenter.json").read_text())  # what predict and evaluate rebuild from
+    assert record["classes"] == FashionScenesSource.classes and record["num_classes"] == 11
+    assert (record["crop_size"], record["stride"], record["out_indices"]) == (32, 21, [0, 0, 0, 1])
+    assert record["model"]["mean"] == [0.5] and record["data"] == "fashion-scenes" and record["scenes"] == 320
 
 
-def test_an_mae_run_resumes_bit_exactly(tmp_path):
+def test_an_mae_run_killed_by_sigkill_resumes_bit_exactly(run_cli, tmp_path):
     torch.manual_seed(0)
     mae = export(create_model("mae_vit_micro_patch4_28", **TINY, decoder_embed_dim=32, decoder_depth=1,
                               decoder_num_heads=2), tmp_path / "mae", "vitmae").parent
-
-    def run(out, **options):
-        return segment(SegmentConfig(checkpoint=str(mae), scene_size=32, scenes=40, batch_size=8, epochs=2,
-                                     num_workers=0, device="cpu", output=str(out), **options))
-
-    whole = run(tmp_path / "whole")
-    run(tmp_path / "parts", max_steps=7)  # stops inside epoch 2 (5 steps per epoch)
-    resumed = run(tmp_path / "parts", resume=str(tmp_path / "parts"))
-    assert resumed["steps"] == whole["steps"] == 10
-    final = {name: load_file(next((tmp_path / name / "checkpoints").glob("step-00000010")) / "model.safetensors")
-             for name in ("whole", "parts")}
-    assert final["whole"].keys() == final["parts"].keys() and "head.classifier.1.weight" in final["whole"]
-    assert all(torch.equal(final["whole"][k], final["parts"][k]) for k in final["whole"])
-    assert resumed["mIoU"] == whole["mIoU"]
+    # 3 epochs of 5 steps, a checkpoint every 2 steps
+    options = ["--checkpoint", mae, "--scene-size", "32", "--scenes", "40", "--batch-size", "8", "--epochs", "3",
+               "--save-every-steps", "2", "--num-workers", "0", "--device", "cpu"]
+    run_cli("segment", "--output", tmp_path / "whole", *options)
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "vitmae", "segment", "--output", str(killed), *map(str, options)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoints" / "step-00000004").exists():
+        assert proc.poll() is None and time.time() < deadline, "the run ended before its 4th step was saved"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "metrics.json").exists()  # killed mid-run
+    run_cli("segment", "--resume", killed)  # everything else from the run's config.yaml
+    whole, whole_state, _, _ = load_checkpoint(tmp_path / "whole")
+    resumed, resumed_state, _, _ = load_checkpoint(killed)
+    assert resumed_state["progress"]["step"] == whole_state["progress"]["step"] == 15
+    assert whole.keys() == resumed.keys() and "head.classifier.1.weight" in whole
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    assert resumed_state["extra"]["history"] == whole_state["extra"]["history"]
 
 
 def test_bad_options_are_one_line_errors(run_cli, tmp_path):

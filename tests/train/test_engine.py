@@ -72,6 +72,15 @@ def test_step_schedule_warms_up_then_divides_by_ten_twice():
     assert lr_at(261, 1.0, 270, 10, schedule="step") == pytest.approx(0.01)  # after 26/27
 
 
+def test_poly_schedule_warms_up_then_falls_linearly_to_min_lr():
+    # mmseg's PolyLR (power 1, eta_min 0.1) over the 90 steps after a 10-step warm-up
+    assert lr_at(5, 1.0, 100, 10, 0.1, "poly") == pytest.approx(0.5)
+    assert lr_at(10, 1.0, 100, 10, 0.1, "poly") == pytest.approx(1.0)
+    assert lr_at(19, 1.0, 100, 10, 0.1, "poly") == pytest.approx(0.1 + 0.9 * (1 - 9 / 90))
+    assert lr_at(55, 1.0, 100, 10, 0.1, "poly") == pytest.approx(0.55)
+    assert lr_at(100, 1.0, 100, 10, 0.1, "poly") == pytest.approx(0.1)
+
+
 def test_no_weight_decay_on_biases_norms_and_frozen_tables():
     model = MaskedAutoencoder(PretrainConfig(**TINY).model_config())
     groups = param_groups(model, 0.05)

@@ -1,5 +1,6 @@
-"""COCO detection data: the JSON reader, joint transforms of images with their boxes and masks, the
-collate, and COCO metrics (pycocotools' COCOeval, the reference implementation).
+"""COCO detection data: the JSON reader, the built-in fashion-scenes as COCO data, joint transforms of
+images with their boxes and masks, the collate, and COCO metrics (pycocotools' COCOeval, the reference
+implementation).
 
 A sample is `(image, target)` with target `{"boxes": (n, 4) float xyxy in pixels, "labels": (n,) int64
 in 1..K (0 is torchvision's background), "image_id": int, "masks": (n, H, W) uint8}` ("masks" only when
@@ -26,6 +27,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from vitmae.data.decode import ImageLike, UnreadableImage, load_image
 from vitmae.data.loader import Batch, JointTransform, readable
+from vitmae.data.scenes import FASHION_SCENES, SCENE_CLASSES, FashionScenesSource, SceneTarget, scene_count
 from vitmae.data.sources import DataError
 
 
@@ -77,7 +79,8 @@ class CocoSource:
     any unreadable image is."""
 
     def __init__(self, json_path: str | Path, images: str | Path, in_chans: int = 3, masks: bool = False):
-        self.json_path, self.in_chans, self.masks = Path(json_path), in_chans, masks
+        self.json_path, self.image_root, self.in_chans, self.masks = Path(json_path), Path(images), in_chans, masks
+        self.description = str(json_path)
         data = read_coco_json(json_path)
         categories = sorted(data["categories"], key=lambda c: c["id"])
         self.category_ids = [c["id"] for c in categories]
@@ -130,6 +133,10 @@ class CocoSource:
     def __len__(self) -> int:
         return len(self.images)
 
+    def ground_truth(self):
+        """pycocotools' COCO object of the annotations (what COCOeval scores against)."""
+        return coco_ground_truth(self.json_path)
+
     def target(self, index: int) -> dict[str, Any]:
         image, objects = self.images[index], self.objects[index]
         target: dict[str, Any] = {
@@ -149,6 +156,86 @@ class CocoSource:
             raise UnreadableImage(path, f"the image is {size[1]}x{size[0]}, the JSON says "
                                         f"{image['width']}x{image['height']}")
         return decoded, self.target(index)
+
+
+def rle_encode(mask: np.ndarray) -> dict[str, Any]:
+    """COCO's uncompressed RLE of a bool (H, W) mask: run lengths in column-major order, zeros first."""
+    flat = np.asarray(mask, dtype=bool).ravel(order="F")
+    edges = np.flatnonzero(np.diff(flat.astype(np.int8))) + 1
+    runs = np.diff(np.concatenate([[0], edges, [flat.size]]))
+    counts = ([0] if flat[0] else []) + runs.tolist()
+    return {"counts": [int(c) for c in counts], "size": [int(mask.shape[0]), int(mask.shape[1])]}
+
+
+# fashion-scenes' categories in COCO: id k is scene label k (0, the background, is no object)
+SCENE_CATEGORIES = [{"id": k, "name": name} for k, name in enumerate(SCENE_CLASSES) if k > 0]
+
+
+def scene_annotations(target: SceneTarget, image_id: int, first_id: int) -> list[dict[str, Any]]:
+    """A scene's items as COCO annotations (ids from `first_id`): bbox [x, y, w, h], the uncompressed RLE
+    of the visible part, its area, iscrowd 0."""
+    annotations = []
+    for box, label, visible in zip(target.boxes, target.labels, target.masks):
+        x0, y0, x1, y1 = (float(v) for v in box)
+        annotations.append({"id": first_id + len(annotations), "image_id": image_id, "category_id": int(label),
+                            "bbox": [x0, y0, x1 - x0, y1 - y0], "area": int(visible.sum()),
+                            "segmentation": rle_encode(visible), "iscrowd": 0})
+    return annotations
+
+
+class SceneDetectionSource:
+    """fashion-scenes as COCO detection data, made on access like the scenes: image i + 1 of the split with
+    the visible items' boxes, labels and (with `masks`) instance masks; the categories as make-dataset
+    writes them (`SCENE_CATEGORIES`). The boxes are exact: nothing is clipped, dropped or crowd."""
+
+    category_ids = [c["id"] for c in SCENE_CATEGORIES]
+    classes = [c["name"] for c in SCENE_CATEGORIES]
+
+    def __init__(self, split: str = "train", num: int | None = None, size: int = 64, seed: int = 0,
+                 in_chans: int = 1, masks: bool = False):
+        self.scenes = FashionScenesSource(split, num, size, seed, in_chans, target="scene")
+        self.masks, self.paths, self.stats = masks, self.scenes.paths, {}
+        self.images = [{"id": i + 1, "file_name": path, "width": size, "height": size}
+                       for i, path in enumerate(self.paths)]
+        self.description = f"fashion-scenes {split} ({len(self)} scenes of {size} px, seed {seed})"
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def has_masks(self) -> bool:
+        return True
+
+    def ground_truth(self):
+        """pycocotools' COCO object of every scene's annotations (each scene rendered once)."""
+        _, COCO, _ = pycocotools()
+        annotations = []
+        for index, image in enumerate(self.images):
+            annotations += scene_annotations(self.scenes[index][1], image["id"], len(annotations) + 1)
+        api = COCO()
+        api.dataset = {"images": self.images, "annotations": annotations, "categories": SCENE_CATEGORIES}
+        with contextlib.redirect_stdout(io.StringIO()):
+            api.createIndex()
+        return api
+
+    def __getitem__(self, index: int) -> tuple[ImageLike, dict[str, Any]]:
+        image, scene = self.scenes[index]
+        target: dict[str, Any] = {"boxes": torch.from_numpy(scene.boxes), "labels": torch.from_numpy(scene.labels),
+                                  "image_id": index + 1}
+        if self.masks:
+            target["masks"] = torch.from_numpy(scene.masks).to(torch.uint8)
+        return image, target
+
+
+def build_detection_source(spec: str, split: str, in_chans: int, scenes: int | None = None, size: int = 64,
+                           seed: int = 0, files: Sequence[str | Path] | None = None):
+    """The `split` of 'fashion-scenes' (`size` px scenes of `seed`, `scenes` of them for training: see
+    `scene_count`) or of a folder in COCO 2017's layout; `files` (annotation file, image folder) name the
+    split's data instead."""
+    if files:
+        return CocoSource(*files, in_chans)
+    if spec == FASHION_SCENES:
+        return SceneDetectionSource(split, scene_count(split, scenes), size, seed, in_chans)
+    return CocoSource(*coco_split(spec, split), in_chans)
 
 
 def decode_masks(segmentations: Sequence[Any], height: int, width: int) -> torch.Tensor:

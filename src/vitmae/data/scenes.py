@@ -24,6 +24,7 @@ from PIL import Image
 from vitmae.data.decode import ImageLike, convert_image
 from vitmae.data.sources import _PHOTO_FILES, FASHION_MNIST_CLASSES, DataError, FashionMNISTSource
 
+FASHION_SCENES = "fashion-scenes"  # the name that selects them wherever data is named
 SCENE_CLASSES = ["background", *FASHION_MNIST_CLASSES]
 _SPLITS = {"train": ("train", 0), "val": ("test", 1), "test": ("test", 1)}  # scene split -> (items, key)
 INK = 40  # an item's pixel at or above this (of 255) is ink: opaque and labeled
@@ -96,6 +97,14 @@ def render_scene(items: FashionMNISTSource, seed: int, split_key: int, index: in
     target = SceneTarget(mask, np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
                          np.asarray(kept, dtype=np.int64), np.asarray(masks, dtype=bool).reshape(-1, size, size))
     return image, target
+
+
+def scene_count(split: str, scenes: int | None) -> int | None:
+    """Scenes of a split when `scenes` are asked for training: validation gets a fifth as many, as
+    make-dataset writes them (None: the source's default)."""
+    if scenes is None:
+        return None
+    return scenes if split == "train" else max(1, scenes // 5)
 
 
 class FashionScenesSource:

@@ -26,13 +26,30 @@ from PIL import Image
 
 from vitmae.data.decode import ImageLike, UnreadableImage, load_image
 from vitmae.data.loader import Batch, JointTransform, readable
-from vitmae.data.scenes import FashionScenesSource
+from vitmae.data.scenes import FASHION_SCENES, FashionScenesSource, scene_count
 from vitmae.data.sources import DataError, _scan_images
 
-__all__ = ["SegmentationFolderSource", "SegmentationTransform", "build_segmentation_source", "collate_masks",
-           "read_index_mask", "reduce_zero_label"]
+__all__ = ["PALETTE", "SegmentationFolderSource", "SegmentationTransform", "build_segmentation_source",
+           "collate_masks", "read_index_mask", "reduce_zero_label", "write_index_mask"]
 
 _INDEX_MODES = ("P", "L", "I;16", "I;16B", "I;16L", "I")
+
+
+def _voc_colour(index: int) -> list[int]:
+    """PASCAL VOC's colour of an index: its bits spread over the high bits of red, green and blue."""
+    rgb = [0, 0, 0]
+    for shift in range(7, -1, -1):
+        for channel in range(3):
+            rgb[channel] |= ((index >> channel) & 1) << shift
+        index >>= 3
+    return rgb
+
+
+# The colours of index masks (the palette of the PNGs make-dataset and predict write), 256 RGB triples:
+# eleven distinct ones for 0-10 (0 black: fashion-scenes' background), then VOC's colour map.
+PALETTE = [0, 0, 0, 230, 25, 75, 60, 180, 75, 255, 225, 25, 0, 130, 200, 245, 130, 48, 145, 30, 180,
+           70, 240, 240, 240, 50, 230, 210, 245, 60, 250, 190, 212,
+           *(v for i in range(11, 256) for v in _voc_colour(i))]
 
 
 def read_index_mask(path: str) -> np.ndarray:
@@ -48,6 +65,17 @@ def read_index_mask(path: str) -> np.ndarray:
         raise UnreadableImage(path, f"the mask is a {mode} image: masks must be index PNGs (one class index per "
                                     "pixel: grayscale or palette), not colour pictures")
     return array.astype(np.int64)
+
+
+def write_index_mask(mask: np.ndarray, path: str | Path) -> None:
+    """Class indices (H, W) as a palette PNG (PALETTE: the values are the indices, the palette only shows
+    them), as VOC ships masks; 16-bit grayscale where a value passes 255. `read_index_mask` reads either."""
+    if mask.max(initial=0) > 255:
+        Image.fromarray(mask.astype(np.uint16)).save(path)
+        return
+    image = Image.fromarray(mask.astype(np.uint8)).convert("P")  # "L" -> "P" keeps the values as indices
+    image.putpalette(PALETTE)
+    image.save(path)
 
 
 def reduce_zero_label(mask: np.ndarray, ignore_index: int = 255) -> np.ndarray:
@@ -121,10 +149,11 @@ def _by_stem(folder: Path) -> dict[str, str]:
 
 def build_segmentation_source(spec: str, split: str = "train", num_classes: int | None = None,
                               ignore_index: int = 255, reduce_zero: bool = False, in_chans: int | None = None,
-                              seed: int = 0, size: int = 64):
-    """'fashion-scenes' (`size` px scenes of `seed`; 1 channel by default) or a folder (3 by default)."""
-    if spec == "fashion-scenes":
-        return FashionScenesSource(split, size=size, seed=seed, in_chans=in_chans or 1)
+                              seed: int = 0, size: int = 64, scenes: int | None = None):
+    """'fashion-scenes' (`size` px scenes of `seed`, `scenes` of them for training, see `scene_count`; 1
+    channel by default) or a folder (3 by default)."""
+    if spec == FASHION_SCENES:
+        return FashionScenesSource(split, scene_count(split, scenes), size, seed, in_chans or 1)
     if os.path.isdir(spec):
         return SegmentationFolderSource(spec, split, num_classes, ignore_index, reduce_zero, in_chans or 3)
     raise DataError(f"segmentation data {spec!r} is not 'fashion-scenes' nor an existing folder "

@@ -172,6 +172,18 @@ class ImageFolderSource(_FileSource):
         super().__init__([str(root / f) for f in files], labels, classes, in_chans)
 
 
+class ImageFilesSource(_FileSource):
+    """The image files named, each folder among them standing for every image under it (sorted,
+    recursively), unlabeled. A named file that is missing stays: reading it skips it, as any unreadable
+    image."""
+
+    def __init__(self, names: Sequence[str | Path], in_chans: int = 3) -> None:
+        paths = []
+        for name in map(Path, names):
+            paths += [str(name / f) for f in sorted(_scan_images(name))] if name.is_dir() else [str(name)]
+        super().__init__(paths, [-1] * len(paths), None, in_chans)
+
+
 class CsvSource(_FileSource):
     """Rows of `path,label`; paths relative to the CSV's folder; UTF-8 text.
 

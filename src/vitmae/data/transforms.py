@@ -168,6 +168,17 @@ class ResizeTransform:
         return self.normalize(resized_crop(img, (0, 0, height, width), self.size))
 
 
+class NormalizeTransform:
+    """The image at its own size, normalised: what dense prediction reads (its windows take any size)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.normalize = _Normalize(mean, std)
+
+    def __call__(self, img: ImageLike, generator: torch.Generator | None = None) -> torch.Tensor:
+        height, width = image_size(img)
+        return self.normalize(resized_crop(img, (0, 0, height, width), (height, width)))
+
+
 def image_size(img: ImageLike) -> Size:
     """(height, width) of a PIL image or an (H, W, C) array."""
     if isinstance(img, Image.Image):

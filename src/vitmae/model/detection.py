@@ -163,6 +163,22 @@ def build_detector(backbone: ViTDetBackbone, num_classes: int, masks: bool, img_
     return model
 
 
+def vitdet(encoder: ViTEncoder, num_classes: int, masks: bool, img_size: tuple[int, int], window_size: int = 14,
+           global_blocks: list[int] | None = None, pyramid_channels: int = 256, proposals: int = 1000,
+           detections_per_image: int = 100, rois_per_image: int = 512, drop_path: float = 0.0) -> nn.Module:
+    """The detector `vitmae detect` trains (and its detector.json rebuilds): `build_detector` on a ViTDet
+    backbone of `encoder`, normalising with the encoder's recorded mean and std; `proposals` region
+    proposals per image at evaluation, twice as many in training (torchvision's 1000 / 2000).
+    `model.config` is the encoder's, which its checkpoints record."""
+    backbone = ViTDetBackbone(encoder, window_size, global_blocks, pyramid_channels, drop_path)
+    model = build_detector(backbone, num_classes, masks, img_size, encoder.config.mean, encoder.config.std,
+                           box_detections_per_img=detections_per_image, box_batch_size_per_image=rois_per_image,
+                           rpn_pre_nms_top_n_train=2 * proposals, rpn_post_nms_top_n_train=2 * proposals,
+                           rpn_pre_nms_top_n_test=proposals, rpn_post_nms_top_n_test=proposals)
+    model.config = encoder.config
+    return model
+
+
 def detector_param_groups(model: nn.Module, weight_decay: float, layer_decay: float) -> list[dict]:
     """ViTDet's AdamW groups: no weight decay on norms, biases and position tables; the backbone's
     encoder with layer-wise lr decay (`layer_decay ** (depth + 1 - layer)`), the rest at the full lr."""
@@ -177,4 +193,4 @@ def detector_param_groups(model: nn.Module, weight_decay: float, layer_decay: fl
 
 
 __all__ = ["FEATURE_NAMES", "PYRAMID_SCALES", "ViTDetBackbone", "build_detector", "default_global_blocks",
-           "detector_param_groups", "window_partition", "window_unpartition"]
+           "detector_param_groups", "vitdet", "window_partition", "window_unpartition"]

@@ -114,9 +114,10 @@ class LinearHead(nn.Module):
 
 
 class Segmenter(nn.Module):
-    """Encoder + head; `forward` gives logits at the input's size, and in training with the UperNet head
-    (logits, auxiliary logits). State-dict keys: the encoder's flat names (as every vitmae model), then
-    `pyramid.*`, `head.*`, `aux_head.*`."""
+    """Encoder + head; `forward` gives logits at the input's size (any size: the input is padded to a
+    multiple of the patch size), and in training with the UperNet head (logits, auxiliary logits).
+    State-dict keys: the encoder's flat names (as every vitmae model), then `pyramid.*`, `head.*`,
+    `aux_head.*`."""
 
     def __init__(self, encoder: ViTEncoder, num_classes: int, head: str = "upernet",
                  out_indices: list[int] | None = None, channels: int | None = None):
@@ -142,12 +143,15 @@ class Segmenter(nn.Module):
         flatten_components(self, ("encoder",))
 
     def forward(self, images: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        size, p = images.shape[-2:], self.encoder.patch_size
+        if size[0] % p or size[1] % p:  # pad to a size the patches tile (with 0, the mean after
+            images = F.pad(images, (0, -size[1] % p, 0, -size[0] % p))  # normalisation); cut back below
         taken = sorted(set(self.out_indices))  # a shallow encoder feeds one block to several levels
         maps = dict(zip(taken, self.encoder.forward_intermediates(images, taken, intermediates_only=True)))
         levels = self.pyramid([maps[i] for i in self.out_indices])
-        logits = _resize(self.head(levels), images.shape[-2:])
+        logits = _resize(self.head(levels), images.shape[-2:])[..., :size[0], :size[1]]
         if self.training and self.aux_head is not None:
-            return logits, _resize(self.aux_head(levels[2]), images.shape[-2:])
+            return logits, _resize(self.aux_head(levels[2]), images.shape[-2:])[..., :size[0], :size[1]]
         return logits
 
     @property

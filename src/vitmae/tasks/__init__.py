@@ -14,10 +14,10 @@ from .common import Task
 
 def _registry() -> dict[str, Task]:
     from . import (bench, checkpoints, demo, detect, embed, evaluate, finetune, knn, linprobe, make_dataset, pictures,
-                   pretrain, segment)
+                   predict, pretrain, segment)
 
     tasks = (pretrain.TASK, finetune.TASK, linprobe.TASK, knn.TASK, embed.TASK, evaluate.TASK, segment.TASK,
-             *detect.TASKS, make_dataset.TASK, *pictures.TASKS, demo.TASK, *checkpoints.TASKS, bench.TASK)
+             detect.TASK, predict.TASK, make_dataset.TASK, *pictures.TASKS, demo.TASK, *checkpoints.TASKS, bench.TASK)
     return {task.name: task for task in tasks}
 
 

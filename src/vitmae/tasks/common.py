@@ -1,10 +1,11 @@
 """What several tasks share: option groups, the runtime, the frozen encoder and its features, classifier
-training and evaluation, kNN, and weight saving. No task imports another task's module; what two of them
-need is here."""
+training and evaluation, segmentation and detection runs (their records, models and scores), kNN, and
+weight saving. No task imports another task's module; what two of them need is here."""
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import shutil
 import time
@@ -21,19 +22,26 @@ from tqdm import tqdm
 from ..data import (Batch, EvalTransform, PretrainTransform, build_dataset, build_device_dataset, build_loader,
                     build_source, default_normalization)
 from ..data.augment import seeded_global_rngs
+from ..data.coco import DetectionTransform, coco_metrics, collate_detection, to_coco_results
 from ..data.labels import (Source, SubsetSource, label_subset, labeled_splits, num_classes_of, source_labels,
                            stratified_indices)
+from ..data.scenes import FashionScenesSource
+from ..data.segmentation import SegmentationTransform, collate_masks
 from ..data.transforms import mix_seed
 from ..errors import ConfigError
-from ..interop.vitmae_format import save_vitmae
-from ..model import POOLS, POS_EMBED_RESIZE, PRESETS, MaskedAutoencoder, ModelConfig, model_config
+from ..interop.safe_load import CheckpointError
+from ..interop.vitmae_format import WEIGHTS, load_vitmae, resolve_checkpoint, save_vitmae
+from ..model import POOLS, POS_EMBED_RESIZE, PRESETS, MaskedAutoencoder, ModelConfig, ViTEncoder, model_config
 from ..model.classifier import pool_features
+from ..model.detection import vitdet
+from ..model.segmentation import Segmenter, sliding_window_logits
 from ..options import Options, opt, save_config
 from ..train import Hook, Trainer
 from ..train.checkpoint import write_text_atomic
 from ..train.config import RuntimeOptions
 from ..train.distributed import DistInfo
 from ..train.engine import autocast, resolve_device, resolve_precision
+from ..train.segmentation_metrics import SegmentationMetrics
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,15 @@ class LabeledDataOptions(Options):
         super().__post_init__()
         if self.labels_fraction is not None and self.labels_per_class is not None:
             raise ConfigError("give --labels-fraction or --labels-per-class, not both")
+
+
+@dataclass
+class SceneOptions(Options):
+    """The built-in fashion-scenes (`--data fashion-scenes`)."""
+
+    scene_size: int = opt(64, "side of the fashion-scenes images", min=16)
+    scenes: int | None = opt(None, "fashion-scenes training scenes, validation a fifth as many (default 5000 and "
+                             "1000)", min=1)
 
 
 @dataclass
@@ -451,6 +468,141 @@ class ClassifierEvaluator(PeriodicEvaluation):
             raw = self.evaluate(trainer, trainer.model)
             results.update(top1_without_ema=raw["top1"], top5_without_ema=raw["top5"])
         return results
+
+
+# -- runs and their checkpoints -----------------------------------------------------------------------
+WHICH = ("best", "last")
+
+
+def run_checkpoint(checkpoint: str, which: str) -> Path:
+    """The checkpoint to use of a run directory: its best (RUN/checkpoints/best, the weights of the best
+    validation score the run reported) or its last one; a run without a best, and any other path, as given."""
+    if which not in WHICH:
+        raise ConfigError(f"unknown --which {which!r}; choose from: {', '.join(WHICH)}")
+    path = Path(checkpoint)
+    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    if which == "best" and root.name == "checkpoints" and (root / "best" / WEIGHTS).is_file():
+        return root / "best"
+    return path
+
+
+# -- segmentation and detection runs -------------------------------------------------------------------
+# What `vitmae segment` and `vitmae detect` write beside their checkpoints: all that rebuilds the model
+# exactly (beyond the checkpoint's encoder config and normalisation) and finds the run's data again.
+RUN_RECORDS = {"segment": "segmenter.json", "detect": "detector.json"}
+
+
+def write_run_record(kind: str, output: Path, record: dict[str, Any]) -> None:
+    write_text_atomic(output / RUN_RECORDS[kind], json.dumps(record, indent=2) + "\n")
+
+
+def dense_run_record(checkpoint: str | Path) -> tuple[str, dict[str, Any]] | None:
+    """(kind, record) of the segment or detect run that `checkpoint` (the run directory, one of its
+    checkpoints or a weights file) belongs to; None for any other checkpoint."""
+    path = resolve_checkpoint(checkpoint)
+    if not path.exists():  # a hub id, say: no run of ours
+        return None
+    folder = path if path.is_dir() else path.parent
+    for place in (folder, *list(folder.parents)[:2]):  # the checkpoint, RUN/checkpoints, RUN
+        for kind, name in RUN_RECORDS.items():
+            if (place / name).is_file():
+                try:
+                    return kind, json.loads((place / name).read_text())
+                except ValueError as err:
+                    raise CheckpointError(f"{place / name} is not valid JSON: {err}") from None
+    return None
+
+
+class DenseRun(NamedTuple):
+    kind: str  # "segment" or "detect"
+    model: nn.Module  # in eval mode, on the CPU
+    info: dict[str, Any]  # the run's record
+    checkpoint: Path  # where the weights came from
+
+
+def load_dense_run(checkpoint: str | Path) -> DenseRun | None:
+    """The trained model of a segment or detect run, rebuilt from its record and the checkpoint's encoder
+    config (normalisation included); None for any other checkpoint."""
+    found = dense_run_record(checkpoint)
+    if found is None:
+        return None
+    kind, info = found
+    weights, config = load_vitmae(checkpoint)
+    encoder = ViTEncoder(config)
+    if info.get("pos_embed") == "learned":  # interpolated, not recomputed, at other sizes
+        encoder.learn_pos_embed()
+    if kind == "segment":
+        model = Segmenter(encoder, info["num_classes"], info["head"], info["out_indices"])
+    else:
+        model = vitdet(encoder, len(info["classes"]), info["masks"], tuple(info["img_size"]), info["window_size"],
+                       info["global_blocks"], info["pyramid_channels"], info["proposals"],
+                       info["detections_per_image"])
+    model.load_state_dict(weights)
+    return DenseRun(kind, model.eval(), info, resolve_checkpoint(checkpoint))
+
+
+def segmentation_loader(source, crop: int, mean, std, batch_size: int, num_workers: int):
+    """Evaluation batches of a segmentation source at the images' own sizes: fashion-scenes share theirs; a
+    folder's differ, so one image per batch."""
+    batch_size = batch_size if isinstance(source, FashionScenesSource) else 1
+    return build_loader(build_dataset(source, SegmentationTransform(crop, mean, std, train=False)), batch_size,
+                        None, num_workers, drop_last=False, persistent_workers=num_workers > 0,
+                        collate_fn=collate_masks)
+
+
+@torch.no_grad()
+def segmentation_scores(model: nn.Module, loader, num_classes: int, ignore_index: int, crop: int, stride: int,
+                        runtime, class_names: list[str] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """(mIoU, mAcc, aAcc and per-class IoU / Acc of `model` on the batches of `loader`, images larger than
+    `crop` predicted by sliding windows; the pairs that could not be read, path: reason). `runtime` has a
+    `device` and `autocast()`: a Runtime, or the Trainer."""
+    metrics, skipped = SegmentationMetrics(num_classes, ignore_index), {}
+    was_training = model.training
+    model.eval()
+    for batch in loader:
+        skipped.update(batch.skipped)
+        if len(batch) == 0:
+            continue
+        with runtime.autocast():
+            logits = sliding_window_logits(model, batch.images.to(runtime.device), num_classes, crop, stride)
+        metrics.update(logits.argmax(1), batch.targets)
+    model.train(was_training)
+    return metrics.compute(class_names), skipped
+
+
+def detection_loader(source, batch_size: int, num_workers: int):
+    """Evaluation batches of a detection source: the images as they are (the detector resizes them)."""
+    return build_loader(build_dataset(source, DetectionTransform(), seed=0), batch_size, None, num_workers,
+                        drop_last=False, persistent_workers=False, collate_fn=collate_detection)
+
+
+@torch.no_grad()
+def run_detector(model: nn.Module, loader, runtime, category_ids: list[int]) -> tuple[list[dict], list, list]:
+    """(COCO results of every readable image, their image ids, (path, reason) of the skipped ones)."""
+    was_training = model.training
+    model.eval().to(runtime.device)
+    results, image_ids, skipped = [], [], []
+    for batch in loader:
+        skipped.extend(batch.skipped)
+        if len(batch) == 0:
+            continue
+        with runtime.autocast():
+            outputs = model([image.to(runtime.device) for image in batch.images])
+        for output, target in zip(outputs, batch.targets):
+            results.extend(to_coco_results(output, target["image_id"], category_ids))
+            image_ids.append(target["image_id"])
+    model.train(was_training)
+    return results, image_ids, skipped
+
+
+def coco_scores(model: nn.Module, loader, source, ground_truth, masks: bool, runtime) -> tuple[dict[str, Any], list]:
+    """({"box": COCO metrics, "mask": those of the masks (with `masks`)} of `model` on the images of
+    `loader`, scored against `ground_truth`; (path, reason) of the images that could not be read)."""
+    results, image_ids, skipped = run_detector(model, loader, runtime, source.category_ids)
+    scores = {"box": coco_metrics(ground_truth, results, "bbox", image_ids, source.classes)}
+    if masks:
+        scores["mask"] = coco_metrics(ground_truth, results, "segm", image_ids, source.classes)
+    return scores, skipped
 
 
 # -- kNN -----------------------------------------------------------------------------------------------

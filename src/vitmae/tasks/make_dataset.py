@@ -20,20 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image
-
+from ..data.coco import SCENE_CATEGORIES, scene_annotations
 from ..data.scenes import SCENE_CLASSES, FashionScenesSource
+from ..data.segmentation import write_index_mask
 from ..errors import ConfigError
 from ..options import Options, opt
 from ..train import write_json
 from .common import Task
 
-__all__ = ["MakeDatasetOptions", "make_dataset", "rle_encode", "PALETTE"]
-
-# distinct colours for indices 0-10 (0 black), the rest of the 256 entries grey: the mask files' palette
-PALETTE = [0, 0, 0, 230, 25, 75, 60, 180, 75, 255, 225, 25, 0, 130, 200, 245, 130, 48, 145, 30, 180,
-           70, 240, 240, 240, 50, 230, 210, 245, 60, 250, 190, 212] + [128] * (3 * 245)
+__all__ = ["MakeDatasetOptions", "make_dataset"]
 
 
 @dataclass
@@ -48,15 +43,6 @@ class MakeDatasetOptions(Options):
     seed: int = opt(0, "the scenes are a pure function of (seed, split, index)", min=0)
 
 
-def rle_encode(mask: np.ndarray) -> dict[str, Any]:
-    """COCO's uncompressed RLE of a bool (H, W) mask: run lengths in column-major order, zeros first."""
-    flat = np.asarray(mask, dtype=bool).ravel(order="F")
-    edges = np.flatnonzero(np.diff(flat.astype(np.int8))) + 1
-    runs = np.diff(np.concatenate([[0], edges, [flat.size]]))
-    counts = ([0] if flat[0] else []) + runs.tolist()
-    return {"counts": [int(c) for c in counts], "size": [int(mask.shape[0]), int(mask.shape[1])]}
-
-
 def _write_split(root: Path, split: str, source: FashionScenesSource) -> dict[str, Any]:
     images, masks = root / split / "images", root / split / "masks"
     images.mkdir(parents=True)
@@ -66,19 +52,12 @@ def _write_split(root: Path, split: str, source: FashionScenesSource) -> dict[st
         image, target = source[index]
         stem = f"{index:06d}"
         image.save(images / f"{stem}.png")
-        mask = Image.fromarray(target.mask).convert("P")  # "L" -> "P" keeps the values as indices
-        mask.putpalette(PALETTE)
-        mask.save(masks / f"{stem}.png")
+        write_index_mask(target.mask, masks / f"{stem}.png")
         coco_images.append({"id": index + 1, "file_name": f"{split}/images/{stem}.png",
                             "width": source.size, "height": source.size})
-        for box, label, visible in zip(target.boxes, target.labels, target.masks):
-            x0, y0, x1, y1 = (float(v) for v in box)
-            annotations.append({"id": len(annotations) + 1, "image_id": index + 1, "category_id": int(label),
-                                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": int(visible.sum()),
-                                "segmentation": rle_encode(visible), "iscrowd": 0})
-    categories = [{"id": k, "name": name} for k, name in enumerate(SCENE_CLASSES) if k > 0]
+        annotations += scene_annotations(target, index + 1, len(annotations) + 1)
     write_json(root / "annotations" / f"instances_{split}.json",
-               {"images": coco_images, "annotations": annotations, "categories": categories})
+               {"images": coco_images, "annotations": annotations, "categories": SCENE_CATEGORIES})
     return {"images": len(coco_images), "instances": len(annotations)}
 
 

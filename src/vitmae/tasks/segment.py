@@ -5,11 +5,14 @@ decay 0.65 and drop path 0.1; or `--head linear`, the frozen-feature probe (BN +
 block's map, the encoder frozen).
 
     RUN/checkpoints/step-N/   the last checkpoint (resumable);  RUN/checkpoints/best/  the best mIoU's weights
+    RUN/segmenter.json        what rebuilds the model and finds the data again (`vitmae predict`, `vitmae
+                              evaluate`): classes, head, blocks, crop, stride, ignore index, data, encoder
     RUN/metrics.json          mIoU, mAcc, aAcc, per-class IoU / Acc by name, the per-epoch history
     RUN/metrics.jsonl, RUN/tensorboard/ (val/mIoU, val/mAcc, val/aAcc), RUN/config.yaml
 
 Validation images larger than the crop are predicted by sliding windows (crop, stride) with averaged
-logits. The schedule is the engine's: linear warm-up, then cosine (per iteration).
+logits. The schedule is mmsegmentation's, per iteration: linear warm-up, then poly (`--schedule poly`,
+linear decay to --min-lr).
 """
 from __future__ import annotations
 
@@ -22,20 +25,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..data import Batch, build_dataset, build_loader
+from ..data import Batch, build_dataset
 from ..data.augment import seeded_global_rngs
-from ..data.scenes import FashionScenesSource
+from ..data.scenes import FASHION_SCENES, FashionScenesSource
 from ..data.segmentation import SegmentationTransform, build_segmentation_source, collate_masks
 from ..data.transforms import mix_seed
 from ..errors import ConfigError
 from ..model import ViTEncoder
-from ..model.segmentation import AUX_WEIGHT, HEADS, Segmenter, sliding_window_logits
+from ..model.segmentation import AUX_WEIGHT, HEADS, Segmenter
 from ..options import opt, save_config
 from ..train import Trainer, write_json
 from ..train.config import TrainConfig
-from ..train.segmentation_metrics import SegmentationMetrics
-from .common import (CHECKPOINT_HELP, EncoderOptions, PeriodicEvaluation, Task, load_encoder_or_random,
-                     normalization, redefault, save_weights)
+from .common import (CHECKPOINT_HELP, EncoderOptions, PeriodicEvaluation, SceneOptions, Task,
+                     load_encoder_or_random, normalization, redefault, save_weights, segmentation_loader,
+                     segmentation_scores, write_run_record)
 
 __all__ = ["SegmentConfig", "SegmentationObjective", "SegmentationEvaluator", "build_model", "segment"]
 
@@ -43,12 +46,12 @@ PHOTO_CROP = 512  # the recipe's crop for real photographs; small images are cro
 
 
 @dataclass
-class SegmentConfig(EncoderOptions, TrainConfig):
+class SegmentConfig(SceneOptions, EncoderOptions, TrainConfig):
     """`vitmae segment`: semantic segmentation on a pre-trained encoder (mmseg's MAE recipe)."""
 
     output: str = redefault(TrainConfig, "output", "runs/segment")
     checkpoint: str | None = opt(None, CHECKPOINT_HELP.replace("none: random", "none: from scratch"))
-    data: str = opt("fashion-scenes", "fashion-scenes | a folder DIR/{train,val}/{images,masks}/ (index-mask PNGs, "
+    data: str = opt(FASHION_SCENES, "fashion-scenes | a folder DIR/{train,val}/{images,masks}/ (index-mask PNGs, "
                     "optional DIR/classes.txt)")
     num_classes: int | None = opt(None, "classes of a folder without classes.txt", min=1)
     head: str = opt("upernet", "decoder: upernet (pyramid + UperNet + auxiliary FCN) | linear (BN + 1x1 conv on "
@@ -60,12 +63,11 @@ class SegmentConfig(EncoderOptions, TrainConfig):
     crop_size: int | None = opt(None, f"training crop and sliding window, px (default: fashion-scenes' own size, "
                                 f"{PHOTO_CROP} for folders)", min=8)
     stride: int | None = opt(None, "sliding-window stride at evaluation (default: 2/3 of the crop)", min=1)
-    scene_size: int = opt(64, "side of the fashion-scenes images", min=16)
-    scenes: int | None = opt(None, "fashion-scenes training scenes, validation a fifth as many (default 5000 and 1000)", min=1)
     epochs: int = redefault(TrainConfig, "epochs", 20)
     batch_size: int = redefault(TrainConfig, "batch_size", 16)
     lr: float | None = redefault(TrainConfig, "lr", 1e-4)
     warmup_epochs: float = redefault(TrainConfig, "warmup_epochs", 1.0)
+    schedule: str = redefault(TrainConfig, "schedule", "poly")
     layer_decay: float = opt(0.65, "layer-wise lr decay: block i gets lr * decay^(depth - i)", above=0, max=1)
     drop_path: float = opt(0.1, "stochastic depth rate of the last block (upernet)", min=0, below=1)
     eval_every_epochs: int = opt(1, "evaluate mIoU every N epochs (and at the end)", min=1)
@@ -95,26 +97,15 @@ class SegmentationEvaluator(PeriodicEvaluation):
 
     def __init__(self, loader, num_classes: int, class_names: list[str] | None, ignore_index: int, crop: int,
                  stride: int, every: int, total: int):
-        self.loader, self.names, self.crop, self.stride, self.every, self.total = (loader, class_names, crop, stride,
-                                                                                  every, total)
-        self.metrics = SegmentationMetrics(num_classes, ignore_index)
+        self.loader, self.num_classes, self.names, self.ignore_index = loader, num_classes, class_names, ignore_index
+        self.crop, self.stride, self.every, self.total = crop, stride, every, total
         self.skipped: dict[str, str] = {}  # validation pairs that could not be read: path -> reason
 
     def evaluate(self, trainer: Trainer) -> dict[str, Any]:
-        model, was_training = trainer.model, trainer.model.training
-        model.eval()
-        self.metrics.reset()
-        with torch.no_grad():
-            for batch in self.loader:
-                self.skipped.update(batch.skipped)
-                if len(batch) == 0:
-                    continue
-                with trainer.autocast():
-                    logits = sliding_window_logits(model, batch.images.to(trainer.device), self.metrics.num_classes,
-                                                   self.crop, self.stride)
-                self.metrics.update(logits.argmax(1), batch.targets)
-        model.train(was_training)
-        return self.metrics.compute(self.names)
+        scores, skipped = segmentation_scores(trainer.model, self.loader, self.num_classes, self.ignore_index,
+                                              self.crop, self.stride, trainer, self.names)
+        self.skipped.update(skipped)
+        return scores
 
     def record(self, trainer: Trainer, epoch: float) -> None:
         entry = {"epoch": epoch, "step": trainer.progress.step, **self.evaluate(trainer)}
@@ -152,14 +143,10 @@ def segment(cfg: SegmentConfig) -> dict[str, Any]:
     config = holder.encoder.config
     mean, std = normalization(config, cfg.data)
     holder.encoder.config = config = config.replace(mean=mean, std=std)  # recorded in every checkpoint
-    sources = {split: build_segmentation_source(cfg.data, split, cfg.num_classes, cfg.ignore_index,
-                                                cfg.reduce_zero_label, config.in_chans, cfg.seed, cfg.scene_size)
-               for split in ("train", "val")}
-    train, val = sources["train"], sources["val"]
+    train, val = (build_segmentation_source(cfg.data, split, cfg.num_classes, cfg.ignore_index, cfg.reduce_zero_label,
+                                            config.in_chans, cfg.seed, cfg.scene_size, cfg.scenes)
+                  for split in ("train", "val"))
     scenes = isinstance(train, FashionScenesSource)
-    if scenes and cfg.scenes:  # validation: a fifth as many, as make-dataset writes
-        train, val = (FashionScenesSource(split, num, cfg.scene_size, cfg.seed, config.in_chans)
-                      for split, num in (("train", cfg.scenes), ("val", max(1, cfg.scenes // 5))))
     names = train.classes
     num_classes = len(names) if names else train.num_classes
     crop = cfg.crop_size or (cfg.scene_size if scenes else PHOTO_CROP)
@@ -168,10 +155,7 @@ def segment(cfg: SegmentConfig) -> dict[str, Any]:
     model.class_names = names
 
     dataset = build_dataset(train, SegmentationTransform(crop, mean, std, ignore_index=cfg.ignore_index), cfg.seed)
-    # validation images of a folder differ in size: one per batch; scenes share theirs
-    val_loader = build_loader(build_dataset(val, SegmentationTransform(crop, mean, std, train=False)),
-                              cfg.batch_size if scenes else 1, None, cfg.num_workers, drop_last=False,
-                              persistent_workers=cfg.num_workers > 0, collate_fn=collate_masks)
+    val_loader = segmentation_loader(val, crop, mean, std, cfg.batch_size, cfg.num_workers)
     evaluator = SegmentationEvaluator(val_loader, num_classes, names, cfg.ignore_index, crop, stride,
                                       cfg.eval_every_epochs, cfg.epochs)
     objective = SegmentationObjective(cfg.ignore_index, cfg.seed)
@@ -179,8 +163,14 @@ def segment(cfg: SegmentConfig) -> dict[str, Any]:
                       betas=(0.9, 0.999), hooks=[evaluator], collate_fn=collate_masks)
     objective.rank = trainer.dist.rank
     output = Path(cfg.output)
+    record = {"classes": names, "num_classes": num_classes, "head": cfg.head, "out_indices": model.out_indices,
+              "pos_embed": model.encoder.pos_embed_kind, "crop_size": crop, "stride": stride,
+              "ignore_index": cfg.ignore_index, "reduce_zero_label": cfg.reduce_zero_label,
+              "data": cfg.data if scenes else str(Path(cfg.data).resolve()), "scenes": cfg.scenes,
+              "scene_size": cfg.scene_size, "seed": cfg.seed, "model": config.to_dict()}
     if trainer.dist.is_main:
         save_config(cfg, output)
+        write_run_record("segment", output, record)
     summary = trainer.fit()
     # every rank evaluated, so every rank has the summary (and the CLI reports it); rank 0 writes it
     history = trainer.extra_state["history"]

@@ -7,7 +7,7 @@ from ..options import Options, opt
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-SCHEDULES = ("cosine", "step")
+SCHEDULES = ("cosine", "step", "poly")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -32,10 +32,11 @@ class TrainConfig(RuntimeOptions):
     accum_steps: int = opt(1, "micro-batches accumulated per optimizer step", min=1)
     blr: float = opt(1.5e-4, "base learning rate: lr = blr * effective batch / 256", above=0)
     lr: float | None = opt(None, "absolute learning rate (overrides --blr)", above=0)
-    min_lr: float = opt(0.0, "learning rate at the end of the cosine schedule", min=0)
+    min_lr: float = opt(0.0, "learning rate at the end of the cosine or poly schedule", min=0)
     weight_decay: float = opt(0.05, "AdamW weight decay (none on biases, norms and position tables)", min=0)
     schedule: str = opt("cosine", "after the warm-up: cosine (half-cycle to --min-lr) | step (x0.1 at 8/9 and "
-                        "26/27 of the run, ViTDet's)", choices=SCHEDULES)
+                        "26/27 of the run, ViTDet's) | poly (linear to --min-lr, mmsegmentation's PolyLR with "
+                        "power 1)", choices=SCHEDULES)
     warmup_epochs: float = opt(0.2, "linear warm-up length in epochs (fractions allowed)", min=0)
     clip_grad: float | None = opt(None, "clip the gradient norm to this value", above=0)
     compile: bool | None = opt(None, "torch.compile the model (default: on GPUs, not on CPUs)")

@@ -1,0 +1,27 @@
+"""A tiny segmentation run that learns, trained once per test session: the segment, predict and evaluate
+tests read it rather than each training their own."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+TINY = dict(embed_dim=32, depth=2, num_heads=2)
+
+
+@pytest.fixture(scope="session")
+def learned_segmentation_run(tmp_path_factory) -> Path:
+    """From scratch on 320 scenes of 32 px (64 for validation), 6 epochs: its metrics.json, segmenter.json
+    and best and last checkpoints."""
+    from vitmae.tasks.segment import SegmentConfig, segment
+
+    run = tmp_path_factory.mktemp("segment") / "run"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny products on a shared 2-core machine: faster and steadier so
+    try:
+        segment(SegmentConfig(checkpoint="none", scene_size=32, scenes=320, batch_size=32, epochs=6, lr=2e-3,
+                              warmup_epochs=0.5, num_workers=0, device="cpu", output=str(run), **TINY))
+    finally:
+        torch.set_num_threads(threads)
+    return run
