@@ -18,12 +18,8 @@ experiment continues where it stopped.
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import math
-import platform
-import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,14 +29,16 @@ from typing import Any
 import torch
 
 import vitmae
-from vitmae.cli import add_option_flags, build_config
-from vitmae.config import (ConfigError, EncoderOptions, FinetuneConfig, KnnConfig, LinprobeConfig, Options,
+from vitmae.config import (ConfigError, FinetuneConfig, KnnConfig, LinprobeConfig, Options,
                            PretrainConfig, opt)
 from vitmae.data import FashionMNISTSource, stratified_indices
 from vitmae.tasks.finetune import finetune
 from vitmae.tasks.knn import knn
 from vitmae.tasks.linprobe import linprobe
 from vitmae.tasks.pretrain import pretrain
+
+from experiment_tools import Clock, command_line, encoder_architecture, finished, hardware
+from experiment_tools import main as experiment_main
 
 DATA = "fashion-mnist"
 
@@ -163,11 +161,6 @@ def fit_batch(batch_size: int, images: int) -> int:
     return batch_size
 
 
-def _done(run_dir: Path) -> dict[str, Any] | None:
-    metrics = run_dir / "metrics.json"
-    return json.loads(metrics.read_text()) if metrics.is_file() else None
-
-
 def labeled_data(out: Path, scale: Scale, seed: int) -> tuple[str, list[int], int]:
     """(the data spec every run reads, the training labels, the number of test images). Fashion-MNIST as
     it is; with a scale's limits, a stratified sample of it written as a folder of class sub-folders
@@ -189,18 +182,6 @@ def labeled_data(out: Path, scale: Scale, seed: int) -> tuple[str, list[int], in
     return str(root), labels, scale.test_limit
 
 
-class Clock:
-    def __init__(self):
-        self.times: dict[str, float] = {}
-
-    def run(self, name: str, fn, *args, **kwargs):
-        start = time.perf_counter()
-        result = fn(*args, **kwargs)
-        self.times[name] = round(time.perf_counter() - start, 1)
-        print(f"[label-efficiency] {name}: {self.times[name]:.0f} s", flush=True)
-        return result
-
-
 def label_efficiency(cfg: LabelEfficiencyConfig) -> dict[str, Any]:
     scale = SCALES[cfg.scale]
     fractions = parse_fractions(cfg.fractions or scale.fractions)
@@ -209,7 +190,7 @@ def label_efficiency(cfg: LabelEfficiencyConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     common = dict(device=cfg.device, precision=cfg.precision, seed=cfg.seed, num_workers=cfg.num_workers)
     restart = dict(overwrite=True)  # a finished run is reused (its metrics.json); an unfinished one starts over
-    clock = Clock()
+    clock = Clock("label-efficiency")
     started = time.perf_counter()
     data, train_labels, test_images = labeled_data(out, scale, cfg.seed)
 
@@ -218,7 +199,7 @@ def label_efficiency(cfg: LabelEfficiencyConfig) -> dict[str, Any]:
         checkpoint, pretrain_summary = cfg.pretrained, {"checkpoint": cfg.pretrained, "reused": True}
     else:
         run = out / "pretrain"
-        pretrain_summary = _done(run)
+        pretrain_summary = finished(run)
         if pretrain_summary is None:
             pcfg = PretrainConfig(output=str(run), data=data, val_data=data if data != DATA else None,
                                   eval_knn=data if scale.pretrain.get("knn_every_epochs") else None,
@@ -248,7 +229,7 @@ def label_efficiency(cfg: LabelEfficiencyConfig) -> dict[str, Any]:
         for name, pool, method in probes:
             kcfg = KnnConfig(output=str(fdir / f"knn_{method}"), checkpoint=encoders[name], data=data, pool=pool,
                              labels_fraction=fraction, **common)
-            row[f"knn_{method}"] = _done(Path(kcfg.output)) or clock.run(f"kNN {method} {fraction:g}", knn, kcfg)
+            row[f"knn_{method}"] = finished(Path(kcfg.output)) or clock.run(f"kNN {method} {fraction:g}", knn, kcfg)
             probe_epochs, probe_blr = schedule_for(scale.linprobe_schedule, fraction)
             lcfg = LinprobeConfig(output=str(fdir / f"linprobe_{method}"), checkpoint=encoders[name], data=data,
                                   pool=pool, labels_fraction=fraction, log_every_steps=100,
@@ -256,7 +237,7 @@ def label_efficiency(cfg: LabelEfficiencyConfig) -> dict[str, Any]:
                                   eval_every_epochs=max(1, probe_epochs // 10), **common, **restart,
                                   **{**scale.linprobe,
                                      "batch_size": fit_batch(scale.linprobe["batch_size"], labels_count)})
-            row[f"linprobe_{method}"] = _done(Path(lcfg.output)) or clock.run(
+            row[f"linprobe_{method}"] = finished(Path(lcfg.output)) or clock.run(
                 f"linear probe {method} {fraction:g}", linprobe, lcfg)
         epochs = epochs_for[fraction]
         for name, ckpt in (("mae", checkpoint), ("scratch", "none")):
@@ -264,10 +245,10 @@ def label_efficiency(cfg: LabelEfficiencyConfig) -> dict[str, Any]:
                                   labels_fraction=fraction, epochs=epochs,
                                   warmup_epochs=round(scale.warmup_fraction * epochs, 4), eval_every_epochs=epochs,
                                   log_every_steps=50, **common, **restart,
-                                  **(_scratch_architecture(scale) if name == "scratch" else {}),
+                                  **(encoder_architecture(scale.model) if name == "scratch" else {}),
                                   **{**scale.finetune,
                                      "batch_size": fit_batch(scale.finetune["batch_size"], labels_count)})
-            row[f"finetune_{name}"] = _done(Path(fcfg.output)) or clock.run(
+            row[f"finetune_{name}"] = finished(Path(fcfg.output)) or clock.run(
                 f"fine-tune {name} {fraction:g}", finetune, fcfg)
         results[f"{fraction:g}"] = row
         test_description = row["knn_mae"]["val"]
@@ -277,12 +258,6 @@ def label_efficiency(cfg: LabelEfficiencyConfig) -> dict[str, Any]:
                   test_images)
 
 
-def _scratch_architecture(scale: Scale) -> dict[str, Any]:
-    """FinetuneConfig fields that build the pre-trained encoder's architecture from scratch."""
-    encoder_fields = {f.name for f in dataclasses.fields(EncoderOptions)}
-    return {k: v for k, v in scale.model.items() if k in encoder_fields}
-
-
 def schedule_for(table: dict[float, Any], fraction: float) -> Any:
     """The preset's entry for `fraction`, else the nearest listed fraction's (on a log scale)."""
     return table.get(fraction) or table[min(table, key=lambda f: abs(math.log(f / fraction)))]
@@ -290,33 +265,14 @@ def schedule_for(table: dict[float, Any], fraction: float) -> Any:
 
 # -- the report ----------------------------------------------------------------------------------------
 
-def _hardware(device: str) -> str:
-    import os
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    text = f"{cpu}, {os.cpu_count()} logical CPUs; torch {torch.__version__}, {torch.get_num_threads()} threads"
-    if torch.cuda.is_available() and device != "cpu":
-        text += f"; GPU {torch.cuda.get_device_name(0)}"
-    return text
-
-
 def _write(out: Path, cfg: LabelEfficiencyConfig, scale: Scale, pretrain_summary: dict[str, Any],
            results: dict[str, dict[str, Any]], clock: Clock, started: float, test_description: str,
            train_images: int, test_images: int) -> dict[str, Any]:
     table = [{"fraction": row["fraction"], "labels": row["labels"],
               **{m: round(row[m]["top1"], 2) for m, _ in METHODS if m in row}} for row in results.values()]
     plot = _plot(out, table, pretrain_summary)
-    command = ("python experiments/label_efficiency.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-               if Path(sys.argv[0]).name == "label_efficiency.py"
-               else f"python experiments/label_efficiency.py --scale {cfg.scale} --output {cfg.output}")
-    summary = {"scale": cfg.scale, "command": command, "hardware": _hardware(cfg.device),
+    command = command_line("label_efficiency.py", f"--scale {cfg.scale} --output {cfg.output}")
+    summary = {"scale": cfg.scale, "command": command, "hardware": hardware(cfg.device),
                "wall_time_s": round(time.perf_counter() - started, 1), "stage_times_s": clock.times,
                "train_images": train_images, "test_images": test_images, "test": test_description,
                "table_top1": table, "pretrain": {k: v for k, v in pretrain_summary.items()
@@ -423,17 +379,7 @@ def _markdown(s: dict[str, Any], scale: Scale, cfg: LabelEfficiencyConfig) -> st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python experiments/label_efficiency.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="YAML file of options; flags override it")
-    add_option_flags(parser, LabelEfficiencyConfig)
-    args = parser.parse_args(argv)
-    try:
-        summary = label_efficiency(build_config(LabelEfficiencyConfig, args))
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"label-efficiency: error: {err}", file=sys.stderr)
-        return 2
-    print(f"report: {summary['report']}")
-    return 0
+    return experiment_main("label_efficiency", LabelEfficiencyConfig, label_efficiency, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from vitmae.config import ConfigError
 from ..conftest import ROOT
 
 SCRIPT = ROOT / "experiments" / "label_efficiency.py"
+sys.path.insert(0, str(SCRIPT.parent))  # as running the script does: it imports experiment_tools beside it
 _spec = importlib.util.spec_from_file_location("label_efficiency", SCRIPT)
 experiment = sys.modules["label_efficiency"] = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(experiment)

@@ -227,14 +227,14 @@ class SceneDetectionSource:
 
 
 def build_detection_source(spec: str, split: str, in_chans: int, scenes: int | None = None, size: int = 64,
-                           seed: int = 0, files: Sequence[str | Path] | None = None):
+                           seed: int = 0, files: Sequence[str | Path] | None = None, val_scenes: int | None = None):
     """The `split` of 'fashion-scenes' (`size` px scenes of `seed`, `scenes` of them for training: see
     `scene_count`) or of a folder in COCO 2017's layout; `files` (annotation file, image folder) name the
     split's data instead."""
     if files:
         return CocoSource(*files, in_chans)
     if spec == FASHION_SCENES:
-        return SceneDetectionSource(split, scene_count(split, scenes), size, seed, in_chans)
+        return SceneDetectionSource(split, scene_count(split, scenes, val_scenes), size, seed, in_chans)
     return CocoSource(*coco_split(spec, split), in_chans)
 
 

@@ -99,9 +99,11 @@ def render_scene(items: FashionMNISTSource, seed: int, split_key: int, index: in
     return image, target
 
 
-def scene_count(split: str, scenes: int | None) -> int | None:
-    """Scenes of a split when `scenes` are asked for training: validation gets a fifth as many, as
-    make-dataset writes them (None: the source's default)."""
+def scene_count(split: str, scenes: int | None, val_scenes: int | None = None) -> int | None:
+    """Scenes of a split when `scenes` are asked for training: validation gets `val_scenes`, or a fifth as
+    many, as make-dataset writes them (None: the source's default)."""
+    if split != "train" and val_scenes is not None:
+        return val_scenes
     if scenes is None:
         return None
     return scenes if split == "train" else max(1, scenes // 5)

@@ -149,11 +149,12 @@ def _by_stem(folder: Path) -> dict[str, str]:
 
 def build_segmentation_source(spec: str, split: str = "train", num_classes: int | None = None,
                               ignore_index: int = 255, reduce_zero: bool = False, in_chans: int | None = None,
-                              seed: int = 0, size: int = 64, scenes: int | None = None):
+                              seed: int = 0, size: int = 64, scenes: int | None = None,
+                              val_scenes: int | None = None):
     """'fashion-scenes' (`size` px scenes of `seed`, `scenes` of them for training, see `scene_count`; 1
     channel by default) or a folder (3 by default)."""
     if spec == FASHION_SCENES:
-        return FashionScenesSource(split, scene_count(split, scenes), size, seed, in_chans or 1)
+        return FashionScenesSource(split, scene_count(split, scenes, val_scenes), size, seed, in_chans or 1)
     if os.path.isdir(spec):
         return SegmentationFolderSource(spec, split, num_classes, ignore_index, reduce_zero, in_chans or 3)
     raise DataError(f"segmentation data {spec!r} is not 'fashion-scenes' nor an existing folder "

@@ -130,6 +130,7 @@ class SceneOptions(Options):
     scene_size: int = opt(64, "side of the fashion-scenes images", min=16)
     scenes: int | None = opt(None, "fashion-scenes training scenes, validation a fifth as many (default 5000 and "
                              "1000)", min=1)
+    val_scenes: int | None = opt(None, "fashion-scenes validation scenes (default: as --scenes says)", min=1)
 
 
 @dataclass

@@ -146,7 +146,7 @@ def detect_run(cfg: DetectConfig) -> dict[str, Any]:
     mean, std = normalization(encoder.config, cfg.data)
     encoder.config = encoder.config.replace(mean=mean, std=std)  # recorded with the run
     train, val = (build_detection_source(cfg.data, split, encoder.config.in_chans, cfg.scenes, cfg.scene_size,
-                                         cfg.seed, explicit.get(split)) for split in ("train", "val"))
+                                         cfg.seed, explicit.get(split), cfg.val_scenes) for split in ("train", "val"))
     if val.category_ids != train.category_ids:
         raise DataError(f"the categories of {val.description} ({val.category_ids}) differ from those of "
                         f"{train.description} ({train.category_ids})")
@@ -171,7 +171,8 @@ def detect_run(cfg: DetectConfig) -> dict[str, Any]:
             "window_size": cfg.window_size, "global_blocks": model.backbone.global_blocks,
             "pyramid_channels": cfg.pyramid_channels, "proposals": cfg.proposals,
             "detections_per_image": cfg.detections_per_image, "pos_embed": encoder.pos_embed_kind, "data": cfg.data,
-            "files": files, "scenes": cfg.scenes, "scene_size": cfg.scene_size, "seed": cfg.seed,
+            "files": files, "scenes": cfg.scenes, "val_scenes": cfg.val_scenes,
+            "scene_size": cfg.scene_size, "seed": cfg.seed,
             "model": encoder.config.to_dict()}
     if trainer.dist.is_main:
         save_config(cfg, output)

@@ -185,7 +185,7 @@ def evaluate_segmentation(run: DenseRun, cfg: EvaluateConfig, runtime: Runtime) 
     config = model.config
     source = build_segmentation_source(cfg.data or info["data"], cfg.split, info["num_classes"], info["ignore_index"],
                                        info["reduce_zero_label"], config.in_chans, info["seed"], info["scene_size"],
-                                       info["scenes"])
+                                       info["scenes"], info.get("val_scenes"))
     loader = segmentation_loader(source, info["crop_size"], config.mean, config.std, cfg.batch_size or CLASSIFY_BATCH,
                                  cfg.num_workers)
     scores, skipped = segmentation_scores(model, loader, info["num_classes"], info["ignore_index"], info["crop_size"],
@@ -202,7 +202,7 @@ def evaluate_detection(run: DenseRun, cfg: EvaluateConfig, runtime: Runtime) -> 
                           "the run's data: train it again")
     files = info["files"][cfg.split] if info["files"] and cfg.data is None else None
     source = build_detection_source(cfg.data or info["data"], cfg.split, run.model.config.in_chans, info["scenes"],
-                                    info["scene_size"], info["seed"], files)
+                                    info["scene_size"], info["seed"], files, info.get("val_scenes"))
     if source.category_ids != info["category_ids"]:
         raise DataError(f"the categories of {source.description} ({source.category_ids}) are not the run's "
                         f"({info['category_ids']})")

@@ -144,7 +144,8 @@ def segment(cfg: SegmentConfig) -> dict[str, Any]:
     mean, std = normalization(config, cfg.data)
     holder.encoder.config = config = config.replace(mean=mean, std=std)  # recorded in every checkpoint
     train, val = (build_segmentation_source(cfg.data, split, cfg.num_classes, cfg.ignore_index, cfg.reduce_zero_label,
-                                            config.in_chans, cfg.seed, cfg.scene_size, cfg.scenes)
+                                            config.in_chans, cfg.seed, cfg.scene_size, cfg.scenes,
+                                            cfg.val_scenes)
                   for split in ("train", "val"))
     scenes = isinstance(train, FashionScenesSource)
     names = train.classes
@@ -167,7 +168,7 @@ def segment(cfg: SegmentConfig) -> dict[str, Any]:
               "pos_embed": model.encoder.pos_embed_kind, "crop_size": crop, "stride": stride,
               "ignore_index": cfg.ignore_index, "reduce_zero_label": cfg.reduce_zero_label,
               "data": cfg.data if scenes else str(Path(cfg.data).resolve()), "scenes": cfg.scenes,
-              "scene_size": cfg.scene_size, "seed": cfg.seed, "model": config.to_dict()}
+              "val_scenes": cfg.val_scenes, "scene_size": cfg.scene_size, "seed": cfg.seed, "model": config.to_dict()}
     if trainer.dist.is_main:
         save_config(cfg, output)
         write_run_record("segment", output, record)
