@@ -13,7 +13,8 @@ Writes RUN/report.md and RUN/metrics.json.
 Scales: `tiny` is a smoke test (seconds; the numbers mean nothing), `cpu` fits a 2-core CPU (the
 pre-training once, for long; each transfer run a few minutes), `gpu` is for one GPU. Every run gets the
 same number of optimizer steps whatever its labels, so the smaller label budget trains more epochs. A run
-directory that holds a finished run's metrics.json is reused: an interrupted experiment continues.
+directory that holds a finished run's metrics.json is reused and a cut-off pre-training resumes: an
+interrupted experiment continues.
 """
 from __future__ import annotations
 
@@ -95,17 +96,17 @@ SCALES: dict[str, Scale] = {
         steps=300, labeled="100,1000",
         notes=["ViT 192 wide, 6 blocks, patch 8 on 64-px grayscale scenes (64 tokens), decoder 128x2, norm-pix"],
     ),
-    "gpu": Scale(
+    "gpu": Scale(  # predicted 1200 s on an H200 (scripts/gpu_session.sh quality; several calls)
         size=96, unlabeled=50000, val=1000,
         model=dict(model="mae_vit_micro_patch4_28", img_size=96, patch_size=8, in_chans=1, embed_dim=192, depth=12,
                    num_heads=3, decoder_embed_dim=256, decoder_depth=4, decoder_num_heads=8, mask_ratio=0.75,
                    norm_pix_loss=True),
-        pretrain=dict(epochs=200, batch_size=512, blr=1.5e-4, warmup_epochs=10, heldout_samples=1000,
-                      viz_every_epochs=50),
+        pretrain=dict(epochs=100, batch_size=512, blr=1.5e-4, warmup_epochs=5, heldout_samples=1000,
+                      viz_every_epochs=25),
         segment=dict(batch_size=32, lr=2e-4, warmup_epochs=0, compile=False),
         probe=dict(batch_size=32, lr=1e-2, warmup_epochs=0, compile=False),
         detect=dict(batch_size=16, lr=2e-4, warmup_epochs=0, compile=False),
-        steps=3000, labeled="100,1000",
+        steps=2000, labeled="100,1000",
         notes=["ViT-Tiny (192 wide, 12 blocks), patch 8 on 96-px scenes (144 tokens), decoder 256x4, norm-pix"],
     ),
 }
@@ -155,10 +156,11 @@ def dense_transfer(cfg: DenseTransferConfig) -> dict[str, Any]:
         checkpoint, pretrain_summary = cfg.pretrained, {"checkpoint": cfg.pretrained, "reused": True}
     else:
         run = out / "pretrain"
+        cut_off = str(run) if (run / "checkpoints" / "latest").is_file() else None  # continues where it stopped
         pretrain_summary = finished(run) or clock.run(
             "pre-training", pretrain, PretrainConfig(output=str(run), data=str(scenes / "train" / "images"),
-                                                     val_data=str(scenes / "val" / "images"), **scale.model,
-                                                     **scale.pretrain, **common))
+                                                     val_data=str(scenes / "val" / "images"), resume=cut_off,
+                                                     **scale.model, **scale.pretrain, **common))
         checkpoint = str(run)
     random_init = out / "random_init.safetensors"  # the frozen floor: the same architecture, untrained
     if not random_init.is_file():

@@ -3,7 +3,8 @@
 # (at most 10 minutes a command; an H200 is lent for about 15 minutes in all, its start-up included).
 #
 #   bash scripts/gpu_session.sh standing            the speed numbers, in under 9 minutes (run it first)
-#   bash scripts/gpu_session.sh quality             Fashion-MNIST label efficiency; a second call continues it
+#   bash scripts/gpu_session.sh quality             label efficiency (Fashion-MNIST), then dense transfer
+#                                                   (fashion-scenes); a next call continues where it stopped
 #   bash scripts/gpu_session.sh tests               the CUDA-only tests alone
 #   bash scripts/gpu_session.sh --dry-run STAGE     every piece at toy size on the CPU (tests/test_gpu_script.py)
 #
@@ -12,8 +13,8 @@
 #
 # Results, in $OUT (default runs/gpu): STAGE.json, rewritten as soon as each piece ends (so a command cut
 # off at its limit still returns the pieces that finished: each with status, seconds, predicted_s,
-# timeout_s and its result), and STAGE.log; `quality` adds quality-report.md, quality-metrics.json and
-# its two plots. At most 6 files, as the GPU tool returns at most 8.
+# timeout_s and its result), and STAGE.log; `quality` adds quality-report.md, quality-metrics.json, its
+# two plots, dense-report.md and dense-metrics.json. At most 8 files, as the GPU tool returns at most 8.
 #
 # Every piece runs under its own `timeout`, capped at what is left of the stage's budget ($BUDGET
 # seconds, default 525: the tool's call gets timeout_s 560), and a piece with under $MIN_PIECE_S
@@ -51,6 +52,7 @@ PY=${PY:-python3}
 OUT=${OUT:-runs/gpu}
 # The label-efficiency experiment's command (everything but its options). ONE place to change when it moves.
 LABEL_EFFICIENCY=${LABEL_EFFICIENCY:-"$PY experiments/label_efficiency.py"}
+DENSE_TRANSFER=${DENSE_TRANSFER:-"$PY experiments/dense_transfer.py"}
 QUALITY_SCALE=${QUALITY_SCALE:-gpu}  # `full` takes two or three calls (docs/results.md)
 BUDGET=${BUDGET:-525}          # seconds per stage, for all its pieces; the tool's timeout_s is 560
 MIN_PIECE_S=${MIN_PIECE_S:-20} # a piece with less than this left is skipped
@@ -63,6 +65,7 @@ if [ "$DRY" = 1 ]; then
         trap 'rm -rf "$WORK"' EXIT
     fi
     QUALITY_DIR=${QUALITY_DIR:-$WORK/label-efficiency}
+    DENSE_DIR=${DENSE_DIR:-$WORK/dense-transfer}
     SITE=$WORK/site
     export TORCHDYNAMO_DISABLE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
     TOY_MODEL=(--device cpu --model mae_vit_tiny_patch16 --img-size 32 --patch-size 8 --embed-dim 32 --depth 1
@@ -73,12 +76,14 @@ if [ "$DRY" = 1 ]; then
     TOY_JPEGS=(--count 16 --workers 1)
     TOY_TESTS=(--collect-only)
     TOY_QUALITY=(--scale tiny --device cpu --num-workers 0)
+    TOY_DENSE=(--scale tiny --device cpu --num-workers 0)
     GPU_NAME="dry run"
 else
     WORK=${WORK:-/tmp/vitmae-gpu}  # kept between calls on the same (still warm) machine
     QUALITY_DIR=${QUALITY_DIR:-runs/label-efficiency-$QUALITY_SCALE}
+    DENSE_DIR=${DENSE_DIR:-runs/dense-transfer-gpu}
     SITE=/tmp/site
-    TOY_MODEL=() TOY_BENCH=() TOY_PIPELINE=() TOY_JPEGS=() TOY_TESTS=() TOY_QUALITY=()
+    TOY_MODEL=() TOY_BENCH=() TOY_PIPELINE=() TOY_JPEGS=() TOY_TESTS=() TOY_QUALITY=() TOY_DENSE=()
     GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 fi
 JPEGS=$WORK/jpegs
@@ -262,6 +267,12 @@ quality_after() {
     return 0
 }
 
+dense_after() {
+    cp "$DENSE_DIR/metrics.json" "$OUT/dense-metrics.json" 2>/dev/null
+    cp "$DENSE_DIR/report.md" "$OUT/dense-report.md" 2>/dev/null
+    return 0
+}
+
 quality() {
     # The Fashion-MNIST IDX files: carried as .gpu/fashion-mnist where the Debian package is missing.
     if [ ! -f "$FMNIST/train-images-idx3-ubyte.gz" ] && [ -d .gpu/fashion-mnist ]; then
@@ -281,6 +292,14 @@ quality() {
     # six eager fine-tuning runs 125 s. What is left when the budget ends continues in the next call.
     piece label_efficiency 415 "$BUDGET" "$WORK/quality_summary.json" quality_after \
         $LABEL_EFFICIENCY --scale "$QUALITY_SCALE" --num-workers 12 --output "$QUALITY_DIR" "${TOY_QUALITY[@]}"
+    # Dense transfer (experiments/dense_transfer.py, `gpu` scale): MAE against scratch for segmentation and
+    # detection on fashion-scenes at 100 and 1,000 labeled scenes. Predicted 1200 s, so it runs in the time
+    # the label-efficiency piece leaves and continues over the next calls (finished runs are reused, a
+    # cut-off pre-training resumes): 50,000 scenes written 60 s; ViT-Tiny pre-training, 100 epochs of 96-px
+    # scenes (144 tokens), 5M images at ~15,000 img/s 340 s; per label budget four segmentation runs of
+    # 2,000 steps ~40 s each and two Mask R-CNN runs ~100 s each, 360 s.
+    piece dense_transfer 1200 "$BUDGET" - dense_after \
+        $DENSE_TRANSFER --scale gpu --num-workers 12 --output "$DENSE_DIR" "${TOY_DENSE[@]}"
 }
 
 for STAGE in "$@"; do

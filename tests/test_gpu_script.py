@@ -103,11 +103,15 @@ def test_standing_dry_run_runs_every_piece_and_records_it(tmp_path):
 def test_quality_dry_run_writes_the_table_and_a_second_call_continues(tmp_path):
     run_dir = tmp_path / "label-efficiency"
     out = tmp_path / "out"
-    data = dry_run("quality", out, QUALITY_DIR=str(run_dir))
+    dense_dir = tmp_path / "dense-transfer"
+    data = dry_run("quality", out, QUALITY_DIR=str(run_dir), DENSE_DIR=str(dense_dir))
     assert sorted(p.name for p in out.iterdir()) == [
-        "quality-accuracy_vs_labels.png", "quality-metrics.json", "quality-pretraining.png", "quality-report.md",
-        "quality.json", "quality.log"]
-    assert list(data["pieces"]) == ["label_efficiency"]
+        "dense-metrics.json", "dense-report.md", "quality-accuracy_vs_labels.png", "quality-metrics.json",
+        "quality-pretraining.png", "quality-report.md", "quality.json", "quality.log"]
+    assert list(data["pieces"]) == ["label_efficiency", "dense_transfer"]
+    assert data["pieces"]["dense_transfer"]["status"] == "ok"
+    dense = json.loads((out / "dense-metrics.json").read_text())
+    assert dense["scale"] == "tiny" and {"segment_mae", "detect_scratch"} <= set(dense["table"][0])
     piece = data["pieces"]["label_efficiency"]
     assert piece["status"] == "ok" and piece["predicted_s"] <= data["budget_s"]
     summary = piece["result"]
@@ -121,10 +125,12 @@ def test_quality_dry_run_writes_the_table_and_a_second_call_continues(tmp_path):
     # call resumes the pre-training and redoes only what is missing.
     (run_dir / "pretrain" / "metrics.json").unlink()
     shutil.rmtree(run_dir / "f1" / "finetune_scratch")
-    again = dry_run("quality", tmp_path / "again", QUALITY_DIR=str(run_dir))
-    assert list(again["pieces"]) == ["pretrain_resume", "label_efficiency"]
+    again = dry_run("quality", tmp_path / "again", QUALITY_DIR=str(run_dir), DENSE_DIR=str(dense_dir))
+    assert list(again["pieces"]) == ["pretrain_resume", "label_efficiency", "dense_transfer"]
     assert all(p["status"] == "ok" for p in again["pieces"].values())
     assert (run_dir / "pretrain" / "metrics.json").is_file()
     result = again["pieces"]["label_efficiency"]["result"]
     assert list(result["stage_times_s"]) == ["fine-tune scratch 1"]
     assert [row["labels"] for row in result["table_top1"]] == [40, 400]
+    dense_again = json.loads((tmp_path / "again" / "dense-metrics.json").read_text())
+    assert dense_again["stage_times_s"] == {} and dense_again["table"] == dense["table"]  # all reused
