@@ -28,19 +28,20 @@ from typing import Any
 import torch
 
 import vitmae
-from vitmae.config import (ConfigError, DetectConfig, MakeDatasetOptions, Options, PretrainConfig, SegmentConfig,
-                           opt)
+from vitmae.config import (ConfigError, DetectConfig, MakeDatasetOptions, PretrainConfig, RuntimeOptions,
+                           SegmentConfig, opt)
 from vitmae.tasks.detect import detect_run
 from vitmae.tasks.make_dataset import make_dataset
 from vitmae.tasks.pretrain import pretrain
 from vitmae.tasks.segment import segment
 
-from experiment_tools import Clock, command_line, encoder_architecture, finished, hardware
+from experiment_tools import (Clock, command_line, encoder_architecture, finished, hardware, pretraining_lines,
+                              times_lines)
 from experiment_tools import main as experiment_main
 
 
 @dataclass
-class DenseTransferConfig(Options):
+class DenseTransferConfig(RuntimeOptions):
     """Pre-train once on unlabeled scenes, then segment and detect with a few labeled ones: MAE against
     scratch (and frozen MAE against frozen random); a Markdown report."""
 
@@ -50,10 +51,6 @@ class DenseTransferConfig(Options):
     labeled: str | None = opt(None, "labeled training scenes, comma-separated, e.g. 100,1000 (default: the scale's)")
     tasks: str = opt("segment,detect", "which transfers: segment, detect or both, comma-separated")
     pretrained: str | None = opt(None, "skip pre-training: use this pre-trained checkpoint (its scenes' size)")
-    device: str = opt("auto", "auto | cpu | cuda", choices=("auto", "cpu", "cuda"))
-    precision: str = opt("auto", "auto | fp32 | bf16 | fp16", choices=("auto", "fp32", "bf16", "fp16"))
-    num_workers: int = opt(2, "DataLoader worker processes", min=0)
-    seed: int = opt(0, "seed of every run and of the scenes", min=0)
 
 
 @dataclass
@@ -231,38 +228,22 @@ def _markdown(s: dict[str, Any], scale: Scale) -> str:
              f"Validation: {s['val_scenes']} scenes of {s['scene_size']} px (items from Fashion-MNIST's test split); "
              f"every transfer run: {s['steps_per_run']} optimizer steps."]
     lines += [f"Note: {note}." for note in scale.notes]
-    if seg:
-        lines += ["", "## Semantic segmentation: mIoU (pixel accuracy), %", "",
-                  "| labeled scenes | " + " | ".join(TITLES[m] for m in seg) + " |", "|---:|" + "---:|" * len(seg)]
-        lines += [f"| {row['labeled']} | " + " | ".join(
-            f"{_cell(row[m]['mIoU'])} ({_cell(row[m]['aAcc'])})" if m in row else "" for m in seg) + " |"
-            for row in s["table"]]
-    if det:
-        lines += ["", "## Detection: box AP (mask AP), %", "",
-                  "| labeled scenes | " + " | ".join(TITLES[m] for m in det) + " |", "|---:|" + "---:|" * len(det)]
-        lines += [f"| {row['labeled']} | " + " | ".join(
-            f"{_cell(row[m]['box_AP'])} ({_cell(row[m]['mask_AP'])})" if m in row else "" for m in det) + " |"
-            for row in s["table"]]
-    p = s["pretrain"]
-    lines += ["", "## Pre-training", ""]
-    if p.get("reused"):
-        lines.append(f"Reused the pre-trained checkpoint {p['checkpoint']}.")
-    else:
-        lines.append(f"{p.get('steps')} steps ({p.get('epochs')} epochs) on {scale.unlabeled} unlabeled scenes, "
-                     f"{p.get('img_s')} img/s, {p.get('train_time_s')} s of training.")
-        if "heldout_loss_end" in p:
-            lines.append(f"Held-out masked-patch loss {p['heldout_loss_start']:.4f} -> {p['heldout_loss_end']:.4f} "
-                         f"(trivial baseline {p['heldout_loss_baseline']:.4f}).")
+    for runs, title, first, second in ((seg, "Semantic segmentation: mIoU (pixel accuracy)", "mIoU", "aAcc"),
+                                       (det, "Detection: box AP (mask AP)", "box_AP", "mask_AP")):
+        if runs:
+            lines += ["", f"## {title}, %", "", "| labeled scenes | " + " | ".join(TITLES[m] for m in runs) + " |",
+                      "|---:|" + "---:|" * len(runs)]
+            lines += [f"| {row['labeled']} | " + " | ".join(
+                f"{_cell(row[m][first])} ({_cell(row[m][second])})" if m in row else "" for m in runs) + " |"
+                for row in s["table"]]
+    lines += ["", "## Pre-training", "", *pretraining_lines(s["pretrain"], f"{scale.unlabeled} unlabeled scenes")]
     lines += ["", "## Recipes", "", f"- Model: {json.dumps(scale.model)}",
               f"- Pre-training: {json.dumps(scale.pretrain)}",
               f"- Segmentation, UperNet (MAE and scratch alike): {json.dumps(scale.segment)}",
               f"- Segmentation, linear probe (frozen encoders): {json.dumps(scale.probe)}",
               f"- Detection (MAE and scratch alike): {json.dumps(scale.detect)}",
               "- Labeled scenes: the first n training scenes; every run evaluated once at the end on the same "
-              "validation scenes (no checkpoint picked on them).", "",
-              "## Times (s)", "", "| stage | seconds |", "|---|---:|"]
-    lines += [f"| {name} | {seconds:.1f} |" for name, seconds in s["stage_times_s"].items()]
-    lines += ["", "Every run's own metrics.json is in its directory (n<labeled>/<run>/)."]
+              "validation scenes (no checkpoint picked on them).", "", *times_lines(s["stage_times_s"], "n<labeled>/<run>/")]
     return "\n".join(lines) + "\n"
 
 

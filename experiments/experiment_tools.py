@@ -68,6 +68,25 @@ def command_line(script: str, defaults: str) -> str:
     return f"python experiments/{script} {defaults}"
 
 
+def pretraining_lines(p: dict[str, Any], images: str) -> list[str]:
+    """The report's pre-training paragraph: its length and speed, the held-out loss against the trivial one."""
+    if p.get("reused"):
+        return [f"Reused the pre-trained checkpoint {p['checkpoint']}."]
+    lines = [f"{p.get('steps')} steps ({p.get('epochs')} epochs) on {images}, {p.get('img_s')} img/s, "
+             f"{p.get('train_time_s')} s of training."]
+    if "heldout_loss_end" in p:
+        lines.append(f"Held-out masked-patch loss {p['heldout_loss_start']:.4f} -> {p['heldout_loss_end']:.4f} "
+                     f"(trivial baseline {p['heldout_loss_baseline']:.4f}).")
+    return lines
+
+
+def times_lines(times: dict[str, float], where: str) -> list[str]:
+    """The report's table of stage times, and where each run's own metrics are."""
+    return (["## Times (s)", "", "| stage | seconds |", "|---|---:|"]
+            + [f"| {name} | {seconds:.1f} |" for name, seconds in times.items()]
+            + ["", f"Every run's own metrics.json is in its directory ({where})."])
+
+
 def main(name: str, options: type, run: Callable, description: str, argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog=f"python experiments/{name}.py", description=description)
     parser.add_argument("--config", help="YAML file of options; flags override it")

@@ -29,22 +29,23 @@ from typing import Any
 import torch
 
 import vitmae
-from vitmae.config import (ConfigError, FinetuneConfig, KnnConfig, LinprobeConfig, Options,
-                           PretrainConfig, opt)
+from vitmae.config import (ConfigError, FinetuneConfig, KnnConfig, LinprobeConfig, PretrainConfig,
+                           RuntimeOptions, opt)
 from vitmae.data import FashionMNISTSource, stratified_indices
 from vitmae.tasks.finetune import finetune
 from vitmae.tasks.knn import knn
 from vitmae.tasks.linprobe import linprobe
 from vitmae.tasks.pretrain import pretrain
 
-from experiment_tools import Clock, command_line, encoder_architecture, finished, hardware
+from experiment_tools import (Clock, command_line, encoder_architecture, finished, hardware, pretraining_lines,
+                              times_lines)
 from experiment_tools import main as experiment_main
 
 DATA = "fashion-mnist"
 
 
 @dataclass
-class LabelEfficiencyConfig(Options):
+class LabelEfficiencyConfig(RuntimeOptions):
     """Pre-train once without labels, then fine-tune (MAE and scratch), linear-probe and kNN with a few label
     fractions; a Markdown report with the table and plots."""
 
@@ -53,10 +54,6 @@ class LabelEfficiencyConfig(Options):
                      choices=lambda: list(SCALES))
     fractions: str | None = opt(None, "label fractions, comma-separated, e.g. 0.01,0.1,1 (default: the scale's)")
     pretrained: str | None = opt(None, "skip pre-training: use this pre-trained checkpoint")
-    device: str = opt("auto", "auto | cpu | cuda", choices=("auto", "cpu", "cuda"))
-    precision: str = opt("auto", "auto | fp32 | bf16 | fp16", choices=("auto", "fp32", "bf16", "fp16"))
-    num_workers: int = opt(2, "DataLoader worker processes", min=0)
-    seed: int = opt(0, "seed of every run and of the label subsets", min=0)
 
 
 @dataclass
@@ -343,15 +340,8 @@ def _markdown(s: dict[str, Any], scale: Scale, cfg: LabelEfficiencyConfig) -> st
         cells = [f"{row[m]:.2f}" if m in row else "" for m in methods]
         lines.append(f"| {row['labels']} | {row['fraction']:g} | " + " | ".join(cells) + " |")
     p = s["pretrain"]
-    lines += ["", "## Pre-training", ""]
-    if p.get("reused"):
-        lines.append(f"Reused the pre-trained checkpoint {p['checkpoint']}.")
-    else:
-        lines.append(f"{p.get('steps')} steps ({p.get('epochs')} epochs) on the training images without labels, "
-                     f"{p.get('img_s')} img/s, {p.get('train_time_s')} s of training.")
-        if "heldout_loss_end" in p:
-            lines.append(f"Held-out masked-patch loss {p['heldout_loss_start']:.4f} -> {p['heldout_loss_end']:.4f} "
-                         f"(trivial baseline {p['heldout_loss_baseline']:.4f}).")
+    lines += ["", "## Pre-training", "", *pretraining_lines(p, "the training images without labels")]
+    if not p.get("reused"):
         if "knn_history" in p:
             curve = ", ".join(f"{h['epoch']:g}: {h['top1']:.1f}%" for h in p["knn_history"])
             lines.append(f"kNN top-1 during pre-training (epoch: accuracy; bank {p['knn_bank_images']}, "
@@ -372,9 +362,7 @@ def _markdown(s: dict[str, Any], scale: Scale, cfg: LabelEfficiencyConfig) -> st
               "computed once, evaluated every tenth of the epochs (the table shows the last evaluation)",
               "- kNN: cls token (and mean-pooled, as above), k = 20, temperature 0.07, cosine similarity",
               "- Label subsets: stratified by class, seeded; the same subset for every method.", "",
-              "## Times (s)", "", "| stage | seconds |", "|---|---:|"]
-    lines += [f"| {name} | {seconds:.1f} |" for name, seconds in s["stage_times_s"].items()]
-    lines += ["", "Every run's own metrics.json is in its directory (f<fraction>/<method>_<init>/)."]
+              *times_lines(s["stage_times_s"], "f<fraction>/<method>_<init>/")]
     return "\n".join(lines) + "\n"
 
 
