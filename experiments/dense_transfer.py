@@ -85,7 +85,7 @@ SCALES: dict[str, Scale] = {
         model=dict(model="mae_vit_micro_patch4_28", img_size=64, patch_size=8, in_chans=1, embed_dim=192, depth=6,
                    num_heads=3, decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4, mask_ratio=0.75,
                    norm_pix_loss=True),
-        pretrain=dict(epochs=20, batch_size=256, blr=1.5e-4, warmup_epochs=1, heldout_samples=500,
+        pretrain=dict(epochs=10, batch_size=256, blr=1.5e-4, warmup_epochs=1, heldout_samples=500,
                       viz_every_epochs=5),
         segment=dict(batch_size=16, lr=2e-4, warmup_epochs=0),
         probe=dict(batch_size=16, lr=1e-2, warmup_epochs=0),
