@@ -86,8 +86,10 @@ def test_one_pixel_limit_for_the_loader_reconstruct_and_the_demo(tmp_path, capsy
         load_image(bomb, 3)
 
     from tests.viz.conftest import tiny_model
-    from vitmae.demo import predict
+    from vitmae.demo import predict, segment_upload
     from vitmae.interop import save_vitmae
+    from vitmae.model import ViTEncoder
+    from vitmae.model.segmentation import Segmenter
 
     model = tiny_model()
     save_vitmae(model, tmp_path / "checkpoint")
@@ -99,6 +101,8 @@ def test_one_pixel_limit_for_the_loader_reconstruct_and_the_demo(tmp_path, capsy
     upload = Image.new("L", (11000, 11000))  # what gradio hands the demo: it decodes uploads itself
     with pytest.raises(DataError, match=limit):
         predict(model, (0.5,), (0.5,), upload, 0.75, 0, "random")
+    with pytest.raises(DataError, match=limit):  # the view of a segmentation run
+        segment_upload(Segmenter(ViTEncoder(model.config), 2), ["background", "item"], 28, 18, upload)
 
 
 def test_the_device_path_leaves_images_over_the_pixel_limit_to_load_image(monkeypatch):

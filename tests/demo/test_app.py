@@ -1,24 +1,18 @@
 """The Gradio demo: its prediction function, the page it builds, and the page driven in headless Chromium."""
-import os
-import queue
-import socket
-import subprocess
-import sys
-import threading
-
 import gradio as gr
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT
 from tests.viz.conftest import tiny_model
 from vitmae.cli import main
 from vitmae.config import ConfigError
 from vitmae.data import FashionMNISTSource
 from vitmae.demo import create_app, headless_page, predict, toggle_patch
-from vitmae.demo.app import BY_HAND, find_chromium
+from vitmae.demo.app import BY_HAND
 from vitmae.interop import save_vitmae
+
+from .conftest import running_demo
 
 MEAN, STD = (0.5,), (0.5,)
 
@@ -87,31 +81,12 @@ def test_cli_demo_with_a_missing_checkpoint_is_a_user_error(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("vitmae demo: error: ")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def demo_url(model, tmp_path):
     """`vitmae demo` serving a tiny checkpoint in a subprocess, as a user starts it; yields its URL."""
-    if find_chromium() is None:
-        pytest.skip("no chromium on PATH: `make test` installs Debian's chromium (apt-get install chromium)")
     save_vitmae(model, tmp_path / "checkpoint")
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "vitmae", "demo", "--checkpoint", str(tmp_path / "checkpoint"),
-                             "--port", str(free_port())], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env)
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
-    try:
-        first = lines.get(timeout=120)
-        assert first.startswith("demo of ") and " on http://127.0.0.1:" in first, first
-        yield first.split(" on ")[1].split()[0]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with running_demo(tmp_path / "checkpoint") as url:
+        yield url
 
 
 def test_page_in_headless_chromium(demo_url, tmp_path, item):

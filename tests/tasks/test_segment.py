@@ -1,5 +1,6 @@
-"""`vitmae segment` through the engine: a tiny run learns the scenes; an MAE-initialised run killed with
-SIGKILL resumes bit-exactly; the CLI's one-line errors."""
+"""`vitmae segment` through the engine: a tiny run learns the scenes and draws its predictions at each
+evaluation, which its report shows; an MAE-initialised run killed with SIGKILL resumes bit-exactly; the
+CLI's one-line errors."""
 from __future__ import annotations
 
 import json
@@ -9,14 +10,21 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from tests.viz.test_report import Page, images_of
 from vitmae.data.scenes import FashionScenesSource
 from vitmae.interop import export
 from vitmae.model import create_model
+from vitmae.tasks.common import load_dense_run, run_checkpoint
 from vitmae.train.checkpoint import load_checkpoint
 from vitmae.train.segmentation_metrics import SegmentationMetrics
+from vitmae.viz import write_report
+from vitmae.viz.dense import predicted_mask, segmentation_grid
+from vitmae.viz.report import read_series
 
 from ..conftest import ROOT
 from .conftest import TINY
@@ -44,6 +52,38 @@ def test_a_tiny_run_from_scratch_beats_the_majority_class(learned_segmentation_r
     assert record["classes"] == FashionScenesSource.classes and record["num_classes"] == 11
     assert (record["crop_size"], record["stride"], record["out_indices"]) == (32, 21, [0, 0, 0, 1])
     assert record["model"]["mean"] == [0.5] and record["data"] == "fashion-scenes" and record["scenes"] == 320
+
+
+def test_each_evaluation_draws_its_predictions_and_the_report_shows_them(learned_segmentation_run, tmp_path):
+    run = learned_segmentation_run
+    history = json.loads((run / "metrics.json").read_text())["history"]
+    captions = [f"epoch {h['epoch']:g}, step {h['step']}: mIoU {h['mIoU']:.2f}" for h in history]
+    grids = sorted((run / "predictions").iterdir())
+    assert [grid.name for grid in grids] == [f"epoch-{h['epoch']:03g}.png" for h in history]
+    for grid, caption, entry in zip(grids, captions, history):
+        with Image.open(grid) as picture:
+            assert picture.text == {"caption": caption, "step": str(entry["step"])}
+            # 8 rows of image | true mask | predicted mask (32-px scenes at 5x), with titles and a legend
+            assert 0 < picture.height - 8 * 160 < 120 and 0 < picture.width - 3 * 160 < 200
+    # The last grid: the final weights' predictions on the first 8 validation scenes, drawn again here.
+    final = load_dense_run(run_checkpoint(str(run), "last"))
+    scenes = [FashionScenesSource("val", 64, 32, seed=0)[i] for i in range(8)]
+    images = [torch.from_numpy(np.asarray(image, np.float32) / 255)[None] for image, _ in scenes]
+    predictions = [predicted_mask(final.model, (image - 0.5) / 0.5, 11, 32, 21) for image in images]
+    again = segmentation_grid(images, [mask for _, mask in scenes], predictions, final.class_names, captions[-1])
+    assert np.array_equal(np.asarray(Image.open(grids[-1])), np.asarray(again))
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert [event.step for event in events.Images("predictions")] == [h["step"] for h in history]
+
+    text = write_report(run, tmp_path / "report.html").read_text()
+    shown = images_of(Page(text))
+    assert {"plot-segmentation", *(f"predictions-{grid.stem}" for grid in grids)} <= set(shown)
+    assert all(f"<figcaption>{caption}</figcaption>" in text for caption in captions)
+    assert read_series(run)["val_mIoU"] == ([h["step"] for h in history], [h["mIoU"] for h in history])
 
 
 def test_an_mae_run_killed_by_sigkill_resumes_bit_exactly(run_cli, tmp_path):

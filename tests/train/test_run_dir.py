@@ -41,8 +41,11 @@ def test_a_fresh_run_refuses_a_previous_run_and_overwrite_replaces_it(run, capsy
     assert (run / "checkpoints" / "latest").read_text().strip() == "step-00000002"
 
     (run / "notes.txt").write_text("mine")
+    (run / "predictions").mkdir()  # a segmentation run's pictures: the new run's report must not show them
+    (run / "predictions" / "epoch-001.png").write_bytes(b"old")
     code, _, err = pretrain(*FAST, "--max-steps", "1", "--output", run, "--overwrite", capsys=capsys)
     assert code == 0, err
+    assert not (run / "predictions").exists()
     assert [p.name for p in (run / "checkpoints").glob("step-*")] == ["step-00000001"]
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
     assert (run / "notes.txt").read_text() == "mine"  # only a run's own files are removed

@@ -1,5 +1,9 @@
-"""The Gradio demo (`pip install vitmae[demo]`): `create_app(model, mean, std, examples)` builds the page,
-`serve(checkpoint, port)` loads a checkpoint and serves it on localhost."""
-from .app import bundled_examples, create_app, headless_page, launch, predict, serve, toggle_patch
+"""The Gradio demo (`pip install vitmae[demo]`): `create_app(model, mean, std, examples)` builds the page of a
+masked autoencoder, `serve(checkpoint, port)` loads a checkpoint and serves it on localhost;
+`create_segmentation_app(run, examples)` and `serve_segmentation(run, port)` do the same for a segmentation
+run (`segment_upload`: what its page shows of an image)."""
+from .app import (bundled_examples, create_app, create_segmentation_app, headless_page, launch, predict,
+                  segment_upload, serve, serve_segmentation, toggle_patch)
 
-__all__ = ["bundled_examples", "create_app", "headless_page", "launch", "predict", "serve", "toggle_patch"]
+__all__ = ["bundled_examples", "create_app", "create_segmentation_app", "headless_page", "launch", "predict",
+           "segment_upload", "serve", "serve_segmentation", "toggle_patch"]

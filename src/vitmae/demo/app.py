@@ -1,9 +1,15 @@
-"""`vitmae demo`: a local web page to watch a masked autoencoder at work.
+"""`vitmae demo`: a local web page to watch a masked autoencoder, or a segmentation run, at work.
 
-Upload an image or pick a bundled one, slide the mask ratio, change the seed and the masking strategy,
-or make your own mask by clicking patches on the masked panel; the page shows original | masked |
-reconstruction | reconstruction with the visible patches, and the masked-patch loss. Runs on CPU and
-needs no internet: no analytics, no web fonts (the default theme's fonts are served by gradio itself).
+For a masked autoencoder: upload an image or pick a bundled one, slide the mask ratio, change the seed
+and the masking strategy, or make your own mask by clicking patches on the masked panel; the page shows
+original | masked | reconstruction | reconstruction with the visible patches, and the masked-patch loss.
+
+For a `vitmae segment` run: upload an image or pick a bundled one (a fashion-scenes run: some of its
+validation scenes); the page shows the predicted classes over the image with a legend, as `vitmae
+predict` draws them, and each class's share of the pixels.
+
+Runs on CPU and needs no internet: no analytics, no web fonts (the default theme's fonts are served by
+gradio itself).
 
 Hand masks are clicked, patch by patch, rather than brushed on gradio's ImageEditor: in gradio 6 the
 editor sends no change event after a brush stroke in headless Chromium, and its automatic brush covers a
@@ -27,14 +33,19 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from ..errors import ConfigError  # noqa: E402
-from ..data import DataError, FashionMNISTSource, PhotosSource  # noqa: E402
+from ..data import DataError, FashionMNISTSource, PhotosSource, convert_image  # noqa: E402
+from ..data.decode import pixel_limit_problem  # noqa: E402
+from ..data.scenes import FASHION_SCENES, FashionScenesSource  # noqa: E402
+from ..data.transforms import NormalizeTransform  # noqa: E402
 from ..model import MaskedAutoencoder  # noqa: E402
 from ..model.masking import STRATEGIES  # noqa: E402
+from ..viz.dense import Segmentation, segment_image  # noqa: E402
 from ..viz.reconstruction import (DENORMS, Stats, enlarge, enlarge_factor, image_tensor,  # noqa: E402
                                   load_for_viewing, reconstruct_masked, reconstruction_panels)
 
 BY_HAND = "by hand"
 DISPLAY = 256  # output panels are enlarged towards this many pixels (nearest: patches stay sharp)
+EXAMPLES = 4  # Fashion-MNIST images, or fashion-scenes, offered as examples
 Panels = list[Image.Image]
 
 
@@ -99,7 +110,7 @@ def create_app(model: MaskedAutoencoder, mean: Stats, std: Stats,
         hand_mask = gr.State(None)  # the mask shown, so clicks edit what the user sees
         with gr.Row():
             with gr.Column(scale=1):
-                image = gr.Image(label="image", type="pil", sources=["upload", "clipboard"], elem_id="image")
+                image = image_input(examples)
                 ratio = gr.Slider(0.0, 0.95, value=model.config.mask_ratio, step=0.05, label="mask ratio",
                                   elem_id="mask-ratio")
                 seed = gr.Number(value=0, precision=0, label="seed", elem_id="seed")
@@ -108,9 +119,6 @@ def create_app(model: MaskedAutoencoder, mean: Stats, std: Stats,
                 denorm = gr.Radio(list(DENORMS), value="true", visible=norm_pix, elem_id="denorm",
                                   label="removed patches de-normalised with: their true mean and std, or "
                                         "those of their visible neighbours (the model alone)")
-                if examples:
-                    gr.Examples([[str(path)] for path in examples], inputs=[image], label="examples",
-                                elem_id="examples")
             with gr.Column(scale=2):
                 def panel(label: str, elem_id: str) -> gr.Image:
                     return gr.Image(label=label, format="png", type="pil", interactive=False, elem_id=elem_id)
@@ -129,6 +137,86 @@ def create_app(model: MaskedAutoencoder, mean: Stats, std: Stats,
     return app
 
 
+def image_input(examples: Sequence[str | Path]) -> gr.Image:
+    """The image to look at (upload or paste), with `examples` (image files) offered under it."""
+    image = gr.Image(label="image", type="pil", sources=["upload", "clipboard"], elem_id="image")
+    if examples:
+        gr.Examples([[str(path)] for path in examples], inputs=[image], label="examples", elem_id="examples")
+    return image
+
+
+# -- a segmentation run ---------------------------------------------------------------------------------
+
+def segment_upload(model: torch.nn.Module, class_names: list[str], crop: int, stride: int,
+                   image: Image.Image) -> Segmentation:
+    """What the segmentation page shows of an image: the run's prediction as `vitmae predict` makes it (the
+    same normalisation; sliding windows past the crop), the overlay enlarged towards DISPLAY px."""
+    if problem := pixel_limit_problem(*image.size):  # gradio decodes uploads, not load_image
+        raise DataError(f"image of {problem}")
+    config = model.config
+    pixels = NormalizeTransform(config.mean, config.std)(convert_image(image, config.in_chans))
+    return segment_image(model, pixels, class_names, crop, stride, DISPLAY)
+
+
+def shares_table(shares: dict[str, float]) -> str:
+    """A Markdown table of the classes' shares of the pixels, the largest first."""
+    rows = sorted(shares.items(), key=lambda item: -item[1])
+    return "| class | pixels |\n|:--|--:|\n" + "\n".join(f"| {name} | {share:.1%} |" for name, share in rows)
+
+
+def create_segmentation_app(run: Any, examples: Sequence[str | Path] = ()) -> gr.Blocks:
+    """The page of a segmentation run (`run` as tasks.common.load_dense_run gives it: its model, its record
+    `info` and its `class_names`); `examples` are image files offered as one-click inputs."""
+    model, names = run.model.eval(), run.class_names
+    crop, stride = run.info["crop_size"], run.info["stride"]
+
+    def update(image):
+        if image is None:
+            return None, "Upload an image or pick an example."
+        try:
+            segmented = segment_upload(model, names, crop, stride, image)
+        except DataError as err:  # a message on the page; the picture stays as it was
+            return gr.skip(), f"**{err}**"
+        return segmented.overlay, shares_table(segmented.shares)
+
+    with gr.Blocks(title="vitmae: what a segmentation model sees") as app:
+        gr.Markdown("## Segmentation demo\nUpload an image (or pick an example): the run's predicted classes "
+                    "over it, a legend of those present, and each one's share of the pixels. Images larger than "
+                    f"the run's crop ({crop} px) are predicted by sliding windows, as `vitmae predict` does.")
+        with gr.Row():
+            with gr.Column(scale=1):
+                image = image_input(examples)
+            with gr.Column(scale=2):
+                overlay = gr.Image(label="prediction", format="png", type="pil", interactive=False,
+                                   elem_id="overlay")
+                shares = gr.Markdown(elem_id="shares")
+        image.change(update, inputs=[image], outputs=[overlay, shares], trigger_mode="always_last")
+    return app
+
+
+def segmentation_examples(info: dict[str, Any], in_chans: int) -> list[str]:
+    """Example inputs of a segmentation run: a fashion-scenes run's first validation scenes (when
+    Fashion-MNIST is installed), else the photos bundled with scikit-image."""
+    if info["data"] == FASHION_SCENES:
+        try:
+            scenes = FashionScenesSource("val", EXAMPLES, info["scene_size"], info["seed"], in_chans)
+            return example_files([scene for scene, _ in scenes],
+                                 f"fashion-scenes-{info['scene_size']}px-seed{info['seed']}")
+        except DataError:  # not installed: the photos
+            pass
+    return list(PhotosSource().paths)
+
+
+def serve_segmentation(run: Any, port: int | None = None, host: str = "127.0.0.1") -> tuple[gr.Blocks, str]:
+    """`vitmae demo` of a segmentation run (as tasks.common.load_dense_run gives it): serve its page in the
+    background and return the app and its URL."""
+    examples = segmentation_examples(run.info, run.model.config.in_chans)
+    app = create_segmentation_app(run, examples)
+    return app, launch(app, port, host, examples)
+
+
+# -- bundled examples and serving -----------------------------------------------------------------------
+
 def bundled_examples(in_chans: int) -> list[str]:
     """Example inputs: for 1-channel models a few Fashion-MNIST test images (when the data set is
     installed), then the photos bundled with scikit-image."""
@@ -141,14 +229,20 @@ def bundled_examples(in_chans: int) -> list[str]:
     return paths + list(PhotosSource().paths)
 
 
-def fashion_mnist_examples(count: int = 4) -> list[str]:
-    """The first `count` Fashion-MNIST test images as PNG files, in one fixed temporary folder."""
+def fashion_mnist_examples(count: int = EXAMPLES) -> list[str]:
+    """The first `count` Fashion-MNIST test images as PNG files."""
     source = FashionMNISTSource("test")
+    return example_files([source[index][0] for index in range(count)], "fashion-mnist")
+
+
+def example_files(images: Sequence[Image.Image], name: str) -> list[str]:
+    """`images` as PNG files NAME-0.png, NAME-1.png, ... in one fixed temporary folder (the only one, with
+    the bundled photos', that the page serves files from)."""
     folder = Path(tempfile.gettempdir()) / "vitmae-demo-examples"
     folder.mkdir(exist_ok=True)
-    paths = [str(folder / f"fashion-mnist-{index}.png") for index in range(count)]
-    for index, path in enumerate(paths):
-        source[index][0].save(path)
+    paths = [str(folder / f"{name}-{index}.png") for index in range(len(images))]
+    for image, path in zip(images, paths):
+        image.save(path)
     return paths
 
 

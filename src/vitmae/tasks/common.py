@@ -520,6 +520,11 @@ class DenseRun(NamedTuple):
     info: dict[str, Any]  # the run's record
     checkpoint: Path  # where the weights came from
 
+    @property
+    def class_names(self) -> list[str]:
+        """The run's class names; a folder without classes.txt: the class indices."""
+        return self.info["classes"] or [str(c) for c in range(self.info["num_classes"])]
+
 
 def load_dense_run(checkpoint: str | Path) -> DenseRun | None:
     """The trained model of a segment or detect run, rebuilt from its record and the checkpoint's encoder

@@ -1,4 +1,6 @@
-"""`vitmae demo`: a web page on localhost to mask images and watch the reconstructions."""
+"""`vitmae demo`: a web page on localhost to mask images and watch the reconstructions of a masked
+autoencoder, or to watch a `vitmae segment` run's predictions (its best checkpoint, as `vitmae predict`
+takes it)."""
 from __future__ import annotations
 
 import importlib.util
@@ -7,13 +9,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from .common import HeadOptions, Task
+from .common import HeadOptions, Task, dense_run_record, load_dense_run, run_checkpoint
 from ..options import opt
 
 
 @dataclass
 class DemoOptions(HeadOptions):
-    checkpoint: str | None = opt(None, "any checkpoint `vitmae info` reads, or a run directory", required=True)
+    checkpoint: str | None = opt(None, "any checkpoint `vitmae info` reads, or a run directory (a `vitmae segment` "
+                                 "run: its segmentation view)", required=True)
     port: int = opt(7860, "TCP port to listen on", min=1, max=65535)
     host: str = opt("127.0.0.1", "interface to listen on (0.0.0.0: all)")
 
@@ -32,13 +35,21 @@ def demo(cfg: DemoOptions) -> dict[str, Any]:
     if importlib.util.find_spec("gradio") is None:
         raise ConfigError("the demo needs gradio: pip install 'vitmae[demo]'")
     check_port_free(cfg.host, cfg.port)
-    from ..demo import serve
+    from ..demo import serve, serve_segmentation
 
-    app, url = serve(cfg.checkpoint, cfg.port, cfg.host, **cfg.head_overrides())
+    checkpoint = run_checkpoint(cfg.checkpoint, "best")
+    found = dense_run_record(checkpoint)  # (kind, record) of a segment or detect run; None for other checkpoints
+    if found is None:
+        app, url = serve(cfg.checkpoint, cfg.port, cfg.host, **cfg.head_overrides())
+    elif found[0] == "segment":
+        app, url = serve_segmentation(load_dense_run(checkpoint), cfg.port, cfg.host)
+    else:
+        raise ConfigError(f"{cfg.checkpoint} is a `vitmae detect` run: the demo shows masked autoencoders and "
+                          "segmentation runs (`vitmae predict` draws a detection run's detections)")
     print(f"demo of {cfg.checkpoint} on {url} (Ctrl+C stops it)", flush=True)
     app.block_thread()
     return {"url": url}
 
 
-TASK = Task("demo", "web page on localhost to mask images and watch the reconstructions", DemoOptions, demo,
-            lambda summary, cfg: [], config_file=False)
+TASK = Task("demo", "web page on localhost to mask images and watch the reconstructions, or to watch a "
+            "segmentation run's predictions", DemoOptions, demo, lambda summary, cfg: [], config_file=False)

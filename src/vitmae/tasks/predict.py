@@ -38,12 +38,11 @@ from ..data.segmentation import write_index_mask
 from ..data.sources import ImageFilesSource, require_readable
 from ..data.transforms import NormalizeTransform
 from ..errors import ConfigError
-from ..model.segmentation import sliding_window_logits
 from ..options import opt
 from ..train import write_json
 from ..train.checkpoint import write_text_atomic
 from ..train.config import RuntimeOptions
-from ..viz.dense import detections_picture, segmentation_overlay
+from ..viz.dense import detections_picture, segment_image
 from .common import (RUN_RECORDS, WHICH, DenseRun, Runtime, Task, detection_loader, load_dense_run, run_checkpoint,
                      run_detector)
 
@@ -82,34 +81,28 @@ def predict_masks(run: DenseRun, cfg: PredictConfig, runtime: Runtime, out: Path
     """The index-mask and overlay PNGs of every readable image."""
     if any(name.endswith(".json") for name in cfg.images):
         raise ConfigError("a COCO JSON lists detection images: give a segmentation run image files or folders")
-    info, model, config = run.info, run.model.to(runtime.device), run.model.config
-    num_classes = info["num_classes"]
-    names = info["classes"] or [str(c) for c in range(num_classes)]
+    info, model, config, names = run.info, run.model.to(runtime.device), run.model.config, run.class_names
     source = ImageFilesSource(cfg.images, config.in_chans)
     # one image per batch: the images differ in size
     loader = build_loader(build_dataset(source, NormalizeTransform(config.mean, config.std)), 1, None,
                           cfg.num_workers, drop_last=False, persistent_workers=False)
-    mean, std = (torch.tensor(v).view(-1, 1, 1) for v in (config.mean, config.std))
     files = output_names(source.paths)
     images, skipped = [], []
-    with torch.no_grad():
-        for batch in loader:
-            skipped.extend(batch.skipped)
-            if len(batch) == 0:
-                continue
-            with runtime.autocast():
-                logits = sliding_window_logits(model, batch.images.to(runtime.device), num_classes,
-                                               info["crop_size"], info["stride"])
-            mask = logits[0].argmax(0).cpu().numpy()
-            index = int(batch.indices[0])
-            mask_file, overlay_file = (out / kind / f"{files[index]}.png" for kind in ("masks", "overlays"))
-            for folder in (mask_file.parent, overlay_file.parent):
-                folder.mkdir(parents=True, exist_ok=True)
-            write_index_mask(mask, mask_file)
-            segmentation_overlay(batch.images[0] * std + mean, mask, names).save(overlay_file)
-            counts = Counter(mask.ravel().tolist())
-            images.append({"image": source.paths[index], "mask": str(mask_file), "overlay": str(overlay_file),
-                           "classes": {names[c]: round(n / mask.size, 4) for c, n in sorted(counts.items())}})
+    for batch in loader:
+        skipped.extend(batch.skipped)
+        if len(batch) == 0:
+            continue
+        with runtime.autocast():
+            segmented = segment_image(model, batch.images[0].to(runtime.device), names, info["crop_size"],
+                                      info["stride"])
+        index = int(batch.indices[0])
+        mask_file, overlay_file = (out / kind / f"{files[index]}.png" for kind in ("masks", "overlays"))
+        for folder in (mask_file.parent, overlay_file.parent):
+            folder.mkdir(parents=True, exist_ok=True)
+        write_index_mask(segmented.mask, mask_file)
+        segmented.overlay.save(overlay_file)
+        images.append({"image": source.paths[index], "mask": str(mask_file), "overlay": str(overlay_file),
+                       "classes": segmented.shares})
     require_readable(len(images), "the images given", (reason for _, reason in skipped))
     return {"images": images, "skipped_files": [{"path": p, "reason": r} for p, r in skipped]}
 

@@ -8,6 +8,9 @@ block's map, the encoder frozen).
     RUN/segmenter.json        what rebuilds the model and finds the data again (`vitmae predict`, `vitmae
                               evaluate`): classes, head, blocks, crop, stride, ignore index, data, encoder
     RUN/metrics.json          mIoU, mAcc, aAcc, per-class IoU / Acc by name, the per-epoch history
+    RUN/predictions/epoch-E.png   at each evaluation, the first 8 validation images: image | true mask |
+                              predicted mask, titled with the epoch and mIoU (`vitmae report` shows them;
+                              TensorBoard's `predictions` too)
     RUN/metrics.jsonl, RUN/tensorboard/ (val/mIoU, val/mAcc, val/aAcc), RUN/config.yaml
 
 Validation images larger than the crop are predicted by sliding windows (crop, stride) with averaged
@@ -17,15 +20,17 @@ linear decay to --min-lr).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from PIL.PngImagePlugin import PngInfo
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..data import Batch, build_dataset
+from ..data import Batch, build_dataset, readable
 from ..data.augment import seeded_global_rngs
 from ..data.scenes import FASHION_SCENES, FashionScenesSource
 from ..data.segmentation import SegmentationTransform, build_segmentation_source, collate_masks
@@ -36,6 +41,7 @@ from ..model.segmentation import AUX_WEIGHT, HEADS, Segmenter
 from ..options import opt, save_config
 from ..train import Trainer, write_json
 from ..train.config import TrainConfig
+from ..viz.dense import predicted_mask, segmentation_grid
 from .common import (CHECKPOINT_HELP, EncoderOptions, PeriodicEvaluation, SceneOptions, Task,
                      load_encoder_or_random, normalization, redefault, save_weights, segmentation_loader,
                      segmentation_scores, write_run_record)
@@ -43,6 +49,7 @@ from .common import (CHECKPOINT_HELP, EncoderOptions, PeriodicEvaluation, SceneO
 __all__ = ["SegmentConfig", "SegmentationObjective", "SegmentationEvaluator", "build_model", "segment"]
 
 PHOTO_CROP = 512  # the recipe's crop for real photographs; small images are cropped at their own size
+PICTURED = 8  # validation images whose predictions each evaluation draws (RUN/predictions/)
 
 
 @dataclass
@@ -93,13 +100,47 @@ class SegmentationObjective:
 
 class SegmentationEvaluator(PeriodicEvaluation):
     """mIoU / mAcc / aAcc on the validation set every `every` epochs and at the end; the history lives in
-    the run's training state (it survives a resume), the best mIoU's weights in RUN/checkpoints/best."""
+    the run's training state (it survives a resume), the best mIoU's weights in RUN/checkpoints/best. Each
+    evaluation also draws the first PICTURED validation images with their true and predicted masks."""
 
     def __init__(self, loader, num_classes: int, class_names: list[str] | None, ignore_index: int, crop: int,
                  stride: int, every: int, total: int):
         self.loader, self.num_classes, self.names, self.ignore_index = loader, num_classes, class_names, ignore_index
         self.crop, self.stride, self.every, self.total = crop, stride, every, total
         self.skipped: dict[str, str] = {}  # validation pairs that could not be read: path -> reason
+
+    @cached_property
+    def pictured(self) -> list[tuple[Tensor, Tensor, int]]:
+        """The first PICTURED readable validation samples (image, mask, index), read once: when first drawn."""
+        dataset = self.loader.dataset
+        return readable([dataset[i] for i in range(min(PICTURED, len(dataset)))])[0]
+
+    def draw(self, trainer: Trainer, entry: dict[str, Any]) -> None:
+        """The predictions on the pictured images now, into RUN/predictions/epoch-E.png and to the loggers;
+        the picture's title, also its PNG text `caption` (with `step`, which orders them), names the epoch
+        and the mIoU (the report shows them)."""
+        if not self.pictured:  # none of them readable
+            return
+        model, config = trainer.model, trainer.model.config
+        was_training = model.training
+        model.eval()
+        with trainer.autocast():
+            predictions = [predicted_mask(model, image.to(trainer.device), self.num_classes, self.crop, self.stride)
+                           for image, _, _ in self.pictured]
+        model.train(was_training)
+        mean, std = (torch.tensor(v).view(-1, 1, 1) for v in (config.mean, config.std))
+        miou = "none" if entry["mIoU"] is None else f"{entry['mIoU']:.2f}"
+        caption = f"epoch {entry['epoch']:g}, step {entry['step']}: mIoU {miou}"
+        grid = segmentation_grid([image * std + mean for image, _, _ in self.pictured],
+                                 [mask.numpy() for _, mask, _ in self.pictured], predictions,
+                                 self.names or [str(c) for c in range(self.num_classes)], caption)
+        text = PngInfo()
+        text.add_text("caption", caption)
+        text.add_text("step", str(entry["step"]))
+        folder = trainer.output / "predictions"
+        folder.mkdir(exist_ok=True)
+        grid.save(folder / f"epoch-{entry['epoch']:03g}.png", pnginfo=text)
+        trainer.log_image("predictions", grid, entry["step"])
 
     def evaluate(self, trainer: Trainer) -> dict[str, Any]:
         scores, skipped = segmentation_scores(trainer.model, self.loader, self.num_classes, self.ignore_index,
@@ -118,6 +159,7 @@ class SegmentationEvaluator(PeriodicEvaluation):
             if trainer.dist.is_main:
                 save_weights(trainer.model, trainer.output / "checkpoints" / "best")
         if trainer.dist.is_main:
+            self.draw(trainer, entry)
             tqdm.write(f"epoch {epoch:g}: val mIoU {entry['mIoU']}  mAcc {entry['mAcc']}  aAcc {entry['aAcc']}")
 
 

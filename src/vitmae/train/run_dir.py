@@ -19,8 +19,8 @@ from .optim import lr_at
 
 # What runs write into their directory; `--overwrite` removes these and nothing else.
 RUN_FILES = ("checkpoints", "config.yaml", "metrics.json", "metrics.jsonl", "tensorboard", "wandb", "mlruns",
-             "reconstructions", "report.html", "detector.json", "segmenter.json", "classifier", "images",
-             "confusion_matrix.png")
+             "reconstructions", "predictions", "report.html", "detector.json", "segmenter.json", "classifier",
+             "images", "confusion_matrix.png")
 # Options a resume may change: where and how the run executes, what it logs and keeps, where it stops.
 FREE_ON_RESUME = {"output", "resume", "overwrite", "device", "precision", "num_workers", "compile", "compile_mode",
                   "log_every_steps", "log_to", "save_every_steps", "keep_checkpoints", "max_steps", "epochs",

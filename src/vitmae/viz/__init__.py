@@ -1,5 +1,5 @@
-"""Pictures of what a model sees: reconstructions, attention maps, dense predictions (mask overlays, drawn
-detections; `viz.dense`), and the HTML report of a run."""
+"""Pictures of what a model sees: reconstructions, attention maps, dense predictions (mask overlays, grids of
+true and predicted masks, drawn detections; `viz.dense`), and the HTML report of a run."""
 from .attention import attention_file, attention_grid, attention_probs, cls_attention
 from .reconstruction import (Reconstruction, image_tensor, load_for_viewing, load_images, load_mask,
                              mask_from_picture, normalization_of, reconstruct, reconstruct_files,

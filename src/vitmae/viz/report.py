@@ -1,5 +1,7 @@
 """`vitmae report RUN_DIR`: one self-contained HTML page for a run (every picture embedded as base64, no
-external asset), readable from a file without a server: curves, reconstructions, summary and config."""
+external asset), readable from a file without a server: curves (a segmentation run's mIoU history among
+them), a pre-training run's reconstructions, a segmentation run's predictions at each evaluation, summary
+and config."""
 from __future__ import annotations
 
 import base64
@@ -12,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure  # a bare Figure renders with Agg and leaves pyplot's state alone
+from PIL import Image
 
 from ..errors import ConfigError
 
-MAX_GRIDS = 12  # reconstruction grids shown, evenly spread over the run (first and last always), two a row
+MAX_GRIDS = 12  # grids of a kind shown, evenly spread over the run (first and last always), two a row
 Series = dict[str, tuple[list[float], list[float]]]  # name -> (steps, values)
 
 # Which series go on which plot: (element id, title, y label, does a key belong).
@@ -23,6 +26,7 @@ PLOTS = [
     ("plot-loss", "loss", "loss", lambda key: "loss" in key),
     ("plot-lr", "learning rate", "lr", lambda key: key == "lr"),
     ("plot-accuracy", "accuracy", "top-1 / top-5 (%)", lambda key: any(t in key for t in ("top1", "top5", "acc"))),
+    ("plot-segmentation", "segmentation", "mIoU / mAcc / aAcc (%)", lambda key: key.endswith(("mIoU", "mAcc", "aAcc"))),
     ("plot-throughput", "throughput", "images / s", lambda key: key == "img_s"),
 ]
 
@@ -52,12 +56,14 @@ def report_html(run_dir: str | Path) -> str:
     if not any((run_dir / name).is_file() for name in ("metrics.jsonl", "metrics.json", "config.yaml")):
         raise ConfigError(f"{run_dir} is not a run directory: no metrics.jsonl, metrics.json or config.yaml")
     series = read_series(run_dir)
-    grids = reconstruction_figures(run_dir / "reconstructions")
+    reconstructions = grid_figures(run_dir / "reconstructions", "grid")  # pre-training runs draw them
+    predictions = grid_figures(run_dir / "predictions", "predictions")  # segmentation runs draw these
     sections = [
         f"<h1>{html.escape(run_dir.resolve().name)}</h1><p>{html.escape(str(run_dir.resolve()))}</p>",
         "<h2>Summary</h2>" + summary_table(run_dir / "metrics.json"),
         "<h2>Curves</h2>" + curves(series),
-        *(["<h2>Reconstructions</h2>" + grids] if grids else []),  # fine-tuning runs draw none
+        *(["<h2>Reconstructions</h2>" + reconstructions] if reconstructions else []),
+        *(["<h2>Predictions on validation images</h2>" + predictions] if predictions else []),
         "<h2>Config</h2>" + config_block(run_dir / "config.yaml"),
     ]
     return ("<!doctype html>\n<html><head><meta charset=\"utf-8\">"
@@ -118,12 +124,19 @@ def _plot(series: Series, title: str, ylabel: str) -> bytes:
     return buffer.getvalue()
 
 
-def reconstruction_figures(folder: Path) -> str:
-    grids = sorted(folder.glob("*.png")) if folder.is_dir() else []  # epoch-000 ... epoch-NNN, final
+def grid_figures(folder: Path, id_prefix: str) -> str:
+    """The PNG grids of `folder` in the order they were drawn (by their PNG text `step` where they have one,
+    else by name: epoch-000 ... epoch-NNN, final), captioned by their text `caption`, else their name."""
+    grids = []
+    for path in sorted(folder.glob("*.png")) if folder.is_dir() else []:
+        with Image.open(path) as image:
+            text = getattr(image, "text", {})
+        grids.append((int(text.get("step", 0)), path, text.get("caption", path.stem)))
+    grids.sort(key=lambda grid: grid[0])  # stable: the names' order where no step is recorded
     if len(grids) > MAX_GRIDS:
         grids = [grids[round(i * (len(grids) - 1) / (MAX_GRIDS - 1))] for i in range(MAX_GRIDS)]
-    figures = [f"<figure>{_img(path.read_bytes(), f'grid-{path.stem}', path.stem)}"
-               f"<figcaption>{html.escape(path.stem)}</figcaption></figure>" for path in grids]
+    figures = [f"<figure>{_img(path.read_bytes(), f'{id_prefix}-{path.stem}', caption)}"
+               f"<figcaption>{html.escape(caption)}</figcaption></figure>" for _, path, caption in grids]
     return "\n".join(figures)
 
 
