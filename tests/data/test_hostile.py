@@ -86,9 +86,10 @@ def test_one_pixel_limit_for_the_loader_reconstruct_and_the_demo(tmp_path, capsy
         load_image(bomb, 3)
 
     from tests.viz.conftest import tiny_model
-    from vitmae.demo import predict, segment_upload
+    from vitmae.demo import detect_upload, predict, segment_upload
     from vitmae.interop import save_vitmae
     from vitmae.model import ViTEncoder
+    from vitmae.model.detection import vitdet
     from vitmae.model.segmentation import Segmenter
 
     model = tiny_model()
@@ -103,6 +104,9 @@ def test_one_pixel_limit_for_the_loader_reconstruct_and_the_demo(tmp_path, capsy
         predict(model, (0.5,), (0.5,), upload, 0.75, 0, "random")
     with pytest.raises(DataError, match=limit):  # the view of a segmentation run
         segment_upload(Segmenter(ViTEncoder(model.config), 2), ["background", "item"], 28, 18, upload)
+    with pytest.raises(DataError, match=limit):  # and of a detection run
+        encoder = ViTEncoder(model.config.replace(mean=(0.5,), std=(0.5,)))
+        detect_upload(vitdet(encoder, 1, False, (28, 28), 7, pyramid_channels=8), {1: "item"}, upload)
 
 
 def test_the_device_path_leaves_images_over_the_pixel_limit_to_load_image(monkeypatch):

@@ -1,18 +1,19 @@
-"""`vitmae demo` of a segmentation run: the view shows what `vitmae predict` writes, also in headless
-Chromium; a detection run is refused. (The demo of a masked autoencoder: tests/demo/test_app.py.)"""
+"""`vitmae demo` of a segmentation or detection run: each view shows what `vitmae predict` writes, also in
+headless Chromium. (The demo of a masked autoencoder: tests/demo/test_app.py.)"""
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.demo.conftest import free_port, running_demo
-from vitmae.cli import main
+from tests.demo.conftest import running_demo
 from vitmae.config import PredictConfig
 from vitmae.data.scenes import FashionScenesSource
-from vitmae.demo import headless_page, segment_upload
+from vitmae.demo import detect_upload, headless_page, segment_upload
+from vitmae.demo.app import detections_table
 from vitmae.tasks.common import load_dense_run, run_checkpoint
 from vitmae.tasks.predict import predict
 
@@ -59,8 +60,60 @@ def test_the_segmentation_page_in_headless_chromium(learned_segmentation_run):
     assert blocked == []
 
 
-def test_a_detection_run_is_refused(tmp_path, capsys):
-    (tmp_path / "detector.json").write_text("{}")  # what marks a `vitmae detect` run
-    assert main(["demo", "--checkpoint", str(tmp_path), "--port", str(free_port())]) == 2
-    assert "is a `vitmae detect` run: the demo shows masked autoencoders and segmentation runs" in \
-        capsys.readouterr().err
+def detected(run, image: Image.Image, score_threshold: float):
+    """What the detection page shows of `image` (as gradio hands it over, RGB) at `score_threshold`."""
+    dense = load_dense_run(run_checkpoint(str(run), "best"))
+    return detect_upload(dense.model, dense.category_names, image.convert("RGB"), score_threshold), dense
+
+
+def listed(detections: list[dict], run) -> list[list[str]]:
+    """The rows the page's table has for `detections`: class, score, box."""
+    return [[run.category_names[d["category_id"]], f"{d['score']:.3f}", ", ".join(f"{v:.1f}" for v in d["bbox"])]
+            for d in detections]
+
+
+def test_the_detection_view_shows_what_predict_writes(detection_run, tmp_path):
+    scenes = FashionScenesSource("val", 3, 32, seed=0)
+    # not the run's 32 px square: the detector resizes it and maps the boxes back
+    wide = np.concatenate([np.asarray(scenes[1][0]), np.asarray(scenes[2][0])], axis=1)[1:31, :62]
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    every, _ = detected(detection_run, Image.open(tmp_path / "wide.png"), 0.0)
+    threshold = every.results[len(every.results) // 2]["score"]  # about half of them drawn
+    out = tmp_path / "out"
+    written = predict(PredictConfig(images=[str(tmp_path / "wide.png")], checkpoint=str(detection_run),
+                                    out=str(out), device="cpu", num_workers=0, score_threshold=threshold))
+    page, run = detected(detection_run, Image.open(tmp_path / "wide.png"), threshold)
+    results = json.loads((out / "detections.json").read_text())
+    assert page.results == results and page.shown == [r for r in results if r["score"] >= threshold]
+    assert 0 < written["images"][0]["drawn"] == len(page.shown) < len(results)
+    # predict's picture, enlarged 4x towards the page's 256 px
+    picture = np.asarray(Image.open(out / "images" / "wide.png"))
+    assert np.array_equal(np.asarray(page.picture), picture.repeat(4, 0).repeat(4, 1))
+    table = detections_table(page.shown, run.category_names, threshold)
+    assert [row.strip("| ").split(" | ") for row in table.splitlines()[2:]] == listed(page.shown, run)
+
+
+def test_the_detection_page_in_headless_chromium(detection_run):
+    """The page offers the run's first validation scenes; picking one and lowering the score threshold
+    shows the detections drawn and listed."""
+    scene = FashionScenesSource("val", 1, 32, seed=0)[0][0]
+    expected, run = detected(detection_run, scene, 0.0)
+    assert detected(detection_run, scene, 0.5)[0].shown == []  # at the default threshold: none
+    with running_demo(detection_run) as url, headless_page(url) as (page, blocked):
+        examples = page.locator("#examples button")
+        examples.first.wait_for(timeout=30_000)
+        assert examples.count() == 4
+        examples.first.click()
+        page.wait_for_function("document.querySelector('#detection-table').innerText.includes('0.50')",
+                               timeout=30_000)
+        assert page.inner_text("#detection-table").strip() == "No detection scores at least 0.50."
+        slider = page.locator("#score-threshold input[type=number]")
+        slider.fill("0")
+        slider.press("Enter")
+        page.wait_for_function(f"document.querySelectorAll('#detection-table tbody tr').length == "
+                               f"{len(expected.shown)}", timeout=30_000)
+        picture = Image.open(io.BytesIO(page.request.get(page.get_attribute("#detections img", "src")).body()))
+        rows = [row.split("\t") for row in page.inner_text("#detection-table tbody").splitlines()]
+    assert np.array_equal(np.asarray(picture.convert("RGB")), np.asarray(expected.picture))
+    assert rows == listed(expected.shown, run)
+    assert blocked == []

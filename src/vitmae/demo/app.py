@@ -1,4 +1,4 @@
-"""`vitmae demo`: a local web page to watch a masked autoencoder, or a segmentation run, at work.
+"""`vitmae demo`: a local web page to watch a masked autoencoder, or a segmentation or detection run, at work.
 
 For a masked autoencoder: upload an image or pick a bundled one, slide the mask ratio, change the seed
 and the masking strategy, or make your own mask by clicking patches on the masked panel; the page shows
@@ -7,6 +7,10 @@ original | masked | reconstruction | reconstruction with the visible patches, an
 For a `vitmae segment` run: upload an image or pick a bundled one (a fashion-scenes run: some of its
 validation scenes); the page shows the predicted classes over the image with a legend, as `vitmae
 predict` draws them, and each class's share of the pixels.
+
+For a `vitmae detect` run: the same choice of images, a score threshold; the page shows the detections
+scoring at least the threshold drawn over the image as `vitmae predict` draws them, and a table of them
+(class, score, box).
 
 Runs on CPU and needs no internet: no analytics, no web fonts (the default theme's fonts are served by
 gradio itself).
@@ -20,7 +24,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,12 +38,13 @@ from PIL import Image  # noqa: E402
 
 from ..errors import ConfigError  # noqa: E402
 from ..data import DataError, FashionMNISTSource, PhotosSource, convert_image  # noqa: E402
+from ..data.coco import DetectionTransform  # noqa: E402
 from ..data.decode import pixel_limit_problem  # noqa: E402
 from ..data.scenes import FASHION_SCENES, FashionScenesSource  # noqa: E402
 from ..data.transforms import NormalizeTransform  # noqa: E402
 from ..model import MaskedAutoencoder  # noqa: E402
 from ..model.masking import STRATEGIES  # noqa: E402
-from ..viz.dense import Segmentation, segment_image  # noqa: E402
+from ..viz.dense import SCORE_THRESHOLD, Detections, Segmentation, detect_image, segment_image  # noqa: E402
 from ..viz.reconstruction import (DENORMS, Stats, enlarge, enlarge_factor, image_tensor,  # noqa: E402
                                   load_for_viewing, reconstruct_masked, reconstruction_panels)
 
@@ -145,17 +150,32 @@ def image_input(examples: Sequence[str | Path]) -> gr.Image:
     return image
 
 
-# -- a segmentation run ---------------------------------------------------------------------------------
+# -- a segmentation or detection run --------------------------------------------------------------------
+
+def upload_image(image: Image.Image, in_chans: int) -> Image.Image:
+    """An uploaded image as a run's model reads image files (gradio decodes uploads, not load_image: the
+    pixel limit is checked here)."""
+    if problem := pixel_limit_problem(*image.size):
+        raise DataError(f"image of {problem}")
+    return convert_image(image, in_chans)
+
 
 def segment_upload(model: torch.nn.Module, class_names: list[str], crop: int, stride: int,
                    image: Image.Image) -> Segmentation:
     """What the segmentation page shows of an image: the run's prediction as `vitmae predict` makes it (the
     same normalisation; sliding windows past the crop), the overlay enlarged towards DISPLAY px."""
-    if problem := pixel_limit_problem(*image.size):  # gradio decodes uploads, not load_image
-        raise DataError(f"image of {problem}")
     config = model.config
-    pixels = NormalizeTransform(config.mean, config.std)(convert_image(image, config.in_chans))
-    return segment_image(model, pixels, class_names, crop, stride, DISPLAY)
+    pixels = upload_image(image, config.in_chans)
+    return segment_image(model, NormalizeTransform(config.mean, config.std)(pixels), class_names, crop, stride,
+                         DISPLAY)
+
+
+def detect_upload(model: torch.nn.Module, names: dict[int, str], image: Image.Image,
+                  score_threshold: float = SCORE_THRESHOLD) -> Detections:
+    """What the detection page shows of an image: the run's detections as `vitmae predict` makes and draws
+    them (the image as it is: the detector resizes it), the picture enlarged towards DISPLAY px."""
+    pixels = DetectionTransform()(upload_image(image, model.config.in_chans), {}, torch.Generator())[0]
+    return detect_image(model, pixels, names, score_threshold, DISPLAY)
 
 
 def shares_table(shares: dict[str, float]) -> str:
@@ -164,39 +184,79 @@ def shares_table(shares: dict[str, float]) -> str:
     return "| class | pixels |\n|:--|--:|\n" + "\n".join(f"| {name} | {share:.1%} |" for name, share in rows)
 
 
+def detections_table(detections: list[dict], names: dict[int, str], score_threshold: float) -> str:
+    """A Markdown table of detections (COCO results, as the detector orders them: the highest scores first):
+    class, score and box; where there are none, a line saying that none scores at least `score_threshold`."""
+    if not detections:
+        return f"No detection scores at least {score_threshold:.2f}."
+    rows = (f"| {names[d['category_id']]} | {d['score']:.3f} | {', '.join(f'{v:.1f}' for v in d['bbox'])} |"
+            for d in detections)
+    return "| class | score | box: x, y, width, height (px) |\n|:--|--:|--:|\n" + "\n".join(rows)
+
+
+def run_page(kind: str, intro: str, examples: Sequence[str | Path], show: Callable[..., tuple[Image.Image, str]],
+             elem_ids: tuple[str, str], controls: Callable[[], list[Any]] = list) -> gr.Blocks:
+    """The page of a `kind` run: at the left the image (uploaded, or one of `examples`) and the inputs
+    `controls()` makes; at the right a picture and a Markdown text (`elem_ids`), `show(image, *inputs)` of
+    them, recomputed when an input changes."""
+    def update(image, *values):
+        if image is None:
+            return None, "Upload an image or pick an example."
+        try:
+            return show(image, *values)
+        except DataError as err:  # a message on the page; the picture stays as it was
+            return gr.skip(), f"**{err}**"
+
+    with gr.Blocks(title=f"vitmae: what a {kind} model sees") as app:
+        gr.Markdown(intro)
+        with gr.Row():
+            with gr.Column(scale=1):
+                inputs = [image_input(examples), *controls()]
+            with gr.Column(scale=2):
+                outputs = [gr.Image(label="prediction", format="png", type="pil", interactive=False,
+                                    elem_id=elem_ids[0]), gr.Markdown(elem_id=elem_ids[1])]
+        gr.on([i.change for i in inputs], update, inputs=inputs, outputs=outputs, trigger_mode="always_last")
+    return app
+
+
 def create_segmentation_app(run: Any, examples: Sequence[str | Path] = ()) -> gr.Blocks:
     """The page of a segmentation run (`run` as tasks.common.load_dense_run gives it: its model, its record
     `info` and its `class_names`); `examples` are image files offered as one-click inputs."""
     model, names = run.model.eval(), run.class_names
     crop, stride = run.info["crop_size"], run.info["stride"]
 
-    def update(image):
-        if image is None:
-            return None, "Upload an image or pick an example."
-        try:
-            segmented = segment_upload(model, names, crop, stride, image)
-        except DataError as err:  # a message on the page; the picture stays as it was
-            return gr.skip(), f"**{err}**"
+    def show(image):
+        segmented = segment_upload(model, names, crop, stride, image)
         return segmented.overlay, shares_table(segmented.shares)
 
-    with gr.Blocks(title="vitmae: what a segmentation model sees") as app:
-        gr.Markdown("## Segmentation demo\nUpload an image (or pick an example): the run's predicted classes "
-                    "over it, a legend of those present, and each one's share of the pixels. Images larger than "
-                    f"the run's crop ({crop} px) are predicted by sliding windows, as `vitmae predict` does.")
-        with gr.Row():
-            with gr.Column(scale=1):
-                image = image_input(examples)
-            with gr.Column(scale=2):
-                overlay = gr.Image(label="prediction", format="png", type="pil", interactive=False,
-                                   elem_id="overlay")
-                shares = gr.Markdown(elem_id="shares")
-        image.change(update, inputs=[image], outputs=[overlay, shares], trigger_mode="always_last")
-    return app
+    return run_page("segmentation", "## Segmentation demo\nUpload an image (or pick an example): the run's "
+                    "predicted classes over it, a legend of those present, and each one's share of the pixels. "
+                    f"Images larger than the run's crop ({crop} px) are predicted by sliding windows, as `vitmae "
+                    "predict` does.", examples, show, ("overlay", "shares"))
 
 
-def segmentation_examples(info: dict[str, Any], in_chans: int) -> list[str]:
-    """Example inputs of a segmentation run: a fashion-scenes run's first validation scenes (when
-    Fashion-MNIST is installed), else the photos bundled with scikit-image."""
+def create_detection_app(run: Any, examples: Sequence[str | Path] = ()) -> gr.Blocks:
+    """The page of a detection run (`run` as tasks.common.load_dense_run gives it: its model and its
+    `category_names`); `examples` are image files offered as one-click inputs."""
+    model, names = run.model.eval(), run.category_names
+
+    def show(image, score_threshold):
+        detected = detect_upload(model, names, image, score_threshold)
+        return detected.picture, detections_table(detected.shown, names, score_threshold)
+
+    def threshold() -> list[gr.Slider]:
+        return [gr.Slider(0.0, 1.0, value=SCORE_THRESHOLD, step=0.01, label="score threshold: the detections "
+                          "scoring at least this are drawn and listed", elem_id="score-threshold")]
+
+    return run_page("detection", "## Detection demo\nUpload an image (or pick an example): the run's detections "
+                    "scoring at least the threshold, drawn as `vitmae predict` draws them (boxes, class names and "
+                    "scores; instance masks where the run has them), and listed.", examples, show,
+                    ("detections", "detection-table"), threshold)
+
+
+def run_examples(info: dict[str, Any], in_chans: int) -> list[str]:
+    """Example inputs of a segmentation or detection run: a fashion-scenes run's first validation scenes
+    (when Fashion-MNIST is installed), else the photos bundled with scikit-image."""
     if info["data"] == FASHION_SCENES:
         try:
             scenes = FashionScenesSource("val", EXAMPLES, info["scene_size"], info["seed"], in_chans)
@@ -210,8 +270,18 @@ def segmentation_examples(info: dict[str, Any], in_chans: int) -> list[str]:
 def serve_segmentation(run: Any, port: int | None = None, host: str = "127.0.0.1") -> tuple[gr.Blocks, str]:
     """`vitmae demo` of a segmentation run (as tasks.common.load_dense_run gives it): serve its page in the
     background and return the app and its URL."""
-    examples = segmentation_examples(run.info, run.model.config.in_chans)
-    app = create_segmentation_app(run, examples)
+    return serve_run(create_segmentation_app, run, port, host)
+
+
+def serve_detection(run: Any, port: int | None = None, host: str = "127.0.0.1") -> tuple[gr.Blocks, str]:
+    """`vitmae demo` of a detection run: as serve_segmentation."""
+    return serve_run(create_detection_app, run, port, host)
+
+
+def serve_run(create: Callable[[Any, list[str]], gr.Blocks], run: Any, port: int | None,
+              host: str) -> tuple[gr.Blocks, str]:
+    examples = run_examples(run.info, run.model.config.in_chans)
+    app = create(run, examples)
     return app, launch(app, port, host, examples)
 
 

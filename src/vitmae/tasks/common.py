@@ -525,6 +525,11 @@ class DenseRun(NamedTuple):
         """The run's class names; a folder without classes.txt: the class indices."""
         return self.info["classes"] or [str(c) for c in range(self.info["num_classes"])]
 
+    @property
+    def category_names(self) -> dict[int, str]:
+        """A detection run's category ids, in the order of the model's labels, and their names."""
+        return dict(zip(self.info["category_ids"], self.info["classes"]))
+
 
 def load_dense_run(checkpoint: str | Path) -> DenseRun | None:
     """The trained model of a segment or detect run, rebuilt from its record and the checkpoint's encoder

@@ -1,6 +1,6 @@
 """`vitmae demo`: a web page on localhost to mask images and watch the reconstructions of a masked
-autoencoder, or to watch a `vitmae segment` run's predictions (its best checkpoint, as `vitmae predict`
-takes it)."""
+autoencoder, or to watch a `vitmae segment` or `vitmae detect` run's predictions (its best checkpoint, as
+`vitmae predict` takes it; a detection run keeps its last)."""
 from __future__ import annotations
 
 import importlib.util
@@ -16,7 +16,8 @@ from ..options import opt
 @dataclass
 class DemoOptions(HeadOptions):
     checkpoint: str | None = opt(None, "any checkpoint `vitmae info` reads, or a run directory (a `vitmae segment` "
-                                 "run: its segmentation view)", required=True)
+                                 "run: its segmentation view; a `vitmae detect` run: its detection view)",
+                                 required=True)
     port: int = opt(7860, "TCP port to listen on", min=1, max=65535)
     host: str = opt("127.0.0.1", "interface to listen on (0.0.0.0: all)")
 
@@ -35,21 +36,20 @@ def demo(cfg: DemoOptions) -> dict[str, Any]:
     if importlib.util.find_spec("gradio") is None:
         raise ConfigError("the demo needs gradio: pip install 'vitmae[demo]'")
     check_port_free(cfg.host, cfg.port)
-    from ..demo import serve, serve_segmentation
+    from ..demo import serve, serve_detection, serve_segmentation
 
     checkpoint = run_checkpoint(cfg.checkpoint, "best")
     found = dense_run_record(checkpoint)  # (kind, record) of a segment or detect run; None for other checkpoints
     if found is None:
         app, url = serve(cfg.checkpoint, cfg.port, cfg.host, **cfg.head_overrides())
-    elif found[0] == "segment":
-        app, url = serve_segmentation(load_dense_run(checkpoint), cfg.port, cfg.host)
     else:
-        raise ConfigError(f"{cfg.checkpoint} is a `vitmae detect` run: the demo shows masked autoencoders and "
-                          "segmentation runs (`vitmae predict` draws a detection run's detections)")
+        serve_run = serve_segmentation if found[0] == "segment" else serve_detection
+        app, url = serve_run(load_dense_run(checkpoint), cfg.port, cfg.host)
     print(f"demo of {cfg.checkpoint} on {url} (Ctrl+C stops it)", flush=True)
     app.block_thread()
     return {"url": url}
 
 
 TASK = Task("demo", "web page on localhost to mask images and watch the reconstructions, or to watch a "
-            "segmentation run's predictions", DemoOptions, demo, lambda summary, cfg: [], config_file=False)
+            "segmentation or detection run's predictions", DemoOptions, demo, lambda summary, cfg: [],
+            config_file=False)

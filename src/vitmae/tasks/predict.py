@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 
 from ..data import build_dataset, build_loader
 from ..data.coco import CocoSource, DetectionTransform
@@ -42,7 +41,7 @@ from ..options import opt
 from ..train import write_json
 from ..train.checkpoint import write_text_atomic
 from ..train.config import RuntimeOptions
-from ..viz.dense import detections_picture, segment_image
+from ..viz.dense import SCORE_THRESHOLD, draw_detections, segment_image
 from .common import (RUN_RECORDS, WHICH, DenseRun, Runtime, Task, detection_loader, load_dense_run, run_checkpoint,
                      run_detector)
 
@@ -61,8 +60,8 @@ class PredictConfig(RuntimeOptions):
                      "detection run keeps its last) | last", choices=WHICH)
     out: str = opt("runs/predict", "directory of the masks and overlays, or the drawn images and detections.json")
     image_root: str | None = opt(None, "folder of a COCO JSON's images (default: the JSON's folder)")
-    score_threshold: float = opt(0.5, "draw the detections scoring at least this (detections.json keeps all)",
-                                 min=0, max=1)
+    score_threshold: float = opt(SCORE_THRESHOLD, "draw the detections scoring at least this (detections.json keeps "
+                                 "all)", min=0, max=1)
     batch_size: int = opt(8, "detection: images per forward pass", min=1)
 
 
@@ -136,18 +135,17 @@ def predict_detections(run: DenseRun, cfg: PredictConfig, runtime: Runtime, out:
     for result in results:
         by_image[result["image_id"]].append(result)
     index_of = {image["id"]: i for i, image in enumerate(source.images)}
-    names = dict(zip(info["category_ids"], info["classes"]))
     files = output_names(source.paths)
     (out / "images").mkdir(parents=True, exist_ok=True)
     images = []
     for image_id in image_ids:
         index = index_of[image_id]
         pixels = DetectionTransform()(source[index][0], {}, torch.Generator())[0]  # read again, to draw on
-        shown = [r for r in by_image[image_id] if r["score"] >= cfg.score_threshold]
+        drawn = draw_detections(pixels, by_image[image_id], run.category_names, cfg.score_threshold)
         picture = out / "images" / f"{files[index]}.png"
-        Image.fromarray(detections_picture(pixels, shown, names).permute(1, 2, 0).numpy()).save(picture)
+        drawn.picture.save(picture)
         images.append({"image": source.paths[index], "image_id": image_id, "picture": str(picture),
-                       "detections": len(by_image[image_id]), "drawn": len(shown)})
+                       "detections": len(by_image[image_id]), "drawn": len(drawn.shown)})
     write_text_atomic(out / "detections.json", json.dumps(results) + "\n")
     return {"images": images, "detections": len(results), "drawn": sum(i["drawn"] for i in images),
             "detections_json": str(out / "detections.json"), "classes": info["classes"],

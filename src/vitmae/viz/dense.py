@@ -1,6 +1,6 @@
 """Pictures of dense predictions: a class mask over its image with a legend (`vitmae predict`, the demo),
 a grid of images with their true and predicted masks (a segmentation run's pictures at each evaluation),
-detections drawn on their image."""
+detections drawn on their image (`vitmae predict`, the demo)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -11,17 +11,18 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor, nn
 
-from ..data.coco import decode_masks
+from ..data.coco import decode_masks, to_coco_results
 from ..data.segmentation import PALETTE
 from ..model.segmentation import sliding_window_logits
 from .reconstruction import enlarge, panel_grid
 
-__all__ = ["Segmentation", "detections_picture", "display_pixels", "predicted_mask", "segment_image",
-           "segmentation_grid", "segmentation_overlay"]
+__all__ = ["SCORE_THRESHOLD", "Detections", "Segmentation", "detect_image", "detections_picture", "display_pixels",
+           "draw_detections", "predicted_mask", "segment_image", "segmentation_grid", "segmentation_overlay"]
 
 SWATCH, MARGIN = 12, 4  # legend: the side of a colour square, the space around things
 GRID_TILE = 256  # a grid's images larger than this (px a side) are shrunk to fit it
 COLOURS = np.asarray(PALETTE, dtype=np.float32).reshape(-1, 3)
+SCORE_THRESHOLD = 0.5  # detections drawn: those scoring at least this (`vitmae predict`'s default, the demo's)
 
 
 def display_pixels(image: Tensor) -> Tensor:
@@ -137,3 +138,29 @@ def detections_picture(image: Tensor, detections: list[dict], names: dict[int, s
     boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in detections)])
     labels = [f"{names[d['category_id']]} {d['score']:.2f}" for d in detections]
     return draw_bounding_boxes(pixels, boxes, labels, width=1)
+
+
+class Detections(NamedTuple):
+    results: list[dict]  # every detection of the image: COCO results
+    shown: list[dict]  # those scoring at least the threshold, drawn
+    picture: Image.Image  # the image with them drawn
+
+
+def draw_detections(image: Tensor, results: list[dict], names: dict[int, str], score_threshold: float = SCORE_THRESHOLD,
+                    display: int = 1) -> Detections:
+    """The detections (COCO results of the image (C, H, W) in [0, 1]) scoring at least `score_threshold`
+    drawn on it by `detections_picture`, enlarged (nearest) towards `display` px when smaller: what `vitmae
+    predict` writes and the demo shows."""
+    shown = [r for r in results if r["score"] >= score_threshold]
+    picture = detections_picture(image, shown, names).permute(1, 2, 0).numpy()
+    return Detections(results, shown, enlarge(picture, display))
+
+
+@torch.no_grad()
+def detect_image(model: nn.Module, image: Tensor, names: dict[int, str], score_threshold: float = SCORE_THRESHOLD,
+                 display: int = 1) -> Detections:
+    """A detector's detections on one image (C, H, W) in [0, 1] (the detector normalises it) as COCO results of
+    image id 1, drawn by `draw_detections`; `names`: the category ids, in the order of the model's labels, and
+    their names."""
+    results = to_coco_results(model([image])[0], 1, list(names))
+    return draw_detections(image, results, names, score_threshold, display)
