@@ -45,7 +45,9 @@ def test_pretrain_writes_metrics_checkpoint_pictures(run_cli, tmp_path):
 
 
 def test_resume_after_sigkill_is_bit_identical(run_cli, tmp_path):
-    steps = ["--max-steps", "10", "--save-every-steps", "2"]
+    # every checkpoint kept, and steps enough after the 4th that the run is still training when the test sees
+    # it: on a fast CPU, 4 tiny steps take milliseconds, and a pruned step-00000004 was never seen
+    steps = ["--max-steps", "30", "--save-every-steps", "2", "--keep-checkpoints", "0"]
     run_cli("pretrain", *FAST, *steps, "--output", tmp_path / "whole")
 
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -55,7 +57,7 @@ def test_resume_after_sigkill_is_bit_identical(run_cli, tmp_path):
     deadline = time.time() + 120
     while not (killed / "checkpoints" / "step-00000004").exists():
         assert proc.poll() is None and time.time() < deadline, "run ended before its 4th step was saved"
-        time.sleep(0.05)
+        time.sleep(0.01)
     proc.kill()
     proc.wait()
     assert not (killed / "metrics.json").exists()
@@ -65,7 +67,7 @@ def test_resume_after_sigkill_is_bit_identical(run_cli, tmp_path):
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     resumed = json.loads((killed / "metrics.json").read_text())
-    assert resumed["steps"] == 10
+    assert resumed["steps"] == 30
     whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
     assert resumed["heldout_loss_start"] == whole["heldout_loss_start"]
     assert resumed["heldout_loss_end"] == whole["heldout_loss_end"]

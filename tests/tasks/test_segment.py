@@ -90,9 +90,9 @@ def test_an_mae_run_killed_by_sigkill_resumes_bit_exactly(run_cli, tmp_path):
     torch.manual_seed(0)
     mae = export(create_model("mae_vit_micro_patch4_28", **TINY, decoder_embed_dim=32, decoder_depth=1,
                               decoder_num_heads=2), tmp_path / "mae", "vitmae").parent
-    # 3 epochs of 5 steps, a checkpoint every 2 steps
+    # 3 epochs of 5 steps, a checkpoint every 2 steps, all kept (a pruned step 4 could pass unseen)
     options = ["--checkpoint", mae, "--scene-size", "32", "--scenes", "40", "--batch-size", "8", "--epochs", "3",
-               "--save-every-steps", "2", "--num-workers", "0", "--device", "cpu"]
+               "--save-every-steps", "2", "--keep-checkpoints", "0", "--num-workers", "0", "--device", "cpu"]
     run_cli("segment", "--output", tmp_path / "whole", *options)
     killed = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
