@@ -10,6 +10,18 @@ import torch
 TINY = dict(embed_dim=32, depth=2, num_heads=2)
 
 
+def train_on_one_thread(train, cfg) -> Path:
+    """`train(cfg)` with one intra-op thread (tiny products on a shared 2-core machine: faster and steadier
+    so); its run directory."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    return Path(cfg.output)
+
+
 @pytest.fixture(scope="session")
 def learned_segmentation_run(tmp_path_factory) -> Path:
     """From scratch on 320 scenes of 32 px (64 for validation), 6 epochs: its metrics.json, segmenter.json
@@ -17,14 +29,9 @@ def learned_segmentation_run(tmp_path_factory) -> Path:
     from vitmae.tasks.segment import SegmentConfig, segment
 
     run = tmp_path_factory.mktemp("segment") / "run"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny products on a shared 2-core machine: faster and steadier so
-    try:
-        segment(SegmentConfig(checkpoint="none", scene_size=32, scenes=320, batch_size=32, epochs=6, lr=2e-3,
-                              warmup_epochs=0.5, num_workers=0, device="cpu", output=str(run), **TINY))
-    finally:
-        torch.set_num_threads(threads)
-    return run
+    return train_on_one_thread(segment, SegmentConfig(
+        checkpoint="none", scene_size=32, scenes=320, batch_size=32, epochs=6, lr=2e-3, warmup_epochs=0.5,
+        num_workers=0, device="cpu", output=str(run), **TINY))
 
 
 @pytest.fixture(scope="session")
@@ -34,13 +41,7 @@ def detection_run(tmp_path_factory) -> Path:
     from vitmae.tasks.detect import DetectConfig, detect_run
 
     run = tmp_path_factory.mktemp("detect") / "run"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        detect_run(DetectConfig(checkpoint="none", scenes=16, scene_size=32, max_steps=2, window_size=4,
-                                pyramid_channels=16, rois_per_image=64, proposals=100, detections_per_image=10,
-                                jitter_scale=(1.0, 1.0), batch_size=8, num_workers=0, device="cpu",
-                                output=str(run), **TINY))
-    finally:
-        torch.set_num_threads(threads)
-    return run
+    return train_on_one_thread(detect_run, DetectConfig(
+        checkpoint="none", scenes=16, scene_size=32, max_steps=2, window_size=4, pyramid_channels=16,
+        rois_per_image=64, proposals=100, detections_per_image=10, jitter_scale=(1.0, 1.0), batch_size=8,
+        num_workers=0, device="cpu", output=str(run), **TINY))
