@@ -17,37 +17,7 @@ from torch import Tensor, nn
 from timm.layers import DropPath
 
 from .config import ModelConfig
-
-
-def sincos_pos_embed(dim: int, grid_size: tuple[int, int], cls_token: bool = True) -> Tensor:
-    """Fixed 2-D sin-cos table (1 + L, dim), official convention: first half of the channels encodes the
-    column index, second half the row index; each half is [sin, cos]. A zero row leads for the cls slot."""
-    gh, gw = grid_size
-    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
-    rows, cols = torch.meshgrid(
-        torch.arange(gh, dtype=torch.float64), torch.arange(gw, dtype=torch.float64), indexing="ij"
-    )
-
-    def encode_1d(pos: Tensor) -> Tensor:
-        angles = pos.reshape(-1, 1) * omega
-        return torch.cat([angles.sin(), angles.cos()], dim=1)
-
-    table = torch.cat([encode_1d(cols), encode_1d(rows)], dim=1)
-    if cls_token:
-        table = torch.cat([torch.zeros(1, dim, dtype=torch.float64), table], dim=0)
-    return table.float()
-
-
-def resize_pos_embed(pos_embed: Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> Tensor:
-    """Bicubic interpolation of a learned table (1, 1 + L, D) to another patch grid; the cls row is kept."""
-    if tuple(old_grid) == tuple(new_grid):
-        return pos_embed
-    cls_row, grid = pos_embed[:, :1], pos_embed[:, 1:]
-    dim = grid.shape[-1]
-    grid = grid.reshape(1, *old_grid, dim).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid.float(), size=new_grid, mode="bicubic", align_corners=False)
-    grid = grid.permute(0, 2, 3, 1).reshape(1, -1, dim).to(pos_embed.dtype)
-    return torch.cat([cls_row, grid], dim=1)
+from .grid import Grid, map_to_tokens, position_table, sincos_pos_embed, tokens_to_map
 
 
 class PatchEmbed(nn.Module):
@@ -57,7 +27,7 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)  # (N, L, D), patches row-major
+        return map_to_tokens(self.proj(x))  # (N, L, D), patches row-major
 
 
 class Attention(nn.Module):
@@ -136,6 +106,7 @@ class ViTEncoder(nn.Module):
         super().__init__()
         c = self.config = config
         self.patch_size, self.grid_size, self.embed_dim = c.patch_size, c.grid_size, c.embed_dim
+        self.patching = c.patching
         self.num_prefix_tokens = 1
         self.pos_embed_kind = "sincos"
         self.patch_embed = PatchEmbed(c.patch_size, c.in_chans, c.embed_dim)
@@ -157,14 +128,10 @@ class ViTEncoder(nn.Module):
         self.pos_embed.requires_grad_(True)
         return self
 
-    def grid_of(self, images: Tensor) -> tuple[int, int]:
-        h, w = images.shape[-2:]
-        p = self.patch_size
-        if h % p or w % p:
-            raise ValueError(f"image size {h}x{w} is not divisible by the patch size {p}")
-        return (h // p, w // p)
+    def grid_of(self, images: Tensor) -> Grid:
+        return self.patching.grid_of(images)
 
-    def pos_embed_for(self, grid: tuple[int, int]) -> Tensor:
+    def pos_embed_for(self, grid: Grid) -> Tensor:
         return position_table(self.pos_embed, self.pos_embed_kind, self.config.pos_embed_resize,
                               self.grid_size, grid)
 
@@ -196,7 +163,8 @@ class ViTEncoder(nn.Module):
                               ) -> list[Any] | tuple[Tensor, list[Any]]:
         """Outputs of chosen blocks, with timm's meaning of the arguments: `indices` an int n takes the
         last n blocks, a sequence takes those block indices (negative ones count from the end), None all.
-        Each intermediate is the patch tokens as a (N, D, H/p, W/p) map ("NCHW") or (N, L, D) ("NLC"),
+        Each intermediate is the patch tokens as a (N, D, *grid) map ("NCHW": (N, D, H/p, W/p) for an
+        image) or (N, L, D) ("NLC"),
         with the final norm applied when `norm`; with `return_prefix_tokens` a (patches, cls (N, 1, D))
         pair. Returns the list, or (the final normed tokens (N, 1 + L, D), the list)."""
         if output_fmt not in ("NCHW", "NLC"):
@@ -212,7 +180,7 @@ class ViTEncoder(nn.Module):
                 out = self.norm(x) if norm else x
                 prefix, patches = out[:, :self.num_prefix_tokens], out[:, self.num_prefix_tokens:]
                 if output_fmt == "NCHW":
-                    patches = patches.transpose(1, 2).reshape(len(x), -1, *grid)
+                    patches = tokens_to_map(patches, grid)
                 intermediates.append((patches, prefix) if return_prefix_tokens else patches)
         if intermediates_only:
             return intermediates
@@ -231,17 +199,6 @@ class ViTEncoder(nn.Module):
         if not all(0 <= i < depth for i in taken):
             raise ValueError(f"block indices {list(indices)} are outside 0..{depth - 1}")
         return taken
-
-
-def position_table(table: Tensor, kind: str, resize: str, built_grid: tuple[int, int],
-                   grid: tuple[int, int]) -> Tensor:
-    """The position table (1, 1 + L, D) for `grid`: as built; else a fixed sin-cos table recomputed
-    exactly (`resize="recompute"`), and any other table interpolated bicubically."""
-    if tuple(grid) == tuple(built_grid):
-        return table
-    if kind == "sincos" and resize == "recompute":
-        return sincos_pos_embed(table.shape[-1], grid)[None].to(table.device, table.dtype)
-    return resize_pos_embed(table, built_grid, grid)
 
 
 def flatten_components(holder: nn.Module, components: tuple[str, ...]) -> None:
