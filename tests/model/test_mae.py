@@ -5,6 +5,7 @@ import torch
 
 from vitmae.config import PRESETS, ModelConfig, model_config
 from vitmae.model import MaskedAutoencoder, create_model, make_noise, mask_from_noise, sincos_pos_embed
+from tests.model.checkpointing import assert_checkpointing_keeps_the_gradients
 
 
 def tiny_config(**overrides) -> ModelConfig:
@@ -169,3 +170,11 @@ def test_overrides_and_unknown_names():
     with pytest.raises(ValueError, match="unknown model"):
         model_config("mae_vit_gigantic")
     assert set(PRESETS) >= {"mae_vit_base_patch16", "mae_vit_micro_patch4_28"}
+
+
+def test_grad_checkpointing_of_encoder_and_decoder_keeps_the_gradients():
+    torch.manual_seed(0)
+    model = MaskedAutoencoder(tiny_config())
+    images, noise = torch.randn(2, 3, 32, 32), torch.rand(2, 16)
+    assert_checkpointing_keeps_the_gradients(model, lambda m: m(images, noise=noise).loss)
+    assert model.encoder.grad_checkpointing and model.decoder.grad_checkpointing

@@ -141,6 +141,19 @@ def test_bad_options_are_one_line_and_exit_2(run_cli, tmp_path, args, message):
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
+def test_pretrain_with_grad_checkpointing_trains(tmp_path):
+    from vitmae.cli import main
+
+    out = tmp_path / "run"
+    assert main(["pretrain", *FAST, "--grad-checkpointing", "--max-steps", "4", "--viz-every-epochs", "0",
+                 "--output", str(out)]) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["grad_checkpointing"] is True
+    losses = [json.loads(l)["loss"] for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 2 and all(loss > 0 for loss in losses)
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 4
+
+
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu(tmp_path):
     out = tmp_path / "ddp"

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from .config import ModelConfig
 from .masking import Masking, mask_from_noise, num_kept, random_noise
 from .grid import Grid, position_table, sincos_pos_embed
-from .vit import Block, ViTEncoder, flatten_components, init_weights
+from .vit import Block, BlockCheckpointing, ViTEncoder, flatten_components, init_weights
 
 
 @dataclass
@@ -25,7 +25,7 @@ class MAEOutput:
     ids_restore: Tensor  # (N, L)
 
 
-class MAEDecoder(nn.Module):
+class MAEDecoder(BlockCheckpointing, nn.Module):
     """A light transformer over all L + 1 positions: the visible latents and a shared mask token."""
 
     def __init__(self, config: ModelConfig):
@@ -62,7 +62,7 @@ class MAEDecoder(nn.Module):
         x = x + position_table(self.decoder_pos_embed, self.pos_embed_kind, self.config.pos_embed_resize,
                                self.grid_size, grid)
         for block in self.decoder_blocks:
-            x = block(x)
+            x = self.run_block(block, x)
         return self.decoder_pred(self.decoder_norm(x))[:, 1:]  # drop the cls position
 
 
@@ -80,6 +80,11 @@ class MaskedAutoencoder(nn.Module):
 
     def grid_of(self, images: Tensor) -> Grid:
         return self.encoder.grid_of(images)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the activations of the encoder's and the decoder's blocks in backward."""
+        self.encoder.set_grad_checkpointing(enable)
+        self.decoder.set_grad_checkpointing(enable)
 
     def encode(self, images: Tensor) -> Tensor:
         """Deterministic features: all tokens, no masking, original order, cls first (N, 1 + L, D)."""

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from timm.layers import DropPath
+from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
 from .grid import Grid, map_to_tokens, position_table, sincos_pos_embed, tokens_to_map
@@ -82,6 +83,22 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
+class BlockCheckpointing:
+    """Activation checkpointing of a stack of blocks, switched with timm's `set_grad_checkpointing`: when
+    on, a block run with gradients keeps only its input, and its activations are recomputed in backward
+    (the same dropout and drop-path draws replayed), trading about a third more compute for memory."""
+
+    grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    def run_block(self, block: nn.Module, x: Tensor) -> Tensor:
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint(block, x, use_reentrant=False)
+        return block(x)
+
+
 def init_weights(module: nn.Module) -> None:
     """Official MAE initialisation for Linear and LayerNorm layers (apply with `Module.apply`)."""
     if isinstance(module, nn.Linear):
@@ -93,13 +110,14 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-class ViTEncoder(nn.Module):
+class ViTEncoder(BlockCheckpointing, nn.Module):
     """ViT encoder with a cls token and a (1, 1 + L, D) position table, initialised as the official MAE.
 
     `pos_embed_kind` says what the table is: "sincos" (fixed, no gradient: pre-training) or "learned"
     (`learn_pos_embed`: fine-tuning trains it). At another input size a sin-cos table is recomputed
     exactly, or interpolated when `config.pos_embed_resize == "interpolate"`; a learned table is always
-    interpolated. Freezing the encoder does not change its kind.
+    interpolated. Freezing the encoder does not change its kind. `set_grad_checkpointing()` recomputes
+    each block's activations in backward (see BlockCheckpointing).
     """
 
     def __init__(self, config: ModelConfig, drop_path_rate: float = 0.0):
@@ -148,7 +166,7 @@ class ViTEncoder(nn.Module):
         """cls + the given (embedded, possibly masked) patch tokens through the blocks and the final norm."""
         x = self.prepend_cls(patch_tokens)
         for block in self.blocks:
-            x = block(x)
+            x = self.run_block(block, x)
         return self.norm(x)
 
     def encode(self, images: Tensor) -> Tensor:
@@ -175,7 +193,7 @@ class ViTEncoder(nn.Module):
         blocks = self.blocks[:max(take) + 1] if stop_early or intermediates_only else self.blocks
         intermediates = []
         for i, block in enumerate(blocks):
-            x = block(x)
+            x = self.run_block(block, x)
             if i in take:
                 out = self.norm(x) if norm else x
                 prefix, patches = out[:, :self.num_prefix_tokens], out[:, self.num_prefix_tokens:]

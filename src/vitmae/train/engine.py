@@ -112,6 +112,20 @@ def compile_model(model: nn.Module, setting: bool | None, mode: str, device: tor
     return torch.compile(model, mode=None if mode == "default" else mode) if enabled else model
 
 
+def enable_grad_checkpointing(model: nn.Module) -> None:
+    """timm's `set_grad_checkpointing()` on the model, or, for a model that only wraps ours (torchvision's
+    detectors around a ViTDet backbone), on each outermost sub-module that has it."""
+    holders: list[str] = []
+    for name, module in model.named_modules():
+        inside = any(name.startswith(f"{holder}.") or not holder for holder in holders)
+        if hasattr(module, "set_grad_checkpointing") and not inside:
+            module.set_grad_checkpointing(True)
+            holders.append(name)
+    if not holders:
+        raise ConfigError(f"--grad-checkpointing: a {type(model).__name__} has no blocks to check-point "
+                          "(no set_grad_checkpointing)")
+
+
 def write_json(path: Path, data: Any) -> None:
     from .checkpoint import write_text_atomic
 
@@ -136,6 +150,8 @@ class Trainer:
             from .fp8 import convert_to_fp8
 
             convert_to_fp8(self.model)
+        if cfg.grad_checkpointing:
+            enable_grad_checkpointing(self.model)
         # The strategy wraps the model before the optimizer is made: a sharding strategy replaces the
         # parameters, and loads a checkpoint into the wrapped model.
         self.strategy = select_strategy(self.dist, self.device)
