@@ -182,9 +182,9 @@ class ViTEncoder(BlockCheckpointing, nn.Module):
         """Outputs of chosen blocks, with timm's meaning of the arguments: `indices` an int n takes the
         last n blocks, a sequence takes those block indices (negative ones count from the end), None all.
         Each intermediate is the patch tokens as a (N, D, *grid) map ("NCHW": (N, D, H/p, W/p) for an
-        image) or (N, L, D) ("NLC"),
-        with the final norm applied when `norm`; with `return_prefix_tokens` a (patches, cls (N, 1, D))
-        pair. Returns the list, or (the final normed tokens (N, 1 + L, D), the list)."""
+        image) or (N, L, D) ("NLC"), with the final norm applied when `norm`; with `return_prefix_tokens`
+        a (patches, cls (N, 1, D)) pair. Returns the list, or (the final normed tokens (N, 1 + L, D), the
+        list)."""
         if output_fmt not in ("NCHW", "NLC"):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', not {output_fmt!r}")
         take = self.take_indices(indices)

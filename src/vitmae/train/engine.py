@@ -1,8 +1,9 @@
 """The one training engine, for pre-training, fine-tuning and linear probing alike.
 
 A task hands it a model, a dataset and an objective (model, batch -> loss); the engine owns everything
-else: device and precision, the parallel strategy (train/parallel.py), the optimizer and its schedule, gradient accumulation and clipping,
-logging, atomic checkpoints, exact resume and clean stops on SIGTERM / SIGINT. It knows nothing of MAE.
+else: device and precision, the parallel strategy (train/parallel.py), activation checkpointing, the
+optimizer and its schedule, gradient accumulation and clipping, logging, atomic checkpoints, exact resume
+and clean stops on SIGTERM / SIGINT. It knows nothing of MAE.
 """
 from __future__ import annotations
 

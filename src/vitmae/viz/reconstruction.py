@@ -175,11 +175,10 @@ def reconstruct(model: MaskedAutoencoder, images: Tensor, mask_ratio: float | No
     patch statistics `denorm` names (see patch_statistics)."""
     out = model(images, mask_ratio=mask_ratio, noise=noise)
     pred = out.pred.float()
-    norm_pix = model.config.norm_pix_loss
+    norm_pix, grid = model.config.norm_pix_loss, model.grid_of(images)
     if norm_pix:  # the model predicts standardised patches: undo that with patch statistics
-        mean, std = patch_statistics(model.patchify(images).float(), out.mask, model.grid_of(images), denorm)
+        mean, std = patch_statistics(model.patchify(images).float(), out.mask, grid, denorm)
         pred = pred * std + mean
-    grid = model.grid_of(images)
     recon = model.config.patching.unpatchify(pred, grid)
     mask = model.config.patching.spread(out.mask, grid)
     return Reconstruction(images, mask, recon, images * (1 - mask) + recon * mask, out.loss.item(), norm_pix,
