@@ -9,7 +9,7 @@ import torch
 
 from vitmae.interop import CheckpointError, MissingDecoderWarning, describe, detect_format, load_pretrained
 from vitmae.model import MaskedAutoencoder, sincos_pos_embed
-from vitmae.model.vit import resize_pos_embed
+from vitmae.model.grid import resize_pos_embed
 
 from .conftest import TINY, TINY_HEADS, assert_close_rel, assert_same_mae, caught, encoder_state, images
 

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vitmae.config import ModelConfig
 from vitmae.model import MaskedAutoencoder
 from vitmae.model.classifier import ViTClassifier, from_pretrained_encoder
 from vitmae.model.vit import flat_named_parameters
 from vitmae.train.optim import set_lr
+from tests.model.checkpointing import assert_checkpointing_keeps_the_gradients
 
 TINY = ModelConfig(img_size=28, patch_size=4, in_chans=1, embed_dim=32, depth=2, num_heads=2,
                    decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
@@ -109,3 +111,11 @@ def test_training_step_changes_every_trainable_parameter(mae):
     optimizer.step()
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed == set(before)
+
+
+def test_grad_checkpointing_keeps_the_gradients_with_drop_path(mae):
+    """The recomputed blocks draw the same drop-path masks as the first pass."""
+    model = from_pretrained_encoder(mae, 7, "avg", drop_path_rate=0.3).train()
+    images, labels = torch.randn(4, 1, 28, 28), torch.tensor([0, 3, 6, 1])
+    assert_checkpointing_keeps_the_gradients(model, lambda m: F.cross_entropy(m(images), labels))
+    assert model.encoder.grad_checkpointing

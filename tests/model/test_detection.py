@@ -7,6 +7,7 @@ import torch
 from vitmae.model import ModelConfig, ViTEncoder
 from vitmae.model.detection import (ViTDetBackbone, build_detector, default_global_blocks, detector_param_groups,
                                     window_partition, window_unpartition)
+from tests.model.checkpointing import assert_checkpointing_keeps_the_gradients
 
 CONFIG = ModelConfig(img_size=(32, 32), patch_size=8, in_chans=3, embed_dim=32, depth=4, num_heads=2,
                      decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
@@ -101,3 +102,10 @@ def test_param_groups_decay_by_layer_and_spare_norms():
     assert by_param[id(backbone.encoder.blocks[1].norm1.weight)]["weight_decay"] == 0.0
     assert by_param[id(model.roi_heads.box_predictor.cls_score.weight)]["lr_scale"] == 1.0
     assert id(backbone.encoder.cls_token) not in by_param  # frozen: not optimised
+
+
+def test_grad_checkpointing_of_windowed_and_global_blocks_keeps_the_gradients():
+    backbone = ViTDetBackbone(encoder().train(), window_size=2, global_blocks=[1, 3], drop_path=0.2)
+    images = torch.randn(2, 3, 32, 48)
+    assert_checkpointing_keeps_the_gradients(backbone, lambda m: sum(x.square().mean() for x in m(images).values()))
+    assert backbone.encoder.grad_checkpointing

@@ -10,7 +10,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from vitmae.model import MaskedAutoencoder, ModelConfig, ViTClassifier, ViTEncoder, sincos_pos_embed
-from vitmae.model.vit import resize_pos_embed
+from vitmae.model.grid import resize_pos_embed
 
 CONFIG = ModelConfig(img_size=(32, 32), patch_size=8, in_chans=3, embed_dim=64, depth=4, num_heads=4,
                      decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)

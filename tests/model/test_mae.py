@@ -1,35 +1,17 @@
 import math
 
-import numpy as np
 import pytest
 import torch
 
 from vitmae.config import PRESETS, ModelConfig, model_config
 from vitmae.model import MaskedAutoencoder, create_model, make_noise, mask_from_noise, sincos_pos_embed
+from tests.model.checkpointing import assert_checkpointing_keeps_the_gradients
 
 
 def tiny_config(**overrides) -> ModelConfig:
     base = dict(img_size=32, patch_size=8, in_chans=3, embed_dim=64, depth=2, num_heads=4,
                 decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=4)
     return ModelConfig(**{**base, **overrides})
-
-
-def official_sincos(dim: int, grid_h: int, grid_w: int) -> np.ndarray:
-    """The official release's numpy recipe (meshgrid(w, h); the first half encodes w), with a cls row."""
-    def one_d(d, pos):
-        omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
-        out = np.einsum("m,d->md", pos.reshape(-1), omega)
-        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
-
-    grid = np.meshgrid(np.arange(grid_w, dtype=np.float64), np.arange(grid_h, dtype=np.float64))
-    table = np.concatenate([one_d(dim // 2, grid[0]), one_d(dim // 2, grid[1])], axis=1)
-    return np.concatenate([np.zeros([1, dim]), table], axis=0)
-
-
-@pytest.mark.parametrize("grid", [(4, 4), (3, 5), (14, 14)])
-def test_sincos_table_follows_official_convention(grid):
-    ours = sincos_pos_embed(64, grid).numpy()
-    np.testing.assert_allclose(ours, official_sincos(64, *grid), atol=1e-6)
 
 
 @pytest.mark.parametrize("img_size,chans", [((32, 32), 3), ((24, 40), 1), ((16, 32), 5)])
@@ -188,3 +170,11 @@ def test_overrides_and_unknown_names():
     with pytest.raises(ValueError, match="unknown model"):
         model_config("mae_vit_gigantic")
     assert set(PRESETS) >= {"mae_vit_base_patch16", "mae_vit_micro_patch4_28"}
+
+
+def test_grad_checkpointing_of_encoder_and_decoder_keeps_the_gradients():
+    torch.manual_seed(0)
+    model = MaskedAutoencoder(tiny_config())
+    images, noise = torch.randn(2, 3, 32, 32), torch.rand(2, 16)
+    assert_checkpointing_keeps_the_gradients(model, lambda m: m(images, noise=noise).loss)
+    assert model.encoder.grad_checkpointing and model.decoder.grad_checkpointing

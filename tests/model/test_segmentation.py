@@ -7,6 +7,7 @@ import torch
 
 from vitmae.model import ViTEncoder, model_config
 from vitmae.model.segmentation import FeaturePyramid, Segmenter, default_out_indices
+from tests.model.checkpointing import assert_checkpointing_keeps_the_gradients
 
 
 def _encoder(patch_size: int, depth: int, size=(32, 32), in_chans=1) -> ViTEncoder:
@@ -79,3 +80,11 @@ def test_what_the_features_skip_is_frozen():
     logits, aux = model(torch.randn(2, 1, 32, 32))
     (logits.sum() + aux.sum()).backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)  # DDP's requirement
+
+
+def test_grad_checkpointing_keeps_the_gradients():
+    torch.manual_seed(0)
+    model = Segmenter(_encoder(4, 4), 3).train()
+    images = torch.randn(2, 1, 32, 32)
+    assert_checkpointing_keeps_the_gradients(model, lambda m: m(images)[0].square().mean())
+    assert model.encoder.grad_checkpointing

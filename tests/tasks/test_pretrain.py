@@ -32,7 +32,7 @@ def test_pretrain_writes_metrics_checkpoint_pictures(run_cli, tmp_path):
     assert [l["step"] for l in lines] == [2, 4, 6]
     assert set(lines[0]) >= {"step", "epoch", "loss", "lr", "img_s"}
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["steps"] == 6 and metrics["skipped_files"] == []
+    assert metrics["steps"] == 6 and metrics["skipped_files"] == [] and metrics["strategy"] == "none"
     for key in ("heldout_loss_start", "heldout_loss_end", "heldout_loss_baseline"):
         assert metrics[key] > 0
     assert "test split" in metrics["heldout"]
@@ -141,6 +141,19 @@ def test_bad_options_are_one_line_and_exit_2(run_cli, tmp_path, args, message):
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
+def test_pretrain_with_grad_checkpointing_trains(tmp_path):
+    from vitmae.cli import main
+
+    out = tmp_path / "run"
+    assert main(["pretrain", *FAST, "--grad-checkpointing", "--max-steps", "4", "--viz-every-epochs", "0",
+                 "--output", str(out)]) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["grad_checkpointing"] is True
+    losses = [json.loads(l)["loss"] for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 2 and all(loss > 0 for loss in losses)
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 4
+
+
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu(tmp_path):
     out = tmp_path / "ddp"
@@ -150,7 +163,7 @@ def test_two_process_ddp_on_cpu(tmp_path):
                              "--output", str(out)], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["world_size"] == 2 and metrics["steps"] == 4
+    assert metrics["world_size"] == 2 and metrics["steps"] == 4 and metrics["strategy"] == "ddp"
     assert metrics["effective_batch_size"] == 32 and metrics["images"] == 4 * 32
     assert len(list((out / "checkpoints").glob("step-*"))) == 1  # one writer
 

@@ -67,8 +67,7 @@ def predict(model: MaskedAutoencoder, mean: Stats, std: Stats, image: Image.Imag
     mask = torch.tensor(hand_mask, dtype=torch.float32) if by_hand else None
     rec = reconstruct_masked(model, images, mask_ratio, "random" if by_hand else strategy, int(seed), mask, denorm)
     _, columns = reconstruction_panels(rec, mean, std)
-    p = model.patch_size
-    used = rec.mask[0, 0, ::p, ::p].flatten().int().tolist()  # the pixel mask, one value per patch
+    used = model.patchify(rec.mask)[0, :, 0].int().tolist()  # the pixel mask, one value per patch
     how = "mask by hand" if by_hand else f"{strategy} masking, seed {int(seed)}"
     info = f"{how}: {sum(used)} of {len(used)} patches removed; masked-patch loss {rec.loss:.4f}"
     return [enlarge(column[0], DISPLAY) for column in columns], info, used

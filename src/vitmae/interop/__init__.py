@@ -30,7 +30,8 @@ from torch import Tensor
 
 from ..model.config import ModelConfig, to_2tuple
 from ..model import MaskedAutoencoder, sincos_pos_embed
-from ..model.vit import flat_named_parameters, position_table
+from ..model.grid import position_table
+from ..model.vit import flat_named_parameters
 from .formats import FORMATS, Checkpoint, detect_format, read_checkpoint
 from .keymaps import config_to_hf, from_ours, is_decoder_key, is_head_key, mlp_ratio, to_ours
 from .safe_load import CheckpointError, UnsafeCheckpointError, check_fits, load_torch_file, name_list

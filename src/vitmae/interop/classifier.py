@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..model.classifier import ViTClassifier, from_pretrained_encoder
 from ..model.mae import MaskedAutoencoder
-from ..model.vit import resize_pos_embed
+from ..model.grid import resize_pos_embed
 from .formats import HF_PREPROCESSOR, Checkpoint, read_checkpoint
 from .keymaps import HF_CLASSIFIER_HEAD, HF_CONFIG, from_ours, is_decoder_key, to_ours
 from .safe_load import CheckpointError, check_fits

@@ -2,9 +2,10 @@ from .classifier import POOLS, ViTClassifier, from_pretrained_encoder, pool_feat
 from .config import POS_EMBED_RESIZE, PRESETS, ModelConfig, model_config, to_2tuple
 from .mae import MAEDecoder, MAEOutput, MaskedAutoencoder, create_model
 from .masking import STRATEGIES, Masking, make_noise, mask_from_noise
-from .vit import Block, ViTEncoder, flat_named_parameters, sincos_pos_embed
+from .grid import Patching, sincos_pos_embed
+from .vit import Block, ViTEncoder, flat_named_parameters
 
 __all__ = ["Block", "MAEDecoder", "MAEOutput", "MaskedAutoencoder", "Masking", "ModelConfig",
-           "POOLS", "POS_EMBED_RESIZE", "PRESETS", "STRATEGIES", "ViTClassifier", "ViTEncoder", "create_model",
+           "POOLS", "Patching", "POS_EMBED_RESIZE", "PRESETS", "STRATEGIES", "ViTClassifier", "ViTEncoder", "create_model",
            "flat_named_parameters", "from_pretrained_encoder", "make_noise", "mask_from_noise",
            "model_config", "pool_features", "sincos_pos_embed", "to_2tuple"]

@@ -50,6 +50,10 @@ class ViTClassifier(nn.Module):
             nn.init.trunc_normal_(self.head.weight, std=HEAD_INIT_STD)
             nn.init.zeros_(self.head.bias)
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the activations of the encoder's blocks in backward."""
+        self.encoder.set_grad_checkpointing(enable)
+
     # -- forward ---------------------------------------------------------------------------------------
     def forward_features(self, images: Tensor) -> Tensor:
         """All tokens (N, 1 + L, D), after the final norm when there is one (timm's forward_features)."""

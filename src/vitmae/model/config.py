@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from .grid import Grid, Patching, num_tokens
 
 # What an encoder does with its position table at an input size other than the one it was built for:
 # recompute the sin-cos table exactly, or interpolate the stored table bicubically (the official
@@ -79,13 +80,18 @@ class ModelConfig:
             raise ConfigError(f"std must be positive, got {self.std}")
 
     @property
-    def grid_size(self) -> tuple[int, int]:
-        return (self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size)
+    def patching(self) -> Patching:
+        """How inputs are cut into tokens (the grid seam: see model/grid.py)."""
+        return Patching(self.patch_size)
+
+    @property
+    def grid_size(self) -> Grid:
+        """The token grid of an input of the size the model is built for."""
+        return self.patching.grid(self.img_size)
 
     @property
     def num_patches(self) -> int:
-        gh, gw = self.grid_size
-        return gh * gw
+        return num_tokens(self.grid_size)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

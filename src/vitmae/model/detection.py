@@ -108,11 +108,15 @@ class ViTDetBackbone(nn.Module):
         window = (min(self.window_size, grid[0]), min(self.window_size, grid[1]))
         for i, block in enumerate(self.encoder.blocks):
             if i in self.global_blocks:
-                x = block(x.flatten(1, 2)).unflatten(1, grid)
+                x = self.encoder.run_block(block, x.flatten(1, 2)).unflatten(1, grid)
             else:
                 windows, padded = window_partition(x, window)
-                x = window_unpartition(block(windows), window, padded, grid)
+                x = window_unpartition(self.encoder.run_block(block, windows), window, padded, grid)
         return x.permute(0, 3, 1, 2)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the activations of the encoder's blocks (windowed or global) in backward."""
+        self.encoder.set_grad_checkpointing(enable)
 
     def forward(self, images: Tensor) -> "OrderedDict[str, Tensor]":
         feature_map = self.blocks_forward(images)

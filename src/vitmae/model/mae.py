@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 from .config import ModelConfig
 from .masking import Masking, mask_from_noise, num_kept, random_noise
-from .vit import Block, ViTEncoder, flatten_components, init_weights, position_table, sincos_pos_embed
+from .grid import Grid, position_table, sincos_pos_embed
+from .vit import Block, BlockCheckpointing, ViTEncoder, flatten_components, init_weights
 
 
 @dataclass
@@ -24,7 +25,7 @@ class MAEOutput:
     ids_restore: Tensor  # (N, L)
 
 
-class MAEDecoder(nn.Module):
+class MAEDecoder(BlockCheckpointing, nn.Module):
     """A light transformer over all L + 1 positions: the visible latents and a shared mask token."""
 
     def __init__(self, config: ModelConfig):
@@ -41,7 +42,7 @@ class MAEDecoder(nn.Module):
             for _ in range(c.decoder_depth)
         )
         self.decoder_norm = nn.LayerNorm(c.decoder_embed_dim, eps=c.norm_eps)
-        self.decoder_pred = nn.Linear(c.decoder_embed_dim, c.patch_size**2 * c.in_chans)
+        self.decoder_pred = nn.Linear(c.decoder_embed_dim, c.patching.values(c.in_chans))
         self.apply(init_weights)
         nn.init.normal_(self.mask_token, std=0.02)
 
@@ -51,7 +52,7 @@ class MAEDecoder(nn.Module):
         self.decoder_pos_embed.requires_grad_(True)
         return self
 
-    def forward(self, latent: Tensor, ids_restore: Tensor, grid: tuple[int, int]) -> Tensor:
+    def forward(self, latent: Tensor, ids_restore: Tensor, grid: Grid) -> Tensor:
         x = self.decoder_embed(latent)
         n, visible, dim = x.shape
         mask_tokens = self.mask_token.expand(n, ids_restore.shape[1] + 1 - visible, -1)
@@ -61,7 +62,7 @@ class MAEDecoder(nn.Module):
         x = x + position_table(self.decoder_pos_embed, self.pos_embed_kind, self.config.pos_embed_resize,
                                self.grid_size, grid)
         for block in self.decoder_blocks:
-            x = block(x)
+            x = self.run_block(block, x)
         return self.decoder_pred(self.decoder_norm(x))[:, 1:]  # drop the cls position
 
 
@@ -77,8 +78,13 @@ class MaskedAutoencoder(nn.Module):
     def patch_size(self) -> int:
         return self.config.patch_size
 
-    def grid_of(self, images: Tensor) -> tuple[int, int]:
+    def grid_of(self, images: Tensor) -> Grid:
         return self.encoder.grid_of(images)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the activations of the encoder's and the decoder's blocks in backward."""
+        self.encoder.set_grad_checkpointing(enable)
+        self.decoder.set_grad_checkpointing(enable)
 
     def encode(self, images: Tensor) -> Tensor:
         """Deterministic features: all tokens, no masking, original order, cls first (N, 1 + L, D)."""
@@ -87,23 +93,13 @@ class MaskedAutoencoder(nn.Module):
     # -- patches -------------------------------------------------------------------------------------
     def patchify(self, images: Tensor) -> Tensor:
         """(N, C, H, W) -> (N, L, p*p*C); patches row-major, values ordered (row, col, channel)."""
-        n, c, h, w = images.shape
-        p = self.patch_size
-        gh, gw = self.grid_of(images)
-        x = images.reshape(n, c, gh, p, gw, p)
-        return torch.einsum("nchpwq->nhwpqc", x).reshape(n, gh * gw, p * p * c)
+        return self.config.patching.patchify(images)
 
-    def unpatchify(self, patches: Tensor, img_size: tuple[int, int] | None = None) -> Tensor:
+    def unpatchify(self, patches: Tensor, img_size: tuple[int, ...] | None = None) -> Tensor:
         """(N, L, p*p*C) -> (N, C, H, W); `img_size` defaults to the size the model was built for."""
-        p = self.patch_size
-        h, w = img_size or self.config.img_size
-        gh, gw = h // p, w // p
-        n, length, dim = patches.shape
-        if length != gh * gw:
-            raise ValueError(f"{length} patches do not tile a {h}x{w} image with patch size {p}")
-        c = dim // (p * p)
-        x = patches.reshape(n, gh, gw, p, p, c)
-        return torch.einsum("nhwpqc->nchpwq", x).reshape(n, c, gh * p, gw * p)
+        patching = self.config.patching
+        size = img_size or self.config.img_size
+        return patching.unpatchify(patches, tuple(s // k for s, k in zip(size, patching.size)))
 
     # -- the method ----------------------------------------------------------------------------------
     def forward_encoder(self, images: Tensor, mask_ratio: float, noise: Tensor | None = None
@@ -116,7 +112,7 @@ class MaskedAutoencoder(nn.Module):
         x = torch.gather(x, 1, masking.ids_keep.unsqueeze(-1).expand(-1, -1, dim))
         return self.encoder.forward_tokens(x), masking
 
-    def forward_decoder(self, latent: Tensor, ids_restore: Tensor, grid: tuple[int, int]) -> Tensor:
+    def forward_decoder(self, latent: Tensor, ids_restore: Tensor, grid: Grid) -> Tensor:
         return self.decoder(latent, ids_restore, grid)
 
     def target(self, images: Tensor) -> Tensor:

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
+from .grid import Grid, num_tokens
 
 STRATEGIES = ("random", "block", "grid")
 
@@ -36,9 +37,9 @@ def mask_from_noise(noise: Tensor, mask_ratio: float) -> Masking:
     return Masking(ids_shuffle[:, :len_keep], ids_restore, mask)
 
 
-def random_noise(n: int, grid: tuple[int, int], generator: torch.Generator | None = None,
+def random_noise(n: int, grid: Grid, generator: torch.Generator | None = None,
                  device: torch.device | str | None = None) -> Tensor:
-    return torch.rand(n, grid[0] * grid[1], generator=generator, device=device)
+    return torch.rand(n, num_tokens(grid), generator=generator, device=device)
 
 
 def noise_from_mask(mask: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -46,11 +47,11 @@ def noise_from_mask(mask: Tensor, generator: torch.Generator | None = None) -> T
     return mask.float() + 0.5 * torch.rand(mask.shape, generator=generator, device=mask.device)
 
 
-def block_noise(n: int, grid: tuple[int, int], mask_ratio: float, generator: torch.Generator | None = None,
+def block_noise(n: int, grid: Grid, mask_ratio: float, generator: torch.Generator | None = None,
                 device: torch.device | str | None = None) -> Tensor:
     """Block-wise masking (BEiT): removes rectangles of random size and aspect until the ratio is met."""
-    gh, gw = grid
-    target = grid[0] * grid[1] - num_kept(gh * gw, mask_ratio)
+    gh, gw = planar(grid, "block")
+    target = gh * gw - num_kept(gh * gw, mask_ratio)
     masks = torch.zeros(n, gh, gw)
     for i in range(n):
         while int(masks[i].sum()) < target:
@@ -68,12 +69,12 @@ def block_noise(n: int, grid: tuple[int, int], mask_ratio: float, generator: tor
     return noise_from_mask(masks.flatten(1), generator).to(device)
 
 
-def grid_noise(n: int, grid: tuple[int, int], mask_ratio: float, generator: torch.Generator | None = None,
+def grid_noise(n: int, grid: Grid, mask_ratio: float, generator: torch.Generator | None = None,
                device: torch.device | str | None = None) -> Tensor:
     """Regular grid masking (the paper's 'grid' ablation): keep one patch in every s x s cell, with s
     chosen from the ratio (0.75 -> 2x2) and a random offset per sample."""
     step = max(1, round((1 / max(1e-6, 1 - mask_ratio)) ** 0.5))
-    gh, gw = grid
+    gh, gw = planar(grid, "grid")
     rows = torch.arange(gh).view(gh, 1)
     cols = torch.arange(gw).view(1, gw)
     offsets = torch.randint(0, step, (n, 2), generator=generator)
@@ -81,7 +82,15 @@ def grid_noise(n: int, grid: tuple[int, int], mask_ratio: float, generator: torc
     return noise_from_mask((~keep).flatten(1).float(), generator).to(device)
 
 
-def make_noise(strategy: str, n: int, grid: tuple[int, int], mask_ratio: float,
+def planar(grid: Grid, strategy: str) -> tuple[int, int]:
+    """The (rows, columns) of a 2-D patch grid; the image masks' shapes mean nothing on another grid."""
+    if len(grid) != 2:
+        raise ConfigError(f"{strategy} masking is defined on a 2-D patch grid (images), not on a "
+                          f"{len(grid)}-D one")
+    return grid[0], grid[1]
+
+
+def make_noise(strategy: str, n: int, grid: Grid, mask_ratio: float,
                generator: torch.Generator | None = None, device: torch.device | str | None = None) -> Tensor:
     if strategy == "random":
         return random_noise(n, grid, generator, device)

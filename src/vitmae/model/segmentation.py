@@ -159,6 +159,10 @@ class Segmenter(nn.Module):
         """The encoder's ModelConfig (what a checkpoint of the segmenter records)."""
         return self.encoder.config
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the activations of the encoder's blocks in backward."""
+        self.encoder.set_grad_checkpointing(enable)
+
     # -- optimisation ----------------------------------------------------------------------------------
     @property
     def num_layers(self) -> int:

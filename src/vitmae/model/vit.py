@@ -15,39 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from timm.layers import DropPath
+from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
-
-
-def sincos_pos_embed(dim: int, grid_size: tuple[int, int], cls_token: bool = True) -> Tensor:
-    """Fixed 2-D sin-cos table (1 + L, dim), official convention: first half of the channels encodes the
-    column index, second half the row index; each half is [sin, cos]. A zero row leads for the cls slot."""
-    gh, gw = grid_size
-    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
-    rows, cols = torch.meshgrid(
-        torch.arange(gh, dtype=torch.float64), torch.arange(gw, dtype=torch.float64), indexing="ij"
-    )
-
-    def encode_1d(pos: Tensor) -> Tensor:
-        angles = pos.reshape(-1, 1) * omega
-        return torch.cat([angles.sin(), angles.cos()], dim=1)
-
-    table = torch.cat([encode_1d(cols), encode_1d(rows)], dim=1)
-    if cls_token:
-        table = torch.cat([torch.zeros(1, dim, dtype=torch.float64), table], dim=0)
-    return table.float()
-
-
-def resize_pos_embed(pos_embed: Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> Tensor:
-    """Bicubic interpolation of a learned table (1, 1 + L, D) to another patch grid; the cls row is kept."""
-    if tuple(old_grid) == tuple(new_grid):
-        return pos_embed
-    cls_row, grid = pos_embed[:, :1], pos_embed[:, 1:]
-    dim = grid.shape[-1]
-    grid = grid.reshape(1, *old_grid, dim).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid.float(), size=new_grid, mode="bicubic", align_corners=False)
-    grid = grid.permute(0, 2, 3, 1).reshape(1, -1, dim).to(pos_embed.dtype)
-    return torch.cat([cls_row, grid], dim=1)
+from .grid import Grid, map_to_tokens, position_table, sincos_pos_embed, tokens_to_map
 
 
 class PatchEmbed(nn.Module):
@@ -57,7 +28,7 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)  # (N, L, D), patches row-major
+        return map_to_tokens(self.proj(x))  # (N, L, D), patches row-major
 
 
 class Attention(nn.Module):
@@ -112,6 +83,22 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
+class BlockCheckpointing:
+    """Activation checkpointing of a stack of blocks, switched with timm's `set_grad_checkpointing`: when
+    on, a block run with gradients keeps only its input, and its activations are recomputed in backward
+    (the same dropout and drop-path draws replayed), trading about a third more compute for memory."""
+
+    grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    def run_block(self, block: nn.Module, x: Tensor) -> Tensor:
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint(block, x, use_reentrant=False)
+        return block(x)
+
+
 def init_weights(module: nn.Module) -> None:
     """Official MAE initialisation for Linear and LayerNorm layers (apply with `Module.apply`)."""
     if isinstance(module, nn.Linear):
@@ -123,19 +110,21 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-class ViTEncoder(nn.Module):
+class ViTEncoder(BlockCheckpointing, nn.Module):
     """ViT encoder with a cls token and a (1, 1 + L, D) position table, initialised as the official MAE.
 
     `pos_embed_kind` says what the table is: "sincos" (fixed, no gradient: pre-training) or "learned"
     (`learn_pos_embed`: fine-tuning trains it). At another input size a sin-cos table is recomputed
     exactly, or interpolated when `config.pos_embed_resize == "interpolate"`; a learned table is always
-    interpolated. Freezing the encoder does not change its kind.
+    interpolated. Freezing the encoder does not change its kind. `set_grad_checkpointing()` recomputes
+    each block's activations in backward (see BlockCheckpointing).
     """
 
     def __init__(self, config: ModelConfig, drop_path_rate: float = 0.0):
         super().__init__()
         c = self.config = config
         self.patch_size, self.grid_size, self.embed_dim = c.patch_size, c.grid_size, c.embed_dim
+        self.patching = c.patching
         self.num_prefix_tokens = 1
         self.pos_embed_kind = "sincos"
         self.patch_embed = PatchEmbed(c.patch_size, c.in_chans, c.embed_dim)
@@ -157,14 +146,10 @@ class ViTEncoder(nn.Module):
         self.pos_embed.requires_grad_(True)
         return self
 
-    def grid_of(self, images: Tensor) -> tuple[int, int]:
-        h, w = images.shape[-2:]
-        p = self.patch_size
-        if h % p or w % p:
-            raise ValueError(f"image size {h}x{w} is not divisible by the patch size {p}")
-        return (h // p, w // p)
+    def grid_of(self, images: Tensor) -> Grid:
+        return self.patching.grid_of(images)
 
-    def pos_embed_for(self, grid: tuple[int, int]) -> Tensor:
+    def pos_embed_for(self, grid: Grid) -> Tensor:
         return position_table(self.pos_embed, self.pos_embed_kind, self.config.pos_embed_resize,
                               self.grid_size, grid)
 
@@ -181,7 +166,7 @@ class ViTEncoder(nn.Module):
         """cls + the given (embedded, possibly masked) patch tokens through the blocks and the final norm."""
         x = self.prepend_cls(patch_tokens)
         for block in self.blocks:
-            x = block(x)
+            x = self.run_block(block, x)
         return self.norm(x)
 
     def encode(self, images: Tensor) -> Tensor:
@@ -196,9 +181,10 @@ class ViTEncoder(nn.Module):
                               ) -> list[Any] | tuple[Tensor, list[Any]]:
         """Outputs of chosen blocks, with timm's meaning of the arguments: `indices` an int n takes the
         last n blocks, a sequence takes those block indices (negative ones count from the end), None all.
-        Each intermediate is the patch tokens as a (N, D, H/p, W/p) map ("NCHW") or (N, L, D) ("NLC"),
-        with the final norm applied when `norm`; with `return_prefix_tokens` a (patches, cls (N, 1, D))
-        pair. Returns the list, or (the final normed tokens (N, 1 + L, D), the list)."""
+        Each intermediate is the patch tokens as a (N, D, *grid) map ("NCHW": (N, D, H/p, W/p) for an
+        image) or (N, L, D) ("NLC"), with the final norm applied when `norm`; with `return_prefix_tokens`
+        a (patches, cls (N, 1, D)) pair. Returns the list, or (the final normed tokens (N, 1 + L, D), the
+        list)."""
         if output_fmt not in ("NCHW", "NLC"):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', not {output_fmt!r}")
         take = self.take_indices(indices)
@@ -207,12 +193,12 @@ class ViTEncoder(nn.Module):
         blocks = self.blocks[:max(take) + 1] if stop_early or intermediates_only else self.blocks
         intermediates = []
         for i, block in enumerate(blocks):
-            x = block(x)
+            x = self.run_block(block, x)
             if i in take:
                 out = self.norm(x) if norm else x
                 prefix, patches = out[:, :self.num_prefix_tokens], out[:, self.num_prefix_tokens:]
                 if output_fmt == "NCHW":
-                    patches = patches.transpose(1, 2).reshape(len(x), -1, *grid)
+                    patches = tokens_to_map(patches, grid)
                 intermediates.append((patches, prefix) if return_prefix_tokens else patches)
         if intermediates_only:
             return intermediates
@@ -231,17 +217,6 @@ class ViTEncoder(nn.Module):
         if not all(0 <= i < depth for i in taken):
             raise ValueError(f"block indices {list(indices)} are outside 0..{depth - 1}")
         return taken
-
-
-def position_table(table: Tensor, kind: str, resize: str, built_grid: tuple[int, int],
-                   grid: tuple[int, int]) -> Tensor:
-    """The position table (1, 1 + L, D) for `grid`: as built; else a fixed sin-cos table recomputed
-    exactly (`resize="recompute"`), and any other table interpolated bicubically."""
-    if tuple(grid) == tuple(built_grid):
-        return table
-    if kind == "sincos" and resize == "recompute":
-        return sincos_pos_embed(table.shape[-1], grid)[None].to(table.device, table.dtype)
-    return resize_pos_embed(table, built_grid, grid)
 
 
 def flatten_components(holder: nn.Module, components: tuple[str, ...]) -> None:

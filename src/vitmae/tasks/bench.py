@@ -43,7 +43,7 @@ def _transformer_flops(tokens: int, dim: int, depth: int, mlp_ratio: float) -> f
 def mae_train_flops(c: ModelConfig, mask_ratio: float | None = None) -> float:
     """Training FLOPs (forward + backward) per image."""
     ratio = c.mask_ratio if mask_ratio is None else mask_ratio
-    patches, patch_dim = c.num_patches, c.patch_size**2 * c.in_chans
+    patches, patch_dim = c.num_patches, c.patching.values(c.in_chans)
     visible = num_kept(patches, ratio) + 1
     forward = (2 * patches * patch_dim * c.embed_dim
                + _transformer_flops(visible, c.embed_dim, c.depth, c.mlp_ratio)

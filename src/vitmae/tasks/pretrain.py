@@ -13,7 +13,7 @@ from ..data import (Batch, EvalTransform, ShardSource, UnreadableImage, build_so
 from ..data.device_augment import AUGMENT_ON, resolve_augment_on
 from ..data.sources import require_readable
 from ..data.transforms import mix_seed
-from ..model import STRATEGIES, MaskedAutoencoder, make_noise
+from ..model import STRATEGIES, MaskedAutoencoder, Patching, make_noise
 from ..options import opt, save_config
 from ..train import Hook, Trainer, write_json
 from ..train.config import TrainConfig
@@ -52,13 +52,13 @@ class MAEObjective:
     """Masked-patch reconstruction loss; the mask noise of each micro-batch is keyed by
     (seed, step, micro-batch, rank), so a resumed run masks exactly as the uninterrupted one."""
 
-    def __init__(self, mask_ratio: float, masking: str, patch_size: int, seed: int, rank: int):
-        self.mask_ratio, self.masking, self.patch_size = mask_ratio, masking, patch_size
+    def __init__(self, mask_ratio: float, masking: str, patch_size: int | tuple[int, ...], seed: int, rank: int):
+        self.mask_ratio, self.masking, self.patching = mask_ratio, masking, Patching(patch_size)
         self.seed, self.rank = seed, rank
 
     def __call__(self, model: nn.Module, batch: Batch, step: int, micro: int) -> Tensor:
         images = batch.images
-        grid = (images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size)
+        grid = self.patching.grid_of(images)
         generator = torch.Generator().manual_seed(mix_seed(self.seed, step, micro, self.rank))
         noise = make_noise(self.masking, len(images), grid, self.mask_ratio, generator)
         noise = noise.to(images.device, non_blocking=True)  # a copy queued behind the step, not a sync
@@ -219,7 +219,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                                  cfg.knn_every_epochs, cfg.seed, num_workers=cfg.num_workers)
         hooks.append(knn_monitor)
 
-    objective = MAEObjective(model_cfg.mask_ratio, cfg.masking, model_cfg.patch_size, cfg.seed, 0)
+    objective = MAEObjective(model_cfg.mask_ratio, cfg.masking, model_cfg.patching.size, cfg.seed, 0)
     trainer = Trainer(model, objective, dataset, cfg, hooks=hooks, samples_per_epoch=cfg.samples_per_epoch)
     objective.rank = trainer.dist.rank
     output = Path(cfg.output)

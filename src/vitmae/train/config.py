@@ -43,6 +43,9 @@ class TrainConfig(RuntimeOptions):
     compile_mode: str = opt("default", "torch.compile mode", choices=COMPILE_MODES)
     fp8: bool = opt(False, "train the transformer blocks' linear layers in float8 (torchao; needs FP8 tensor "
                            "cores to be fast)")
+    grad_checkpointing: bool = opt(False, "trades compute for memory: the activations of each block are "
+                                   "recomputed in backward rather than kept; for long token sequences (video, "
+                                   "high resolution)")
     log_every_steps: int | None = opt(None, "log the loss, learning rate and speed every N steps (default: 20, "
                                       "or often enough for 50 points in a shorter run)", min=1)
     log_to: str = opt("tensorboard", "where metrics and pictures go, comma-separated: tensorboard, wandb (offline "

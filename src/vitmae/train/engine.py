@@ -1,8 +1,9 @@
 """The one training engine, for pre-training, fine-tuning and linear probing alike.
 
 A task hands it a model, a dataset and an objective (model, batch -> loss); the engine owns everything
-else: device and precision, DDP, the optimizer and its schedule, gradient accumulation and clipping,
-logging, atomic checkpoints, exact resume and clean stops on SIGTERM / SIGINT. It knows nothing of MAE.
+else: device and precision, the parallel strategy (train/parallel.py), activation checkpointing, the
+optimizer and its schedule, gradient accumulation and clipping, logging, atomic checkpoints, exact resume
+and clean stops on SIGTERM / SIGINT. It knows nothing of MAE.
 """
 from __future__ import annotations
 
@@ -20,19 +21,17 @@ from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, IterableDataset
 from tqdm import tqdm
 
 from ..data import Batch, DataError, EpochSampler, build_loader
 from ..data.sources import require_readable
 from ..errors import ConfigError
-from ..interop.safe_load import check_fits
 from ..model.vit import param_groups
-from .checkpoint import load_checkpoint, save_checkpoint
 from .config import COMPILE_MODES, PRECISIONS, TrainConfig
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, raise_if_peer_lost
 from .loggers import build_loggers, parse_log_to
+from .parallel import select_strategy
 from .run_dir import claim_run_dir, resume_notes
 from .optim import build_adamw, lr_at, set_lr
 
@@ -114,6 +113,20 @@ def compile_model(model: nn.Module, setting: bool | None, mode: str, device: tor
     return torch.compile(model, mode=None if mode == "default" else mode) if enabled else model
 
 
+def enable_grad_checkpointing(model: nn.Module) -> None:
+    """timm's `set_grad_checkpointing()` on the model, or, for a model that only wraps ours (torchvision's
+    detectors around a ViTDet backbone), on each outermost sub-module that has it."""
+    holders: list[str] = []
+    for name, module in model.named_modules():
+        inside = any(name.startswith(f"{holder}.") or not holder for holder in holders)
+        if hasattr(module, "set_grad_checkpointing") and not inside:
+            module.set_grad_checkpointing(True)
+            holders.append(name)
+    if not holders:
+        raise ConfigError(f"--grad-checkpointing: a {type(model).__name__} has no blocks to check-point "
+                          "(no set_grad_checkpointing)")
+
+
 def write_json(path: Path, data: Any) -> None:
     from .checkpoint import write_text_atomic
 
@@ -138,6 +151,12 @@ class Trainer:
             from .fp8 import convert_to_fp8
 
             convert_to_fp8(self.model)
+        if cfg.grad_checkpointing:
+            enable_grad_checkpointing(self.model)
+        # The strategy wraps the model before the optimizer is made: a sharding strategy replaces the
+        # parameters, and loads a checkpoint into the wrapped model.
+        self.strategy = select_strategy(self.dist, self.device)
+        wrapped = self.strategy.wrap(self.model)
         self.objective, self.dataset, self.hooks = objective, dataset, list(hooks)
         self.progress = Progress()
         self.extra_state: dict[str, Any] = {}  # task values that must survive a resume
@@ -173,11 +192,8 @@ class Trainer:
                                    pin_memory=self.device.type == "cuda", collate_fn=collate_fn)
         if cfg.resume:
             self._resume(cfg.resume)
-        train_model = (DistributedDataParallel(model, device_ids=[self.device.index]
-                                               if self.device.type == "cuda" else None)
-                       if self.dist.enabled else model)
-        self.train_model = compile_model(train_model, cfg.compile, cfg.compile_mode, self.device)
-        self.compiled = self.train_model is not train_model
+        self.train_model = compile_model(wrapped, cfg.compile, cfg.compile_mode, self.device)
+        self.compiled = self.train_model is not wrapped
         self._stop_signal: int | None = None
         # Step losses stay on the device until the run syncs anyway (logging, saving, epoch end): reading
         # each one at once would stall the host every step and keep it from queueing the next.
@@ -195,7 +211,7 @@ class Trainer:
     def train_state(self) -> dict[str, Any]:
         state = {
             "progress": dataclasses.asdict(self.progress),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.strategy.optimizer_state(self.model, self.optimizer),
             "scaler": self.scaler.state_dict(),
             "rng_cpu": torch.get_rng_state(),
             "extra": self.extra_state,
@@ -209,29 +225,28 @@ class Trainer:
 
     def save(self) -> Path | None:
         self._check_losses()  # never save weights that a non-finite loss has already corrupted
-        if self.dist.is_main:
+        if self.strategy.writes_checkpoints:
             name = f"step-{self.progress.step:08d}"
-            self.last_checkpoint = save_checkpoint(self.output, name, self.model, self.train_state(),
-                                                   self.config.keep_checkpoints)
+            self.last_checkpoint = self.strategy.save(self.output, name, self.model, self.train_state(),
+                                                      self.config.keep_checkpoints)
         self._saved_step = self.progress.step
         barrier(self.dist)
         return self.last_checkpoint
 
     def _resume(self, path: str) -> None:
-        weights, state, ckpt, notes = load_checkpoint(path)
+        weights, state, ckpt, notes = self.strategy.load(path)
         processes = state.get("world_size", self.dist.world_size)  # recorded since manifests came in
-        if processes != self.dist.world_size:
+        if processes != self.dist.world_size and not self.strategy.reshards:
             raise ConfigError(f"--resume {path}: the run trained on {processes} process(es), this is "
                               f"{self.dist.world_size}: its effective batch, learning rate and data order would "
                               f"change; resume it on {processes}")
         notes += resume_notes(state["config"], self.config, state["progress"]["step"], self.steps_per_epoch,
                               self.base_lr, self.warmup_steps)
-        check_fits(f"--resume {path}", weights, self.model.state_dict())
+        self.strategy.load_model_state(self.model, weights, f"--resume {path}")
         if self.dist.is_main:
             for note in notes:
                 print(f"note: {note}", file=sys.stderr)
-        self.model.load_state_dict(weights)
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.strategy.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng_cpu"])
         if "rng_cuda" in state and self.device.type == "cuda":
@@ -333,8 +348,7 @@ class Trainer:
                 elif self.dist.enabled:  # only DDP needs it: elsewhere it would hold a batch's memory
                     self._previous_batch = batch
                 last = micro == cfg.accum_steps - 1
-                sync = contextlib.nullcontext() if last or not self.dist.enabled else self.train_model.no_sync()
-                with sync:
+                with contextlib.nullcontext() if last else self.strategy.no_sync():
                     with self.autocast():
                         loss = self.objective(self.train_model, batch, step, micro) * weight
                     self.scaler.scale(loss / cfg.accum_steps).backward()
@@ -342,7 +356,7 @@ class Trainer:
                 step_images += len(batch) if weight else 0
             if cfg.clip_grad:
                 self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
+                self.strategy.clip_grad_norm(self.model, cfg.clip_grad)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
@@ -485,6 +499,7 @@ class Trainer:
             "compiled": self.compiled,
             "device": str(self.device),
             "world_size": self.dist.world_size,
+            "strategy": self.strategy.name,
             "skipped_files": [{"path": k, "reason": v} for k, v in sorted(skipped.items())],
             "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
         }

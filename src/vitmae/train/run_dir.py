@@ -23,8 +23,8 @@ RUN_FILES = ("checkpoints", "config.yaml", "metrics.json", "metrics.jsonl", "ten
              "images", "confusion_matrix.png")
 # Options a resume may change: where and how the run executes, what it logs and keeps, where it stops.
 FREE_ON_RESUME = {"output", "resume", "overwrite", "device", "precision", "num_workers", "compile", "compile_mode",
-                  "log_every_steps", "log_to", "save_every_steps", "keep_checkpoints", "max_steps", "epochs",
-                  "val_data", "heldout_samples", "eval_knn", "cache_features"}
+                  "grad_checkpointing", "log_every_steps", "log_to", "save_every_steps", "keep_checkpoints",
+                  "max_steps", "epochs", "val_data", "heldout_samples", "eval_knn", "cache_features"}
 
 
 def run_dir_of(path: str | Path) -> Path:

@@ -100,8 +100,7 @@ def load_mask(path: str | Path, config: ModelConfig) -> Tensor:
             return mask_from_picture(load_image(path, 1), config)
         except UnreadableImage as err:
             raise ConfigError(f"cannot read mask picture {err}") from None
-    gh, gw = config.img_size[0] // config.patch_size, config.img_size[1] // config.patch_size
-    return _mask_from_indices(path.read_text(errors="replace"), gh * gw, path)
+    return _mask_from_indices(path.read_text(errors="replace"), config.num_patches, path)
 
 
 def mask_from_picture(picture: Image.Image, config: ModelConfig) -> Tensor:
@@ -176,14 +175,12 @@ def reconstruct(model: MaskedAutoencoder, images: Tensor, mask_ratio: float | No
     patch statistics `denorm` names (see patch_statistics)."""
     out = model(images, mask_ratio=mask_ratio, noise=noise)
     pred = out.pred.float()
-    norm_pix = model.config.norm_pix_loss
+    norm_pix, grid = model.config.norm_pix_loss, model.grid_of(images)
     if norm_pix:  # the model predicts standardised patches: undo that with patch statistics
-        mean, std = patch_statistics(model.patchify(images).float(), out.mask, model.grid_of(images), denorm)
+        mean, std = patch_statistics(model.patchify(images).float(), out.mask, grid, denorm)
         pred = pred * std + mean
-    size = tuple(images.shape[-2:])
-    p, c = model.patch_size, images.shape[1]
-    recon = model.unpatchify(pred, size)
-    mask = model.unpatchify(out.mask.unsqueeze(-1).expand(-1, -1, p * p * c), size)[:, :1]
+    recon = model.config.patching.unpatchify(pred, grid)
+    mask = model.config.patching.spread(out.mask, grid)
     return Reconstruction(images, mask, recon, images * (1 - mask) + recon * mask, out.loss.item(), norm_pix,
                           denorm)
 
