@@ -27,6 +27,7 @@ from tqdm import tqdm
 from ..data import Batch, DataError, EpochSampler, build_loader
 from ..data.sources import require_readable
 from ..errors import ConfigError
+from ..options import flag_name
 from ..model.vit import param_groups
 from .config import COMPILE_MODES, PRECISIONS, TrainConfig
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, raise_if_peer_lost
@@ -36,6 +37,10 @@ from .run_dir import claim_run_dir, resume_notes
 from .optim import build_adamw, lr_at, set_lr
 
 LOG_EVERY_STEPS, LOG_POINTS = 20, 50  # the default logging interval, and the points a short run gets
+# A CPU run projected to take longer than this is said so after its first steps, with the options that
+# decide its length: a default sized for GPUs and large images can otherwise spend hours without a word.
+LONG_RUN_S = 3600.0
+PROJECTION_STEPS = 3  # steps timed for the projection (after the first, which pays for start-up)
 
 class Objective(Protocol):
     def __call__(self, model: nn.Module, batch: Batch, step: int, micro: int) -> Tensor:
@@ -127,6 +132,15 @@ def enable_grad_checkpointing(model: nn.Module) -> None:
                           "(no set_grad_checkpointing)")
 
 
+def _duration(seconds: float) -> str:
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
+
+
+def _option_text(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+
+
 def write_json(path: Path, data: Any) -> None:
     from .checkpoint import write_text_atomic
 
@@ -137,8 +151,12 @@ class Trainer:
     def __init__(self, model: nn.Module, objective: Objective, dataset: Dataset, config: TrainConfig, *,
                  groups: list[dict] | None = None, betas: tuple[float, float] = (0.9, 0.95),
                  make_optimizer: Callable[[list[dict], float], torch.optim.Optimizer] | None = None,
-                 hooks: Sequence[Hook] = (), samples_per_epoch: int | None = None, collate_fn=None):
+                 hooks: Sequence[Hook] = (), samples_per_epoch: int | None = None, collate_fn=None,
+                 cost_options: Sequence[str] = ()):
+        """`cost_options`: the task's options (field names) besides the batch size and the epochs that decide
+        how long a step takes (a crop size, say); the projection of a long run names them."""
         self.config = cfg = config
+        self.cost_options = ("batch_size", "epochs", *cost_options)
         self.dist = init_distributed(resolve_device(cfg.device, DistInfo()).type)
         self.device = resolve_device(cfg.device, self.dist)
         self.precision = resolve_precision(cfg.precision, self.device)
@@ -200,6 +218,7 @@ class Trainer:
         self._unchecked_losses: list[tuple[int, Tensor]] = []
         self._previous_batch: Batch | None = None
         self._window_losses: list[float] = []
+        self._step_times: list[float] = []  # of this process's first steps, for the projection
         self._loggers: list | None = None
         self._pbar = None
 
@@ -365,7 +384,9 @@ class Trainer:
             for hook in self.hooks:
                 hook.on_step_end(self)
             progress.epoch_batches += cfg.accum_steps
-            progress.train_time_s += time.perf_counter() - step_start
+            step_time = time.perf_counter() - step_start
+            progress.train_time_s += step_time
+            self._project(step_time)
             progress.images += step_images * self.dist.world_size
             window_images += step_images
             self._pbar.update(1)
@@ -416,6 +437,21 @@ class Trainer:
                     f"Last good checkpoint: {self.last_checkpoint or 'none'}. "
                     "Try a lower --blr/--lr, --clip-grad 1.0 or --precision fp32.")
         self._window_losses.extend(values)
+
+    def _project(self, step_time: float) -> None:
+        """After the first timed steps of a CPU run, one line if the rest is projected past LONG_RUN_S."""
+        self._step_times.append(step_time)
+        if len(self._step_times) != PROJECTION_STEPS + 1 or self.device.type != "cpu" or not self.dist.is_main:
+            return
+        per_step = sum(self._step_times[1:]) / PROJECTION_STEPS
+        remaining = self.stop_step - self.progress.step
+        if per_step * remaining <= LONG_RUN_S:
+            return
+        options = ", ".join(f"{flag_name(name)} {_option_text(getattr(self.config, name))}"
+                            for name in self.cost_options if hasattr(self.config, name))
+        tqdm.write(f"note: at {per_step:.2f} s a step on the CPU, the remaining {remaining} steps take about "
+                   f"{_duration(per_step * remaining)}; what decides it: {options}; smaller values, or "
+                   f"--max-steps, shorten it")
 
     def _record_skipped(self, batch: Batch) -> None:
         for path, reason in batch.skipped:
