@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vitmae.data import DataError, Skipped, build_dataset
+from vitmae.data import DataError, Skipped, build_dataset, open_source
 from vitmae.data.loader import JointTransform
-from vitmae.data.segmentation import SegmentationFolderSource, build_segmentation_source, reduce_zero_label
-from vitmae.data.scenes import FashionScenesSource
+from vitmae.data.segmentation import SegmentationFolderSource, reduce_zero_label
 
 
 class Identity(JointTransform):
@@ -78,7 +77,7 @@ def test_missing_split_and_unknown_spec(folder):
     with pytest.raises(DataError, match=r"needs .*val/images/"):
         SegmentationFolderSource(folder, "val")
     with pytest.raises(DataError, match="not 'fashion-scenes' nor an existing folder"):
-        build_segmentation_source(str(folder / "nowhere"))
+        open_source(str(folder / "nowhere"), "train", "mask")
     (folder / "classes.txt").unlink()
     assert SegmentationFolderSource(folder, "train", num_classes=3).classes is None
 
@@ -86,8 +85,3 @@ def test_missing_split_and_unknown_spec(folder):
 def test_reduce_zero_label_as_mmsegmentation():
     mask = np.array([0, 1, 2, 150, 255])
     assert reduce_zero_label(mask).tolist() == [255, 0, 1, 149, 255]
-
-
-def test_scenes_through_the_builder():
-    source = build_segmentation_source("fashion-scenes", "val", size=32, seed=2)
-    assert isinstance(source, FashionScenesSource) and source[0][1].shape == (32, 32)

@@ -22,13 +22,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchvision import tv_tensors
-from torchvision.transforms.v2 import functional as TF
 
 from vitmae.data.decode import ImageLike, UnreadableImage, load_image
 from vitmae.data.loader import Batch, JointTransform, readable
-from vitmae.data.scenes import FASHION_SCENES, SCENE_CLASSES, FashionScenesSource, SceneTarget, scene_count
-from vitmae.data.sources import DataError
+from vitmae.data.scenes import SCENE_CLASSES, FashionScenesSource, SceneTarget
+from vitmae.data.source import DataError
 
 
 def pycocotools():
@@ -226,18 +224,6 @@ class SceneDetectionSource:
         return image, target
 
 
-def build_detection_source(spec: str, split: str, in_chans: int, scenes: int | None = None, size: int = 64,
-                           seed: int = 0, files: Sequence[str | Path] | None = None, val_scenes: int | None = None):
-    """The `split` of 'fashion-scenes' (`size` px scenes of `seed`, `scenes` of them for training: see
-    `scene_count`) or of a folder in COCO 2017's layout; `files` (annotation file, image folder) name the
-    split's data instead."""
-    if files:
-        return CocoSource(*files, in_chans)
-    if spec == FASHION_SCENES:
-        return SceneDetectionSource(split, scene_count(split, scenes, val_scenes), size, seed, in_chans)
-    return CocoSource(*coco_split(spec, split), in_chans)
-
-
 def decode_masks(segmentations: Sequence[Any], height: int, width: int) -> torch.Tensor:
     """(n, H, W) uint8 masks of COCO segmentations: polygons, uncompressed or compressed RLE."""
     if not segmentations:
@@ -271,6 +257,9 @@ class DetectionTransform(JointTransform):
         self.size, self.train, self.scale, self.hflip = size and tuple(size), train, tuple(scale), hflip
 
     def __call__(self, image: ImageLike, target: dict[str, Any], generator: torch.Generator):
+        from torchvision import tv_tensors  # imported here: `import vitmae.data` stays free of torchvision
+        from torchvision.transforms.v2 import functional as TF
+
         img = tv_tensors.Image(TF.pil_to_tensor(image) if hasattr(image, "mode") else
                                torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
         if not self.train:

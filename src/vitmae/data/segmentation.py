@@ -25,12 +25,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vitmae.data.decode import ImageLike, UnreadableImage, load_image
+from vitmae.data.files import scan_images
 from vitmae.data.loader import Batch, JointTransform, readable
-from vitmae.data.scenes import FASHION_SCENES, FashionScenesSource, scene_count
-from vitmae.data.sources import DataError, _scan_images
+from vitmae.data.source import DataError
 
-__all__ = ["PALETTE", "SegmentationFolderSource", "SegmentationTransform", "build_segmentation_source",
-           "collate_masks", "read_index_mask", "reduce_zero_label", "write_index_mask"]
+__all__ = ["PALETTE", "SegmentationFolderSource", "SegmentationTransform", "collate_masks",
+           "read_index_mask", "reduce_zero_label", "write_index_mask"]
 
 _INDEX_MODES = ("P", "L", "I;16", "I;16B", "I;16L", "I")
 
@@ -139,26 +139,12 @@ class SegmentationFolderSource:
 def _by_stem(folder: Path) -> dict[str, str]:
     """{relative path without extension: relative path} of the image files under `folder`."""
     found: dict[str, str] = {}
-    for name in _scan_images(folder):
+    for name in scan_images(folder):
         stem = os.path.splitext(name)[0]
         if stem in found:
             raise DataError(f"two files in {folder} share the name {stem}: {found[stem]} and {name}")
         found[stem] = name
     return found
-
-
-def build_segmentation_source(spec: str, split: str = "train", num_classes: int | None = None,
-                              ignore_index: int = 255, reduce_zero: bool = False, in_chans: int | None = None,
-                              seed: int = 0, size: int = 64, scenes: int | None = None,
-                              val_scenes: int | None = None):
-    """'fashion-scenes' (`size` px scenes of `seed`, `scenes` of them for training, see `scene_count`; 1
-    channel by default) or a folder (3 by default)."""
-    if spec == FASHION_SCENES:
-        return FashionScenesSource(split, scene_count(split, scenes, val_scenes), size, seed, in_chans or 1)
-    if os.path.isdir(spec):
-        return SegmentationFolderSource(spec, split, num_classes, ignore_index, reduce_zero, in_chans or 3)
-    raise DataError(f"segmentation data {spec!r} is not 'fashion-scenes' nor an existing folder "
-                    "(DIR/{train,val}/{images,masks}/)")
 
 
 class SegmentationTransform(JointTransform):
