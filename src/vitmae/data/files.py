@@ -167,16 +167,20 @@ class CsvSource(FileSource):
         super().__init__(paths, labels, classes, in_chans)
 
 
-def _csv_rows(csv_path: Path) -> list[tuple[int, list[str]]]:
-    """(line number, cells) of the non-empty rows of a UTF-8 CSV file (a byte-order mark is allowed)."""
-    data = csv_path.read_bytes()
+def utf8_text(path: Path, data: bytes) -> str:
+    """The text of a file's bytes in UTF-8 (a byte-order mark is allowed); DataError naming the first
+    byte that is not, and its line."""
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
-        raise DataError(f"{csv_path} is not UTF-8 text: byte 0x{data[err.start]:02x} on line {line} "
+        raise DataError(f"{path} is not UTF-8 text: byte 0x{data[err.start]:02x} on line {line} "
                         "(save it as UTF-8)") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
+
+
+def _csv_rows(csv_path: Path) -> list[tuple[int, list[str]]]:
+    """(line number, cells) of the non-empty rows of a UTF-8 CSV file."""
+    reader = csv.reader(io.StringIO(utf8_text(csv_path, csv_path.read_bytes()), newline=""))
     try:
         return [(reader.line_num, row) for row in reader if row and row[0].strip()]
     except csv.Error as err:

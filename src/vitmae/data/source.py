@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 MAX_CLASSES = 100_000
 DENSE_CLASSES = 1000
 DENSE_FACTOR = 10
+# A segmentation head makes a map of logits per class, a detection head a 28x28 mask per class and region:
+# a dense task has at most MAX_DENSE_CLASSES classes (ADE20K-full's 3,688 and LVIS's 1,203 fit).
+MAX_DENSE_CLASSES = 4096
 
 
 class DataError(ValueError):
