@@ -105,9 +105,9 @@ class CocoSource:
         return kept
 
     def has_masks(self) -> bool:
-        """Whether every object has a segmentation (what `--masks auto` asks)."""
-        objects = [o for image in self.objects for o in image]
-        return bool(objects) and all(seg for _, _, seg in objects)
+        """Whether there are objects and every annotation has a segmentation (what `--masks auto` asks):
+        the crowd regions and the boxes not trained on too, which mask AP scores against."""
+        return any(self.objects) and all(ann.get("segmentation") for ann in self.coco.annotations)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -299,8 +299,14 @@ def coco_metrics(ground_truth, results: list[dict], iou_type: str, image_ids: Se
     """COCO AP, AP50, AP75, APs/m/l in percent (COCOeval's first six numbers; -1 where a size has no
     object) and AP per class (`per_class`, by category name), of detections in the COCO results format
     (`image_id`, `category_id`, `score`, and `bbox` [x, y, w, h] or `segmentation` RLE) on the images
-    `image_ids` (default: all). No detection at all scores 0."""
+    `image_ids` (default: all). No detection at all scores 0. Mask AP needs every annotation's segmentation
+    (DataError otherwise: COCOeval would fail on the first without one)."""
     _, _, COCOeval = pycocotools()
+    if iou_type == "segm":
+        lacking = sum(not ann.get("segmentation") for ann in ground_truth.dataset["annotations"])
+        if lacking:
+            raise DataError(f"mask AP needs a segmentation for every annotation: {lacking} of "
+                            f"{len(ground_truth.dataset['annotations'])} have none")
     names = list(classes) if classes is not None else [c["name"] for c in ground_truth.loadCats(ground_truth.getCatIds())]
     if not results:
         return {**{m: 0.0 for m in COCO_METRICS}, "per_class": {name: 0.0 for name in names}}

@@ -11,11 +11,11 @@ ground truth, pycocotools) uses it:
     whole-number `width` and `height` of at most decode.MAX_PIXELS pixels;
   - every category an object with an `id`, at most MAX_DENSE_CLASSES of them, names not repeated;
   - ids unique, and all integers or all strings (pycocotools sorts them);
-  - every annotation's `category_id` one of the categories (a class missing from the list would lose
-    every object and prediction of it).
+  - every annotation's `category_id` (an integer or a string) one of the categories: a class missing
+    from the list would lose every object and prediction of it.
 - A malformed ANNOTATION, one among thousands as labelling tools write them, is dropped and listed in
   `CocoFile.dropped` with its reason:
-  - not an object, or an `image_id` of no image;
+  - not an object, a `category_id` that is no id, an `image_id` of no image;
   - a `bbox` that is not 4 finite numbers, an `iscrowd` that is not 0 or 1, an `area` that is not a
     finite number >= 0;
   - a `segmentation` that is neither empty, nor polygons, nor an RLE of the image's size. Polygons are
@@ -51,8 +51,8 @@ MAX_COUNT_CHARS = 7
 
 @dataclass
 class CocoFile:
-    """A checked COCO file: images and categories as the file has them (categories sorted by id), the
-    well-formed annotations as the ground truth holds them, and the dropped ones."""
+    """A checked COCO file: its images, its categories (sorted by id, each with a name), the well-formed
+    annotations as the ground truth holds them, and the dropped ones."""
 
     path: Path
     images: list[dict[str, Any]]
@@ -92,7 +92,7 @@ def read_coco(path: str | Path) -> CocoFile:
     known_categories = {category["id"] for category in categories}
     annotations, dropped = [], []
     for position, ann in enumerate(data["annotations"]):
-        if isinstance(ann, dict) and not _is_one_of(ann.get("category_id"), known_categories):
+        if isinstance(ann, dict) and _is_id(ann.get("category_id")) and ann["category_id"] not in known_categories:
             raise DataError(f"{path.name}: annotation {_show(ann.get('id'))} has category_id "
                             f"{_show(ann.get('category_id'))}, which is not in 'categories' "
                             f"({_show([c['id'] for c in categories])})")
@@ -133,9 +133,10 @@ def _show(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _is_one_of(value: Any, ids: set[Any] | dict[Any, Any]) -> bool:
-    """Whether a JSON value is one of `ids` (a boolean, which Python finds equal to 0 or 1, never is)."""
-    return isinstance(value, (int, float, str)) and not isinstance(value, bool) and value in ids
+def _is_id(value: Any) -> bool:
+    """Whether a JSON value can be an id: an integer or a string (a boolean, which Python finds equal to 0
+    or 1, is not)."""
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
 def _whole(value: Any) -> int | None:
@@ -164,7 +165,7 @@ def _check_ids(path: Path, key: str, entries: list[dict[str, Any]]) -> None:
         if "id" not in entry:
             raise DataError(f"{path}: {key}[{i}] has no 'id'")
         value = entry["id"]
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
+        if not _is_id(value):
             raise DataError(f"{path}: {key}[{i}] has the id {_show(value)}: ids are integers (or strings)")
         if type(value) is not type(entries[0]["id"]):
             raise DataError(f"{path}: {key}[{i}] has the id {_show(value)} and {key}[0] the id "
@@ -219,22 +220,24 @@ def _check_categories(path: Path, categories: list[Any]) -> tuple[list[dict[str,
         if not isinstance(category, dict):
             raise DataError(f"{path}: categories[{i}] is {_kind(category)}, not an object")
     _check_ids(path, "categories", categories)
-    ordered = sorted(categories, key=lambda c: c["id"])
-    classes = [str(c.get("name", c["id"])) for c in ordered]
+    # named as text, the id's where there is no name: per-class results are keyed by name
+    named = [{**c, "name": str(c.get("name", c["id"]))} for c in sorted(categories, key=lambda c: c["id"])]
     first: dict[str, Any] = {}
-    for category, name in zip(ordered, classes):
-        if name in first:
-            raise DataError(f"{path}: the categories {_show(first[name])} and {_show(category['id'])} are both named "
-                            f"{_show(name)}")
-        first[name] = category["id"]
-    return ordered, classes
+    for category in named:
+        if category["name"] in first:
+            raise DataError(f"{path}: the categories {_show(first[category['name']])} and {_show(category['id'])} "
+                            f"are both named {_show(category['name'])}")
+        first[category["name"]] = category["id"]
+    return named, [category["name"] for category in named]
 
 
 def _check_annotation(ann: Any, image_of: dict[Any, dict[str, Any]]) -> dict[str, Any] | str:
     """The annotation as the ground truth holds it, or why it is dropped."""
     if not isinstance(ann, dict):
         return "not an object"
-    if not _is_one_of(ann.get("image_id"), image_of):
+    if not _is_id(ann.get("category_id")):
+        return "its category_id is not an id (an integer or a string)"
+    if not (_is_id(ann.get("image_id")) and ann["image_id"] in image_of):
         return "its image_id is not an image of the file"
     image = image_of[ann["image_id"]]
     if "bbox" not in ann:
@@ -269,7 +272,7 @@ def _polygon_problem(parts: list[Any], height: int, width: int) -> str | None:
     outline = 0.0
     for part in parts:
         if not isinstance(part, list):
-            return "polygon is not a list of parts (lists of x, y coordinates)"
+            return "polygon is not a list of parts"
         if not part:
             return "polygon with an empty part"
         if not all(_finite(v) for v in part):
