@@ -65,6 +65,9 @@ def test_a_coco_folder_and_its_json_file_give_the_same_images(tmp_path):
     beside = tmp_path / "val2017" / "instances.json"  # without `images`, the file's own folder
     beside.write_text(json_path.read_text())
     assert open_source(str(beside), target="detection").paths == from_folder.paths
+    named_otherwise = tmp_path / "annotations.txt"  # given with its image folder, any name is a COCO file
+    named_otherwise.write_text(json_path.read_text())
+    assert open_source(str(named_otherwise), "val", "detection", images=tmp_path / "val2017").paths == from_folder.paths
 
 
 def test_the_first_kind_that_gives_the_target_wins(tmp_path, photo):

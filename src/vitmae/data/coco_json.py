@@ -36,14 +36,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from vitmae.data.decode import MAX_PIXELS
+from vitmae.data.decode import pixel_limit_problem
 from vitmae.data.source import MAX_DENSE_CLASSES, DataError
 
 # COCO 2017's instances_train2017.json is 448 MB and LVIS v1's training file 1.1 GB; json.loads needs
 # several times a file's size in memory. Raised for one run with the environment variable.
 MAX_COCO_JSON_BYTES = 2 * 2**30
 JSON_BYTES_ENV = "VITMAE_MAX_COCO_JSON_BYTES"
-KEYS = ("images", "annotations", "categories")
+TOP_LEVEL_KEYS = ("images", "annotations", "categories")
 # A count of a compressed RLE string takes at most this many characters (5 bits each): more is no count
 # of an image within the pixel limit, and Python would work on ever larger integers.
 MAX_COUNT_CHARS = 7
@@ -57,9 +57,13 @@ class CocoFile:
     path: Path
     images: list[dict[str, Any]]
     categories: list[dict[str, Any]]
-    classes: list[str]  # the categories' names ('name', else the id as text)
     annotations: list[dict[str, Any]]
     dropped: list[dict[str, Any]]  # {"annotation": position in the file, "id": its id, "reason": why}
+
+    @property
+    def classes(self) -> list[str]:
+        """The categories' names, in id order."""
+        return [category["name"] for category in self.categories]
 
     def dataset(self) -> dict[str, list[dict[str, Any]]]:
         """What pycocotools' COCO object is made of."""
@@ -80,14 +84,14 @@ def read_coco(path: str | Path) -> CocoFile:
     """The checked contents of a COCO annotation file (see the module's docstring); DataError otherwise."""
     path = Path(path)
     data = _load_json(path)
-    missing = [key for key in KEYS if not isinstance(data, dict) or key not in data]
+    missing = [key for key in TOP_LEVEL_KEYS if not isinstance(data, dict) or key not in data]
     if missing:
         raise DataError(f"{path} is not a COCO detection file: no {', '.join(repr(k) for k in missing)}")
-    for key in KEYS:
+    for key in TOP_LEVEL_KEYS:
         if not isinstance(data[key], list):
             raise DataError(f"{path}: {key!r} is {_kind(data[key])}, not a list")
     images = _check_images(path, data["images"])
-    categories, classes = _check_categories(path, data["categories"])
+    categories = _check_categories(path, data["categories"])
     image_of = {image["id"]: image for image in images}
     known_categories = {category["id"] for category in categories}
     annotations, dropped = [], []
@@ -98,11 +102,11 @@ def read_coco(path: str | Path) -> CocoFile:
                             f"({_show([c['id'] for c in categories])})")
         kept = _check_annotation(ann, image_of)
         if isinstance(kept, str):
-            given_id = ann.get("id") if isinstance(ann, dict) and isinstance(ann.get("id"), (int, str)) else None
+            given_id = ann.get("id") if isinstance(ann, dict) and _is_id(ann.get("id")) else None
             dropped.append({"annotation": position, "id": given_id, "reason": kept})
         else:
             annotations.append({**kept, "id": len(annotations) + 1})
-    return CocoFile(path, images, categories, classes, annotations, dropped)
+    return CocoFile(path, images, categories, annotations, dropped)
 
 
 def _load_json(path: Path) -> Any:
@@ -189,11 +193,10 @@ def _check_images(path: Path, images: list[Any]) -> list[dict[str, Any]]:
                 raise DataError(f"{path}: images[{i}] has no {key!r}")
         width, height = _whole(image["width"]), _whole(image["height"])
         if width is None or height is None or width < 1 or height < 1:
-            raise DataError(f"{path}: images[{i}] is {_show(image['width'])} x {_show(image['height'])} pixels: width and "
-                            "height are whole numbers of at least 1")
-        if width * height > MAX_PIXELS:
-            raise DataError(f"{path}: images[{i}] is {width}x{height} = {width * height} pixels, over the limit of "
-                            f"{MAX_PIXELS} pixels")
+            raise DataError(f"{path}: images[{i}] is {_show(image['width'])} x {_show(image['height'])} pixels: "
+                            "width and height are whole numbers of at least 1")
+        if too_large := pixel_limit_problem(width, height):
+            raise DataError(f"{path}: images[{i}] is {too_large}")
         problem = _file_name_problem(image["file_name"])
         if problem:
             raise DataError(f"{path}: images[{i}] has the file_name {_show(image['file_name'])}: {problem}")
@@ -211,7 +214,7 @@ def _file_name_problem(name: Any) -> str | None:
     return None
 
 
-def _check_categories(path: Path, categories: list[Any]) -> tuple[list[dict[str, Any]], list[str]]:
+def _check_categories(path: Path, categories: list[Any]) -> list[dict[str, Any]]:
     if not categories:
         raise DataError(f"{path}: no categories")
     if len(categories) > MAX_DENSE_CLASSES:
@@ -228,7 +231,7 @@ def _check_categories(path: Path, categories: list[Any]) -> tuple[list[dict[str,
             raise DataError(f"{path}: the categories {_show(first[category['name']])} and {_show(category['id'])} "
                             f"are both named {_show(category['name'])}")
         first[category["name"]] = category["id"]
-    return named, [category["name"] for category in named]
+    return named
 
 
 def _check_annotation(ann: Any, image_of: dict[Any, dict[str, Any]]) -> dict[str, Any] | str:

@@ -63,7 +63,7 @@ class SourceOptions:
 class SourceKind:
     accepts: str  # how an error names the specs it recognises
     targets: tuple[str, ...]
-    recognises: Callable[[str], bool]
+    recognises: Callable[[str, SourceOptions], bool]  # (spec, options)
     build: Callable[[str, str, str, SourceOptions], Any]  # (spec, split, target, options) -> source
     in_chans: int = 3  # the channels of its images, unless asked otherwise
 
@@ -87,24 +87,25 @@ def _image_folder(spec: str, split: str, target: str, options: SourceOptions) ->
 
 
 SOURCE_KINDS: list[SourceKind] = [
-    SourceKind("'fashion-mnist'", ("image", "class"), lambda spec: spec == "fashion-mnist",
+    SourceKind("'fashion-mnist'", ("image", "class"), lambda spec, o: spec == "fashion-mnist",
                _fashion_mnist, in_chans=1),
-    SourceKind("'photos'", ("image",), lambda spec: spec == "photos",
+    SourceKind("'photos'", ("image",), lambda spec, o: spec == "photos",
                lambda spec, split, target, o: PhotosSource(o.in_chans)),
-    SourceKind(f"'{FASHION_SCENES}'", ("mask", "detection"), lambda spec: spec == FASHION_SCENES,
+    SourceKind(f"'{FASHION_SCENES}'", ("mask", "detection"), lambda spec, o: spec == FASHION_SCENES,
                _fashion_scenes, in_chans=1),
-    SourceKind("a .tar shard pattern", ("image", "class"), lambda spec: ".tar" in spec,
+    SourceKind("a .tar shard pattern", ("image", "class"), lambda spec, o: ".tar" in spec,
                lambda spec, split, target, o: ShardSource(spec, o.in_chans)),
-    SourceKind("a .csv file", ("image", "class"), lambda spec: spec.lower().endswith(".csv"),
+    SourceKind("a .csv file", ("image", "class"), lambda spec, o: spec.lower().endswith(".csv"),
                lambda spec, split, target, o: CsvSource(spec, o.in_chans)),
-    SourceKind("a COCO .json file", ("detection",), lambda spec: spec.lower().endswith(".json"),
+    # a file given with its image folder is a COCO file whatever its name (detect --train-json ...)
+    SourceKind("a COCO .json file", ("detection",), lambda spec, o: spec.lower().endswith(".json") or bool(o.images),
                lambda spec, split, target, o: CocoSource(spec, o.images or Path(spec).parent, o.in_chans)),
-    SourceKind("an existing folder", ("image", "class"), os.path.isdir, _image_folder),
+    SourceKind("an existing folder", ("image", "class"), lambda spec, o: os.path.isdir(spec), _image_folder),
     SourceKind("an existing folder (DIR/{train,val}/{images,masks}/)", ("mask",),
-               os.path.isdir, lambda spec, split, target, o: SegmentationFolderSource(
+               lambda spec, o: os.path.isdir(spec), lambda spec, split, target, o: SegmentationFolderSource(
                    spec, split, o.num_classes, o.ignore_index, o.reduce_zero, o.in_chans)),
     SourceKind("a folder in COCO 2017's layout (DIR/annotations/instances_SPLIT*.json)",
-               ("detection",), os.path.isdir,
+               ("detection",), lambda spec, o: os.path.isdir(spec),
                lambda spec, split, target, o: CocoSource(*coco_split(spec, split), o.in_chans)),
 ]
 
@@ -115,11 +116,11 @@ def open_source(spec: str, split: str = "train", target: str = "image", **option
     folder's classes, a COCO file's image folder)."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r} (one of {', '.join(TARGETS)})")
-    recognising = [kind for kind in SOURCE_KINDS if kind.recognises(spec)]
+    given = SourceOptions(**options)
+    recognising = [kind for kind in SOURCE_KINDS if kind.recognises(spec, given)]
     kind = next((kind for kind in recognising if target in kind.targets), None)
     if kind is None:
         raise DataError(_not_accepted(spec, target, recognising))
-    given = SourceOptions(**options)
     return kind.build(spec, split, target, replace(given, in_chans=given.in_chans or kind.in_chans))
 
 
