@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..data import (Batch, EvalTransform, PretrainTransform, build_dataset, build_device_dataset, build_loader,
-                    build_source, default_normalization)
+                    open_source, default_normalization)
 from ..data.augment import seeded_global_rngs
 from ..data.coco import DetectionTransform, coco_metrics, collate_detection, to_coco_results
 from ..data.labels import (Source, SubsetSource, label_subset, labeled_splits, num_classes_of, source_labels,
@@ -257,7 +257,7 @@ def pretrain_data(data: str, model_cfg: ModelConfig, crop_min_scale: float = 0.2
     """(source, dataset, mean, std) of pre-training: the recipe's crops and flips, normalised. With
     `on_device` the workers only read files and draw crops; each batch is decoded, cropped and flipped
     where it goes (`EncodedBatch.to(device)`), with the same crops and flips."""
-    source = build_source(data, "train", in_chans=model_cfg.in_chans)
+    source = open_source(data, "train", "image", in_chans=model_cfg.in_chans)
     mean, std = normalization(model_cfg, data)
     transform = PretrainTransform(model_cfg.img_size, mean, std, scale=(crop_min_scale, 1.0))
     if on_device:

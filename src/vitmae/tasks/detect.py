@@ -27,8 +27,8 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..data import DataError, build_dataset
-from ..data.coco import CocoSource, DetectionTransform, build_detection_source, collate_detection
+from ..data import DataError, build_dataset, open_source
+from ..data.coco import CocoSource, DetectionTransform, collate_detection
 from ..data.scenes import FASHION_SCENES
 from ..errors import ConfigError
 from ..model import ViTEncoder
@@ -145,8 +145,10 @@ def detect_run(cfg: DetectConfig) -> dict[str, Any]:
     encoder = holder.encoder
     mean, std = normalization(encoder.config, cfg.data)
     encoder.config = encoder.config.replace(mean=mean, std=std)  # recorded with the run
-    train, val = (build_detection_source(cfg.data, split, encoder.config.in_chans, cfg.scenes, cfg.scene_size,
-                                         cfg.seed, explicit.get(split), cfg.val_scenes) for split in ("train", "val"))
+    data = {split: explicit.get(split, (cfg.data, None)) for split in ("train", "val")}  # (spec, image folder)
+    train, val = (open_source(spec, split, "detection", images=images, in_chans=encoder.config.in_chans,
+                              seed=cfg.seed, scene_size=cfg.scene_size, scenes=cfg.scenes, val_scenes=cfg.val_scenes)
+                  for split, (spec, images) in data.items())
     if val.category_ids != train.category_ids:
         raise DataError(f"the categories of {val.description} ({val.category_ids}) differ from those of "
                         f"{train.description} ({train.category_ids})")

@@ -24,11 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..data import DataError, build_dataset, build_loader, build_source
-from ..data.coco import build_detection_source
+from ..data import DataError, ShardSource, build_dataset, build_loader, open_source
 from ..data.labels import class_names, num_classes_of
-from ..data.segmentation import build_segmentation_source
-from ..data.sources import ShardSource
 from ..errors import ConfigError
 from ..interop.vitmae_format import resolve_checkpoint
 from ..options import opt
@@ -149,7 +146,7 @@ def evaluate_classifier(cfg: EvaluateConfig, checkpoint: Path) -> dict[str, Any]
 
     model = load_classifier(checkpoint, num_heads=cfg.num_heads, norm_eps=cfg.norm_eps)
     data = cfg.data or "fashion-mnist"
-    source = build_source(data, cfg.split, labeled=True, in_chans=model.config.in_chans)
+    source = open_source(data, cfg.split, "class", in_chans=model.config.in_chans)
     if isinstance(source, ShardSource):
         raise ConfigError("evaluate reads folders, CSV files and fashion-mnist, not streamed shards")
     num_classes = max(model.num_classes, num_classes_of(source))
@@ -183,9 +180,10 @@ def evaluate_segmentation(run: DenseRun, cfg: EvaluateConfig, runtime: Runtime) 
     """mIoU, mAcc, aAcc and per-class IoU / Acc of a segmentation run, measured as the run measures them."""
     info, model = run.info, run.model.to(runtime.device)
     config = model.config
-    source = build_segmentation_source(cfg.data or info["data"], cfg.split, info["num_classes"], info["ignore_index"],
-                                       info["reduce_zero_label"], config.in_chans, info["seed"], info["scene_size"],
-                                       info["scenes"], info.get("val_scenes"))
+    source = open_source(cfg.data or info["data"], cfg.split, "mask", in_chans=config.in_chans, seed=info["seed"],
+                         scene_size=info["scene_size"], scenes=info["scenes"], val_scenes=info.get("val_scenes"),
+                         num_classes=info["num_classes"], ignore_index=info["ignore_index"],
+                         reduce_zero=info["reduce_zero_label"])
     loader = segmentation_loader(source, info["crop_size"], config.mean, config.std, cfg.batch_size or CLASSIFY_BATCH,
                                  cfg.num_workers)
     scores, skipped = segmentation_scores(model, loader, info["num_classes"], info["ignore_index"], info["crop_size"],
@@ -200,9 +198,11 @@ def evaluate_detection(run: DenseRun, cfg: EvaluateConfig, runtime: Runtime) -> 
     if "files" not in info:
         raise ConfigError(f"{run.checkpoint}: the run's detector.json is from an older vitmae, which did not record "
                           "the run's data: train it again")
-    files = info["files"][cfg.split] if info["files"] and cfg.data is None else None
-    source = build_detection_source(cfg.data or info["data"], cfg.split, run.model.config.in_chans, info["scenes"],
-                                    info["scene_size"], info["seed"], files, info.get("val_scenes"))
+    # the run's own files, unless --data names others
+    spec, images = info["files"][cfg.split] if info["files"] and cfg.data is None else (cfg.data or info["data"], None)
+    source = open_source(spec, cfg.split, "detection", in_chans=run.model.config.in_chans, images=images,
+                         seed=info["seed"], scene_size=info["scene_size"], scenes=info["scenes"],
+                         val_scenes=info.get("val_scenes"))
     if source.category_ids != info["category_ids"]:
         raise DataError(f"the categories of {source.description} ({source.category_ids}) are not the run's "
                         f"({info['category_ids']})")

@@ -34,7 +34,8 @@ import torch
 from ..data import build_dataset, build_loader
 from ..data.coco import CocoSource, DetectionTransform
 from ..data.segmentation import write_index_mask
-from ..data.sources import ImageFilesSource, require_readable
+from ..data.files import ImageFilesSource
+from ..data.source import require_readable
 from ..data.transforms import NormalizeTransform
 from ..errors import ConfigError
 from ..options import opt

@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from ..data import (Batch, EvalTransform, ShardSource, UnreadableImage, build_source, sample_generator)
+from ..data import (Batch, EvalTransform, ShardSource, UnreadableImage, open_source, sample_generator)
 from ..data.device_augment import AUGMENT_ON, resolve_augment_on
-from ..data.sources import require_readable
+from ..data.source import require_readable
 from ..data.transforms import mix_seed
 from ..model import STRATEGIES, MaskedAutoencoder, Patching, make_noise
 from ..options import opt, save_config
@@ -205,7 +205,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     eval_transform = EvalTransform(model_cfg.img_size, mean, std)
     if cfg.val_data or cfg.data == "fashion-mnist":
         spec = cfg.val_data or cfg.data
-        heldout_source = build_source(spec, "val", in_chans=model_cfg.in_chans)
+        heldout_source = open_source(spec, "val", "image", in_chans=model_cfg.in_chans)
         description = f"{spec} ({'test split' if spec == 'fashion-mnist' else 'held out'})"
     else:
         heldout_source = source

@@ -30,10 +30,10 @@ from PIL.PngImagePlugin import PngInfo
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..data import Batch, build_dataset, readable
+from ..data import Batch, build_dataset, open_source, readable
 from ..data.augment import seeded_global_rngs
 from ..data.scenes import FASHION_SCENES, FashionScenesSource
-from ..data.segmentation import SegmentationTransform, build_segmentation_source, collate_masks
+from ..data.segmentation import SegmentationTransform, collate_masks
 from ..data.transforms import mix_seed
 from ..errors import ConfigError
 from ..model import ViTEncoder
@@ -185,9 +185,10 @@ def segment(cfg: SegmentConfig) -> dict[str, Any]:
     config = holder.encoder.config
     mean, std = normalization(config, cfg.data)
     holder.encoder.config = config = config.replace(mean=mean, std=std)  # recorded in every checkpoint
-    train, val = (build_segmentation_source(cfg.data, split, cfg.num_classes, cfg.ignore_index, cfg.reduce_zero_label,
-                                            config.in_chans, cfg.seed, cfg.scene_size, cfg.scenes,
-                                            cfg.val_scenes)
+    train, val = (open_source(cfg.data, split, "mask", in_chans=config.in_chans, seed=cfg.seed,
+                              scene_size=cfg.scene_size, scenes=cfg.scenes, val_scenes=cfg.val_scenes,
+                              num_classes=cfg.num_classes, ignore_index=cfg.ignore_index,
+                              reduce_zero=cfg.reduce_zero_label)
                   for split in ("train", "val"))
     scenes = isinstance(train, FashionScenesSource)
     names = train.classes

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset, IterableDataset
 from tqdm import tqdm
 
 from ..data import Batch, DataError, EpochSampler, build_loader
-from ..data.sources import require_readable
+from ..data.source import require_readable
 from ..errors import ConfigError
 from ..options import flag_name
 from ..model.vit import param_groups
