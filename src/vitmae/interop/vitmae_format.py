@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ..model.config import ModelConfig
+from .checkpoint import Checkpoint
 from .keymaps import is_decoder_key
 from .safe_load import CheckpointError
 
@@ -102,6 +103,18 @@ def model_record(model: nn.Module) -> dict[str, Any]:
     if normalization:
         record["normalization"] = {k: [float(x) for x in normalization[k]] for k in ("mean", "std")}
     return record
+
+
+def normalization_of(model: nn.Module) -> dict[str, list[float]]:
+    """The input normalisation `model`'s record states, else the data's default (ImageNet for RGB)."""
+    # imported here: reading and writing checkpoints does not need the data stack loaded otherwise
+    from ..data.transforms import default_normalization
+
+    recorded = model_record(model).get("normalization")
+    if recorded:
+        return recorded
+    mean, std = default_normalization(model.config.in_chans)
+    return {"mean": list(mean), "std": list(std)}
 
 
 def record_metadata(record: dict[str, Any]) -> dict[str, str]:
@@ -194,6 +207,13 @@ def load_safetensors(path: Path) -> dict[str, Tensor]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({one_line(err)})") from None
 
 
+def is_safetensors(path: Path) -> bool:
+    """A safetensors file starts with the 8-byte length of its JSON header, which opens with '{'."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:] == b"{" and 0 < int.from_bytes(head[:8], "little") < path.stat().st_size
+
+
 def is_vitmae_file(path: Path) -> bool:
     return read_metadata(path).get("format") == FORMAT_TAG
 
@@ -214,6 +234,15 @@ def load_vitmae(path: str | Path) -> tuple[dict[str, Tensor], ModelConfig]:
     except (KeyError, ValueError, TypeError, ZeroDivisionError) as err:  # missing, not JSON, wrong values
         raise CheckpointError(f"{weights}: unreadable vitmae_config metadata ({one_line(err)})") from None
     return load_safetensors(weights), config
+
+
+def read_vitmae(path: Path) -> Checkpoint:
+    """A vitmae file or checkpoint directory as a Checkpoint: its weights, config and record."""
+    state, config = load_vitmae(path)
+    ckpt = Checkpoint(path, "vitmae", "vitmae", state, config.to_dict())
+    weights = path / WEIGHTS if path.is_dir() else path
+    return ckpt.take_record({k: v for k, v in record_from_metadata(weights, read_metadata(weights)).items()
+                             if k != "config"})
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

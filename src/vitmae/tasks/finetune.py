@@ -134,7 +134,7 @@ def describe_augmentation(aug: dict[str, Any], cfg: FinetuneConfig, in_chans: in
 
 def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     """Fine-tune as `cfg` says; returns the summary also written to RUN/metrics.json."""
-    from ..interop.classifier import load_encoder
+    from ..interop.loading import load_encoder
 
     if not cfg.checkpoint:
         raise ConfigError("give --checkpoint PATH (a pre-trained model) or --checkpoint none (from scratch)")
