@@ -6,13 +6,13 @@ import json
 import torch
 
 from vitmae.interop import describe
-from vitmae.model.vit import flat_named_parameters
+from vitmae.model.flat_names import flat_named_parameters, flat_state_dict
 
 from .conftest import TINY, TINY_HEADS
 
 
 def test_describe(tmp_path, tiny_model):
-    torch.save({"model": tiny_model.state_dict()}, tmp_path / "m.pth")
+    torch.save({"model": flat_state_dict(tiny_model)}, tmp_path / "m.pth")
     info = describe(tmp_path / "m.pth", **TINY_HEADS)
     assert info["format"] == "official" and info["decoder_present"] is True
     assert info["architecture"] == TINY.to_dict()

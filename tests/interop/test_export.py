@@ -6,13 +6,14 @@ import torch
 from safetensors import safe_open
 
 from vitmae.interop import MissingDecoderWarning, convert, describe, detect_format, load_pretrained
+from vitmae.model.flat_names import flat_state_dict
 
 from .conftest import TINY_HEADS, assert_same_mae, caught, encoder_state
 
 
 @pytest.mark.parametrize("to", ["hf", "timm", "official", "vitmae"])
 def test_convert_round_trip(tmp_path, tiny_model, to):
-    torch.save({"model": tiny_model.state_dict()}, tmp_path / "m.pth")
+    torch.save({"model": flat_state_dict(tiny_model)}, tmp_path / "m.pth")
     out = convert(tmp_path / "m.pth", tmp_path / "out" / ("x.safetensors" if to == "timm" else "x"), to,
                   **TINY_HEADS)
     assert detect_format(out) == to

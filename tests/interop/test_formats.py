@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from vitmae.interop import CheckpointError, detect_format
+from vitmae.model.flat_names import flat_state_dict
 
 
 def test_detection_errors_name_the_path_and_what_was_seen(tmp_path):
@@ -34,5 +35,5 @@ def test_detection_errors_name_the_path_and_what_was_seen(tmp_path):
 
 def test_content_decides_not_the_extension(tmp_path, tiny_model):
     path = tmp_path / "weights.bin"  # safetensors under a torch extension
-    save_file({k: v.contiguous() for k, v in tiny_model.state_dict().items()}, path)
+    save_file({k: v.contiguous() for k, v in flat_state_dict(tiny_model).items()}, path)
     assert detect_format(path) == "official"  # official keys with a decoder, no wrapper

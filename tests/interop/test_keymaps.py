@@ -7,13 +7,14 @@ from safetensors.torch import save_file
 
 from vitmae.interop import CheckpointError, load_pretrained
 from vitmae.interop.keymaps import LAYOUTS, from_ours, hf_layout, mlp_ratio, to_ours
+from vitmae.model.flat_names import flat_state_dict
 
 from .conftest import TINY_HEADS
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_every_layout_round_trips(tiny_model, layout):
-    ours = tiny_model.state_dict()
+    ours = flat_state_dict(tiny_model)
     theirs = from_ours(ours, layout)
     back = to_ours(theirs, layout)
     assert back.keys() == ours.keys()
@@ -24,7 +25,7 @@ def test_every_layout_round_trips(tiny_model, layout):
 
 
 def test_qkv_is_split_by_rows(tiny_model):
-    hub = from_ours(tiny_model.state_dict(), "hf_hub")
+    hub = from_ours(flat_state_dict(tiny_model), "hf_hub")
     qkv = tiny_model.encoder.blocks[1].attn.qkv.weight
     prefix = "vit.encoder.layer.1.attention.attention"
     assert torch.equal(hub[f"{prefix}.key.weight"], qkv[128:256])
@@ -37,7 +38,7 @@ def test_mlp_ratio_gives_back_the_hidden_width(hidden, width):
 
 
 def test_incomplete_qkv_is_reported_by_its_names(tmp_path, tiny_model):
-    hub = from_ours(tiny_model.state_dict(), "hf_hub")
+    hub = from_ours(flat_state_dict(tiny_model), "hf_hub")
     del hub["vit.encoder.layer.0.attention.attention.value.bias"]
     save_file({k: v.contiguous() for k, v in hub.items()}, tmp_path / "w.safetensors")
     with pytest.raises(CheckpointError) as err:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..model.vit import flat_named_parameters
+from ..model.flat_names import flat_named_parameters
 from .formats import read_checkpoint
 from .keymaps import is_decoder_key
 from .loading import classifier_from_checkpoint, is_fine_tuned, mae_from_checkpoint, position_tables

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ..model import MaskedAutoencoder
 from ..model.classifier import ViTClassifier
+from ..model.flat_names import flat_state_dict
 from .checkpoint import FORMATS
 from .formats import read_checkpoint
 from .hf import write_hf_classifier, write_hf_mae
@@ -40,7 +41,7 @@ def export(model: MaskedAutoencoder, path: str | Path, format: str, *, encoder_o
       the config recorded under 'vitmae' (see vitmae_format.model_record)."""
     path = Path(path)
     encoder_only = encoder_only or format == "timm"
-    state = {k: v for k, v in model.state_dict().items() if not (encoder_only and is_decoder_key(k))}
+    state = {k: v for k, v in flat_state_dict(model).items() if not (encoder_only and is_decoder_key(k))}
     if format == "vitmae":
         return save_vitmae(model, path, encoder_only=encoder_only)
     if format == "hf":
@@ -61,7 +62,7 @@ def export_classifier(model: ViTClassifier, path: str | Path, format: str,
     path = Path(path)
     if class_names:
         model.class_names = list(class_names)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu() for k, v in flat_state_dict(model).items()}
     if format == "vitmae":
         return save_vitmae(model, path)
     if format == "hf":

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..model import MaskedAutoencoder, sincos_pos_embed
 from ..model.classifier import ViTClassifier, from_pretrained_encoder
+from ..model.flat_names import flat_state_dict, load_flat_state_dict
 from ..model.grid import position_table, resize_pos_embed
 from .architecture import infer_config
 from .checkpoint import Checkpoint
@@ -104,9 +105,9 @@ def mae_from_checkpoint(ckpt: Checkpoint, overrides: dict[str, Any], decoder_unu
     state = {k: v for k, v in state.items() if k not in left_out}
     config, img_size = infer_config(ckpt, state, overrides, decoder_unused)
     model = MaskedAutoencoder(config)
-    check_fits(f"{ckpt.path}: does not fit the model", state, model.state_dict(),
+    check_fits(f"{ckpt.path}: does not fit the model", state, flat_state_dict(model),
                optional=lambda key: not decoder_present and is_decoder_key(key))
-    model.load_state_dict(state, strict=False)  # strictness is check_fits' job: it allows a missing decoder
+    load_flat_state_dict(model, state, strict=False)  # strictness is check_fits' job: it allows a missing decoder
     for name, owner in position_tables(model).items():
         if name in state and not _is_sincos(state[name], config.grid_size):
             owner.learn_pos_embed()  # a stored table that is not the sin-cos one was learned
@@ -126,14 +127,13 @@ def classifier_from_checkpoint(ckpt: Checkpoint, overrides: dict[str, Any]) -> V
     encoder = {k: v for k, v in state.items() if not k.startswith(("head.", "fc_norm."))}
     config, img_size = infer_config(ckpt, encoder, dict(overrides))
     model = ViTClassifier(config, state["head.weight"].shape[0], global_pool)
-    expected = model.state_dict()
-    check_fits(f"{ckpt.path}: does not fit a {global_pool}-pool classifier", state, expected)
+    check_fits(f"{ckpt.path}: does not fit a {global_pool}-pool classifier", state, flat_state_dict(model))
     if img_size != config.img_size:
         resized = ViTClassifier(config.replace(img_size=img_size), model.num_classes, global_pool)
         state = {**state, "pos_embed": resize_pos_embed(state["pos_embed"], model.encoder.grid_size,
                                                         resized.encoder.grid_size)}
         model = resized
-    model.load_state_dict(state)
+    load_flat_state_dict(model, state)
     model.class_names, model.normalization = ckpt.class_names, ckpt.normalization
     return model.eval()
 
@@ -169,7 +169,7 @@ def _resized(model: MaskedAutoencoder, img_size: tuple[int, int]) -> MaskedAutoe
     """The model for another image size, its position tables resized as the encoder would resize them
     (`ModelConfig.pos_embed_resize`); a learned table stays learned."""
     resized = MaskedAutoencoder(model.config.replace(img_size=img_size))
-    state = model.state_dict()
+    state = flat_state_dict(model)
     old, new = position_tables(model), position_tables(resized)
     for name, owner in old.items():
         table = getattr(owner, name)
@@ -177,5 +177,5 @@ def _resized(model: MaskedAutoencoder, img_size: tuple[int, int]) -> MaskedAutoe
                                      model.encoder.grid_size, resized.encoder.grid_size).detach()
         if owner.pos_embed_kind == "learned":
             new[name].learn_pos_embed()
-    resized.load_state_dict(state)
+    load_flat_state_dict(resized, state)
     return resized

@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ..model.config import ModelConfig
+from ..model.flat_names import flat_state_dict
 from .checkpoint import Checkpoint
 from .keymaps import is_decoder_key
 from .safe_load import CheckpointError
@@ -134,7 +135,7 @@ def save_vitmae(model: nn.Module, path: str | Path, *, encoder_only: bool = Fals
     directory (with its manifest, unless the caller adds files and writes it). Returns the weights file.
     `encoder_only` leaves out the decoder (`mask_token`, `decoder_*`)."""
     path = Path(path)
-    state = {k: v for k, v in model.state_dict().items() if not (encoder_only and is_decoder_key(k))}
+    state = {k: v for k, v in flat_state_dict(model).items() if not (encoder_only and is_decoder_key(k))}
     config_json = json.dumps(model.config.to_dict())
     metadata = {"format": FORMAT_TAG, **record_metadata(model_record(model))}
     if path.suffix == ".safetensors":

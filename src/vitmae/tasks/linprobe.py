@@ -25,6 +25,7 @@ from ..data import PretrainTransform, build_dataset, build_loader
 from ..data.labels import class_names
 from ..model import POOLS
 from ..model.classifier import ViTClassifier, pool_features
+from ..model.flat_names import load_flat_state_dict
 from ..model.vit import ViTEncoder, param_groups
 from ..options import opt
 from ..train import Trainer, write_json
@@ -104,7 +105,7 @@ def probe_to_classifier(encoder: ViTEncoder, probe: LinearProbe) -> ViTClassifie
     weight = probe.head.weight / sigma
     state["head.weight"] = weight.detach().clone()
     state["head.bias"] = (probe.head.bias - weight @ probe.bn.running_mean).detach().clone()
-    model.load_state_dict(state)
+    load_flat_state_dict(model, state)
     return model.eval()
 
 
