@@ -6,10 +6,10 @@ export them to any of these formats.
     export(model, "out-dir/", "hf")                           # loads in every transformers version
 
 The modules, from the bottom: `safe_load` (pickles without code, CheckpointError), `hub` (the local
-Hugging Face cache), `keymaps` (key names of every layout), `checkpoint` (what a reader returns), one
-module per format (`vitmae_format`, `official`, `timm`, `hf`: each reads and writes its files),
-`formats` (which reader a path needs), `architecture` (a checkpoint's ModelConfig), `loading`, `export`
-and `describe`. This package only gathers their public names.
+Hugging Face cache), `keymaps` (key names of every layout), `checkpoint` (what a reader returns),
+`architecture` (a checkpoint's ModelConfig), one module per format (`vitmae_format`, `official`, `timm`,
+`hf`: each reads and writes its files), `formats` (which reader a path needs), `loading`, `export` and
+`describe`. This package only gathers their public names (docs/architecture.md, "Checkpoint interop").
 """
 from .architecture import CONVENTION_EPS
 from .checkpoint import FORMATS, Checkpoint
