@@ -14,8 +14,8 @@ from safetensors import safe_open
 from torch import nn
 
 from vitmae.config import ModelConfig
-from vitmae.interop import (CheckpointError, MissingDecoderWarning, describe, export, export_classifier, load_classifier,
-                            load_encoder, load_pretrained, timm_create_kwargs)
+from vitmae.interop import (CheckpointError, MissingDecoderWarning, describe, export, export_classifier,
+                            load_classifier, load_encoder, load_pretrained, timm_create_kwargs)
 from vitmae.model import MaskedAutoencoder
 from vitmae.model.classifier import ViTClassifier
 from vitmae.model.flat_names import flat_state_dict

@@ -8,5 +8,5 @@ from .vit import Block, ViTEncoder
 
 __all__ = ["Block", "MAEDecoder", "MAEOutput", "MaskedAutoencoder", "Masking", "ModelConfig",
            "POOLS", "Patching", "POS_EMBED_RESIZE", "PRESETS", "STRATEGIES", "ViTClassifier", "ViTEncoder", "create_model",
-           "flat_named_parameters", "flat_state_dict", "from_pretrained_encoder", "load_flat_state_dict", "make_noise", "mask_from_noise",
-           "model_config", "pool_features", "sincos_pos_embed", "to_2tuple"]
+           "flat_named_parameters", "flat_state_dict", "from_pretrained_encoder", "load_flat_state_dict",
+           "make_noise", "mask_from_noise", "model_config", "pool_features", "sincos_pos_embed", "to_2tuple"]

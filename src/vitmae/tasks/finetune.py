@@ -104,7 +104,7 @@ class ModelEma(Hook):
         if "ema" in trainer.extra_state:  # resumed
             load_flat_state_dict(self.ema.module, trainer.extra_state["ema"])
         # The state dict's tensors are the average's own, updated in place: every checkpoint saves them.
-        trainer.extra_state["ema"] = flat_state_dict(self.ema.module)  # as the checkpoint's weights
+        trainer.extra_state["ema"] = flat_state_dict(self.ema.module)  # flat names, as in the weights file
 
     def on_step_end(self, trainer: Trainer) -> None:
         self.ema.update(trainer.model, step=trainer.progress.step)
