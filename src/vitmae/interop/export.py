@@ -46,7 +46,7 @@ def export(model: MaskedAutoencoder, path: str | Path, format: str, *, encoder_o
         return save_vitmae(model, path, encoder_only=encoder_only)
     if format == "hf":
         return write_hf_mae(model, state, path)
-    return _write_weights(model, state, path, format, FORMATS)
+    return export_weights(model, state, path, format, FORMATS)
 
 
 def export_classifier(model: ViTClassifier, path: str | Path, format: str,
@@ -67,7 +67,7 @@ def export_classifier(model: ViTClassifier, path: str | Path, format: str,
         return save_vitmae(model, path)
     if format == "hf":
         return write_hf_classifier(model, state, path)
-    return _write_weights(model, state, path, format, CLASSIFIER_FORMATS)
+    return export_weights(model, state, path, format, CLASSIFIER_FORMATS)
 
 
 def convert(src: str | Path, dst: str | Path, to: str, **overrides: Any) -> Path:
@@ -82,7 +82,7 @@ def convert(src: str | Path, dst: str | Path, to: str, **overrides: Any) -> Path
     return export(loaded.model, dst, to, encoder_only=not loaded.decoder_present)
 
 
-def _write_weights(model: nn.Module, state: dict[str, Tensor], path: Path, format: str,
+def export_weights(model: nn.Module, state: dict[str, Tensor], path: Path, format: str,
                    formats: tuple[str, ...]) -> Path:
     """`state` as a `timm` or `official` file of `model`, with what rebuilds it recorded."""
     if format == "timm":

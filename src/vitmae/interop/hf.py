@@ -131,7 +131,7 @@ def rename_head(state: dict[str, Tensor], to_theirs: bool) -> dict[str, Tensor]:
 
 def write_hf_mae(model: nn.Module, state: dict[str, Tensor], path: Path) -> Path:
     """A `ViTMAEForPreTraining` directory of the MaskedAutoencoder `model` (`state`: its weights, our names)."""
-    return _write_dir(from_ours(state, "hf_hub"), config_to_hf(model.config), model, path)
+    return write_hf_dir(from_ours(state, "hf_hub"), config_to_hf(model.config), model, path)
 
 
 def write_hf_classifier(model: nn.Module, state: dict[str, Tensor], path: Path) -> Path:
@@ -143,10 +143,10 @@ def write_hf_classifier(model: nn.Module, state: dict[str, Tensor], path: Path) 
             "averages the patch tokens (global_pool avg, fc_norm): export it to timm, or fine-tune with "
             "--pool cls to get a model Hugging Face can run")
     hub = rename_head(from_ours(state, "hf_hub"), to_theirs=True)
-    return _write_dir(hub, hf_classifier_config(model, getattr(model, "class_names", None)), model, path)
+    return write_hf_dir(hub, hf_classifier_config(model, getattr(model, "class_names", None)), model, path)
 
 
-def _write_dir(hub_state: dict[str, Tensor], config: dict[str, Any], model: nn.Module, path: Path) -> Path:
+def write_hf_dir(hub_state: dict[str, Tensor], config: dict[str, Any], model: nn.Module, path: Path) -> Path:
     """A Hugging Face model directory: model.safetensors, config.json and the preprocessor_config.json of
     a `ViTImageProcessor` that resizes (bicubic) and normalises as `model`'s inputs were."""
     c = model.config
