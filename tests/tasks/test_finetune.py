@@ -18,8 +18,7 @@ from vitmae.data.labels import (HOLDOUT_FRACTION, label_subset, labeled_splits, 
                                 stratified_indices)
 from vitmae.data.loader import Batch
 from vitmae.data.transforms import sample_generator
-from vitmae.interop import export
-from vitmae.interop.classifier import load_classifier
+from vitmae.interop import export, load_classifier
 from vitmae.model import create_model
 from vitmae.tasks.finetune import ClassificationObjective, finetune
 

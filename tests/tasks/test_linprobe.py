@@ -9,8 +9,7 @@ import torch
 from vitmae.config import LinprobeConfig
 from vitmae.data import FashionMNISTSource
 from vitmae.data.labels import SubsetSource, labeled_splits, source_labels, stratified_indices
-from vitmae.interop import export
-from vitmae.interop.classifier import load_classifier
+from vitmae.interop import export, load_classifier
 from vitmae.model import create_model
 from vitmae.tasks.embed import Runtime, encode_source, load_encoder_or_random
 from vitmae.tasks.linprobe import LinearProbe, linprobe, probe_to_classifier

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from vitmae.model.vit import flat_named_parameters
+from vitmae.model.flat_names import flat_named_parameters
 from vitmae.config import PretrainConfig
 from vitmae.data import FashionMNISTSource, PretrainTransform, build_dataset, default_normalization
 from vitmae.model import MaskedAutoencoder, ViTClassifier

@@ -34,6 +34,7 @@ from ..interop.vitmae_format import WEIGHTS, load_vitmae, resolve_checkpoint, sa
 from ..model import POOLS, POS_EMBED_RESIZE, PRESETS, MaskedAutoencoder, ModelConfig, ViTEncoder, model_config
 from ..model.classifier import pool_features
 from ..model.detection import vitdet
+from ..model.flat_names import load_flat_state_dict
 from ..model.segmentation import Segmenter, sliding_window_logits
 from ..options import Options, opt, save_config
 from ..train import Hook, Trainer
@@ -174,7 +175,7 @@ def load_encoder_or_random(checkpoint: str | None, model: str = "mae_vit_micro_p
                            seed: int = 0, **overrides: Any) -> MaskedAutoencoder | nn.Module:
     """The model holding the encoder of `checkpoint` (any format load_pretrained reads, or a fine-tuned
     classifier), or, for "none", a randomly initialised MAE of the preset `model` (a baseline)."""
-    from ..interop.classifier import load_encoder
+    from ..interop.loading import load_encoder
 
     if not checkpoint:
         raise ConfigError("give --checkpoint PATH (a pre-trained or fine-tuned model), or --checkpoint none")
@@ -548,7 +549,7 @@ def load_dense_run(checkpoint: str | Path) -> DenseRun | None:
         model = vitdet(encoder, len(info["classes"]), info["masks"], tuple(info["img_size"]), info["window_size"],
                        info["global_blocks"], info["pyramid_channels"], info["proposals"],
                        info["detections_per_image"])
-    model.load_state_dict(weights)
+    load_flat_state_dict(model, weights)
     return DenseRun(kind, model.eval(), info, resolve_checkpoint(checkpoint))
 
 

@@ -142,7 +142,7 @@ def accuracy_line(report: dict[str, Any]) -> str:
 
 def evaluate_classifier(cfg: EvaluateConfig, checkpoint: Path) -> dict[str, Any]:
     """Top-1 / top-5, per-class precision / recall / F1 and the confusion matrix of a classifier."""
-    from ..interop.classifier import load_classifier
+    from ..interop.loading import load_classifier
 
     model = load_classifier(checkpoint, num_heads=cfg.num_heads, norm_eps=cfg.norm_eps)
     data = cfg.data or "fashion-mnist"

@@ -29,6 +29,7 @@ from ..data.labels import class_names, num_classes_of
 from ..errors import ConfigError
 from ..model import POOLS, ModelConfig, ViTEncoder, model_config, to_2tuple
 from ..model.classifier import GLOBAL_POOL, ViTClassifier, from_pretrained_encoder
+from ..model.flat_names import flat_state_dict, load_flat_state_dict
 from ..options import opt
 from ..train import Hook, Trainer, write_json
 from ..train.config import TrainConfig
@@ -101,9 +102,9 @@ class ModelEma(Hook):
 
         self.ema = ModelEmaV3(trainer.model, decay=self.decay, use_warmup=True)
         if "ema" in trainer.extra_state:  # resumed
-            self.ema.module.load_state_dict(trainer.extra_state["ema"])
+            load_flat_state_dict(self.ema.module, trainer.extra_state["ema"])
         # The state dict's tensors are the average's own, updated in place: every checkpoint saves them.
-        trainer.extra_state["ema"] = self.ema.module.state_dict()
+        trainer.extra_state["ema"] = flat_state_dict(self.ema.module)  # flat names, as in the weights file
 
     def on_step_end(self, trainer: Trainer) -> None:
         self.ema.update(trainer.model, step=trainer.progress.step)
@@ -134,7 +135,7 @@ def describe_augmentation(aug: dict[str, Any], cfg: FinetuneConfig, in_chans: in
 
 def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     """Fine-tune as `cfg` says; returns the summary also written to RUN/metrics.json."""
-    from ..interop.classifier import load_encoder
+    from ..interop.loading import load_encoder
 
     if not cfg.checkpoint:
         raise ConfigError("give --checkpoint PATH (a pre-trained model) or --checkpoint none (from scratch)")
