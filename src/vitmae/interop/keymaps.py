@@ -11,6 +11,14 @@ renaming. Hugging Face names differ, in three layouts:
 A rule maps one of our module (or parameter) names to theirs and covers its `.weight` / `.bias`; `{i}`
 stands for a block index. A tuple of three names is the official fused qkv projection split along its
 output rows, rows [:D] query, [D:2D] key, [2D:] value, as Hugging Face stores it.
+
+Video models (VideoMAE) have layouts of their own:
+- `videomae_hub`: transformers' VideoMAE files, as published and as transformers 5 still saves them
+  (query and value biases as `attention.attention.q_bias` / `v_bias`, the encoder under `videomae.`);
+- `videomae_v5_memory`: transformers 5's in-memory `state_dict()`, where those biases are `query.bias`
+  and `value.bias`;
+- `videomae_official`: the official VideoMAE pre-training files (`encoder.blocks.N...`,
+  `encoder_to_decoder`, `decoder.blocks.N...`, `decoder.head`). Its fine-tuned files use our names.
 """
 from __future__ import annotations
 
@@ -59,6 +67,32 @@ HF_DECODER: tuple[Rule, ...] = (
 )
 
 
+# VideoMAE's blocks: the hub block plus the query and value biases, which come first, so that a key such
+# as `...query.bias` is the q bias, not a piece of a fused qkv bias (VideoMAE has no key bias).
+VIDEOMAE_HUB_BLOCK: tuple[Rule, ...] = (("attn.q_bias", "attention.attention.q_bias"),
+                                        ("attn.v_bias", "attention.attention.v_bias")) + HUB_BLOCK
+VIDEOMAE_V5_BLOCK: tuple[Rule, ...] = (("attn.q_bias", "attention.attention.query.bias"),
+                                       ("attn.v_bias", "attention.attention.value.bias")) + HUB_BLOCK
+VIDEOMAE_HF_EMBED_DECODER: tuple[Rule, ...] = (
+    ("patch_embed.proj", "videomae.embeddings.patch_embeddings.projection"),
+    ("norm", "videomae.layernorm"),
+    ("decoder_embed", "encoder_to_decoder"),
+    ("mask_token", "mask_token"),
+    ("decoder_norm", "decoder.norm"),
+    ("decoder_pred", "decoder.head"),
+)
+# The official VideoMAE pre-training model holds `encoder` and `decoder`; inside a block its names are ours.
+OFFICIAL_BLOCK: tuple[Rule, ...] = tuple((name, name) for name in (
+    "norm1", "attn.q_bias", "attn.v_bias", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2"))
+VIDEOMAE_OFFICIAL_EMBED_DECODER: tuple[Rule, ...] = (
+    ("patch_embed.proj", "encoder.patch_embed.proj"),
+    ("norm", "encoder.norm"),
+    ("decoder_embed", "encoder_to_decoder"),
+    ("decoder_norm", "decoder.norm"),
+    ("decoder_pred", "decoder.head"),
+)
+
+
 def _blocks(ours: str, theirs: str, block: tuple[Rule, ...]) -> tuple[Rule, ...]:
     def prefixed(name):
         return f"{theirs}.{{i}}.{name}" if isinstance(name, str) else tuple(prefixed(n) for n in name)
@@ -76,8 +110,15 @@ LAYOUTS: dict[str, tuple[Rule, ...]] = {
     + HF_DECODER + _blocks("decoder_blocks", "decoder.decoder_encoder.layer", HUB_BLOCK),
     "hf_v5_memory": HF_EMBED_AND_NORM + _blocks("blocks", "vit.layers", V5_BLOCK)
     + HF_DECODER + _blocks("decoder_blocks", "decoder.decoder_layers", V5_BLOCK),
+    "videomae_hub": VIDEOMAE_HF_EMBED_DECODER + _blocks("blocks", "videomae.encoder.layer", VIDEOMAE_HUB_BLOCK)
+    + _blocks("decoder_blocks", "decoder.decoder_layers", VIDEOMAE_HUB_BLOCK),
+    "videomae_v5_memory": VIDEOMAE_HF_EMBED_DECODER + _blocks("blocks", "videomae.encoder.layer", VIDEOMAE_V5_BLOCK)
+    + _blocks("decoder_blocks", "decoder.decoder_layers", VIDEOMAE_V5_BLOCK),
+    "videomae_official": VIDEOMAE_OFFICIAL_EMBED_DECODER + _blocks("blocks", "encoder.blocks", OFFICIAL_BLOCK)
+    + _blocks("decoder_blocks", "decoder.blocks", OFFICIAL_BLOCK),
 }
 HF_LAYOUTS = ("hf_hub", "hf_v5_saved", "hf_v5_memory")
+VIDEOMAE_HF_LAYOUTS = ("videomae_hub", "videomae_v5_memory")
 # The linear head of transformers' ViTForImageClassification (same name in every transformers version),
 # ours (= timm's and the official fine-tuned) -> theirs. hf.rename_head applies it on top of an HF layout
 # for classifiers; it is not in LAYOUTS, so the MAE loaders name `classifier.*` as it is in what they leave out.
