@@ -89,7 +89,7 @@ class MaskScan:
         if self.mask_values is not None:
             return None
         ii, k, labelled = self.ignore_index, self.num_classes, int(self.class_pixels.sum())
-        as_now = f"pass --mask-values {self._values_as_now()} to train as now"
+        as_now = self._as_now()
         share = _share(self.ignore_value_pixels, labelled + self.ignored_pixels)
         if (empty := self.empty_classes()) and self.ignore_value_pixels:
             return (f"no {self.where} mask holds {self._named(empty)} of the {k} classes, while {share} of their "
@@ -143,19 +143,22 @@ class MaskScan:
         if self.out_of_range:
             low, high = self.out_of_range_values
             values = f"{low}" if low == high else f"{low} to {high}"
-            parts.append(f"{self.out_of_range} hold values that are neither a class (0-{self.num_classes - 1}) "
+            hold = "holds" if self.out_of_range == 1 else "hold"
+            parts.append(f"{self.out_of_range} {hold} values that are neither a class (0-{self.num_classes - 1}) "
                          f"nor the ignore index {self.ignore_index} ({values})")
         if self.unreadable:
-            parts.append(f"{self.unreadable} are unreadable")
+            parts.append(f"{self.unreadable} {'is' if self.unreadable == 1 else 'are'} unreadable")
         return f"{', '.join(parts)}; e.g. {'; '.join(self.examples)}"
 
     def _named(self, ids: Sequence[int]) -> str:
         return _class_names(ids, self.classes)
 
-    def _values_as_now(self) -> str:
-        """The --mask-values that read the masks as they are read now (with reduce-zero, 0 too)."""
+    def _as_now(self) -> str:
+        """'pass --mask-values 0,1,2 to train as now': the values that read the masks as now (each class
+        its own value; with reduce-zero, 0 too)."""
         count = self.num_classes + int(self.reduce_zero)
-        return ",".join(map(str, range(count))) if count <= LISTED_VALUES else f"0,1,...,{count - 1} (every value)"
+        values = ",".join(map(str, range(count))) if count <= LISTED_VALUES else f"with each value 0 to {count - 1}"
+        return f"pass --mask-values {values} to train as now"
 
 
 def scan_masks(source: SegmentationFolderSource) -> MaskScan:
