@@ -12,7 +12,8 @@ another size than its image is found when the pair is read). Its `MaskScan` give
   mask values too); a class that no mask holds while the ignore index is in the masks; the ignore index
   covering more pixels than all the classes together (read as a class, it would hold over half the
   labelled pixels). Each line says what to pass: `--binary-masks`, `--mask-values` (the values read now,
-  to go on as now: sparse labels, a subset without some class) or `--ignore-index`.
+  to go on as now: sparse labels, a subset without some class) or `--ignore-index`. A run asks it of its
+  training split; of the validation split it takes the warnings only.
 - `warnings()`: one line each, for the run's log: the classes no mask of the split holds; the masks
   training will skip (values that are no class, unreadable files), counted, with a few examples, in
   place of a warning per file (`mark_reported(scan.skipped_paths)` then keeps training from repeating
