@@ -144,8 +144,10 @@ def plan(cfg: PlanOptions) -> dict[str, Any]:
     return summary
 
 
-def _gib(value: int) -> str:
-    return f"{value / GIB:8.2f} GiB"
+def _unit(largest: int) -> tuple[str, int]:
+    """The binary unit the table's numbers are written in: the largest that keeps `largest` at least 1."""
+    return next((name, size) for name, size in (("GiB", GIB), ("MiB", 2**20), ("KiB", 2**10), ("B", 1))
+                if largest >= size or size == 1)
 
 
 def report(s: dict[str, Any], cfg: PlanOptions) -> list[str]:
@@ -154,8 +156,8 @@ def report(s: dict[str, Any], cfg: PlanOptions) -> list[str]:
     tokens = f"{s['encoder_tokens']} tokens per image through the encoder"
     if s["training"] == "pretrain":
         tokens += f" (mask ratio {s['architecture']['mask_ratio']:g})"
-    lines = [f"{s['model']}, {s['training']}: {s['num_parameters'] / 1e6:.1f} M parameters "
-             f"({s['num_trained'] / 1e6:.1f} M trained); {tokens}",
+    lines = [f"{s['model']}, {s['training']}: {s['num_parameters']:,} parameters ({s['num_trained']:,} trained); "
+             f"{tokens}",
              f"per GPU, at batch {s['batch_size']} on {s['gpus']} GPU(s) ({s['batch_size'] * s['gpus']} images a "
              f"step), {s['strategy']}, {s['precision']}, "
              f"{'with' if s['grad_checkpointing'] else 'without'} activation checkpointing:"]
@@ -175,11 +177,12 @@ def report(s: dict[str, Any], cfg: PlanOptions) -> list[str]:
     if s["grad_checkpointing"]:
         rows.append(("recomputation", b["recompute"], "the largest block's activations, made again in backward"))
     rows.append(("total", b["total"], ""))
-    lines += [f"  {name:<16}{_gib(value)}  {note}".rstrip() for name, value, note in rows]
+    unit, size = _unit(b["total"])
+    lines += [f"  {name:<16}{value / size:8.2f} {unit}  {note}".rstrip() for name, value, note in rows]
     spare = s["usable"] - b["total"]
-    lines.append(f"fits in {s['gpu_memory'] / GIB:.0f} GiB with {s['headroom']:.0%} headroom "
-                 f"({s['usable'] / GIB:.2f} GiB for the above): "
-                 + (f"yes, {spare / GIB:.2f} GiB to spare" if s["fits"] else f"no, {-spare / GIB:.2f} GiB over"))
+    lines.append(f"fits in {s['gpu_memory'] / GIB:.4g} GiB with {s['headroom']:.0%} headroom "
+                 f"({s['usable'] / size:.2f} {unit} for the above): "
+                 + (f"yes, {spare / size:.2f} {unit} to spare" if s["fits"] else f"no, {-spare / size:.2f} {unit} over"))
     if "measured" in s:
         m = s["measured"]
         planned_forward = b["activations"] + (b["compute_weights"] if ddp else 0)
