@@ -1,6 +1,7 @@
 """`vitmae plan`: the table, the JSON, the fit against a GPU's memory, and the measurement next to the plan."""
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -8,7 +9,7 @@ import pytest
 from vitmae.errors import ConfigError
 from vitmae.tasks.plan import PlanOptions, parse_bytes
 
-from ..conftest import TINY_MODEL_FLAGS
+from ..conftest import ROOT, TINY_MODEL_FLAGS
 
 TINY = ["--model", "mae_vit_tiny_patch16", "--img-size", "32", "--patch-size", "4", *TINY_MODEL_FLAGS]
 
@@ -62,3 +63,12 @@ def test_options_a_plan_cannot_use_are_refused(options, message):
 def test_a_refusal_is_one_line_and_exit_code_2(run_cli):
     result = run_cli("plan", "--gpu-memory", "lots", check=False)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_readme_quotes_the_planner_for_vit_b():
+    """The README's tables come from scripts/scaling_numbers.py; its ViT-B pre-training row, recomputed."""
+    spec = importlib.util.spec_from_file_location("scaling_numbers", ROOT / "scripts" / "scaling_numbers.py")
+    scaling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scaling)
+    block = scaling.readme_block(scaling.README.read_text())
+    assert scaling.row("ViT-B/16", "pretrain") in block.splitlines()

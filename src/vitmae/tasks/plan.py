@@ -48,7 +48,19 @@ def parse_bytes(text: str) -> int:
 
 @dataclass
 class PlanOptions(MAEOptions):
-    """`vitmae plan`: per-GPU memory of a training run, planned from the model's shapes."""
+    """`vitmae plan`: per-GPU memory of a training run, planned from the model's shapes.
+
+    Counted per GPU, for AdamW: fp32 parameters and buffers (the master weights); an fp32 gradient per
+    trained parameter; AdamW's two fp32 moments and a 4-byte step per tensor. ddp replicates them and, on
+    more than one GPU, adds DDP's flat gradient buckets (a second copy of the gradients, held for the run);
+    in bf16/fp16 it adds autocast's copies of the weights. fsdp (FSDP2 on each block and the root, bf16
+    compute weights, fp32 master weights and gradient reduction, as torchtitan) holds rank 0's dim-0
+    shard of each, plus what it holds unsharded in the compute dtype: the root's parameters and gradients,
+    two blocks' parameters (the one computing, the next gathered ahead) and one block's gradients with
+    their fp32 reduce-scatter copy. Activations: the bytes autograd saves for backward in a forward and
+    loss at this batch, traced on fake tensors (each storage once); with --grad-checkpointing the blocks'
+    inputs, what is saved outside them, and the largest block's activations once more. Not counted:
+    backward's temporaries, the CUDA context, the allocator's cache (--headroom is for them)."""
 
     model: str = redefault(MAEOptions, "model", "mae_vit_base_patch16")
     training: str = opt("pretrain", "the training command planned, and so its model: pretrain (the MAE; its encoder sees the visible patches "
