@@ -52,6 +52,9 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..errors import ConfigError
+from ..model.vit import param_groups
+from .engine import autocast, enable_grad_checkpointing
+from .optim import build_adamw
 
 STRATEGIES = ("ddp", "fsdp")
 COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -294,10 +297,6 @@ def measure_training(model: nn.Module, loss: Loss, precision: str, steps: int = 
     process (AdamW over its parameter groups, autocast in `precision`, gradients freed after each step),
     and measure what it allocates: on a GPU with CUDA's allocator counters, on a CPU with the profiler's
     record of every allocation and free of the last step."""
-    from ..model.vit import param_groups
-    from .engine import autocast, enable_grad_checkpointing
-    from .optim import build_adamw
-
     device = next(model.parameters()).device
     if grad_checkpointing:
         enable_grad_checkpointing(model)
