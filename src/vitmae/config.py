@@ -16,6 +16,7 @@ from .tasks.finetune import FinetuneConfig
 from .tasks.knn import KnnConfig
 from .tasks.linprobe import LinprobeConfig
 from .tasks.make_dataset import MakeDatasetOptions
+from .tasks.plan import PlanOptions
 from .tasks.predict import PredictConfig
 from .tasks.pretrain import PretrainConfig
 from .tasks.segment import SegmentConfig
@@ -23,6 +24,6 @@ from .train.config import RuntimeOptions, TrainConfig
 
 __all__ = ["BenchConfig", "ConfigError", "DetectConfig", "EmbedConfig", "EncoderOptions", "EvaluateConfig",
            "FinetuneConfig", "InferenceOptions", "KnnConfig", "LabeledDataOptions", "LinprobeConfig", "MAEOptions",
-           "MakeDatasetOptions", "ModelConfig", "Options", "PRESETS", "PredictConfig", "PretrainConfig",
+           "MakeDatasetOptions", "ModelConfig", "Options", "PRESETS", "PlanOptions", "PredictConfig", "PretrainConfig",
            "RuntimeOptions", "SceneOptions", "SegmentConfig", "TrainConfig", "model_config", "opt",
            "read_options_file", "save_config", "to_2tuple"]

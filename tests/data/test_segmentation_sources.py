@@ -8,7 +8,8 @@ from PIL import Image
 
 from vitmae.data import DataError, Skipped, UnreadableImage, build_dataset, open_source
 from vitmae.data.loader import JointTransform
-from vitmae.data.segmentation import SegmentationFolderSource, reduce_zero_label
+from vitmae.data.segmentation import (BINARY_MASK_VALUES, SegmentationFolderSource, map_mask_values,
+                                     reduce_zero_label)
 
 
 class Identity(JointTransform):
@@ -182,3 +183,57 @@ def test_an_empty_split_is_one_line_naming_the_folder(folder):
     with pytest.raises(DataError, match=rf"^no image and mask pairs in {folder / 'train'} \(its images/ and masks/ "
                                         r"are empty\)$"):
         SegmentationFolderSource(folder, "train")
+
+
+# -- issue 25: mask values read as class ids -------------------------------------------------------------
+
+def test_mask_values_map_any_integers_to_class_ids():
+    mask = np.array([[0, 255, 7, -1], [2**31 - 1, 255, 0, 128]], np.int64)
+    assert map_mask_values(mask, [255, 0, 2**31 - 1]).tolist() == [[1, 0, 255, 255], [2, 0, 1, 255]]
+    assert map_mask_values(mask, BINARY_MASK_VALUES, ignore_index=9).tolist() == [[0, 1, 9, 9], [9, 1, 0, 9]]
+
+
+def test_mask_values_come_first_then_reduce_zero(tmp_path):
+    (tmp_path / "classes.txt").write_text("cat\ndog\nbird\n")
+    _mask(tmp_path, "a", np.array([[0, 10, 20, 30]] * 2 + [[5, 255, 30, 10]], np.uint8))
+    source = SegmentationFolderSource(tmp_path, "train", reduce_zero=True, mask_values=[0, 10, 20, 30])
+    assert source.num_classes == 3 and source.mask_values == [0, 10, 20, 30]
+    assert source[0][1].tolist() == [[255, 0, 1, 2]] * 2 + [[255, 255, 2, 0]]
+
+
+def test_mask_values_give_the_number_of_classes_without_a_classes_file(tmp_path):
+    _mask(tmp_path, "a", np.array([[0, 255, 0, 255]] * 3, np.uint8))
+    source = open_source(str(tmp_path), "train", "mask", mask_values=(0, 255))
+    assert source.classes is None and source.num_classes == 2 and source[0][1].tolist() == [[0, 1, 0, 1]] * 3
+
+
+@pytest.mark.parametrize("values, options, message", [
+    ([], {}, r"mask values must be 1 to 4096 distinct whole numbers 0 to 2147483647 \(value k read as class k\), "
+             r"not none$"),
+    ([0, 255, 0], {}, r"\(value k read as class k\), not 0, 255, 0$"),
+    ([-1, 255], {}, r"not -1, 255$"),
+    ([True, 1], {}, r"not True, 1$"),
+    ([0, 2**31], {}, r"not 0, 2147483648$"),
+    (["0", "255"], {}, r"not '0', '255'$"),
+    (list(range(4097)), {}, r"not 0, 1, 2, 3, 4, 5, 6, 7, \.\.\. \(4089 more\)$"),
+    ([255], {"reduce_zero": True}, r"mask values must be 2 to 4097 distinct whole numbers 0 to 2147483647 "
+                                   r"\(value k read as class k, then reduce-zero\), not 255$"),
+    ([0, 255], {"classes": "a\nb\nc\n"}, r"^the mask values 0, 255 give 2 classes, but .*classes.txt names 3: list "
+                                         r"a value per class$"),
+    ([0, 1, 255], {"num_classes": 2}, r"^the mask values 0, 1, 255 give 3 classes, but the number of classes is "
+                                      r"2: list a value per class$"),
+    ([0, 1, 255], {"classes": "a\nb\nc\n", "reduce_zero": True},
+     r"^the mask values 0, 1, 255 give 2 classes after reduce-zero, but .*classes.txt names 3"),
+])
+def test_bad_mask_values_are_one_line(tmp_path, values, options, message):
+    options = dict(options)
+    if "classes" in options:
+        (tmp_path / "classes.txt").write_text(options.pop("classes"))
+    _mask(tmp_path, "a", VALUES.astype(np.uint8))
+    with pytest.raises(DataError, match=message):
+        open_source(str(tmp_path), "train", "mask", mask_values=values, **options)
+
+
+def test_mask_values_are_refused_where_there_are_no_masks_to_read():
+    with pytest.raises(DataError, match="^mask values read a segmentation folder's masks; fashion-scenes has none"):
+        open_source("fashion-scenes", "train", "mask", mask_values=BINARY_MASK_VALUES)

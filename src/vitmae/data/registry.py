@@ -17,7 +17,7 @@ target accepts. A new kind of data (video clips, say) is a new entry in SOURCE_K
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ class SourceOptions:
     num_classes: int | None = None
     ignore_index: int = 255
     reduce_zero: bool = False
+    mask_values: Sequence[int] | None = None  # value k read as class k (segmentation.BINARY_MASK_VALUES: 0, 255)
     # a COCO annotation file: its image folder (default: the file's folder)
     images: str | Path | None = None
 
@@ -75,6 +76,8 @@ def _fashion_mnist(spec: str, split: str, target: str, options: SourceOptions) -
 
 
 def _fashion_scenes(spec: str, split: str, target: str, options: SourceOptions):
+    if options.mask_values is not None:  # its masks are made as class ids
+        raise DataError(f"mask values read a segmentation folder's masks; {FASHION_SCENES} has none to read")
     scenes = scene_count(split, options.scenes, options.val_scenes)
     kind = FashionScenesSource if target == "mask" else SceneDetectionSource
     return kind(split, scenes, options.scene_size, options.seed, options.in_chans)
@@ -103,7 +106,7 @@ SOURCE_KINDS: list[SourceKind] = [
     SourceKind("an existing folder", ("image", "class"), lambda spec, o: os.path.isdir(spec), _image_folder),
     SourceKind("an existing folder (DIR/{train,val}/{images,masks}/)", ("mask",),
                lambda spec, o: os.path.isdir(spec), lambda spec, split, target, o: SegmentationFolderSource(
-                   spec, split, o.num_classes, o.ignore_index, o.reduce_zero, o.in_chans)),
+                   spec, split, o.num_classes, o.ignore_index, o.reduce_zero, o.in_chans, o.mask_values)),
     SourceKind("a folder in COCO 2017's layout (DIR/annotations/instances_SPLIT*.json)",
                ("detection",), lambda spec, o: os.path.isdir(spec),
                lambda spec, split, target, o: CocoSource(*coco_split(spec, split), o.in_chans)),
@@ -113,7 +116,7 @@ SOURCE_KINDS: list[SourceKind] = [
 def open_source(spec: str, split: str = "train", target: str = "image", **options: Any):
     """The `split` of the data `spec` names, as a source of `target`s ("image", "class", "mask" or
     "detection"); `options` are SourceOptions fields (in_chans, the scenes' seed and sizes, a segmentation
-    folder's classes, a COCO file's image folder)."""
+    folder's classes and how its mask values are read, a COCO file's image folder)."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r} (one of {', '.join(TARGETS)})")
     given = SourceOptions(**options)

@@ -63,6 +63,12 @@ def skip_sample(path: str, reason: str) -> Skipped:
     return Skipped(path, reason)
 
 
+def mark_reported(paths: Iterable[str]) -> None:
+    """Paths whose skip a summary line has already reported (a scan of the data: `mask_scan`):
+    `skip_sample` lists them without a warning each (in this process and the workers it forks)."""
+    _warned.update(paths)
+
+
 def skip_summary(reasons: Iterable[str], shown: int = 3) -> str:
     """'12 skipped (9x: reason A; 3x: reason B)': how many, and the most common reasons with counts."""
     counts = Counter(reasons)

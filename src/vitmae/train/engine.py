@@ -219,6 +219,7 @@ class Trainer:
         self._previous_batch: Batch | None = None
         self._window_losses: list[float] = []
         self._step_times: list[float] = []  # of this process's first steps, for the projection
+        self._batch_iterator: Iterator[Batch] | None = None  # the loader's, of the epoch in progress
         self._loggers: list | None = None
         self._pbar = None
 
@@ -321,6 +322,7 @@ class Trainer:
     def _worker_lost(self, err: RuntimeError) -> "WorkerLostError":
         """A data-loading worker died (the OOM killer, a signal): the weights are still those of the last
         completed step, so save them (alone; under DDP the other ranks are mid-step) and say how to go on."""
+        self._stop_workers()
         reason = str(err).strip().splitlines()[0].rstrip(". ")
         if self.dist.enabled:
             saved = f"the last checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint yet"
@@ -329,6 +331,20 @@ class Trainer:
         return WorkerLostError(f"a data-loading worker died ({reason}; a worker killed by signal is often the "
                                f"out-of-memory killer: fewer --num-workers or a smaller --batch-size need less "
                                f"memory); {saved}; continue with --resume {self.output}")
+
+    def _stop_workers(self) -> None:
+        """Shut the loader's workers down. Until then the DataLoader's SIGCHLD handler reports a dead worker
+        again at any later moment (in the middle of the save, say); a report of it that comes before the
+        shutdown is the death already being handled."""
+        for _ in range(2):
+            try:
+                shutdown = getattr(self._batch_iterator, "_shutdown_workers", None)  # a multi-process iterator
+                if shutdown is not None:
+                    shutdown()
+                return
+            except RuntimeError as err:
+                if "DataLoader worker" not in str(err):
+                    raise
 
     def _train_epoch(self) -> None:
         cfg, progress = self.config, self.progress
@@ -417,8 +433,12 @@ class Trainer:
         starts over, as WebDataset's resampled streams do; a sampler's epoch is always long enough."""
         while True:
             count = 0
-            for count, batch in enumerate(self.loader, 1):
-                yield batch
+            self._batch_iterator = iter(self.loader)
+            try:
+                for count, batch in enumerate(self._batch_iterator, 1):
+                    yield batch
+            except (ConnectionError, EOFError) as err:  # a worker died while handing over a batch
+                raise RuntimeError(f"DataLoader worker exited unexpectedly ({type(err).__name__}: {err})") from err
             if count == 0:
                 raise ConfigError(f"the data gave no batch of {self.config.batch_size} images")
 
