@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from .config import ModelConfig
 from .grid import Grid
-from .masking import Masking, make_noise, mask_from_noise, num_kept_for
+from .masking import Masking, make_noise, mask_from_noise, masking_from_mask, num_kept_for
 from .positions import OwnsPositionTable
 from .vit import Block, BlockCheckpointing, ViTEncoder, init_weights
 
@@ -110,16 +110,20 @@ class MaskedAutoencoder(nn.Module):
 
     # -- the method ----------------------------------------------------------------------------------
     def forward_encoder(self, images: Tensor, mask_ratio: float, noise: Tensor | None = None,
-                        mask_type: str | None = None) -> tuple[Tensor, Masking]:
+                        mask_type: str | None = None, mask: Tensor | None = None) -> tuple[Tensor, Masking]:
         """The visible tokens through the encoder. `mask_type` is the masking that made `noise` (default:
-        the config's); it decides how many tokens are kept (masking.num_kept_for)."""
+        the config's); it decides how many tokens are kept (masking.num_kept_for). A `mask` (N, L), true
+        where removed, is used as it is (masking.masking_from_mask)."""
         x = self.encoder.embed_patches(images)  # position added before masking, as in the paper
         n, length, dim = x.shape
         grid = self.grid_of(images)
-        mask_type = mask_type or self.config.mask_type
-        if noise is None:
-            noise = make_noise(mask_type, n, grid, mask_ratio, device=x.device)
-        masking = mask_from_noise(noise, mask_ratio, num_kept_for(mask_type, grid, mask_ratio))
+        if mask is not None:
+            masking = masking_from_mask(mask.to(x.device))
+        else:
+            mask_type = mask_type or self.config.mask_type
+            if noise is None:
+                noise = make_noise(mask_type, n, grid, mask_ratio, device=x.device)
+            masking = mask_from_noise(noise, mask_ratio, num_kept_for(mask_type, grid, mask_ratio))
         x = torch.gather(x, 1, masking.ids_keep.unsqueeze(-1).expand(-1, -1, dim))
         return self.encoder.forward_tokens(x), masking
 
@@ -143,11 +147,12 @@ class MaskedAutoencoder(nn.Module):
         return (per_patch * mask).sum() / mask.sum()
 
     def forward(self, images: Tensor, mask_ratio: float | None = None, noise: Tensor | None = None,
-                mask_type: str | None = None) -> MAEOutput:
+                mask_type: str | None = None, mask: Tensor | None = None) -> MAEOutput:
         """Mask (the tokens of lowest `noise` kept; drawn by `mask_type`, default the config's, when not
-        given), encode the visible tokens, decode all, score the removed ones."""
+        given; or exactly the tokens where `mask` (N, L) is true, as transformers' `bool_masked_pos`),
+        encode the visible tokens, decode all, score the removed ones."""
         ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
-        latent, masking = self.forward_encoder(images, ratio, noise, mask_type)
+        latent, masking = self.forward_encoder(images, ratio, noise, mask_type, mask)
         pred = self.forward_decoder(latent, masking.ids_restore, self.grid_of(images))
         mask = masking.mask
         if masking.ids_keep.shape[1] == mask.shape[1]:

@@ -6,7 +6,8 @@ patches with the smallest noise are kept. `mask_from_noise` then does what the p
 How many are kept follows each method's own rule (`num_kept_for`): int(L * (1 - ratio)) for the image MAE
 and MAE-ST's random masking (156 of 1,568 tokens at 0.9); VideoMAE's tube masking removes int(ratio * S)
 of the S positions of a time slice and keeps the rest in every slice (20 x 8 = 160 of 1,568 at 0.9).
-A mask given from outside (transformers' `bool_masked_pos`) is reproduced by `noise_from_mask`.
+A mask given from outside (transformers' `bool_masked_pos`) is reproduced by `noise_from_mask` (with the
+count of the method that drew it) or, whatever its count, by `masking_from_mask`.
 """
 from __future__ import annotations
 
@@ -50,6 +51,18 @@ def mask_from_noise(noise: Tensor, mask_ratio: float, len_keep: int | None = Non
     mask[:, :len_keep] = 0
     mask = torch.gather(mask, 1, ids_restore)
     return Masking(ids_shuffle[:, :len_keep], ids_restore, mask)
+
+
+def masking_from_mask(mask: Tensor) -> Masking:
+    """The masking that removes exactly the tokens where `mask` (N, L) is true, as transformers'
+    `bool_masked_pos`: every sample must remove as many. The visible tokens keep their token order, as
+    transformers keeps them, and no random number is drawn."""
+    n, length = mask.shape
+    removed = mask.sum(dim=1)
+    if n and not bool((removed == removed[0]).all()):
+        raise ValueError(f"a mask must remove as many tokens in every sample, not {sorted(set(removed.tolist()))}")
+    rank = torch.arange(length, device=mask.device) / (2 * length)  # in [0, 0.5): token order within each side
+    return mask_from_noise(mask.float() + rank, 0.0, length - int(removed[0]) if n else length)
 
 
 def random_noise(n: int, grid: Grid, generator: torch.Generator | None = None,

@@ -65,6 +65,20 @@ class OwnsPositionTable:
             getattr(self, self.table_name).requires_grad_(True)
         return self
 
+    def stored_tables_for(self, grid: Grid) -> dict[str, Tensor]:
+        """The stored tables (by name) of this component built for `grid`, resized from this one's as
+        `position_table_for` resizes them: what a model of another input size loads."""
+        name, built = self.table_name, self.built_grid
+        if not self.table_config.is_video:
+            return {name: self.position_table_for(grid)}
+        if self.table_config.pos_embed_type == "sincos":
+            return {}
+        tables = {name + "_spatial": resample_table(getattr(self, name + "_spatial"), built[1:], grid[1:]),
+                  name + "_temporal": resample_table(getattr(self, name + "_temporal"), built[:1], grid[:1])}
+        if hasattr(self, name + "_class"):
+            tables[name + "_class"] = getattr(self, name + "_class")
+        return tables
+
     def prefix_positions(self) -> Tensor:
         """The rows (1, P, D) of the prefix (cls) tokens."""
         if self.table_config.is_video and self.table_config.pos_embed_type == "separable":
