@@ -145,7 +145,7 @@ def write_hf_mae(model: nn.Module, state: dict[str, Tensor], path: Path) -> Path
     """A `ViTMAEForPreTraining` (a video model: `VideoMAEForPreTraining`) directory of the MaskedAutoencoder
     `model` (`state`: its weights, our names)."""
     if model.config.is_video:
-        check_videomae_exportable(model.config, "VideoMAEForPreTraining")
+        check_videomae_exportable(model.config, "VideoMAEForPreTraining", ("decoder_norm_eps",))
         config = config_to_videomae(model.config, "VideoMAEForPreTraining", not model.config.encoder_norm)
         return write_hf_dir(from_ours(state, "videomae_hub"), config, model, path)
     return write_hf_dir(from_ours(state, "hf_hub"), config_to_hf(model.config), model, path)
@@ -157,7 +157,8 @@ def write_hf_classifier(model: nn.Module, state: dict[str, Tensor], path: Path) 
     classifier is a `VideoMAEForVideoClassification`, which pools either way (`use_mean_pooling`)."""
     names = getattr(model, "class_names", None)
     if model.config.is_video:
-        check_videomae_exportable(model.config, "VideoMAEForVideoClassification")
+        check_videomae_exportable(model.config, "VideoMAEForVideoClassification",
+                                  ("fc_norm_eps",) if model.global_pool == "avg" else ())
         config = config_to_videomae(model.config, "VideoMAEForVideoClassification", model.global_pool == "avg")
         hub = rename_head(from_ours(state, "videomae_hub"), to_theirs=True)
         return write_hf_dir(hub, {**config, **hf_labels(model, names)}, model, path)
@@ -170,8 +171,9 @@ def write_hf_classifier(model: nn.Module, state: dict[str, Tensor], path: Path) 
     return write_hf_dir(hub, hf_classifier_config(model, names), model, path)
 
 
-def check_videomae_exportable(config: ModelConfig, architecture: str) -> None:
-    """Refuse what transformers' VideoMAE cannot hold; warn where it will compute differently."""
+def check_videomae_exportable(config: ModelConfig, architecture: str, fixed_eps: tuple[str, ...]) -> None:
+    """Refuse what transformers' VideoMAE cannot hold; warn where it will compute differently: the
+    LayerNorms `fixed_eps` names, whose eps transformers fixes, and an MAE's target."""
     refused = [f"{name}={getattr(config, name)!r}" for name in ("cls_token", "decoder_embed_bias", "pos_embed_type")
                if getattr(config, name) != VIDEOMAE_FIXED[name]]
     if config.qkv_bias and config.k_bias:
@@ -180,9 +182,8 @@ def check_videomae_exportable(config: ModelConfig, architecture: str) -> None:
         raise CheckpointError(f"transformers' {architecture} cannot hold this model ({', '.join(refused)}): "
                               "export it as vitmae or official")
     differs = [f"{name} {getattr(config, name) or config.norm_eps:g} (transformers: {VIDEOMAE_FIXED[name]:g})"
-               for name in ("decoder_norm_eps", "fc_norm_eps")
-               if (getattr(config, name) or config.norm_eps) != VIDEOMAE_FIXED[name]]
-    if config.pixel_target != "videomae":
+               for name in fixed_eps if (getattr(config, name) or config.norm_eps) != VIDEOMAE_FIXED[name]]
+    if architecture == "VideoMAEForPreTraining" and config.pixel_target != "videomae":
         differs.append("the loss's target (this model's is the image MAE's, transformers' VideoMAE's)")
     if differs:
         warnings.warn(f"transformers' {architecture} will differ from this model in: {'; '.join(differs)}",
