@@ -21,9 +21,17 @@ def models(cfg: ModelsOptions) -> dict[str, Any]:
 
 
 def models_report(presets: dict[str, Any], cfg: ModelsOptions) -> list[str]:
-    return [f"{name:28s} {c['img_size'][0]}x{c['img_size'][1]} patch {c['patch_size']} chans {c['in_chans']}  "
-            f"encoder {c['embed_dim']}x{c['depth']} ({c['num_heads']} heads)  "
-            f"decoder {c['decoder_embed_dim']}x{c['decoder_depth']}" for name, c in presets.items()]
+    return [f"{name:28s} {_input(c)} chans {c['in_chans']}  encoder {c['embed_dim']}x{c['depth']} "
+            f"({c['num_heads']} heads)  decoder {c['decoder_embed_dim']}x{c['decoder_depth']}"
+            for name, c in presets.items()]
+
+
+def _input(c: dict[str, Any]) -> str:
+    """224x224 patch 16; a video model's clip and tubelet: 16x224x224 tubelet 2x16x16."""
+    size = "x".join(str(s) for s in c["img_size"])
+    if c.get("num_frames") is None:
+        return f"{size} patch {c['patch_size']}"
+    return f"{c['num_frames']}x{size} tubelet {c['tubelet_size']}x{c['patch_size']}x{c['patch_size']}"
 
 
 @dataclass
