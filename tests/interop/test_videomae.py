@@ -211,3 +211,24 @@ def test_a_model_config_reads_every_videomae_field():
     assert (config.embed_dim, config.depth, config.num_heads, config.mlp_ratio) == (32, 2, 2, 2.0)
     assert (config.decoder_embed_dim, config.decoder_depth, config.decoder_num_heads) == (16, 2, 4)
     assert config.norm_eps == 1e-7 and not config.qkv_bias and not config.encoder_norm and not config.norm_pix_loss
+
+
+@pytest.mark.parametrize("fmt, name", [("vitmae", "ours"), ("official", "model.pth")])
+def test_an_mae_st_model_round_trips_through_our_formats_and_loads_at_another_size(tmp_path, fmt, name):
+    torch.manual_seed(0)
+    config = TINY_VIDEO.replace(pos_embed_type="separable", cls_token=True, mask_type="random")
+    ours = MaskedAutoencoder(config).eval()
+    export(ours, tmp_path / name, fmt)
+    again = load_pretrained(tmp_path / name)
+    assert again.config == config
+    x, z = torch.randn(2, 3, 4, 16, 16), torch.rand(2, 8)
+    with torch.no_grad():
+        assert torch.equal(again.eval()(x, noise=z).pred, ours(x, noise=z).pred)
+    bigger = load_pretrained(tmp_path / name, num_frames=8, img_size=32)
+    assert bigger.encoder.pos_embed_spatial.shape == (1, 16, 32) and bigger.encoder.pos_embed_temporal.shape == (1, 4, 32)
+    assert bigger.encoder.pos_embed_spatial.requires_grad
+    expected = ours.encoder.pos_embed_for((4, 4, 4))
+    assert torch.allclose(bigger.encoder.pos_embed_for((4, 4, 4)), expected, atol=1e-6)
+    assert describe(tmp_path / name)["learned_position_tables"] == [
+        "pos_embed_spatial", "pos_embed_temporal", "pos_embed_class", "decoder_pos_embed_spatial",
+        "decoder_pos_embed_temporal", "decoder_pos_embed_class"]
