@@ -10,9 +10,8 @@ import torch
 from safetensors.torch import save_file
 
 from vitmae.config import ModelConfig
-from vitmae.interop import (CheckpointError, convert, describe, export, export_classifier, load_classifier,
-                            load_encoder, load_pretrained)
-from vitmae.interop.hf import InexactExportWarning
+from vitmae.interop import (CheckpointError, InexactExportWarning, convert, describe, export, export_classifier,
+                            load_classifier, load_encoder, load_pretrained)
 from vitmae.model import MaskedAutoencoder, ViTClassifier
 from vitmae.model.masking import noise_from_mask
 
