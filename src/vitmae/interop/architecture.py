@@ -177,17 +177,8 @@ def _native_clip_size(ckpt: Checkpoint, values: dict[str, Any], requested: dict[
                       weights: dict[str, Any]) -> None:
     """A video checkpoint's clip size: stated; else what MAE-ST's tables were made for; else, since
     VideoMAE's table fits any grid, the size asked for, or VideoMAE's convention (noted)."""
-    p = values["patch_size"]
-    if "img_size" not in values and "spatial_tokens" in weights:
-        side = round(weights["spatial_tokens"] ** 0.5)
-        asked = requested.get("img_size")
-        if asked and (asked[0] // p) * (asked[1] // p) == weights["spatial_tokens"]:
-            values["img_size"] = asked
-        elif side * side == weights["spatial_tokens"]:
-            values["img_size"] = (side * p, side * p)
-        else:
-            raise CheckpointError(f"{ckpt.path}: {weights['spatial_tokens']} patches per frame are not a square "
-                                  "grid; pass img_size=(H, W)")
+    if "spatial_tokens" in weights:
+        values["img_size"] = _native_img_size(ckpt.path, values, requested.get("img_size"), weights["spatial_tokens"])
     for name in SIZE_FIELDS:
         if name not in values:
             values[name] = requested.get(name, VIDEOMAE_CONVENTION[name])
