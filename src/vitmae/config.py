@@ -8,7 +8,7 @@ from .errors import ConfigError
 from .model.config import PRESETS, ModelConfig, model_config, to_2tuple
 from .options import Options, opt, read_options_file, save_config
 from .tasks.bench import BenchConfig
-from .tasks.common import EncoderOptions, InferenceOptions, LabeledDataOptions, MAEOptions, SceneOptions
+from .tasks.options import EncoderOptions, InferenceOptions, LabeledDataOptions, MAEOptions, SceneOptions
 from .tasks.detect import DetectConfig
 from .tasks.embed import EmbedConfig
 from .tasks.evaluate import EvaluateConfig

@@ -14,7 +14,8 @@ from vitmae.config import PredictConfig
 from vitmae.data.scenes import FashionScenesSource
 from vitmae.demo import detect_upload, headless_page, segment_upload
 from vitmae.demo.app import detections_table
-from vitmae.tasks.common import load_dense_run, run_checkpoint
+from vitmae.tasks.common import load_dense_run
+from vitmae.train.run_dir import run_checkpoint
 from vitmae.tasks.predict import predict
 
 pytestmark = pytest.mark.usefixtures("one_thread")

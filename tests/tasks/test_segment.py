@@ -19,7 +19,8 @@ from tests.viz.test_report import Page, images_of
 from vitmae.data.scenes import FashionScenesSource
 from vitmae.interop import export
 from vitmae.model import create_model
-from vitmae.tasks.common import load_dense_run, run_checkpoint
+from vitmae.tasks.common import load_dense_run
+from vitmae.train.run_dir import run_checkpoint
 from vitmae.train.checkpoint import load_checkpoint
 from vitmae.train.segmentation_metrics import SegmentationMetrics
 from vitmae.viz import write_report

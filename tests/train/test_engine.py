@@ -197,7 +197,8 @@ def test_a_bad_compile_mode_is_a_config_error(tmp_path):
 def test_the_fast_path_agrees_with_the_reference_to_bf16_tolerance(device):
     """Compiled + bf16 autocast (the GPU default) against eager fp32 (equal to transformers, tested in
     tests/interop): the same loss and gradients on the same batch and noise, to bf16 rounding."""
-    from vitmae.train.engine import autocast, compile_model
+    from vitmae.train.engine import compile_model
+    from vitmae.train.runtime import autocast
 
     torch.manual_seed(0)
     model = MaskedAutoencoder(PretrainConfig(**TINY).model_config()).to(device)

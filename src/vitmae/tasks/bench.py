@@ -25,11 +25,12 @@ from ..model import MaskedAutoencoder, ModelConfig
 from ..model.masking import num_kept
 from ..options import opt
 from ..train.config import COMPILE_MODES, RuntimeOptions
-from ..train.distributed import DistInfo
-from ..train.engine import autocast, compile_model, resolve_device, resolve_precision
+from ..train.engine import compile_model
 from ..model.vit import param_groups
 from ..train.optim import build_adamw
-from .common import Task, MAEOptions, pretrain_data, redefault
+from ..train.runtime import Runtime, autocast
+from .common import pretrain_data
+from .options import MAEOptions, Task, redefault
 
 # Dense bf16 matrix peak measured on the project's H100 (REFERENCE.md); other devices: --peak-tflops.
 KNOWN_PEAK_TFLOPS = {"NVIDIA H100 80GB HBM3": 796.0}
@@ -251,8 +252,8 @@ class BenchConfig(MAEOptions, RuntimeOptions):
 
 def bench(cfg: BenchConfig) -> dict[str, Any]:
     """Time the step (and the pipeline with `data`) as `cfg` says; the report is also written to `cfg.json`."""
-    device = resolve_device(cfg.device, DistInfo())
-    precision = resolve_precision(cfg.precision, device)
+    runtime = Runtime(cfg.device, cfg.precision)
+    device, precision = runtime.device, runtime.precision
     model_cfg = cfg.model_config()
     compare = tuple(c for c in (cfg.compare or "").split(",") if c)
     result = bench_step(model_cfg, cfg.batch_size, str(device), precision, compare, cfg.steps, cfg.warmup,

@@ -7,8 +7,8 @@ from typing import Any
 
 from ..interop import FORMATS, convert, describe
 from ..model import PRESETS
-from .common import HeadOptions, Task
 from ..options import Options, opt
+from .options import HeadOptions, Task
 
 
 @dataclass

@@ -3,12 +3,8 @@ training and evaluation, segmentation and detection runs (their records, models 
 weight saving. No task imports another task's module; what two of them need is here."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
-import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable
@@ -17,7 +13,6 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from ..data import (Batch, EvalTransform, PretrainTransform, build_dataset, build_device_dataset, build_loader,
                     build_source, default_normalization)
@@ -30,146 +25,21 @@ from ..data.segmentation import SegmentationTransform, collate_masks
 from ..data.transforms import mix_seed
 from ..errors import ConfigError
 from ..interop.safe_load import CheckpointError
-from ..interop.vitmae_format import WEIGHTS, load_vitmae, resolve_checkpoint, save_vitmae
-from ..model import POOLS, POS_EMBED_RESIZE, PRESETS, MaskedAutoencoder, ModelConfig, ViTEncoder, model_config
+from ..interop.vitmae_format import load_vitmae, resolve_checkpoint
+from ..model import POOLS, MaskedAutoencoder, ModelConfig, ViTEncoder, model_config
 from ..model.classifier import pool_features
 from ..model.detection import vitdet
 from ..model.segmentation import Segmenter, sliding_window_logits
-from ..options import Options, opt, save_config
-from ..train import Hook, Trainer
+from ..options import save_config
+from ..train import Trainer
 from ..train.checkpoint import write_text_atomic
-from ..train.config import RuntimeOptions
-from ..train.distributed import DistInfo
-from ..train.engine import autocast, resolve_device, resolve_precision
+from ..train.hooks import PeriodicEvaluation
+from ..train.runtime import Runtime
 from ..train.segmentation_metrics import SegmentationMetrics
-
-
-@dataclass(frozen=True)
-class Task:
-    """A subcommand of `vitmae`: its options dataclass, what it runs, what it prints (see tasks/__init__)."""
-
-    name: str  # the subcommand
-    summary: str  # one line, for `vitmae --help`
-    options: type  # the options dataclass
-    run: Callable[[Any], dict[str, Any]]
-    report: Callable[[dict[str, Any], Any], list[str]]  # the lines printed after a run: (summary, options)
-    config_file: bool = True  # takes --config FILE.yaml
-
-
-def redefault(owner: type, name: str, default: Any) -> Any:
-    """The option `name` of `owner` with another default (its help, choices and range kept)."""
-    original = next(f for f in dataclasses.fields(owner) if f.name == name)
-    return dataclasses.field(default=default, metadata=original.metadata)
-
-
-# -- option groups -------------------------------------------------------------------------------------
-@dataclass
-class EncoderOptions(Options):
-    """A preset and overrides of its encoder (None keeps the preset's, or the checkpoint's, value)."""
-
-    model: str = opt("mae_vit_micro_patch4_28", "architecture preset (see `vitmae models`); a checkpoint "
-                     "brings its own", choices=lambda: list(PRESETS))
-    img_size: tuple[int, int] | None = opt(None, "input size: 224 or 224,160 (height,width)", min=1)
-    patch_size: int | None = opt(None, "side of the square patches, in pixels", min=1)
-    in_chans: int | None = opt(None, "image channels: 1 grayscale, 3 RGB (others from .npy files)", min=1)
-    embed_dim: int | None = opt(None, "encoder width (the size of each token)", min=4)
-    depth: int | None = opt(None, "encoder blocks", min=1)
-    num_heads: int | None = opt(None, "encoder attention heads (they divide the width)", min=1)
-    mlp_ratio: float | None = opt(None, "hidden width of the blocks' MLP, as a multiple of the width", above=0)
-    norm_eps: float | None = opt(None, "LayerNorm epsilon", above=0)
-    pos_embed_resize: str | None = opt(None, "at another input size: recompute the sin-cos position table "
-                                       "(default) or interpolate it bicubically (learned tables always are)",
-                                       choices=POS_EMBED_RESIZE)
-    mean: tuple[float, ...] | None = opt(None, "input normalisation mean per channel, e.g. 0.5,0.5,0.5 "
-                                         "(default: the checkpoint's, else the data's)")
-    std: tuple[float, ...] | None = opt(None, "input normalisation std per channel (default: as --mean)")
-
-    def model_overrides(self) -> dict[str, Any]:
-        """The architecture options that were set, by ModelConfig name."""
-        names = {f.name for f in dataclasses.fields(ModelConfig)}
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name in names and getattr(self, f.name) is not None}
-
-    def model_config(self) -> ModelConfig:
-        return model_config(self.model, **self.model_overrides())
-
-
-@dataclass
-class MAEOptions(EncoderOptions):
-    """A preset and overrides of its whole masked autoencoder."""
-
-    decoder_embed_dim: int | None = opt(None, "decoder width", min=4)
-    decoder_depth: int | None = opt(None, "decoder blocks", min=1)
-    decoder_num_heads: int | None = opt(None, "decoder attention heads (they divide its width)", min=1)
-    norm_pix_loss: bool | None = opt(None, "predict per-patch normalised pixels (the paper's target)")
-    mask_ratio: float | None = opt(None, "share of the patches removed (the paper's 0.75)", min=0, below=1)
-
-
-@dataclass
-class LabeledDataOptions(Options):
-    """Where labeled images come from, and which of the training labels are kept."""
-
-    data: str = opt("fashion-mnist", "labeled images: fashion-mnist | a folder of class sub-folders | a .csv "
-                    "of path,label")
-    val_data: str | None = opt(None, "validation images (default: the data's val/test split, else a held-out 10%)")
-    labels_fraction: float | None = opt(None, "keep a stratified, seeded fraction of the training labels "
-                                        "(e.g. 0.01)", above=0, max=1)
-    labels_per_class: int | None = opt(None, "keep this many training labels of each class (stratified, seeded)",
-                                       min=1)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.labels_fraction is not None and self.labels_per_class is not None:
-            raise ConfigError("give --labels-fraction or --labels-per-class, not both")
-
-
-@dataclass
-class SceneOptions(Options):
-    """The built-in fashion-scenes (`--data fashion-scenes`)."""
-
-    scene_size: int = opt(64, "side of the fashion-scenes images", min=16)
-    scenes: int | None = opt(None, "fashion-scenes training scenes, validation a fifth as many (default 5000 and "
-                             "1000)", min=1)
-    val_scenes: int | None = opt(None, "fashion-scenes validation scenes (default: as --scenes says)", min=1)
-
-
-@dataclass
-class InferenceOptions(RuntimeOptions):
-    """How a frozen encoder is run over a data set."""
-
-    batch_size: int = opt(256, "images per forward pass", min=1)
-
-
-@dataclass
-class HeadOptions(Options):
-    """What a checkpoint may not record (plain official and timm files of a non-standard shape)."""
-
-    num_heads: int | None = opt(None, "encoder attention heads, for a file that does not record them", min=1)
-    decoder_num_heads: int | None = opt(None, "decoder attention heads, for a file that does not record them",
-                                        min=1)
-    norm_eps: float | None = opt(None, "LayerNorm epsilon, for a file that does not record it", above=0)
-
-    def head_overrides(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("num_heads", "decoder_num_heads", "norm_eps")
-                if getattr(self, k) is not None}
-
-
-CHECKPOINT_HELP = "a pre-trained checkpoint or run directory (any format `vitmae info` reads); none: random"
-POOL_HELP = "features: cls (the cls token) | mean (the mean patch token)"
+from .options import LabeledDataOptions
 
 
 # -- the runtime and the frozen encoder ----------------------------------------------------------------
-class Runtime:
-    """Device and autocast for tasks that only run the model forward."""
-
-    def __init__(self, device: str | torch.device = "auto", precision: str = "auto"):
-        self.device = device if isinstance(device, torch.device) else resolve_device(device, DistInfo())
-        self.precision = resolve_precision(precision, self.device)
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        return autocast(self.device, self.precision)
-
-
 def load_encoder_or_random(checkpoint: str | None, model: str = "mae_vit_micro_patch4_28",
                            seed: int = 0, **overrides: Any) -> MaskedAutoencoder | nn.Module:
     """The model holding the encoder of `checkpoint` (any format load_pretrained reads, or a fine-tuned
@@ -361,7 +231,7 @@ class ClassificationObjective:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader, device: torch.device, autocast) -> tuple[Tensor, Tensor, list]:
+def predict(model: nn.Module, loader, runtime: Runtime) -> tuple[Tensor, Tensor, list]:
     """(logits (N, K) float32, labels (N,), skipped) of every batch `loader` yields; the model's
     training mode is restored afterwards."""
     was_training = model.training
@@ -371,8 +241,8 @@ def predict(model: nn.Module, loader, device: torch.device, autocast) -> tuple[T
         skipped.extend(batch.skipped)
         if len(batch) == 0:
             continue
-        with autocast():
-            out = model(batch.images.to(device, non_blocking=True))
+        with runtime.autocast():
+            out = model(batch.images.to(runtime.device, non_blocking=True))
         logits.append(out.float().cpu())
         labels.append(batch.targets)
     model.train(was_training)
@@ -390,46 +260,12 @@ def topk_accuracy(logits: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) 
     return out
 
 
-def save_weights(model: nn.Module, path: Path) -> Path:
-    """Weights and config (vitmae format) into the directory `path`, replaced whole."""
-    tmp, old = path.with_name(f".tmp-{path.name}"), path.with_name(f".old-{path.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_vitmae(model, tmp)
-    if path.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
-    return path
-
-
-class PeriodicEvaluation(Hook):
-    """Evaluation every `every` epochs, at the last of `total` epochs (None: not specially) and where a run
-    stopped mid-epoch (max_steps); `record(trainer, epoch)` measures and keeps the entry in
-    `trainer.extra_state[history_key]`, so a resumed run goes on with its history."""
-
-    every: int = 1
-    total: int | None = None
-    history_key = "history"
-
-    def record(self, trainer: Trainer, epoch: float) -> Any:
-        raise NotImplementedError
-
-    def on_epoch_end(self, trainer: Trainer, epoch: int) -> None:
-        if epoch % self.every == 0 or epoch == self.total:
-            self.record(trainer, epoch)
-
-    def on_end(self, trainer: Trainer) -> None:
-        history = trainer.extra_state.get(self.history_key, [])
-        if not history or history[-1]["step"] != trainer.progress.step:  # stopped mid-epoch (max_steps)
-            self.record(trainer, trainer.epochs_done())
-
-
 class ClassifierEvaluator(PeriodicEvaluation):
-    """Top-1 / top-5 and loss on validation batches every `every_epochs` epochs and at the end; the history
-    lives in `trainer.extra_state` (so it survives a resume) and the best model is kept in
-    RUN/checkpoints/best. `averaged` gives the weights to evaluate and keep instead of the trained ones
-    (a moving average)."""
+    """Top-1 / top-5 and loss on validation batches every `every_epochs` epochs and at the end, the best
+    top-1's weights kept in RUN/checkpoints/best. `averaged` gives the weights to evaluate and keep instead
+    of the trained ones (a moving average)."""
+
+    best_key = "top1"
 
     def __init__(self, loader, every_epochs: int, total_epochs: int, save_best: bool = True,
                  averaged: Callable[[], nn.Module] | None = None):
@@ -440,24 +276,16 @@ class ClassifierEvaluator(PeriodicEvaluation):
         return self.averaged() if self.averaged else trainer.model
 
     def evaluate(self, trainer: Trainer, model: nn.Module | None = None) -> dict[str, float]:
-        logits, labels, _ = predict(model or self.model(trainer), self.loader, trainer.device, trainer.autocast)
+        logits, labels, _ = predict(model or self.model(trainer), self.loader, trainer.runtime)
         keep = labels >= 0
         logits, labels = logits[keep], labels[keep]
         return {**topk_accuracy(logits, labels), "loss": F.cross_entropy(logits, labels).item()}
 
-    def record(self, trainer: Trainer, epoch: float) -> dict[str, Any]:
-        entry = {"epoch": epoch, "step": trainer.progress.step, **self.evaluate(trainer)}
-        trainer.extra_state.setdefault("history", []).append(entry)
-        trainer.log_scalars(trainer.progress.step, {f"val/{k}": entry[k] for k in ("top1", "top5", "loss")})
-        best = trainer.extra_state.get("best")
-        if best is None or entry["top1"] > best["top1"]:
-            trainer.extra_state["best"] = entry
-            if self.save_best and trainer.dist.is_main:
-                save_weights(self.model(trainer), trainer.output / "checkpoints" / "best")
-        if trainer.dist.is_main:
-            tqdm.write(f"epoch {epoch:g}: val top-1 {entry['top1']:.2f}%  top-5 {entry['top5']:.2f}%  "
-                       f"loss {entry['loss']:.4f}")
-        return entry
+    def scalars(self, entry: dict[str, Any]) -> dict[str, float]:
+        return {f"val/{k}": entry[k] for k in ("top1", "top5", "loss")}
+
+    def line(self, entry: dict[str, Any]) -> str:
+        return f"val top-1 {entry['top1']:.2f}%  top-5 {entry['top5']:.2f}%  loss {entry['loss']:.4f}"
 
     def results(self, trainer: Trainer) -> dict[str, Any]:
         history, best = trainer.extra_state["history"], trainer.extra_state["best"]
@@ -469,22 +297,6 @@ class ClassifierEvaluator(PeriodicEvaluation):
             raw = self.evaluate(trainer, trainer.model)
             results.update(top1_without_ema=raw["top1"], top5_without_ema=raw["top5"])
         return results
-
-
-# -- runs and their checkpoints -----------------------------------------------------------------------
-WHICH = ("best", "last")
-
-
-def run_checkpoint(checkpoint: str, which: str) -> Path:
-    """The checkpoint to use of a run directory: its best (RUN/checkpoints/best, the weights of the best
-    validation score the run reported) or its last one; a run without a best, and any other path, as given."""
-    if which not in WHICH:
-        raise ConfigError(f"unknown --which {which!r}; choose from: {', '.join(WHICH)}")
-    path = Path(checkpoint)
-    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    if which == "best" and root.name == "checkpoints" and (root / "best" / WEIGHTS).is_file():
-        return root / "best"
-    return path
 
 
 # -- segmentation and detection runs -------------------------------------------------------------------
@@ -659,10 +471,13 @@ def _spread(source, count: int, seed: int):
     return SubsetSource(source, stratified_indices(labels, fraction=fraction, seed=seed))
 
 
-class KnnMonitor(Hook):
-    """kNN top-1 / top-5 of the encoder being pre-trained, at the start, every `every_epochs` epochs and at
-    the end: the representation getting better, while the loss alone says little. Bank and queries are
-    fixed stratified samples (at most 10,000 and 2,000 images) of the labeled data's train and val splits."""
+class KnnMonitor(PeriodicEvaluation):
+    """kNN top-1 / top-5 of the encoder being pre-trained, at the start, every `every_epochs` epochs (0:
+    none between) and at the end: the representation getting better, while the loss alone says little.
+    Bank and queries are fixed stratified samples (at most 10,000 and 2,000 images) of the labeled data's
+    train and val splits."""
+
+    at_start, main_only, timed, history_key = True, True, True, "knn"
 
     def __init__(self, spec: str, in_chans: int, img_size, mean, std, every_epochs: int, seed: int,
                  batch_size: int = 256, num_workers: int = 0, k: int = 20, temperature: float = 0.07):
@@ -675,40 +490,25 @@ class KnnMonitor(Hook):
         self.results: dict[str, Any] = {}
 
     def evaluate(self, trainer) -> dict[str, float]:
-        runtime = Runtime(trainer.device, trainer.precision)
-        bank = encode_source(trainer.model, self.bank_source, self.transform, "cls", runtime, self.batch_size,
-                             self.num_workers)
-        queries = encode_source(trainer.model, self.query_source, self.transform, "cls", runtime, self.batch_size,
-                                self.num_workers)
+        bank = encode_source(trainer.model, self.bank_source, self.transform, "cls", trainer.runtime,
+                             self.batch_size, self.num_workers)
+        queries = encode_source(trainer.model, self.query_source, self.transform, "cls", trainer.runtime,
+                                self.batch_size, self.num_workers)
         labeled = queries.labels >= 0
         return knn_accuracy(bank.features, bank.labels, queries.features[labeled], queries.labels[labeled],
                             self.k, self.temperature, self.num_classes)
 
-    def record(self, trainer, epoch: float) -> None:
-        if not trainer.dist.is_main:
-            return
-        start = time.perf_counter()
-        entry = {"epoch": epoch, "step": trainer.progress.step, **self.evaluate(trainer),
-                 "time_s": round(time.perf_counter() - start, 2)}
-        trainer.extra_state.setdefault("knn", []).append(entry)
-        trainer.log_scalars(trainer.progress.step, {"knn/top1": entry["top1"], "knn/top5": entry["top5"]})
-        tqdm.write(f"epoch {epoch:g}: kNN top-1 {entry['top1']:.2f}% (k={self.k}, {self.description})")
+    def scalars(self, entry: dict[str, Any]) -> dict[str, float]:
+        return {"knn/top1": entry["top1"], "knn/top5": entry["top5"]}
 
-    def on_start(self, trainer) -> None:
-        if not trainer.extra_state.get("knn"):
-            self.record(trainer, 0)
-
-    def on_epoch_end(self, trainer, epoch: int) -> None:
-        if self.every and epoch % self.every == 0:  # 0: only at the start and the end
-            self.record(trainer, epoch)
+    def line(self, entry: dict[str, Any]) -> str:
+        return f"kNN top-1 {entry['top1']:.2f}% (k={self.k}, {self.description})"
 
     def on_end(self, trainer) -> None:
+        super().on_end(trainer)
         if not trainer.dist.is_main:
             return
-        history = trainer.extra_state.get("knn", [])
-        if not history or history[-1]["step"] != trainer.progress.step:
-            self.record(trainer, trainer.summary()["epochs"])
-        history = trainer.extra_state["knn"]
+        history = self.history(trainer)
         self.results = {"knn": self.description, "knn_bank_images": len(self.bank_source),
                         "knn_query_images": len(self.query_source), "knn_top1_start": history[0]["top1"],
                         "knn_top1_end": history[-1]["top1"], "knn_history": history}

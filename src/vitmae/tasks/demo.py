@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from .common import HeadOptions, Task, dense_run_record, load_dense_run, run_checkpoint
 from ..options import opt
+from ..train.run_dir import run_checkpoint
+from .common import dense_run_record, load_dense_run
+from .options import HeadOptions, Task
 
 
 @dataclass

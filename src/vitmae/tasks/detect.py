@@ -18,14 +18,12 @@ boxes and instance masks.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from ..data import DataError, build_dataset
 from ..data.coco import CocoSource, DetectionTransform, build_detection_source, collate_detection
@@ -36,8 +34,9 @@ from ..model.detection import detector_param_groups, vitdet
 from ..options import opt, save_config
 from ..train import Trainer, write_json
 from ..train.config import TrainConfig
-from .common import (CHECKPOINT_HELP, EncoderOptions, PeriodicEvaluation, SceneOptions, Task, coco_scores,
-                     detection_loader, load_encoder_or_random, normalization, redefault, write_run_record)
+from ..train.hooks import PeriodicEvaluation
+from .common import coco_scores, detection_loader, load_encoder_or_random, normalization, write_run_record
+from .options import CHECKPOINT_HELP, EncoderOptions, SceneOptions, Task, redefault
 
 MASKS = ("auto", "on", "off")
 
@@ -111,31 +110,25 @@ class DetectionObjective:
 
 
 class CocoEvaluator(PeriodicEvaluation):
-    """COCO box (and mask) metrics on the validation images every `every` epochs and at the end, into the
-    run's history (kept in the training state, so a resumed run continues it) and TensorBoard."""
+    """COCO box (and mask) metrics on the validation images every `every` epochs and at the end (rank 0)."""
 
-    history_key = "coco"
+    main_only, timed, history_key = True, True, "coco"
 
     def __init__(self, source, masks: bool, every: int, batch_size: int, num_workers: int):
         self.source, self.masks, self.every = source, masks, every
+        self.kinds = ("box", "mask") if masks else ("box",)
         self.loader = detection_loader(source, batch_size, num_workers)
         self.ground_truth = source.ground_truth()
 
     def evaluate(self, trainer: Trainer) -> dict[str, Any]:
-        return coco_scores(trainer.model, self.loader, self.source, self.ground_truth, self.masks, trainer)[0]
+        return coco_scores(trainer.model, self.loader, self.source, self.ground_truth, self.masks,
+                           trainer.runtime)[0]
 
-    def record(self, trainer: Trainer, epoch: float) -> None:
-        if not trainer.dist.is_main:
-            return
-        start = time.perf_counter()
-        entry = {"epoch": epoch, "step": trainer.progress.step, **self.evaluate(trainer),
-                 "time_s": round(time.perf_counter() - start, 2)}
-        trainer.extra_state.setdefault("coco", []).append(entry)
-        kinds = ("box", "mask") if self.masks else ("box",)
-        trainer.log_scalars(trainer.progress.step, {f"val/{kind}_{m}": entry[kind][m] for kind in kinds
-                                                    for m in ("AP", "AP50", "AP75")})
-        tqdm.write(f"epoch {epoch:g}: " + ", ".join(f"{kind} AP {entry[kind]['AP']:.2f} AP50 {entry[kind]['AP50']:.2f}"
-                                                    for kind in kinds))
+    def scalars(self, entry: dict[str, Any]) -> dict[str, float]:
+        return {f"val/{kind}_{m}": entry[kind][m] for kind in self.kinds for m in ("AP", "AP50", "AP75")}
+
+    def line(self, entry: dict[str, Any]) -> str:
+        return ", ".join(f"{kind} AP {entry[kind]['AP']:.2f} AP50 {entry[kind]['AP50']:.2f}" for kind in self.kinds)
 
 
 def detect_run(cfg: DetectConfig) -> dict[str, Any]:

@@ -25,8 +25,9 @@ from ..errors import ConfigError
 from ..model import POOLS
 from ..options import opt
 from ..train import write_json
-from .common import (Task, CHECKPOINT_HELP, POOL_HELP, EncoderOptions, Features, InferenceOptions, Runtime,
-                     encode_source, eval_transform, load_encoder_or_random)
+from ..train.runtime import Runtime
+from .common import Features, encode_source, eval_transform, load_encoder_or_random
+from .options import CHECKPOINT_HELP, POOL_HELP, EncoderOptions, InferenceOptions, Task
 
 __all__ = ["EmbedConfig", "Features", "Runtime", "embed", "encode_source", "load_encoder_or_random"]
 EMBED_FORMATS = ("npy", "parquet")

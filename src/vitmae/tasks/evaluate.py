@@ -33,9 +33,11 @@ from ..errors import ConfigError
 from ..interop.vitmae_format import resolve_checkpoint
 from ..options import opt
 from ..train import write_json
-from .common import (WHICH, DenseRun, InferenceOptions, Runtime, Task, coco_scores, detection_loader, eval_transform,
-                     load_dense_run, predict, run_checkpoint, segmentation_loader, segmentation_scores,
-                     topk_accuracy)
+from ..train.run_dir import WHICH, run_checkpoint
+from ..train.runtime import Runtime
+from .common import (DenseRun, coco_scores, detection_loader, eval_transform, load_dense_run, predict,
+                     segmentation_loader, segmentation_scores, topk_accuracy)
+from .options import InferenceOptions, Task
 
 __all__ = ["EvaluateConfig", "classification_report", "confusion_matrix", "evaluate", "per_class_metrics",
            "predict", "topk_accuracy"]
@@ -161,7 +163,7 @@ def evaluate_classifier(cfg: EvaluateConfig, checkpoint: Path) -> dict[str, Any]
     loader = build_loader(build_dataset(source, eval_transform(model, data)), cfg.batch_size or CLASSIFY_BATCH, None,
                           cfg.num_workers, drop_last=False, persistent_workers=False)
     start = time.perf_counter()
-    logits, labels, skipped = predict(model, loader, runtime.device, runtime.autocast)
+    logits, labels, skipped = predict(model, loader, runtime)
     keep = labels >= 0
     if not keep.any():
         raise ConfigError(f"{data}: no labeled images to evaluate on")

@@ -32,9 +32,9 @@ from ..model.classifier import GLOBAL_POOL, ViTClassifier, from_pretrained_encod
 from ..options import opt
 from ..train import Hook, Trainer, write_json
 from ..train.config import TrainConfig
-from .common import (CHECKPOINT_HELP, ClassificationObjective, ClassifierEvaluator, EncoderOptions,
-                     LabeledDataOptions, Task, eval_loader, label_summary, labeled_data, model_source,
-                     normalization, redefault, save_run_config)
+from .common import (ClassificationObjective, ClassifierEvaluator, eval_loader, label_summary, labeled_data,
+                     model_source, normalization, save_run_config)
+from .options import CHECKPOINT_HELP, EncoderOptions, LabeledDataOptions, Task, redefault
 
 
 @dataclass

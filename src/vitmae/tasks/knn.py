@@ -15,9 +15,10 @@ from typing import Any
 from ..model import POOLS
 from ..options import opt
 from ..train import write_json
-from .common import (Task, CHECKPOINT_HELP, POOL_HELP, EncoderOptions, InferenceOptions, LabeledDataOptions, Runtime,
-                     encode_source, frozen_encoder_data, knn_accuracy, knn_scores, label_summary, model_source,
+from ..train.runtime import Runtime
+from .common import (encode_source, frozen_encoder_data, knn_accuracy, knn_scores, label_summary, model_source,
                      save_run_config)
+from .options import CHECKPOINT_HELP, POOL_HELP, EncoderOptions, InferenceOptions, LabeledDataOptions, Task
 
 __all__ = ["KnnConfig", "knn", "knn_accuracy", "knn_scores"]
 

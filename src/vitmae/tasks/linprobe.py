@@ -30,10 +30,11 @@ from ..options import opt
 from ..train import Trainer, write_json
 from ..train.config import TrainConfig
 from ..train.lars import LARS
-from .common import (Task, CHECKPOINT_HELP, POOL_HELP, ClassificationObjective, ClassifierEvaluator, EncoderOptions,
-                     FeatureDataset, LabeledDataOptions, Runtime, encode_source, eval_loader, frozen,
-                     frozen_encoder_data, label_summary, model_source, redefault, save_run_config,
-                     save_weights)
+from ..train.checkpoint import save_weights
+from ..train.runtime import Runtime
+from .common import (ClassificationObjective, ClassifierEvaluator, FeatureDataset, encode_source, eval_loader, frozen,
+                     frozen_encoder_data, label_summary, model_source, save_run_config)
+from .options import CHECKPOINT_HELP, POOL_HELP, EncoderOptions, LabeledDataOptions, Task, redefault
 
 
 @dataclass

@@ -42,8 +42,10 @@ from ..train import write_json
 from ..train.checkpoint import write_text_atomic
 from ..train.config import RuntimeOptions
 from ..viz.dense import SCORE_THRESHOLD, draw_detections, segment_image
-from .common import (RUN_RECORDS, WHICH, DenseRun, Runtime, Task, detection_loader, load_dense_run, run_checkpoint,
-                     run_detector)
+from ..train.run_dir import WHICH, run_checkpoint
+from ..train.runtime import Runtime
+from .common import RUN_RECORDS, DenseRun, detection_loader, load_dense_run, run_detector
+from .options import Task
 
 __all__ = ["PredictConfig", "predict"]
 

@@ -18,9 +18,11 @@ from ..options import opt, save_config
 from ..train import Hook, Trainer, write_json
 from ..train.config import TrainConfig
 from ..train.distributed import DistInfo
-from ..train.engine import resolve_device
+from ..train.hooks import PeriodicEvaluation
+from ..train.runtime import resolve_device
 from ..viz import reconstruct, save_reconstruction_grid
-from .common import Task, KnnMonitor, MAEOptions, normalization, pretrain_data
+from .common import KnnMonitor, normalization, pretrain_data
+from .options import MAEOptions, Task
 
 VIZ_IMAGES = 8
 
@@ -90,13 +92,16 @@ def heldout_images(source: Any, count: int, transform: EvalTransform, seed: int)
     return torch.stack(images)
 
 
-class HeldoutMonitor(Hook):
+class HeldoutMonitor(PeriodicEvaluation):
     """Held-out masked-patch loss (with the trivial baseline) and a reconstruction grid of fixed held-out
-    images at the start, every `viz_every_epochs` epochs and at the end."""
+    images at the start, every `viz_every_epochs` epochs (0: none between) and at the end."""
+
+    at_start, main_only, history_key = True, True, "heldout_history"
 
     def __init__(self, images: Tensor, description: str, cfg: PretrainConfig, mean, std):
         self.images, self.description, self.cfg = images, description, cfg
         self.mean, self.std = mean, std
+        self.every = cfg.viz_every_epochs
         self.results: dict[str, Any] = {}
         self._logged_grid_step: int | None = None
 
@@ -106,7 +111,7 @@ class HeldoutMonitor(Hook):
         return make_noise(self.cfg.masking, count, grid, model.config.mask_ratio, generator)
 
     @torch.no_grad()
-    def evaluate(self, trainer: Trainer) -> tuple[float, float]:
+    def losses(self, trainer: Trainer) -> tuple[float, float]:
         """(masked-patch loss, trivial-predictor loss) over the held-out images, with fixed masks."""
         model: MaskedAutoencoder = trainer.model
         was_training = model.training
@@ -116,7 +121,7 @@ class HeldoutMonitor(Hook):
         for start in range(0, len(self.images), 256):
             images = self.images[start:start + 256].to(trainer.device)
             batch_noise = noise[start:start + 256].to(trainer.device)
-            with trainer.autocast():
+            with trainer.runtime.autocast():
                 out = model(images, noise=batch_noise)
             total += out.loss.item() * len(images)
             baseline += model.forward_loss(images, self._trivial_prediction(model, images, out.mask),
@@ -150,32 +155,28 @@ class HeldoutMonitor(Hook):
             with Image.open(path) as grid:
                 trainer.log_image("reconstructions", grid, trainer.progress.step)
 
-    def record(self, trainer: Trainer, epoch: float) -> float:
-        """The held-out loss now: logged, and kept in the run's history (it survives a resume)."""
-        loss, baseline = self.evaluate(trainer)
-        trainer.extra_state.setdefault("heldout_history", []).append(
-            {"epoch": epoch, "step": trainer.progress.step, "loss": loss})
-        trainer.extra_state.setdefault("heldout_loss_baseline", baseline)
-        trainer.log_scalars(trainer.progress.step, {"heldout/loss": loss})
-        return loss
+    def evaluate(self, trainer: Trainer) -> dict[str, float]:
+        loss, baseline = self.losses(trainer)
+        trainer.extra_state.setdefault("heldout_loss_baseline", baseline)  # of the untrained model
+        return {"loss": loss}
 
-    def on_start(self, trainer: Trainer) -> None:
-        if trainer.dist.is_main and "heldout_loss_start" not in trainer.extra_state:
-            trainer.extra_state["heldout_loss_start"] = self.record(trainer, 0)
+    def scalars(self, entry: dict[str, Any]) -> dict[str, float]:
+        return {"heldout/loss": entry["loss"]}
+
+    def on_record(self, trainer: Trainer, entry: dict[str, Any], point: str) -> None:
+        if point == "start":
+            trainer.extra_state["heldout_loss_start"] = entry["loss"]
             self.save_grid(trainer, "epoch-000.png", "before training")
-
-    def on_epoch_end(self, trainer: Trainer, epoch: int) -> None:
-        if trainer.dist.is_main and self.cfg.viz_every_epochs and epoch % self.cfg.viz_every_epochs == 0:
-            self.record(trainer, epoch)
-            self.save_grid(trainer, f"epoch-{epoch:03d}.png", f"after epoch {epoch}, step {trainer.progress.step}")
+        elif point == "epoch":
+            epoch = entry["epoch"]
+            self.save_grid(trainer, f"epoch-{epoch:03d}.png", f"after epoch {epoch}, step {entry['step']}")
 
     def on_end(self, trainer: Trainer) -> None:
+        super().on_end(trainer)
         if not trainer.dist.is_main:
             return
-        history = trainer.extra_state.setdefault("heldout_history", [])
-        if not history or history[-1]["step"] != trainer.progress.step:  # not evaluated at this step yet
-            self.record(trainer, trainer.epochs_done())  # not summary(): a collective, and only rank 0 is here
         self.save_grid(trainer, "final.png", f"end of training, step {trainer.progress.step}")
+        history = self.history(trainer)
         self.results = {
             "heldout": self.description,
             "heldout_images": len(self.images),

@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from PIL.PngImagePlugin import PngInfo
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from ..data import Batch, build_dataset, readable
 from ..data.augment import seeded_global_rngs
@@ -42,9 +41,10 @@ from ..options import opt, save_config
 from ..train import Trainer, write_json
 from ..train.config import TrainConfig
 from ..viz.dense import predicted_mask, segmentation_grid
-from .common import (CHECKPOINT_HELP, EncoderOptions, PeriodicEvaluation, SceneOptions, Task,
-                     load_encoder_or_random, normalization, redefault, save_weights, segmentation_loader,
-                     segmentation_scores, write_run_record)
+from ..train.hooks import PeriodicEvaluation
+from .common import (load_encoder_or_random, normalization, segmentation_loader, segmentation_scores,
+                     write_run_record)
+from .options import CHECKPOINT_HELP, EncoderOptions, SceneOptions, Task, redefault
 
 __all__ = ["SegmentConfig", "SegmentationObjective", "SegmentationEvaluator", "build_model", "segment"]
 
@@ -99,9 +99,11 @@ class SegmentationObjective:
 
 
 class SegmentationEvaluator(PeriodicEvaluation):
-    """mIoU / mAcc / aAcc on the validation set every `every` epochs and at the end; the history lives in
-    the run's training state (it survives a resume), the best mIoU's weights in RUN/checkpoints/best. Each
-    evaluation also draws the first PICTURED validation images with their true and predicted masks."""
+    """mIoU / mAcc / aAcc on the validation set every `every` epochs and at the end, the best mIoU's
+    weights in RUN/checkpoints/best. Each evaluation also draws the first PICTURED validation images with
+    their true and predicted masks."""
+
+    best_key, save_best = "mIoU", True
 
     def __init__(self, loader, num_classes: int, class_names: list[str] | None, ignore_index: int, crop: int,
                  stride: int, every: int, total: int):
@@ -124,7 +126,7 @@ class SegmentationEvaluator(PeriodicEvaluation):
         model, config = trainer.model, trainer.model.config
         was_training = model.training
         model.eval()
-        with trainer.autocast():
+        with trainer.runtime.autocast():
             predictions = [predicted_mask(model, image.to(trainer.device), self.num_classes, self.crop, self.stride)
                            for image, _, _ in self.pictured]
         model.train(was_training)
@@ -144,23 +146,18 @@ class SegmentationEvaluator(PeriodicEvaluation):
 
     def evaluate(self, trainer: Trainer) -> dict[str, Any]:
         scores, skipped = segmentation_scores(trainer.model, self.loader, self.num_classes, self.ignore_index,
-                                              self.crop, self.stride, trainer, self.names)
+                                              self.crop, self.stride, trainer.runtime, self.names)
         self.skipped.update(skipped)
         return scores
 
-    def record(self, trainer: Trainer, epoch: float) -> None:
-        entry = {"epoch": epoch, "step": trainer.progress.step, **self.evaluate(trainer)}
-        trainer.extra_state.setdefault("history", []).append(entry)
-        trainer.log_scalars(trainer.progress.step, {f"val/{k}": entry[k] for k in ("mIoU", "mAcc", "aAcc")
-                                                    if entry[k] is not None})
-        best = trainer.extra_state.get("best")
-        if best is None or (entry["mIoU"] or 0) > (best["mIoU"] or 0):
-            trainer.extra_state["best"] = {k: entry[k] for k in ("epoch", "step", "mIoU")}
-            if trainer.dist.is_main:
-                save_weights(trainer.model, trainer.output / "checkpoints" / "best")
-        if trainer.dist.is_main:
-            self.draw(trainer, entry)
-            tqdm.write(f"epoch {epoch:g}: val mIoU {entry['mIoU']}  mAcc {entry['mAcc']}  aAcc {entry['aAcc']}")
+    def scalars(self, entry: dict[str, Any]) -> dict[str, float]:
+        return {f"val/{k}": entry[k] for k in ("mIoU", "mAcc", "aAcc") if entry[k] is not None}
+
+    def line(self, entry: dict[str, Any]) -> str:
+        return f"val mIoU {entry['mIoU']}  mAcc {entry['mAcc']}  aAcc {entry['aAcc']}"
+
+    def on_record(self, trainer: Trainer, entry: dict[str, Any], point: str) -> None:
+        self.draw(trainer, entry)
 
 
 def build_model(cfg: SegmentConfig, encoder: ViTEncoder, num_classes: int) -> Segmenter:
@@ -216,10 +213,10 @@ def segment(cfg: SegmentConfig) -> dict[str, Any]:
         write_run_record("segment", output, record)
     summary = trainer.fit()
     # every rank evaluated, so every rank has the summary (and the CLI reports it); rank 0 writes it
-    history = trainer.extra_state["history"]
+    history, best = trainer.extra_state["history"], trainer.extra_state["best"]
     final = history[-1]
     summary = {**summary, **{k: final[k] for k in ("mIoU", "mAcc", "aAcc", "per_class")},
-               "best": trainer.extra_state["best"], "history": history,
+               "best": {k: best[k] for k in ("epoch", "step", "mIoU")}, "history": history,
                "init": cfg.checkpoint, "head": cfg.head, "out_indices": model.out_indices,
                "num_classes": num_classes, "classes": names, "ignore_index": cfg.ignore_index,
                "reduce_zero_label": cfg.reduce_zero_label, "crop_size": crop, "stride": stride,
