@@ -21,7 +21,7 @@ from vitmae.data import (CsvSource, DataError, ImageFolderSource, PretrainTransf
 from vitmae.data import sources
 from vitmae.data.labels import labeled_splits, num_classes_of
 from vitmae.model import MaskedAutoencoder
-from vitmae.tasks.pretrain import MAEObjective
+from vitmae.families.mae import MAEObjective
 from vitmae.train import Trainer
 
 TRANSFORM = PretrainTransform(16, (0.5,) * 3, (0.5,) * 3)

@@ -16,12 +16,11 @@ from vitmae.data import FashionMNISTSource, build_source
 from vitmae.data.augment import FinetuneTransform
 from vitmae.data.labels import (HOLDOUT_FRACTION, label_subset, labeled_splits, source_labels, stratified_counts,
                                 stratified_indices)
-from vitmae.data.loader import Batch
 from vitmae.data.transforms import sample_generator
 from vitmae.interop import export
 from vitmae.interop.classifier import load_classifier
 from vitmae.model import create_model
-from vitmae.tasks.finetune import ClassificationObjective, finetune
+from vitmae.tasks.finetune import finetune
 
 TINY_ARCH = dict(embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
 
@@ -177,17 +176,6 @@ def test_augmentation_is_per_sample_and_leaves_global_rngs_alone():
     assert a.shape == (1, 28, 28) and torch.equal(a, b) and not torch.equal(a, c)
     assert random.getstate() == states[0] and np.array_equal(np.random.get_state()[1], states[1])
     assert torch.equal(torch.get_rng_state(), states[2])
-
-
-def test_mixup_objective_is_keyed_by_step():
-    objective = ClassificationObjective(10, 0.1, mixup=0.8, cutmix=1.0, seed=0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10))
-    images = torch.randn(6, 1, 28, 28)
-    batch = lambda: Batch(images.clone(), torch.arange(6), torch.arange(6), [])  # noqa: E731
-    first, again, other = objective(model, batch(), 1, 0), objective(model, batch(), 1, 0), objective(model, batch(), 2, 0)
-    assert first.item() == again.item() and first.item() != other.item()
-    odd = Batch(images[:5].clone(), torch.arange(5), torch.arange(5), [])
-    assert torch.isfinite(objective(model, odd, 3, 0))  # an odd batch (a skipped image) still mixes
 
 
 def test_model_ema_is_evaluated_kept_as_best_and_resumes_exactly(tmp_path, tiny_checkpoint, folder):

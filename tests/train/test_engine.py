@@ -13,7 +13,7 @@ from vitmae.model.vit import flat_named_parameters
 from vitmae.config import PretrainConfig
 from vitmae.data import FashionMNISTSource, PretrainTransform, build_dataset, default_normalization
 from vitmae.model import MaskedAutoencoder, ViTClassifier
-from vitmae.tasks.pretrain import MAEObjective
+from vitmae.families.mae import MAEObjective
 from vitmae.train import NonFiniteLossError, Trainer
 from vitmae.train.engine import enable_grad_checkpointing
 from vitmae.train.checkpoint import load_checkpoint

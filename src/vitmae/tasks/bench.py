@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..data.device_augment import AUGMENT_ON, resolve_augment_on
 from ..errors import ConfigError
+from ..families.mae import pretrain_data
 from ..model import MaskedAutoencoder, ModelConfig
 from ..model.masking import num_kept
 from ..options import opt
@@ -29,7 +30,6 @@ from ..train.engine import compile_model
 from ..model.vit import param_groups
 from ..train.optim import build_adamw
 from ..train.runtime import Runtime, autocast
-from .common import pretrain_data
 from .options import MAEOptions, Task, redefault
 
 # Dense bf16 matrix peak measured on the project's H100 (REFERENCE.md); other devices: --peak-tflops.

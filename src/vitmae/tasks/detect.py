@@ -35,7 +35,8 @@ from ..options import opt, save_config
 from ..train import Trainer, write_json
 from ..train.config import TrainConfig
 from ..train.hooks import PeriodicEvaluation
-from .common import coco_scores, detection_loader, load_encoder_or_random, normalization, write_run_record
+from ..families.encoder import load_encoder_or_random, normalization
+from .common import coco_scores, detection_loader, write_run_record
 from .options import CHECKPOINT_HELP, EncoderOptions, SceneOptions, Task, redefault
 
 MASKS = ("auto", "on", "off")

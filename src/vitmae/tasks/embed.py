@@ -25,11 +25,12 @@ from ..errors import ConfigError
 from ..model import POOLS
 from ..options import opt
 from ..train import write_json
+from ..families.encoder import eval_transform, load_encoder_or_random
+from ..families.features import encode_source
 from ..train.runtime import Runtime
-from .common import Features, encode_source, eval_transform, load_encoder_or_random
 from .options import CHECKPOINT_HELP, POOL_HELP, EncoderOptions, InferenceOptions, Task
 
-__all__ = ["EmbedConfig", "Features", "Runtime", "embed", "encode_source", "load_encoder_or_random"]
+__all__ = ["EmbedConfig", "embed"]
 EMBED_FORMATS = ("npy", "parquet")
 
 

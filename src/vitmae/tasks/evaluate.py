@@ -20,27 +20,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
-
-from ..data import DataError, build_dataset, build_loader, build_source
+from ..data import DataError
 from ..data.coco import build_detection_source
-from ..data.labels import class_names, num_classes_of
 from ..data.segmentation import build_segmentation_source
-from ..data.sources import ShardSource
 from ..errors import ConfigError
+from ..families import EvaluationRequest, classify
 from ..interop.vitmae_format import resolve_checkpoint
 from ..options import opt
 from ..train import write_json
 from ..train.run_dir import WHICH, run_checkpoint
 from ..train.runtime import Runtime
-from .common import (DenseRun, coco_scores, detection_loader, eval_transform, load_dense_run, predict,
-                     segmentation_loader, segmentation_scores, topk_accuracy)
+from .common import (DenseRun, coco_scores, detection_loader, load_dense_run, segmentation_loader,
+                     segmentation_scores)
 from .options import InferenceOptions, Task
 
-__all__ = ["EvaluateConfig", "classification_report", "confusion_matrix", "evaluate", "per_class_metrics",
-           "predict", "topk_accuracy"]
+__all__ = ["EvaluateConfig", "evaluate"]
 
 
 CLASSIFY_BATCH, DETECT_BATCH = 256, 8  # a detector takes images at their size: fewer at a time
@@ -63,122 +57,6 @@ class EvaluateConfig(InferenceOptions):
                                  f"{DETECT_BATCH} for a detection run)", min=1)
     num_heads: int | None = opt(None, "attention heads of a checkpoint that does not record them", min=1)
     norm_eps: float | None = opt(None, "LayerNorm epsilon of a checkpoint that does not record it", above=0)
-
-
-def confusion_matrix(preds: Tensor, labels: Tensor, num_classes: int) -> Tensor:
-    """(K, K) counts: row = true class, column = predicted class."""
-    flat = labels.long() * num_classes + preds.long()
-    return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-
-
-def per_class_metrics(confusion: Tensor, names: list[str]) -> list[dict[str, Any]]:
-    """Precision, recall and F1 (percent) and support of each class; 0 where undefined (no predictions
-    or no samples of the class)."""
-    rows = []
-    for c, name in enumerate(names):
-        tp = confusion[c, c].item()
-        predicted, actual = confusion[:, c].sum().item(), confusion[c].sum().item()
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / actual if actual else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        rows.append({"class": name, "precision": 100 * precision, "recall": 100 * recall, "f1": 100 * f1,
-                     "support": actual})
-    return rows
-
-
-def classification_report(logits: Tensor, labels: Tensor, names: list[str]) -> dict[str, Any]:
-    """Top-1 / top-5 (None with 5 classes or fewer, where every label is in the top 5), loss, macro and
-    per-class precision / recall / F1, and the confusion matrix."""
-    num_classes = len(names)
-    confusion = confusion_matrix(logits.argmax(dim=1), labels, num_classes)
-    classes = per_class_metrics(confusion, names)
-    present = [c for c in classes if c["support"]]
-    accuracy = topk_accuracy(logits, labels)
-    if num_classes <= 5:
-        accuracy["top5"] = None
-    return {
-        **accuracy,
-        "loss": F.cross_entropy(logits, labels).item(),
-        "images": len(labels),
-        "macro_precision": sum(c["precision"] for c in present) / max(1, len(present)),
-        "macro_recall": sum(c["recall"] for c in present) / max(1, len(present)),
-        "macro_f1": sum(c["f1"] for c in present) / max(1, len(present)),
-        "per_class": classes,
-        "confusion_matrix": confusion.tolist(),
-    }
-
-
-def save_confusion_png(confusion: list[list[int]] | Tensor, names: list[str], path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = torch.as_tensor(confusion).float()
-    normalised = cm / cm.sum(dim=1, keepdim=True).clamp_min(1)
-    k = len(names)
-    size = max(4.0, 0.55 * k + 2)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
-    image = ax.imshow(normalised.numpy(), cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-    if k <= 30:
-        ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(k), names, fontsize=8)
-        for i in range(k):
-            for j in range(k):
-                if cm[i, j]:
-                    ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=7,
-                            color="white" if normalised[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def accuracy_line(report: dict[str, Any]) -> str:
-    """'top-1 X%  top-5 Y%', without top-5 where the report has none (5 classes or fewer)."""
-    top5 = "" if report.get("top5") is None else f"  top-5 {report['top5']:.2f}%"
-    return f"top-1 {report['top1']:.2f}%{top5}"
-
-
-def evaluate_classifier(cfg: EvaluateConfig, checkpoint: Path) -> dict[str, Any]:
-    """Top-1 / top-5, per-class precision / recall / F1 and the confusion matrix of a classifier."""
-    from ..interop.classifier import load_classifier
-
-    model = load_classifier(checkpoint, num_heads=cfg.num_heads, norm_eps=cfg.norm_eps)
-    data = cfg.data or "fashion-mnist"
-    source = build_source(data, cfg.split, labeled=True, in_chans=model.config.in_chans)
-    if isinstance(source, ShardSource):
-        raise ConfigError("evaluate reads folders, CSV files and fashion-mnist, not streamed shards")
-    num_classes = max(model.num_classes, num_classes_of(source))
-    if num_classes_of(source) > model.num_classes:
-        raise ConfigError(f"{data} has {num_classes_of(source)} classes, the classifier {model.num_classes}")
-    names = getattr(model, "class_names", None) or class_names(source, num_classes)
-    runtime = Runtime(cfg.device, cfg.precision)
-    model.to(runtime.device)
-    loader = build_loader(build_dataset(source, eval_transform(model, data)), cfg.batch_size or CLASSIFY_BATCH, None,
-                          cfg.num_workers, drop_last=False, persistent_workers=False)
-    start = time.perf_counter()
-    logits, labels, skipped = predict(model, loader, runtime)
-    keep = labels >= 0
-    if not keep.any():
-        raise ConfigError(f"{data}: no labeled images to evaluate on")
-    report = classification_report(logits[keep], labels[keep], names)
-    output = Path(cfg.output)
-    png = save_confusion_png(report["confusion_matrix"], names, output / "confusion_matrix.png",
-                             f"{Path(cfg.checkpoint).name} on {data} ({cfg.split}): "
-                             f"top-1 {report['top1']:.2f}%")
-    report.update(checkpoint=cfg.checkpoint, checkpoint_evaluated=str(resolve_checkpoint(checkpoint)),
-                  data=data, split=cfg.split, global_pool=model.global_pool,
-                  unlabeled_images=int((~keep).sum()), confusion_png=str(png),
-                  time_s=round(time.perf_counter() - start, 2),
-                  skipped_files=[{"path": p, "reason": r} for p, r in skipped])
-    write_json(output / "metrics.json", report)
-    return report
 
 
 def evaluate_segmentation(run: DenseRun, cfg: EvaluateConfig, runtime: Runtime) -> dict[str, Any]:
@@ -220,9 +98,16 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                           "segment or detect run")
     checkpoint = run_checkpoint(cfg.checkpoint, cfg.which)
     run = load_dense_run(checkpoint)
-    if run is None:
-        return evaluate_classifier(cfg, checkpoint)
     start, runtime = time.perf_counter(), Runtime(cfg.device, cfg.precision)
+    if run is None:
+        overrides = {k: v for k, v in (("num_heads", cfg.num_heads), ("norm_eps", cfg.norm_eps)) if v is not None}
+        request = EvaluationRequest(checkpoint, cfg.checkpoint, cfg.data, cfg.split, cfg.batch_size, cfg.num_workers,
+                                    Path(cfg.output), runtime, overrides)
+        report = {"run": "classify", **classify.evaluate_classifier(request), "split": cfg.split,
+                  "checkpoint": cfg.checkpoint, "checkpoint_evaluated": str(resolve_checkpoint(checkpoint)),
+                  "time_s": round(time.perf_counter() - start, 2)}
+        write_json(Path(cfg.output) / "metrics.json", report)
+        return report
     kind = evaluate_segmentation if run.kind == "segment" else evaluate_detection
     report = {"run": run.kind, **kind(run, cfg, runtime), "split": cfg.split, "checkpoint": cfg.checkpoint,
               "checkpoint_evaluated": str(run.checkpoint), "time_s": round(time.perf_counter() - start, 2)}
@@ -237,8 +122,7 @@ def report(s: dict[str, Any], cfg: EvaluateConfig) -> list[str]:
     if s.get("run") == "detect":
         return [f"{kind} AP {s[kind]['AP']:.2f}  AP50 {s[kind]['AP50']:.2f}  AP75 {s[kind]['AP75']:.2f}"
                 for kind in ("box", "mask") if kind in s] + [where]
-    return [f"{accuracy_line(s)}  macro F1 {s['macro_f1']:.2f}% on {s['images']} images, "
-            f"{s['checkpoint_evaluated']}; confusion matrix {s['confusion_png']}"]
+    return classify.evaluation_lines(s)
 
 
 TASK = Task("evaluate", "a classifier's top-1/5, per-class P/R/F1 and confusion matrix; a segmentation run's "

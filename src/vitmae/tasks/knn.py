@@ -3,7 +3,8 @@
 Features are L2-normalised; each query's k most cosine-similar training images vote for their class with
 weight exp(similarity / temperature); the class with the largest vote is the prediction (top-5: the five
 largest). k = 20, temperature 0.07 by default. No training, so it is cheap enough to run during
-pre-training too (`vitmae pretrain --eval-knn DATA`, see common.KnnMonitor).
+pre-training too (`vitmae pretrain --eval-knn DATA`, see families.mae.KnnMonitor); the scoring is
+families.features'.
 """
 from __future__ import annotations
 
@@ -12,15 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..families import classify
+from ..families.encoder import load_encoder_or_random, model_source, save_run_config
+from ..families.features import encode_source, knn_accuracy
 from ..model import POOLS
 from ..options import opt
 from ..train import write_json
 from ..train.runtime import Runtime
-from .common import (encode_source, frozen_encoder_data, knn_accuracy, knn_scores, label_summary, model_source,
-                     save_run_config)
 from .options import CHECKPOINT_HELP, POOL_HELP, EncoderOptions, InferenceOptions, LabeledDataOptions, Task
 
-__all__ = ["KnnConfig", "knn", "knn_accuracy", "knn_scores"]
+__all__ = ["KnnConfig", "knn"]
 
 
 @dataclass
@@ -36,17 +38,21 @@ class KnnConfig(LabeledDataOptions, EncoderOptions, InferenceOptions):
 
 def knn(cfg: KnnConfig) -> dict[str, Any]:
     """kNN accuracy as `cfg` says; returns the summary also written to metrics.json."""
-    encoder, train_all, train, val, val_description, num_classes, _, _, transform = frozen_encoder_data(cfg)
+    encoder = load_encoder_or_random(cfg.checkpoint, cfg.model, cfg.seed, **cfg.model_overrides()).encoder
+    labeled, _, _, transform = classify.frozen_encoder_data(encoder, cfg.data, cfg.val_data, cfg.seed,
+                                                            cfg.labels_fraction, cfg.labels_per_class)
+    train_all, train, val, val_description, num_classes = labeled
     runtime = Runtime(cfg.device, cfg.precision)
     start = time.perf_counter()
     bank = encode_source(encoder, train, transform, cfg.pool, runtime, cfg.batch_size, cfg.num_workers)
     queries = encode_source(encoder, val, transform, cfg.pool, runtime, cfg.batch_size, cfg.num_workers)
-    labeled = queries.labels >= 0
-    accuracy = knn_accuracy(bank.features, bank.labels, queries.features[labeled], queries.labels[labeled],
+    known = queries.labels >= 0
+    accuracy = knn_accuracy(bank.features, bank.labels, queries.features[known], queries.labels[known],
                             cfg.k, cfg.temperature, num_classes)
     summary = {**accuracy, "k": cfg.k, "temperature": cfg.temperature, "pool": cfg.pool,
-               "checkpoint": cfg.checkpoint, **label_summary(train_all, train, cfg), "val": val_description,
-               "val_images": int(labeled.sum()), "feature_dim": int(bank.features.shape[1]),
+               "checkpoint": cfg.checkpoint,
+               **classify.label_summary(labeled, cfg.labels_fraction, cfg.labels_per_class), "val": val_description,
+               "val_images": int(known.sum()), "feature_dim": int(bank.features.shape[1]),
                "num_classes": num_classes, "time_s": round(time.perf_counter() - start, 2),
                "skipped_files": [{"path": p, "reason": r} for p, r in bank.skipped + queries.skipped],
                "model": encoder.config.to_dict(),

@@ -4,7 +4,7 @@ through BatchNorm1d(affine=False, eps 1e-6) and a Linear layer (trunc_normal std
 
 Since the encoder is frozen, by default the features of the un-augmented images are computed once and the
 engine trains the probe on them (fast: the probe is one layer). `--no-cache-features` runs the encoder on
-every step with RandomResizedCrop + flip, as the official recipe.
+every step with RandomResizedCrop + flip, as the official recipe. The probe's modules: model/probe.py.
 
     RUN/metrics.json       top1, top5, best_top1, per-epoch history
     RUN/classifier/        with cls pooling: encoder + probe folded into one ViTClassifier (global_pool
@@ -19,21 +19,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ..data import PretrainTransform, build_dataset, build_loader
 from ..data.labels import class_names
+from ..families import classify
+from ..families.encoder import load_encoder_or_random, model_source, save_run_config
+from ..families.features import FeatureDataset, encode_source
 from ..model import POOLS
-from ..model.classifier import ViTClassifier, pool_features
-from ..model.vit import ViTEncoder, param_groups
+from ..model.probe import FrozenEncoderProbe, LinearProbe, frozen, probe_to_classifier
+from ..model.vit import param_groups
 from ..options import opt
 from ..train import Trainer, write_json
+from ..train.checkpoint import save_weights
 from ..train.config import TrainConfig
 from ..train.lars import LARS
-from ..train.checkpoint import save_weights
 from ..train.runtime import Runtime
-from .common import (ClassificationObjective, ClassifierEvaluator, FeatureDataset, encode_source, eval_loader, frozen,
-                     frozen_encoder_data, label_summary, model_source, save_run_config)
 from .options import CHECKPOINT_HELP, POOL_HELP, EncoderOptions, LabeledDataOptions, Task, redefault
 
 
@@ -61,57 +62,12 @@ class LinprobeConfig(LabeledDataOptions, EncoderOptions, TrainConfig):
     eval_every_epochs: int = opt(1, "evaluate on the validation images every N epochs (and at the end)", min=1)
 
 
-class LinearProbe(nn.Module):
-    """BatchNorm1d without affine parameters, then Linear: the official probe head."""
-
-    def __init__(self, dim: int, num_classes: int, config):
-        super().__init__()
-        self.config = config  # the encoder's, so that checkpoints record what the features came from
-        self.bn = nn.BatchNorm1d(dim, affine=False, eps=1e-6)
-        self.head = nn.Linear(dim, num_classes)
-        nn.init.trunc_normal_(self.head.weight, std=0.01)
-        nn.init.zeros_(self.head.bias)
-
-    def forward(self, features: Tensor) -> Tensor:
-        return self.head(self.bn(features))
-
-
-class FrozenEncoderProbe(nn.Module):
-    """Images -> frozen encoder (always in eval mode) -> pooled feature -> probe."""
-
-    def __init__(self, encoder: ViTEncoder, probe: LinearProbe, pool: str):
-        super().__init__()
-        self.encoder, self.probe, self.pool = frozen(encoder), probe, pool
-        self.config = probe.config
-
-    def train(self, mode: bool = True) -> "FrozenEncoderProbe":
-        super().train(mode)
-        self.encoder.eval()
-        return self
-
-    def forward(self, images: Tensor) -> Tensor:
-        with torch.no_grad():
-            features = pool_features(self.encoder.encode(images), self.pool)
-        return self.probe(features.float())
-
-
-def probe_to_classifier(encoder: ViTEncoder, probe: LinearProbe) -> ViTClassifier:
-    """One ViTClassifier (cls token, final norm, head) equal to encoder + BatchNorm (eval) + Linear on the
-    cls token: the normalisation is folded into the head, W' = W / sigma, b' = b - W' mu."""
-    model = ViTClassifier(encoder.config, probe.head.out_features, "token")
-    state = {k: v for k, v in encoder.state_dict().items() if k.startswith(("cls_token", "pos_embed", "patch_embed.",
-                                                                             "blocks.", "norm."))}
-    sigma = (probe.bn.running_var + probe.bn.eps).sqrt()
-    weight = probe.head.weight / sigma
-    state["head.weight"] = weight.detach().clone()
-    state["head.bias"] = (probe.head.bias - weight @ probe.bn.running_mean).detach().clone()
-    model.load_state_dict(state)
-    return model.eval()
-
-
 def linprobe(cfg: LinprobeConfig) -> dict[str, Any]:
     """Train and evaluate a linear probe as `cfg` says; returns the summary also written to metrics.json."""
-    encoder, train_all, train, val, val_description, num_classes, mean, std, evaluation = frozen_encoder_data(cfg)
+    encoder = load_encoder_or_random(cfg.checkpoint, cfg.model, cfg.seed, **cfg.model_overrides()).encoder
+    labeled, mean, std, evaluation = classify.frozen_encoder_data(encoder, cfg.data, cfg.val_data, cfg.seed,
+                                                                  cfg.labels_fraction, cfg.labels_per_class)
+    train_all, train, val, val_description, num_classes = labeled
     config = encoder.config
     torch.manual_seed(cfg.seed)
     probe = LinearProbe(encoder.embed_dim, num_classes, config)
@@ -131,11 +87,11 @@ def linprobe(cfg: LinprobeConfig) -> dict[str, Any]:
         transform = PretrainTransform(config.img_size, mean, std, scale=(cfg.crop_min_scale, 1.0))
         dataset = build_dataset(train, transform, cfg.seed)
         model = FrozenEncoderProbe(encoder, probe, cfg.pool)
-        val_loader = eval_loader(val, evaluation, cfg.batch_size, cfg.num_workers)
+        val_loader = classify.eval_loader(val, evaluation, cfg.batch_size, cfg.num_workers)
     feature_time = time.perf_counter() - start
 
-    evaluator = ClassifierEvaluator(val_loader, cfg.eval_every_epochs, cfg.epochs)
-    objective = ClassificationObjective(num_classes, 0.0, 0.0, 0.0, cfg.seed)
+    evaluator = classify.ClassifierEvaluator(val_loader, cfg.eval_every_epochs, cfg.epochs)
+    objective = classify.ClassificationObjective(num_classes, 0.0, 0.0, 0.0, cfg.seed)
     groups = param_groups(model, cfg.weight_decay)
     trainer = Trainer(model, objective, dataset, train_cfg, groups=groups,
                       make_optimizer=lambda groups, lr: LARS(groups, lr=lr, weight_decay=cfg.weight_decay),
@@ -152,7 +108,8 @@ def linprobe(cfg: LinprobeConfig) -> dict[str, Any]:
             classifier.class_names = class_names(train_all, num_classes)
             classifier_dir = str(save_weights(classifier, output / "classifier"))
         summary = {**summary, **evaluator.results(trainer), "checkpoint_encoder": cfg.checkpoint,
-                   **label_summary(train_all, train, cfg), "val": val_description, "val_images": len(val),
+                   **classify.label_summary(labeled, cfg.labels_fraction, cfg.labels_per_class),
+                   "val": val_description, "val_images": len(val),
                    "num_classes": num_classes, "pool": cfg.pool, "cache_features": cfg.cache_features,
                    "feature_time_s": round(feature_time, 2), "classifier": classifier_dir,
                    "model": config.to_dict(), "model_source": source}

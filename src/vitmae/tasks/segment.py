@@ -42,8 +42,8 @@ from ..train import Trainer, write_json
 from ..train.config import TrainConfig
 from ..viz.dense import predicted_mask, segmentation_grid
 from ..train.hooks import PeriodicEvaluation
-from .common import (load_encoder_or_random, normalization, segmentation_loader, segmentation_scores,
-                     write_run_record)
+from ..families.encoder import load_encoder_or_random, normalization
+from .common import segmentation_loader, segmentation_scores, write_run_record
 from .options import CHECKPOINT_HELP, EncoderOptions, SceneOptions, Task, redefault
 
 __all__ = ["SegmentConfig", "SegmentationObjective", "SegmentationEvaluator", "build_model", "segment"]

@@ -1,5 +1,5 @@
-"""What a task adds to a run at fixed points: `Hook`, and `PeriodicEvaluation`, the one schedule every
-evaluator follows (a classifier's accuracy, a segmentation's mIoU, COCO AP, the kNN monitor, the held-out
+"""What a task adds to a run at fixed points: `Hook`, a moving average of the weights (`ModelEma`), and
+`PeriodicEvaluation`, the one schedule every evaluator follows (a classifier's accuracy, a segmentation's mIoU, COCO AP, the kNN monitor, the held-out
 loss of pre-training).
 
 An evaluation's history lives in the training state (`trainer.extra_state`), so a resumed run goes on with
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from ..errors import ConfigError
 from .checkpoint import save_weights
 
 if TYPE_CHECKING:  # the engine imports this module
@@ -27,6 +28,36 @@ class Hook:
     def on_step_end(self, trainer: Trainer) -> None: ...
     def on_epoch_end(self, trainer: Trainer, epoch: int) -> None: ...
     def on_end(self, trainer: Trainer) -> None: ...
+
+
+class ModelEma(Hook):
+    """An exponential moving average of the weights, updated after every optimizer step (timm's
+    ModelEmaV3 with its warm-up: the decay grows towards `decay` with the step count, so a short run
+    averages over a window that fits it). The average lives in the run's training state, so a resumed
+    run averages on; an evaluation may measure and keep it instead of the trained weights."""
+
+    def __init__(self, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ConfigError(f"--model-ema-decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.ema = None
+
+    def on_start(self, trainer: Trainer) -> None:
+        from timm.utils import ModelEmaV3
+
+        self.ema = ModelEmaV3(trainer.model, decay=self.decay, use_warmup=True)
+        if "ema" in trainer.extra_state:  # resumed
+            self.ema.module.load_state_dict(trainer.extra_state["ema"])
+        # The state dict's tensors are the average's own, updated in place: every checkpoint saves them.
+        trainer.extra_state["ema"] = self.ema.module.state_dict()
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        self.ema.update(trainer.model, step=trainer.progress.step)
+
+    @property
+    def module(self) -> nn.Module:
+        """The averaged model."""
+        return self.ema.module
 
 
 class PeriodicEvaluation(Hook):
