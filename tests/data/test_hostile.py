@@ -85,8 +85,12 @@ def test_one_pixel_limit_for_the_loader_reconstruct_and_the_demo(tmp_path, capsy
     with pytest.raises(UnreadableImage, match=limit):
         load_image(bomb, 3)
 
+    from functools import partial
+
     from tests.viz.conftest import tiny_model
-    from vitmae.demo import detect_upload, predict, segment_upload
+    from vitmae.demo import detect_upload, reconstruct_upload, segment_upload
+    from vitmae.families.dense.detect import detect_image
+    from vitmae.families.dense.segment import segment_image
     from vitmae.interop import save_vitmae
     from vitmae.model import ViTEncoder
     from vitmae.model.detection import vitdet
@@ -101,12 +105,14 @@ def test_one_pixel_limit_for_the_loader_reconstruct_and_the_demo(tmp_path, capsy
 
     upload = Image.new("L", (11000, 11000))  # what gradio hands the demo: it decodes uploads itself
     with pytest.raises(DataError, match=limit):
-        predict(model, (0.5,), (0.5,), upload, 0.75, 0, "random")
+        reconstruct_upload(model, (0.5,), (0.5,), upload, 0.75, 0, "random")
     with pytest.raises(DataError, match=limit):  # the view of a segmentation run
-        segment_upload(Segmenter(ViTEncoder(model.config), 2), ["background", "item"], 28, 18, upload)
+        segmenter = Segmenter(ViTEncoder(model.config), 2)
+        segment_upload(partial(segment_image, segmenter, ["background", "item"], 28, 18), model.config, upload)
     with pytest.raises(DataError, match=limit):  # and of a detection run
         encoder = ViTEncoder(model.config.replace(mean=(0.5,), std=(0.5,)))
-        detect_upload(vitdet(encoder, 1, False, (28, 28), 7, pyramid_channels=8), {1: "item"}, upload)
+        detector = vitdet(encoder, 1, False, (28, 28), 7, pyramid_channels=8)
+        detect_upload(partial(detect_image, detector, {1: "item"}), detector.config, upload)
 
 
 def test_the_device_path_leaves_images_over_the_pixel_limit_to_load_image(monkeypatch):

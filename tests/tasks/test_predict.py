@@ -16,7 +16,8 @@ from vitmae.data.segmentation import PALETTE
 from vitmae.interop import export
 from vitmae.interop.vitmae_format import load_vitmae
 from vitmae.model import ViTEncoder, create_model
-from vitmae.model.segmentation import Segmenter, sliding_window_logits
+from vitmae.families.dense.segment import sliding_window_logits
+from vitmae.model.segmentation import Segmenter
 from vitmae.tasks.predict import predict
 
 from .conftest import TINY

@@ -18,7 +18,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..train.hooks import Hook
 from ..train.runtime import Runtime
-from .dense.record import DenseRecord, find_record
+from .run import Run, RunRecord, find_record
 
 
 @dataclass(frozen=True)
@@ -61,10 +61,10 @@ class FamilySpec:
     objective: Callable[..., Any] | None = None  # its class: (model, batch, step, micro) -> loss
     evaluators: tuple[type[Hook], ...] = ()  # the hooks that measure it during training
     # a finished run: its record (RUN/<record.FILE>) and what rebuilds and runs the model from it
-    record: type[DenseRecord] | None = None
-    load_run: Callable[[str | Path, DenseRecord], Any] | None = None
+    record: type[RunRecord] | None = None
+    load_run: Callable[[str | Path, RunRecord], Run] | None = None
     evaluate: Callable[[EvaluationRequest], dict[str, Any]] | None = None  # `vitmae evaluate`: the report
-    predict: Callable[[Any, PredictionRequest], dict[str, Any]] | None = None  # `vitmae predict` of a run
+    predict: Callable[[Run, PredictionRequest], dict[str, Any]] | None = None  # `vitmae predict` of a run
     serve: Callable[..., tuple[Any, str]] | None = None  # `vitmae demo`: (checkpoint, port, host, overrides)
     draw: Callable[..., Any] | None = None  # the picture of one image's prediction (predict, the demo)
     # the lines printed of its summaries
@@ -98,7 +98,7 @@ def family(name: str) -> FamilySpec:
         raise ConfigError(f"unknown model family {name!r}; the families: {', '.join(FAMILIES)}") from None
 
 
-def run_family(checkpoint: str | Path) -> tuple[FamilySpec, DenseRecord] | None:
+def run_family(checkpoint: str | Path) -> tuple[FamilySpec, RunRecord] | None:
     """The family of the run `checkpoint` belongs to (the run directory, one of its checkpoints or a
     weights file) and the run's record, by the record file beside it; None for any other checkpoint. The
     one place that tells the kinds of runs apart."""
@@ -107,7 +107,7 @@ def run_family(checkpoint: str | Path) -> tuple[FamilySpec, DenseRecord] | None:
     return None if record is None else (recorded[type(record)], record)
 
 
-def load_run(checkpoint: str | Path) -> Any | None:
+def load_run(checkpoint: str | Path) -> Run | None:
     """The trained model of a run with a record (`checkpoint` as `run_family` takes it), rebuilt by its
     family; None for any other checkpoint."""
     found = run_family(checkpoint)

@@ -22,21 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor, nn
-
 from ..data import DataError, build_dataset
 from ..data.coco import CocoSource, DetectionTransform, build_detection_source, collate_detection
 from ..data.scenes import FASHION_SCENES
 from ..errors import ConfigError
-from ..model import ViTEncoder
-from ..model.detection import detector_param_groups, vitdet
+from ..families.dense import DetectRecord
+from ..families.dense import detect as detection
+from ..families.encoder import prepared_encoder
 from ..options import opt, save_config
 from ..train import Trainer, write_json
 from ..train.config import TrainConfig
-from ..train.hooks import PeriodicEvaluation
-from ..families.encoder import load_encoder_or_random, normalization
-from .common import coco_scores, detection_loader, write_run_record
 from .options import CHECKPOINT_HELP, EncoderOptions, SceneOptions, Task, redefault
 
 MASKS = ("auto", "on", "off")
@@ -94,51 +89,10 @@ def explicit_files(cfg: DetectConfig) -> dict[str, tuple[str, str]]:
     return {"train": explicit[:2], "val": explicit[2:]} if all(explicit) else {}
 
 
-def build_model(cfg: DetectConfig, encoder: ViTEncoder, num_classes: int, masks: bool,
-                img_size: tuple[int, int]) -> nn.Module:
-    """The detector on `encoder`, its heads initialised from `cfg.seed`."""
-    torch.manual_seed(cfg.seed)
-    return vitdet(encoder, num_classes, masks, img_size, cfg.window_size,
-                  list(cfg.global_blocks) if cfg.global_blocks else None, cfg.pyramid_channels, cfg.proposals,
-                  cfg.detections_per_image, cfg.rois_per_image, cfg.drop_path)
-
-
-class DetectionObjective:
-    """The sum of torchvision's detection losses (RPN objectness and boxes, RoI classes and boxes, masks)."""
-
-    def __call__(self, model: nn.Module, batch, step: int, micro: int) -> Tensor:
-        return sum(model(list(batch.images), batch.targets).values())
-
-
-class CocoEvaluator(PeriodicEvaluation):
-    """COCO box (and mask) metrics on the validation images every `every` epochs and at the end (rank 0)."""
-
-    main_only, timed, history_key = True, True, "coco"
-
-    def __init__(self, source, masks: bool, every: int, batch_size: int, num_workers: int):
-        self.source, self.masks, self.every = source, masks, every
-        self.kinds = ("box", "mask") if masks else ("box",)
-        self.loader = detection_loader(source, batch_size, num_workers)
-        self.ground_truth = source.ground_truth()
-
-    def evaluate(self, trainer: Trainer) -> dict[str, Any]:
-        return coco_scores(trainer.model, self.loader, self.source, self.ground_truth, self.masks,
-                           trainer.runtime)[0]
-
-    def scalars(self, entry: dict[str, Any]) -> dict[str, float]:
-        return {f"val/{kind}_{m}": entry[kind][m] for kind in self.kinds for m in ("AP", "AP50", "AP75")}
-
-    def line(self, entry: dict[str, Any]) -> str:
-        return ", ".join(f"{kind} AP {entry[kind]['AP']:.2f} AP50 {entry[kind]['AP50']:.2f}" for kind in self.kinds)
-
-
 def detect_run(cfg: DetectConfig) -> dict[str, Any]:
     """Train and evaluate as `cfg` says; returns the summary also written to RUN/metrics.json."""
     explicit = explicit_files(cfg)
-    holder = load_encoder_or_random(cfg.checkpoint, cfg.model, cfg.seed, **cfg.model_overrides())
-    encoder = holder.encoder
-    mean, std = normalization(encoder.config, cfg.data)
-    encoder.config = encoder.config.replace(mean=mean, std=std)  # recorded with the run
+    encoder = prepared_encoder(cfg.checkpoint, cfg.model, cfg.seed, cfg.model_overrides(), cfg.data)
     train, val = (build_detection_source(cfg.data, split, encoder.config.in_chans, cfg.scenes, cfg.scene_size,
                                          cfg.seed, explicit.get(split), cfg.val_scenes) for split in ("train", "val"))
     if val.category_ids != train.category_ids:
@@ -150,27 +104,30 @@ def detect_run(cfg: DetectConfig) -> dict[str, Any]:
     train.masks = masks
     scenes = not isinstance(train, CocoSource)
     img_size = tuple(cfg.img_size or ((cfg.scene_size,) * 2 if scenes else encoder.config.img_size))
-    model = build_model(cfg, encoder, len(train.classes), masks, img_size)
+    model = detection.build_model(encoder, len(train.classes), masks, img_size, cfg.window_size, cfg.global_blocks,
+                                  cfg.pyramid_channels, cfg.proposals, cfg.detections_per_image, cfg.rois_per_image,
+                                  cfg.drop_path, cfg.seed)
 
     dataset = build_dataset(train, DetectionTransform(img_size, train=True, scale=cfg.jitter_scale, hflip=cfg.hflip),
                             cfg.seed)
-    evaluator = CocoEvaluator(val, masks, cfg.eval_every_epochs, cfg.batch_size, cfg.num_workers)
-    trainer = Trainer(model, DetectionObjective(), dataset, cfg, betas=(0.9, 0.999), collate_fn=collate_detection,
-                      groups=detector_param_groups(model, cfg.weight_decay, cfg.layer_decay), hooks=[evaluator])
+    evaluator = detection.CocoEvaluator(val, masks, cfg.eval_every_epochs, cfg.batch_size, cfg.num_workers)
+    trainer = Trainer(model, detection.DetectionObjective(), dataset, cfg, betas=(0.9, 0.999),
+                      collate_fn=collate_detection, hooks=[evaluator],
+                      groups=detection.FAMILY.param_groups(model, cfg.weight_decay, cfg.layer_decay))
     output = Path(cfg.output)
     # the data's files, so that evaluate finds them again from anywhere
     files = None if scenes else {split: [str(source.json_path.resolve()), str(source.image_root.resolve())]
                                  for split, source in (("train", train), ("val", val))}
-    info = {"classes": train.classes, "category_ids": train.category_ids, "masks": masks, "img_size": list(img_size),
-            "window_size": cfg.window_size, "global_blocks": model.backbone.global_blocks,
-            "pyramid_channels": cfg.pyramid_channels, "proposals": cfg.proposals,
-            "detections_per_image": cfg.detections_per_image, "pos_embed": encoder.pos_embed_kind, "data": cfg.data,
-            "files": files, "scenes": cfg.scenes, "val_scenes": cfg.val_scenes,
-            "scene_size": cfg.scene_size, "seed": cfg.seed,
-            "model": encoder.config.to_dict()}
+    record = DetectRecord(
+        classes=train.classes, category_ids=train.category_ids, masks=masks, img_size=list(img_size),
+        window_size=cfg.window_size, global_blocks=model.backbone.global_blocks,
+        pyramid_channels=cfg.pyramid_channels, proposals=cfg.proposals,
+        detections_per_image=cfg.detections_per_image, pos_embed=encoder.pos_embed_kind, data=cfg.data, files=files,
+        scenes=cfg.scenes, val_scenes=cfg.val_scenes, scene_size=cfg.scene_size, seed=cfg.seed,
+        model=encoder.config.to_dict())
     if trainer.dist.is_main:
         save_config(cfg, output)
-        write_run_record("detect", output, info)
+        record.write(output)
     summary = trainer.fit()
     if trainer.dist.is_main:
         history = trainer.extra_state["coco"]
@@ -178,15 +135,14 @@ def detect_run(cfg: DetectConfig) -> dict[str, Any]:
                    "history": history, "init": "scratch" if cfg.checkpoint.lower() == "none" else cfg.checkpoint,
                    "train": train.description, "val": val.description, "train_images": len(train),
                    "val_images": len(val),
-                   "train_data": train.stats, "val_data": val.stats, "strides": list(model.backbone.strides), **info}
+                   "train_data": train.stats, "val_data": val.stats, "strides": list(model.backbone.strides),
+                   **record.to_dict()}
         write_json(output / "metrics.json", summary)
     return summary
 
 
 def report(s: dict[str, Any], cfg: DetectConfig) -> list[str]:
-    lines = [f"{kind} AP {s[kind]['AP']:.2f}  AP50 {s[kind]['AP50']:.2f}  AP75 {s[kind]['AP75']:.2f} on {s['val']} "
-             f"({s['val_images']} images)" for kind in ("box", "mask") if kind in s]
-    return lines + [f"{s['steps']} steps on {s['train_images']} images, {s['img_s']:.0f} img/s; checkpoint {s['checkpoint']}"]
+    return detection.ap_lines(s, f" on {s['val']} ({s['val_images']} images)") + [f"{s['steps']} steps on {s['train_images']} images, {s['img_s']:.0f} img/s; checkpoint {s['checkpoint']}"]
 
 
 TASK = Task("detect", "object detection / instance segmentation on the encoder (ViTDet, Faster / Mask R-CNN)",

@@ -11,12 +11,12 @@ from ...model import ModelConfig, ViTClassifier, ViTEncoder
 from ...model.classifier import GLOBAL_POOL, from_pretrained_encoder
 from ..spec import FamilySpec, register_family
 from .data import FrozenEncoderData, LabeledData, eval_loader, frozen_encoder_data, label_summary, labeled_data
-from .evaluation import (ClassifierEvaluator, accuracy_line, classification_report, classifier_logits,
+from .evaluation import (EVAL_BATCH, ClassifierEvaluator, accuracy_line, classification_report, classifier_logits,
                          confusion_matrix, evaluate_classifier, evaluation_lines, per_class_metrics,
                          save_confusion_png)
 from .objective import ClassificationObjective
 
-__all__ = ["ClassificationObjective", "ClassifierEvaluator", "FAMILY", "FrozenEncoderData", "LabeledData",
+__all__ = ["ClassificationObjective", "ClassifierEvaluator", "EVAL_BATCH", "FAMILY", "FrozenEncoderData", "LabeledData",
            "accuracy_line", "build_model", "classification_report", "classifier_logits", "confusion_matrix",
            "eval_loader", "evaluate_classifier", "frozen_encoder_data", "label_summary", "labeled_data",
            "per_class_metrics", "save_confusion_png", "shard_units"]
