@@ -15,7 +15,7 @@ from PIL import Image
 from tests import hostile_files as hostile
 from tests.train.test_engine import TINY
 from vitmae.cli import main
-from vitmae.config import PretrainConfig
+from vitmae.config import PretrainOptions
 from vitmae.data import (CsvSource, DataError, ImageFolderSource, PretrainTransform, ShardSource, UnreadableImage,
                          build_dataset, build_loader, load_image)
 from vitmae.data import sources
@@ -158,7 +158,7 @@ def test_a_skip_in_the_last_partial_batch_of_a_shard_is_listed(tmp_path, one_thr
     batch is dropped (as always), but its skipped sample still reaches the run's skipped_files."""
     png = hostile.encoded("PNG")
     url = hostile.shard(tmp_path / "s.tar", [(f"k{i}.png", png if i < 6 else b"<html>") for i in range(7)])
-    cfg = PretrainConfig(output=str(tmp_path / "run"), batch_size=3, num_workers=0, epochs=1, in_chans=3,
+    cfg = PretrainOptions(output=str(tmp_path / "run"), batch_size=3, num_workers=0, epochs=1, in_chans=3,
                          img_size=16, patch_size=4, samples_per_epoch=9, **TINY)
     model = MaskedAutoencoder(cfg.model_config())
     summary = Trainer(model, MAEObjective(0.75, "random", 4, seed=0, rank=0),
@@ -246,7 +246,7 @@ def test_the_engine_stops_when_an_epoch_trained_on_nothing(tmp_path, one_thread)
     folder = hostile.rgb_folder(tmp_path / "rgb", 8, size=16)
     for path in list(folder.iterdir())[:3]:
         path.write_bytes(b"")
-    cfg = PretrainConfig(output=str(tmp_path / "run"), data=str(folder), batch_size=4, num_workers=0,
+    cfg = PretrainOptions(output=str(tmp_path / "run"), data=str(folder), batch_size=4, num_workers=0,
                          epochs=3, in_chans=4, img_size=16, patch_size=4, **TINY)
     dataset = build_dataset(ImageFolderSource(folder, in_chans=4), PretrainTransform(16, (0.5,) * 4, (0.5,) * 4))
     trainer = Trainer(MaskedAutoencoder(cfg.model_config()), MAEObjective(0.75, "random", 4, 0, 0), dataset, cfg)

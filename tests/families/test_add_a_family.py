@@ -21,7 +21,7 @@ from vitmae.families import FAMILIES, EvaluationRequest, FamilySpec, PredictionR
 from vitmae.families.run import Run, RunRecord, find_record, rebuild_run
 from vitmae.model import ModelConfig, ViTEncoder
 from vitmae.train import Trainer
-from vitmae.train.config import TrainConfig
+from vitmae.train.config import TrainOptions
 
 SIZE = 32
 
@@ -118,7 +118,7 @@ def registered():
 def test_a_family_from_outside_the_package_is_evaluated_and_predicts_through_the_registry(registered, tmp_path,
                                                                                           capsys):
     run = tmp_path / "run"
-    cfg = TrainConfig(output=str(run), epochs=2, batch_size=7, num_workers=0, blr=0.05, warmup_epochs=0,
+    cfg = TrainOptions(output=str(run), epochs=2, batch_size=7, num_workers=0, blr=0.05, warmup_epochs=0,
                       device="cpu", log_to="")
     torch.manual_seed(0)
     encoder = ViTEncoder(ModelConfig(img_size=SIZE, patch_size=8, in_chans=3, embed_dim=16, depth=1, num_heads=2))

@@ -12,7 +12,7 @@ from PIL import Image
 
 from scripts.browser import headless_page
 from tests.demo.conftest import running_demo
-from vitmae.config import PredictConfig
+from vitmae.config import PredictOptions
 from vitmae.data.scenes import FashionScenesSource
 from vitmae.demo import detect_upload, segment_upload
 from vitmae.demo.app import detections_table
@@ -39,7 +39,7 @@ def test_the_segmentation_view_shows_what_predict_writes(learned_segmentation_ru
     wide = np.concatenate([np.asarray(scenes[1][0]), np.asarray(scenes[2][0])], axis=1)[1:31, :62]
     Image.fromarray(wide).save(tmp_path / "wide.png")
     out = tmp_path / "out"
-    written = predict(PredictConfig(images=[str(tmp_path / "wide.png")], checkpoint=str(learned_segmentation_run),
+    written = predict(PredictOptions(images=[str(tmp_path / "wide.png")], checkpoint=str(learned_segmentation_run),
                                     out=str(out), device="cpu", num_workers=0))
     page = shown(learned_segmentation_run, Image.open(tmp_path / "wide.png"))
     assert np.array_equal(page.mask, np.asarray(Image.open(out / "masks" / "wide.png")))
@@ -87,7 +87,7 @@ def test_the_detection_view_shows_what_predict_writes(detection_run, tmp_path):
     every, _ = detected(detection_run, Image.open(tmp_path / "wide.png"), 0.0)
     threshold = every.results[len(every.results) // 2]["score"]  # about half of them drawn
     out = tmp_path / "out"
-    written = predict(PredictConfig(images=[str(tmp_path / "wide.png")], checkpoint=str(detection_run),
+    written = predict(PredictOptions(images=[str(tmp_path / "wide.png")], checkpoint=str(detection_run),
                                     out=str(out), device="cpu", num_workers=0, score_threshold=threshold))
     page, run = detected(detection_run, Image.open(tmp_path / "wide.png"), threshold)
     results = json.loads((out / "detections.json").read_text())

@@ -15,7 +15,7 @@ from vitmae.data import EvalTransform, FashionMNISTSource, default_normalization
 from vitmae.interop.classifier import export_classifier, load_classifier
 from vitmae.model import MaskedAutoencoder
 from vitmae.model.classifier import from_pretrained_encoder
-from vitmae.tasks.evaluate import EvaluateConfig, evaluate
+from vitmae.tasks.evaluate import EvaluateOptions, evaluate
 
 TINY = ModelConfig(img_size=28, patch_size=4, in_chans=1, embed_dim=32, depth=1, num_heads=2,
                    decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
@@ -106,6 +106,6 @@ def test_evaluate_a_segmentation_run_as_it_measured_itself(learned_segmentation_
     for key in ("mIoU", "mAcc", "aAcc", "per_class"):
         assert report[key] == summary[key], key
     assert f"mIoU {summary['mIoU']}" in result.stdout
-    best = evaluate(EvaluateConfig(checkpoint=str(run), output=str(tmp_path / "best"), device="cpu", num_workers=0))
+    best = evaluate(EvaluateOptions(checkpoint=str(run), output=str(tmp_path / "best"), device="cpu", num_workers=0))
     assert best["checkpoint_evaluated"] == str(run / "checkpoints" / "best")
     assert best["mIoU"] == summary["best"]["mIoU"]

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from vitmae.config import LinprobeConfig
+from vitmae.config import LinprobeOptions
 from vitmae.data import FashionMNISTSource
 from vitmae.data.labels import SubsetSource, labeled_splits, source_labels, stratified_indices
 from vitmae.interop import export
@@ -74,7 +74,7 @@ def test_linear_probe_learns_fashion_mnist_from_frozen_features(tmp_path):
     # 200 labels: LARS moves each weight matrix by about lr * trust coefficient of its norm per step, so
     # the official blr (0.1, for ~1M images and batch 16384) barely moves the probe in so few steps; a
     # small labeled set needs more epochs and a larger blr.
-    cfg = LinprobeConfig(output=str(tmp_path / "probe"), checkpoint=str(checkpoint), labels_per_class=20,
+    cfg = LinprobeOptions(output=str(tmp_path / "probe"), checkpoint=str(checkpoint), labels_per_class=20,
                          val_data=str(val_csv), epochs=100, warmup_epochs=10, batch_size=32, blr=30.0,
                          num_workers=0, log_every_steps=1000, eval_every_epochs=10)
     s = linprobe(cfg)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vitmae.config import ConfigError, PredictConfig
+from vitmae.config import ConfigError, PredictOptions
 from vitmae.data.scenes import FashionScenesSource
 from vitmae.data.segmentation import PALETTE
 from vitmae.interop import export
@@ -70,4 +70,4 @@ def test_a_checkpoint_of_another_kind_is_refused(tmp_path):
     Image.new("L", (28, 28)).save(tmp_path / "image.png")
     with pytest.raises(ConfigError, match=r"is not a `vitmae segment` or `vitmae detect` run \(it has no "
                                           r"segmenter.json or detector.json\): predict takes the runs of those two"):
-        predict(PredictConfig(images=[str(tmp_path / "image.png")], checkpoint=str(mae), out=str(tmp_path / "out")))
+        predict(PredictOptions(images=[str(tmp_path / "image.png")], checkpoint=str(mae), out=str(tmp_path / "out")))

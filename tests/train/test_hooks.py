@@ -7,7 +7,7 @@ import torch
 from vitmae.interop.vitmae_format import load_vitmae
 from vitmae.model import ModelConfig, ViTClassifier
 from vitmae.train import Trainer
-from vitmae.train.config import TrainConfig
+from vitmae.train.config import TrainOptions
 from vitmae.train.hooks import PeriodicEvaluation
 
 
@@ -51,7 +51,7 @@ def cross_entropy(model, batch, step, micro):
 def test_every_evaluator_runs_at_the_start_on_schedule_at_the_last_epoch_and_where_the_run_stops(tmp_path, capsys):
     torch.manual_seed(0)
     model = ViTClassifier(ModelConfig(img_size=8, patch_size=4, in_chans=1, embed_dim=8, depth=1, num_heads=2), 3)
-    cfg = TrainConfig(output=str(tmp_path / "run"), epochs=4, max_steps=7, batch_size=4, num_workers=0,
+    cfg = TrainOptions(output=str(tmp_path / "run"), epochs=4, max_steps=7, batch_size=4, num_workers=0,
                       warmup_epochs=0, log_to="", device="cpu")
     hook = ScriptedScore(every=2, total=3)  # 8 images, 2 steps an epoch: epoch 2, 3, then stopped in epoch 4
     trainer = Trainer(model, cross_entropy, RandomImages(8), cfg, hooks=[hook])

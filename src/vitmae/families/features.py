@@ -30,21 +30,15 @@ def encode_source(encoder: nn.Module, source: Source, transform, pool: str, runt
     """Pooled features (`encoder.encode`) of every readable image of `source`, in source order."""
     if pool not in POOLS:
         raise ConfigError(f"unknown pooling {pool!r}; choose from: {', '.join(POOLS)}")
-    was_training = encoder.training
-    encoder.eval().to(runtime.device)
+    encoder.to(runtime.device)
     dataset = build_dataset(source, transform, seed=0)
     loader = build_loader(dataset, batch_size, None, num_workers, drop_last=False, persistent_workers=False)
     feats, labels, indices, skipped = [], [], [], []
-    for batch in loader:
-        skipped.extend(batch.skipped)
-        if len(batch) == 0:
-            continue
-        with runtime.autocast():
-            tokens = encoder.encode(batch.images.to(runtime.device))
+    for batch, tokens in runtime.forward_each(encoder, loader, lambda b: encoder.encode(b.images.to(runtime.device)),
+                                              skipped):
         feats.append(pool_features(tokens, pool).float().cpu())
         labels.append(batch.targets)
         indices.append(batch.indices)
-    encoder.train(was_training)
     if not feats:
         raise ConfigError("no readable image to encode")
     return Features(torch.cat(feats), torch.cat(labels), torch.cat(indices), skipped)

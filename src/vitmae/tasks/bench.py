@@ -224,7 +224,7 @@ COMPARE = ("hf", "hf-compiled")
 
 
 @dataclass
-class BenchConfig(MAEOptions, RuntimeOptions):
+class BenchOptions(MAEOptions, RuntimeOptions):
     """`vitmae bench`: images/s, peak memory and MFU of the training step, against transformers."""
 
     model: str = redefault(MAEOptions, "model", "mae_vit_base_patch16")
@@ -250,7 +250,7 @@ class BenchConfig(MAEOptions, RuntimeOptions):
             raise ConfigError(f"unknown --compare {unknown[0]!r}; choose from: {', '.join(COMPARE)}")
 
 
-def bench(cfg: BenchConfig) -> dict[str, Any]:
+def bench(cfg: BenchOptions) -> dict[str, Any]:
     """Time the step (and the pipeline with `data`) as `cfg` says; the report is also written to `cfg.json`."""
     runtime = Runtime(cfg.device, cfg.precision)
     device, precision = runtime.device, runtime.precision
@@ -267,7 +267,7 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
     return result
 
 
-def report(r: dict[str, Any], cfg: BenchConfig) -> list[str]:
+def report(r: dict[str, Any], cfg: BenchOptions) -> list[str]:
     lines = []
     for row in r["results"]:
         memory = "" if row["peak_mem_gib"] is None else f", peak memory {row['peak_mem_gib']:.2f} GiB"
@@ -284,5 +284,5 @@ def report(r: dict[str, Any], cfg: BenchConfig) -> list[str]:
     return lines
 
 
-TASK = Task("bench", "time the training step (and the input pipeline) against transformers", BenchConfig, bench,
+TASK = Task("bench", "time the training step (and the input pipeline) against transformers", BenchOptions, bench,
             report)

@@ -31,17 +31,17 @@ from ..families.dense import detect as detection
 from ..families.encoder import prepared_encoder
 from ..options import opt, save_config
 from ..train import Trainer, write_json
-from ..train.config import TrainConfig
+from ..train.config import TrainOptions
 from .options import CHECKPOINT_HELP, EncoderOptions, SceneOptions, Task, redefault
 
 MASKS = ("auto", "on", "off")
 
 
 @dataclass
-class DetectConfig(SceneOptions, EncoderOptions, TrainConfig):
+class DetectOptions(SceneOptions, EncoderOptions, TrainOptions):
     """`vitmae detect`: Faster / Mask R-CNN with the ViTDet backbone and recipe, on COCO data or the scenes."""
 
-    output: str = redefault(TrainConfig, "output", "runs/detect")
+    output: str = redefault(TrainOptions, "output", "runs/detect")
     checkpoint: str | None = opt(None, CHECKPOINT_HELP.replace("none: random", "none: from scratch"))
     data: str = opt(FASHION_SCENES, "fashion-scenes (built in: the items' boxes and instance masks; the detector's "
                     "input, --img-size, defaults to --scene-size) | a folder of COCO data in COCO 2017's layout "
@@ -58,12 +58,12 @@ class DetectConfig(SceneOptions, EncoderOptions, TrainConfig):
     layer_decay: float = opt(0.7, "layer-wise lr decay: block i gets lr * decay^(depth - i) (ViTDet: 0.7 for "
                              "ViT-B, 0.8 for ViT-L)", above=0, max=1)
     drop_path: float = opt(0.1, "stochastic depth rate of the last block", min=0, below=1)
-    lr: float | None = redefault(TrainConfig, "lr", 1e-4)
-    weight_decay: float = redefault(TrainConfig, "weight_decay", 0.1)
-    schedule: str = redefault(TrainConfig, "schedule", "step")
-    warmup_epochs: float = redefault(TrainConfig, "warmup_epochs", 0.25)
-    epochs: int = redefault(TrainConfig, "epochs", 12)
-    batch_size: int = redefault(TrainConfig, "batch_size", 16)
+    lr: float | None = redefault(TrainOptions, "lr", 1e-4)
+    weight_decay: float = redefault(TrainOptions, "weight_decay", 0.1)
+    schedule: str = redefault(TrainOptions, "schedule", "step")
+    warmup_epochs: float = redefault(TrainOptions, "warmup_epochs", 0.25)
+    epochs: int = redefault(TrainOptions, "epochs", 12)
+    batch_size: int = redefault(TrainOptions, "batch_size", 16)
     jitter_scale: tuple[float, ...] = opt((0.1, 2.0), "large-scale jitter: the range of the resize factor before "
                                           "the fixed-size crop (1,1: no jitter)", above=0)
     hflip: float = opt(0.5, "horizontal flip probability", min=0, max=1)
@@ -81,7 +81,7 @@ class DetectConfig(SceneOptions, EncoderOptions, TrainConfig):
             raise ConfigError(f"--jitter-scale takes two factors low,high, not {self.jitter_scale}")
 
 
-def explicit_files(cfg: DetectConfig) -> dict[str, tuple[str, str]]:
+def explicit_files(cfg: DetectOptions) -> dict[str, tuple[str, str]]:
     """{split: (annotation file, image folder)} of --train-json ... --val-images; none without them."""
     explicit = (cfg.train_json, cfg.train_images, cfg.val_json, cfg.val_images)
     if any(explicit) and not all(explicit):
@@ -89,7 +89,7 @@ def explicit_files(cfg: DetectConfig) -> dict[str, tuple[str, str]]:
     return {"train": explicit[:2], "val": explicit[2:]} if all(explicit) else {}
 
 
-def detect_run(cfg: DetectConfig) -> dict[str, Any]:
+def detect_run(cfg: DetectOptions) -> dict[str, Any]:
     """Train and evaluate as `cfg` says; returns the summary also written to RUN/metrics.json."""
     explicit = explicit_files(cfg)
     encoder = prepared_encoder(cfg.checkpoint, cfg.model, cfg.seed, cfg.model_overrides(), cfg.data)
@@ -141,9 +141,9 @@ def detect_run(cfg: DetectConfig) -> dict[str, Any]:
     return summary
 
 
-def report(s: dict[str, Any], cfg: DetectConfig) -> list[str]:
+def report(s: dict[str, Any], cfg: DetectOptions) -> list[str]:
     return detection.ap_lines(s, f" on {s['val']} ({s['val_images']} images)") + [f"{s['steps']} steps on {s['train_images']} images, {s['img_s']:.0f} img/s; checkpoint {s['checkpoint']}"]
 
 
 TASK = Task("detect", "object detection / instance segmentation on the encoder (ViTDet, Faster / Mask R-CNN)",
-            DetectConfig, detect_run, report)
+            DetectOptions, detect_run, report)

@@ -30,11 +30,11 @@ from ..train.run_dir import WHICH, run_checkpoint
 from ..train.runtime import Runtime
 from .options import InferenceOptions, Task
 
-__all__ = ["EvaluateConfig", "evaluate"]
+__all__ = ["EvaluateOptions", "evaluate"]
 
 
 @dataclass
-class EvaluateConfig(InferenceOptions):
+class EvaluateOptions(InferenceOptions):
     """`vitmae evaluate`: a classifier's accuracy, a segmentation run's mIoU or a detection run's COCO AP."""
 
     output: str = opt("runs/evaluate", "directory of the report (metrics.json, a classifier's confusion_matrix.png)")
@@ -52,7 +52,7 @@ class EvaluateConfig(InferenceOptions):
     norm_eps: float | None = opt(None, "LayerNorm epsilon of a checkpoint that does not record it", above=0)
 
 
-def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
+def evaluate(cfg: EvaluateOptions) -> dict[str, Any]:
     if not cfg.checkpoint:
         raise ConfigError("give --checkpoint: a fine-tuned classifier (a finetune run directory or a file), or a "
                           "segment or detect run")
@@ -70,9 +70,9 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     return report
 
 
-def report(s: dict[str, Any], cfg: EvaluateConfig) -> list[str]:
+def report(s: dict[str, Any], cfg: EvaluateOptions) -> list[str]:
     return family(s["run"]).slot("evaluation_lines", "evaluate")(s)
 
 
 TASK = Task("evaluate", "a classifier's top-1/5, per-class P/R/F1 and confusion matrix; a segmentation run's "
-            "mIoU; a detection run's COCO AP", EvaluateConfig, evaluate, report)
+            "mIoU; a detection run's COCO AP", EvaluateOptions, evaluate, report)

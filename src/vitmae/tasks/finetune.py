@@ -30,13 +30,13 @@ from ..families.encoder import model_source, normalization, prepared_encoder, sa
 from ..model import POOLS, model_config, to_2tuple
 from ..options import opt
 from ..train import Trainer, write_json
-from ..train.config import TrainConfig
+from ..train.config import TrainOptions
 from ..train.hooks import ModelEma
 from .options import CHECKPOINT_HELP, EncoderOptions, LabeledDataOptions, Task, redefault
 
 
 @dataclass
-class FinetuneConfig(LabeledDataOptions, EncoderOptions, TrainConfig):
+class FinetuneOptions(LabeledDataOptions, EncoderOptions, TrainOptions):
     """`vitmae finetune`: the official MAE fine-tuning recipe (AdamW, layer-wise lr decay, drop path,
     warmup + cosine, mixup / cutmix / label smoothing, RandAugment, random erasing).
 
@@ -47,13 +47,13 @@ class FinetuneConfig(LabeledDataOptions, EncoderOptions, TrainConfig):
     like 28-px Fashion-MNIST or 32-px CIFAR, even converted to RGB) and for images that are not RGB.
     The heavy recipe regularises a ViT-B for 100 epochs of ImageNet; on 28-px images it costs accuracy."""
 
-    output: str = redefault(TrainConfig, "output", "runs/finetune")
+    output: str = redefault(TrainOptions, "output", "runs/finetune")
     checkpoint: str | None = opt(None, CHECKPOINT_HELP.replace("none: random", "none: from scratch"))
-    epochs: int = redefault(TrainConfig, "epochs", 20)
-    batch_size: int = redefault(TrainConfig, "batch_size", 128)
-    blr: float = redefault(TrainConfig, "blr", 1e-3)
-    min_lr: float = redefault(TrainConfig, "min_lr", 1e-6)
-    warmup_epochs: float = redefault(TrainConfig, "warmup_epochs", 2.0)
+    epochs: int = redefault(TrainOptions, "epochs", 20)
+    batch_size: int = redefault(TrainOptions, "batch_size", 128)
+    blr: float = redefault(TrainOptions, "blr", 1e-3)
+    min_lr: float = redefault(TrainOptions, "min_lr", 1e-6)
+    warmup_epochs: float = redefault(TrainOptions, "warmup_epochs", 2.0)
     pool: str = opt("mean", "classify from: mean (the mean patch token + fc_norm, the official recipe) | cls "
                     "(the cls token after the final norm, as Hugging Face's classifier)", choices=POOLS)
     layer_decay: float = opt(0.75, "layer-wise lr decay: block i gets lr * decay^(depth - i)", above=0, max=1)
@@ -82,7 +82,7 @@ class FinetuneConfig(LabeledDataOptions, EncoderOptions, TrainConfig):
         return {k: default if getattr(self, k) is None else getattr(self, k) for k, default in defaults.items()}
 
 
-def describe_augmentation(aug: dict[str, Any], cfg: FinetuneConfig, in_chans: int, img_size) -> str:
+def describe_augmentation(aug: dict[str, Any], cfg: FinetuneOptions, in_chans: int, img_size) -> str:
     """One line: the augmentation a fine-tuning run uses, and why (the defaults follow the images)."""
     h, w = img_size
     parts = [f"crops of {aug['crop_min_scale']:g}-1 of the area", f"flip {cfg.hflip:g}",
@@ -91,7 +91,7 @@ def describe_augmentation(aug: dict[str, Any], cfg: FinetuneConfig, in_chans: in
     return f"augmentation for {h}x{w} images with {in_chans} channel(s): {', '.join(parts)}"
 
 
-def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
+def finetune(cfg: FinetuneOptions) -> dict[str, Any]:
     """Fine-tune as `cfg` says; returns the summary also written to RUN/metrics.json."""
     if not cfg.checkpoint:
         raise ConfigError("give --checkpoint PATH (a pre-trained model) or --checkpoint none (from scratch)")
@@ -143,12 +143,12 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     return summary
 
 
-def report(s: dict[str, Any], cfg: FinetuneConfig) -> list[str]:
+def report(s: dict[str, Any], cfg: FinetuneOptions) -> list[str]:
     return [f"top-1 {s['top1']:.2f}%  top-5 {s['top5']:.2f}% on {s['val']} ({s['val_images']} images); "
             f"best top-1 {s['best_top1']:.2f}% at epoch {s['best_epoch']:g}",
             f"{s['steps']} steps on {s['train_images']} labeled images, {s['img_s']:.0f} img/s; "
             f"last checkpoint {s['last_checkpoint']}, best {s['best_checkpoint']}"]
 
 
-TASK = Task("finetune", "fine-tune a classifier from a pre-trained encoder (or from scratch)", FinetuneConfig,
+TASK = Task("finetune", "fine-tune a classifier from a pre-trained encoder (or from scratch)", FinetuneOptions,
             finetune, report)

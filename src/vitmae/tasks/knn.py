@@ -22,11 +22,11 @@ from ..train import write_json
 from ..train.runtime import Runtime
 from .options import CHECKPOINT_HELP, POOL_HELP, EncoderOptions, InferenceOptions, LabeledDataOptions, Task
 
-__all__ = ["KnnConfig", "knn"]
+__all__ = ["KnnOptions", "knn"]
 
 
 @dataclass
-class KnnConfig(LabeledDataOptions, EncoderOptions, InferenceOptions):
+class KnnOptions(LabeledDataOptions, EncoderOptions, InferenceOptions):
     """`vitmae knn`: weighted k-nearest-neighbour classification on frozen encoder features."""
 
     output: str = opt("runs/knn", "directory of the results (metrics.json)")
@@ -36,7 +36,7 @@ class KnnConfig(LabeledDataOptions, EncoderOptions, InferenceOptions):
     pool: str = opt("cls", POOL_HELP, choices=POOLS)
 
 
-def knn(cfg: KnnConfig) -> dict[str, Any]:
+def knn(cfg: KnnOptions) -> dict[str, Any]:
     """kNN accuracy as `cfg` says; returns the summary also written to metrics.json."""
     encoder = load_encoder_or_random(cfg.checkpoint, cfg.model, cfg.seed, **cfg.model_overrides()).encoder
     labeled, _, _, transform = classify.frozen_encoder_data(encoder, cfg.data, cfg.val_data, cfg.seed,
@@ -63,9 +63,9 @@ def knn(cfg: KnnConfig) -> dict[str, Any]:
     return summary
 
 
-def report(s: dict[str, Any], cfg: KnnConfig) -> list[str]:
+def report(s: dict[str, Any], cfg: KnnOptions) -> list[str]:
     return [f"kNN (k={s['k']}, T={s['temperature']}) top-1 {s['top1']:.2f}%  top-5 {s['top5']:.2f}% on "
             f"{s['val']} ({s['val_images']} images), bank of {s['train_images']} labeled images"]
 
 
-TASK = Task("knn", "weighted kNN accuracy of a frozen encoder's features", KnnConfig, knn, report)
+TASK = Task("knn", "weighted kNN accuracy of a frozen encoder's features", KnnOptions, knn, report)

@@ -32,14 +32,14 @@ from ..model.vit import param_groups
 from ..options import opt
 from ..train import Trainer, write_json
 from ..train.checkpoint import save_weights
-from ..train.config import TrainConfig
+from ..train.config import TrainOptions
 from ..train.lars import LARS
 from ..train.runtime import Runtime
 from .options import CHECKPOINT_HELP, POOL_HELP, EncoderOptions, LabeledDataOptions, Task, redefault
 
 
 @dataclass
-class LinprobeConfig(LabeledDataOptions, EncoderOptions, TrainConfig):
+class LinprobeOptions(LabeledDataOptions, EncoderOptions, TrainOptions):
     """`vitmae linprobe`: the official linear probe: frozen encoder, cls-token features,
     BatchNorm1d(affine=False) + Linear, LARS, lr = blr * batch / 256, no weight decay.
 
@@ -47,13 +47,13 @@ class LinprobeConfig(LabeledDataOptions, EncoderOptions, TrainConfig):
     90 epochs of ImageNet at batch 16384) suits large labeled sets; a few thousand labels need more epochs
     and a larger blr."""
 
-    output: str = redefault(TrainConfig, "output", "runs/linprobe")
+    output: str = redefault(TrainOptions, "output", "runs/linprobe")
     checkpoint: str | None = opt(None, CHECKPOINT_HELP)
-    epochs: int = redefault(TrainConfig, "epochs", 90)
-    batch_size: int = redefault(TrainConfig, "batch_size", 512)
-    blr: float = redefault(TrainConfig, "blr", 0.1)
-    weight_decay: float = redefault(TrainConfig, "weight_decay", 0.0)
-    warmup_epochs: float = redefault(TrainConfig, "warmup_epochs", 10.0)
+    epochs: int = redefault(TrainOptions, "epochs", 90)
+    batch_size: int = redefault(TrainOptions, "batch_size", 512)
+    blr: float = redefault(TrainOptions, "blr", 0.1)
+    weight_decay: float = redefault(TrainOptions, "weight_decay", 0.0)
+    warmup_epochs: float = redefault(TrainOptions, "warmup_epochs", 10.0)
     pool: str = opt("cls", POOL_HELP, choices=POOLS)
     cache_features: bool = opt(True, "compute the frozen encoder's features once (no augmentation); else crop + "
                                "flip every step")
@@ -62,7 +62,7 @@ class LinprobeConfig(LabeledDataOptions, EncoderOptions, TrainConfig):
     eval_every_epochs: int = opt(1, "evaluate on the validation images every N epochs (and at the end)", min=1)
 
 
-def linprobe(cfg: LinprobeConfig) -> dict[str, Any]:
+def linprobe(cfg: LinprobeOptions) -> dict[str, Any]:
     """Train and evaluate a linear probe as `cfg` says; returns the summary also written to metrics.json."""
     encoder = load_encoder_or_random(cfg.checkpoint, cfg.model, cfg.seed, **cfg.model_overrides()).encoder
     labeled, mean, std, evaluation = classify.frozen_encoder_data(encoder, cfg.data, cfg.val_data, cfg.seed,
@@ -117,7 +117,7 @@ def linprobe(cfg: LinprobeConfig) -> dict[str, Any]:
     return summary
 
 
-def report(s: dict[str, Any], cfg: LinprobeConfig) -> list[str]:
+def report(s: dict[str, Any], cfg: LinprobeOptions) -> list[str]:
     lines = [f"linear probe top-1 {s['top1']:.2f}%  top-5 {s['top5']:.2f}% on {s['val']} ({s['val_images']} "
              f"images), {s['train_images']} labeled training images"]
     if s.get("classifier"):
@@ -125,5 +125,5 @@ def report(s: dict[str, Any], cfg: LinprobeConfig) -> list[str]:
     return lines
 
 
-TASK = Task("linprobe", "linear probe of a frozen encoder (BatchNorm + Linear, LARS)", LinprobeConfig, linprobe,
+TASK = Task("linprobe", "linear probe of a frozen encoder (BatchNorm + Linear, LARS)", LinprobeOptions, linprobe,
             report)

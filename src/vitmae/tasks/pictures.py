@@ -62,7 +62,7 @@ def report_page(cfg: ReportOptions) -> dict[str, Any]:
     return {"out": str(write_report(cfg.run_dir, cfg.out))}
 
 
-def wrote(summary: dict[str, Any], cfg: Any) -> list[str]:
+def wrote(summary: dict[str, Any], cfg: Options) -> list[str]:
     return [f"wrote {summary['out']}"]
 
 

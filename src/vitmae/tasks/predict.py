@@ -38,11 +38,11 @@ from ..train.runtime import Runtime
 from ..viz.dense import SCORE_THRESHOLD
 from .options import Task
 
-__all__ = ["PredictConfig", "predict"]
+__all__ = ["PredictOptions", "predict"]
 
 
 @dataclass
-class PredictConfig(RuntimeOptions):
+class PredictOptions(RuntimeOptions):
     """`vitmae predict`: a segmentation or detection run's predictions on images."""
 
     images: list[str] = opt([], "image files or folders (every image under them); for a detection run also one "
@@ -58,7 +58,7 @@ class PredictConfig(RuntimeOptions):
     batch_size: int = opt(8, "detection: images per forward pass", min=1)
 
 
-def predict(cfg: PredictConfig) -> dict[str, Any]:
+def predict(cfg: PredictOptions) -> dict[str, Any]:
     """Predict as `cfg` says; returns the summary also written to OUT/predictions.json."""
     if not cfg.images:
         raise ConfigError("give the images to predict: files or folders (a detection run: or a COCO JSON)")
@@ -83,7 +83,7 @@ def predict(cfg: PredictConfig) -> dict[str, Any]:
     return summary
 
 
-def report(s: dict[str, Any], cfg: PredictConfig) -> list[str]:
+def report(s: dict[str, Any], cfg: PredictOptions) -> list[str]:
     out, skipped = Path(cfg.out), len(s["skipped_files"])
     unread = f"; {skipped} unreadable images skipped (listed in {out / 'predictions.json'})" if skipped else ""
     *lines, last = family(s["run"]).slot("prediction_lines", "predict")(s, out)
@@ -91,4 +91,4 @@ def report(s: dict[str, Any], cfg: PredictConfig) -> list[str]:
 
 
 TASK = Task("predict", "a segmentation run's masks and overlays, or a detection run's drawn detections and COCO "
-            "results, on images", PredictConfig, predict, report, config_file=False)
+            "results, on images", PredictOptions, predict, report, config_file=False)

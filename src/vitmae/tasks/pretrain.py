@@ -12,14 +12,14 @@ from ..families import mae
 from ..model import STRATEGIES
 from ..options import opt, save_config
 from ..train import Hook, Trainer, write_json
-from ..train.config import TrainConfig
+from ..train.config import TrainOptions
 from ..train.distributed import DistInfo
 from ..train.runtime import resolve_device
 from .options import MAEOptions, Task
 
 
 @dataclass
-class PretrainConfig(MAEOptions, TrainConfig):
+class PretrainOptions(MAEOptions, TrainOptions):
     """`vitmae pretrain`: the defaults run the built-in Fashion-MNIST on a laptop CPU in minutes."""
 
     data: str = opt("fashion-mnist", "images: fashion-mnist | photos | a folder (searched recursively) | a .csv "
@@ -41,7 +41,7 @@ class PretrainConfig(MAEOptions, TrainConfig):
                           "training device) | auto (device on a GPU)", choices=AUGMENT_ON)
 
 
-def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
+def pretrain(cfg: PretrainOptions) -> dict[str, Any]:
     """Pre-train a masked autoencoder as `cfg` says; returns the summary also written to metrics.json."""
     augment_on = resolve_augment_on(cfg.augment_on, resolve_device(cfg.device, DistInfo()).type)
     model = mae.build_model(cfg.model_config(), cfg.data, cfg.seed)
@@ -73,7 +73,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     return summary
 
 
-def report(s: dict[str, Any], cfg: PretrainConfig) -> list[str]:
+def report(s: dict[str, Any], cfg: PretrainOptions) -> list[str]:
     lines = []
     if "heldout_loss_end" in s:
         lines += [f"held-out masked-patch loss on {s['heldout']}, {s['heldout_images']} images: "
@@ -88,4 +88,4 @@ def report(s: dict[str, Any], cfg: PretrainConfig) -> list[str]:
     return lines
 
 
-TASK = Task("pretrain", "pre-train a masked autoencoder", PretrainConfig, pretrain, report)
+TASK = Task("pretrain", "pre-train a masked autoencoder", PretrainOptions, pretrain, report)

@@ -32,19 +32,19 @@ from ..families.encoder import prepared_encoder
 from ..model.segmentation import HEADS
 from ..options import opt, save_config
 from ..train import Trainer, write_json
-from ..train.config import TrainConfig
+from ..train.config import TrainOptions
 from .options import CHECKPOINT_HELP, EncoderOptions, SceneOptions, Task, redefault
 
-__all__ = ["SegmentConfig", "segment"]
+__all__ = ["SegmentOptions", "segment"]
 
 PHOTO_CROP = 512  # the recipe's crop for real photographs; small images are cropped at their own size
 
 
 @dataclass
-class SegmentConfig(SceneOptions, EncoderOptions, TrainConfig):
+class SegmentOptions(SceneOptions, EncoderOptions, TrainOptions):
     """`vitmae segment`: semantic segmentation on a pre-trained encoder (mmseg's MAE recipe)."""
 
-    output: str = redefault(TrainConfig, "output", "runs/segment")
+    output: str = redefault(TrainOptions, "output", "runs/segment")
     checkpoint: str | None = opt(None, CHECKPOINT_HELP.replace("none: random", "none: from scratch"))
     data: str = opt(FASHION_SCENES, "fashion-scenes | a folder DIR/{train,val}/{images,masks}/ (index-mask PNGs, "
                     "optional DIR/classes.txt)")
@@ -58,17 +58,17 @@ class SegmentConfig(SceneOptions, EncoderOptions, TrainConfig):
     crop_size: int | None = opt(None, f"training crop and sliding window, px (default: fashion-scenes' own size, "
                                 f"{PHOTO_CROP} for folders)", min=8)
     stride: int | None = opt(None, "sliding-window stride at evaluation (default: 2/3 of the crop)", min=1)
-    epochs: int = redefault(TrainConfig, "epochs", 20)
-    batch_size: int = redefault(TrainConfig, "batch_size", 16)
-    lr: float | None = redefault(TrainConfig, "lr", 1e-4)
-    warmup_epochs: float = redefault(TrainConfig, "warmup_epochs", 1.0)
-    schedule: str = redefault(TrainConfig, "schedule", "poly")
+    epochs: int = redefault(TrainOptions, "epochs", 20)
+    batch_size: int = redefault(TrainOptions, "batch_size", 16)
+    lr: float | None = redefault(TrainOptions, "lr", 1e-4)
+    warmup_epochs: float = redefault(TrainOptions, "warmup_epochs", 1.0)
+    schedule: str = redefault(TrainOptions, "schedule", "poly")
     layer_decay: float = opt(0.65, "layer-wise lr decay: block i gets lr * decay^(depth - i)", above=0, max=1)
     drop_path: float = opt(0.1, "stochastic depth rate of the last block (upernet)", min=0, below=1)
     eval_every_epochs: int = opt(1, "evaluate mIoU every N epochs (and at the end)", min=1)
 
 
-def segment(cfg: SegmentConfig) -> dict[str, Any]:
+def segment(cfg: SegmentOptions) -> dict[str, Any]:
     """Train as `cfg` says; returns the summary also written to RUN/metrics.json."""
     encoder = prepared_encoder(cfg.checkpoint, cfg.model, cfg.seed, cfg.model_overrides(), cfg.data)
     config = encoder.config
@@ -121,7 +121,7 @@ def segment(cfg: SegmentConfig) -> dict[str, Any]:
     return summary
 
 
-def report(s: dict[str, Any], cfg: SegmentConfig) -> list[str]:
+def report(s: dict[str, Any], cfg: SegmentOptions) -> list[str]:
     return [f"{segmentation.scores_line(s)} on {s['val_images']} validation images "
             f"({s['num_classes']} classes, {s['head']} head); best mIoU {s['best']['mIoU']} at epoch "
             f"{s['best']['epoch']:g}",
@@ -129,4 +129,4 @@ def report(s: dict[str, Any], cfg: SegmentConfig) -> list[str]:
 
 
 TASK = Task("segment", "semantic segmentation on a pre-trained encoder (UperNet or a linear probe)",
-            SegmentConfig, segment, report)
+            SegmentOptions, segment, report)

@@ -28,7 +28,7 @@ from ..data import Batch, DataError, EpochSampler, build_loader
 from ..data.sources import require_readable
 from ..errors import ConfigError
 from ..model.vit import param_groups
-from .config import COMPILE_MODES, TrainConfig
+from .config import COMPILE_MODES, TrainOptions
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, raise_if_peer_lost
 from .hooks import Hook
 from .loggers import build_loggers, parse_log_to
@@ -101,7 +101,7 @@ def write_json(path: Path, data: Any) -> None:
 
 
 class Trainer:
-    def __init__(self, model: nn.Module, objective: Objective, dataset: Dataset, config: TrainConfig, *,
+    def __init__(self, model: nn.Module, objective: Objective, dataset: Dataset, config: TrainOptions, *,
                  groups: list[dict] | None = None, betas: tuple[float, float] = (0.9, 0.95),
                  make_optimizer: Callable[[list[dict], float], torch.optim.Optimizer] | None = None,
                  hooks: Sequence[Hook] = (), samples_per_epoch: int | None = None, collate_fn=None):

@@ -13,10 +13,10 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 from ..errors import ConfigError
 from ..interop.vitmae_format import WEIGHTS
+from .config import TrainOptions
 from .optim import lr_at
 
 # What runs write into their directory; `--overwrite` removes these and nothing else.
@@ -78,7 +78,7 @@ def claim_run_dir(output: str | Path, resume: str | None, overwrite: bool, clear
             target.unlink()
 
 
-def resume_notes(saved_config: str, config: Any, step: int, steps_per_epoch: int, base_lr: float,
+def resume_notes(saved_config: str, config: TrainOptions, step: int, steps_per_epoch: int, base_lr: float,
                  warmup_steps: int) -> list[str]:
     """Raise a ConfigError naming each option that differs from the resumed run's and changes its meaning;
     return notes on the accepted changes (a longer or shorter schedule)."""

@@ -7,8 +7,13 @@ inside a training run and the same evaluation from `vitmae evaluate` run alike.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import torch
+from torch import nn
+
+from ..data import Batch
 
 from ..errors import ConfigError
 from .config import PRECISIONS
@@ -51,3 +56,21 @@ class Runtime:
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.device, self.precision)
+
+    def forward_each(self, model: nn.Module, loader: Iterable[Batch], forward: Callable[[Batch], Any],
+                     skipped: list[tuple[str, str]]) -> Iterator[tuple[Batch, Any]]:
+        """(batch, `forward(batch)`) of every batch of `loader` with a readable image, `model` in eval mode
+        (its mode restored afterwards) and the forward under autocast; the unreadable images' (path,
+        reason) go to `skipped`."""
+        was_training = model.training
+        model.eval()
+        try:
+            for batch in loader:
+                skipped.extend(batch.skipped)
+                if len(batch) == 0:
+                    continue
+                with torch.no_grad(), self.autocast():
+                    output = forward(batch)
+                yield batch, output
+        finally:
+            model.train(was_training)

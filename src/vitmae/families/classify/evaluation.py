@@ -29,18 +29,11 @@ EVAL_BATCH = 256  # images per forward pass of `vitmae evaluate`
 def classifier_logits(model: nn.Module, loader, runtime: Runtime) -> tuple[Tensor, Tensor, list]:
     """(logits (N, K) float32, labels (N,), skipped) of every batch `loader` yields; the model's
     training mode is restored afterwards."""
-    was_training = model.training
-    model.eval()
     logits, labels, skipped = [], [], []
-    for batch in loader:
-        skipped.extend(batch.skipped)
-        if len(batch) == 0:
-            continue
-        with runtime.autocast():
-            out = model(batch.images.to(runtime.device, non_blocking=True))
+    for batch, out in runtime.forward_each(model, loader,
+                                           lambda b: model(b.images.to(runtime.device, non_blocking=True)), skipped):
         logits.append(out.float().cpu())
         labels.append(batch.targets)
-    model.train(was_training)
     if not logits:
         raise ConfigError("no readable image to evaluate")
     return torch.cat(logits), torch.cat(labels), skipped

@@ -33,19 +33,14 @@ def detection_loader(source: Source, batch_size: int, num_workers: int):
 @torch.no_grad()
 def run_detector(model: nn.Module, loader, runtime: Runtime, category_ids: list[int]) -> tuple[list[dict], list, list]:
     """(COCO results of every readable image, their image ids, (path, reason) of the skipped ones)."""
-    was_training = model.training
-    model.eval().to(runtime.device)
+    model.to(runtime.device)
     results, image_ids, skipped = [], [], []
-    for batch in loader:
-        skipped.extend(batch.skipped)
-        if len(batch) == 0:
-            continue
-        with runtime.autocast():
-            outputs = model([image.to(runtime.device) for image in batch.images])
+    for batch, outputs in runtime.forward_each(model, loader,
+                                               lambda b: model([image.to(runtime.device) for image in b.images]),
+                                               skipped):
         for output, target in zip(outputs, batch.targets):
             results.extend(to_coco_results(output, target["image_id"], category_ids))
             image_ids.append(target["image_id"])
-    model.train(was_training)
     return results, image_ids, skipped
 
 

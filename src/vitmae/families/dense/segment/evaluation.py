@@ -10,7 +10,7 @@ import torch
 from PIL.PngImagePlugin import PngInfo
 from torch import Tensor, nn
 
-from ....data import build_dataset, build_loader, readable
+from ....data import Batch, build_dataset, build_loader, readable
 from ....data.labels import Source
 from ....data.scenes import FashionScenesSource
 from ....data.segmentation import SegmentationTransform, build_segmentation_source, collate_masks
@@ -43,18 +43,14 @@ def segmentation_scores(model: nn.Module, loader, num_classes: int, ignore_index
                         ) -> tuple[dict[str, Any], dict[str, str]]:
     """(mIoU, mAcc, aAcc and per-class IoU / Acc of `model` on the batches of `loader`, images larger than
     `crop` predicted by sliding windows; the pairs that could not be read, path: reason)."""
-    metrics, skipped = SegmentationMetrics(num_classes, ignore_index), {}
-    was_training = model.training
-    model.eval()
-    for batch in loader:
-        skipped.update(batch.skipped)
-        if len(batch) == 0:
-            continue
-        with runtime.autocast():
-            logits = sliding_window_logits(model, batch.images.to(runtime.device), num_classes, crop, stride)
+    metrics, skipped = SegmentationMetrics(num_classes, ignore_index), []
+
+    def forward(batch: Batch) -> Tensor:
+        return sliding_window_logits(model, batch.images.to(runtime.device), num_classes, crop, stride)
+
+    for batch, logits in runtime.forward_each(model, loader, forward, skipped):
         metrics.update(logits.argmax(1), batch.targets)
-    model.train(was_training)
-    return metrics.compute(class_names), skipped
+    return metrics.compute(class_names), dict(skipped)
 
 
 class SegmentationEvaluator(PeriodicEvaluation):
