@@ -91,6 +91,14 @@ def test_python_construction_is_validated_the_same_way():
     assert cfg.img_size == (32, 48) and isinstance(cfg.lr, float)
 
 
+def test_the_names_before_options_were_called_options_still_import():
+    import vitmae.config as config
+
+    old = ["Bench", "Detect", "Embed", "Evaluate", "Finetune", "Knn", "Linprobe", "Predict", "Pretrain", "Segment",
+           "Train"]
+    assert all(getattr(config, name + "Config") is getattr(config, name + "Options") for name in old)
+
+
 def test_a_renamed_option_of_a_saved_run_still_reads(tmp_path):
     from vitmae.options import read_options_file
 
