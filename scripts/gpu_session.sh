@@ -73,6 +73,9 @@ if [ "$DRY" = 1 ]; then
                --compile)
     TOY_BENCH=("${TOY_MODEL[@]}" --batch-size 4 --steps 2 --warmup 1)
     TOY_PIPELINE=("${TOY_BENCH[@]}" --num-workers 1)
+    TOY_PLAN=(--device cpu --model mae_vit_tiny_patch16 --img-size 32 --patch-size 8 --embed-dim 32 --depth 1
+              --num-heads 2 --decoder-embed-dim 32 --decoder-depth 1 --decoder-num-heads 2 --precision fp32
+              --batch-size 4)
     TOY_JPEGS=(--count 16 --workers 1)
     TOY_TESTS=(--collect-only)
     TOY_QUALITY=(--scale tiny --device cpu --num-workers 0)
@@ -83,7 +86,7 @@ else
     QUALITY_DIR=${QUALITY_DIR:-runs/label-efficiency-$QUALITY_SCALE}
     DENSE_DIR=${DENSE_DIR:-runs/dense-transfer-gpu}
     SITE=/tmp/site
-    TOY_MODEL=() TOY_BENCH=() TOY_PIPELINE=() TOY_JPEGS=() TOY_TESTS=() TOY_QUALITY=() TOY_DENSE=()
+    TOY_MODEL=() TOY_BENCH=() TOY_PIPELINE=() TOY_PLAN=() TOY_JPEGS=() TOY_TESTS=() TOY_QUALITY=() TOY_DENSE=()
     GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 fi
 JPEGS=$WORK/jpegs
@@ -228,10 +231,24 @@ standing() {
     # 5. The CUDA-only tests (predicted 110 s, in cuda_tests above).
     cuda_tests
 
-    # Mandatory pieces predicted: 5 + 10 + 140 + 100 + 10 + 60 + 110 = 435 s = 7.3 minutes (budget 525 s).
+    # 6. The memory plan against the memory a few eager training steps allocate (`vitmae plan --measure-steps`:
+    #    torch.cuda.max_memory_allocated and the bytes the forward leaves allocated, next to the plan's total
+    #    and activations, in the piece's result). ViT-B/16 at batch 256 without activation checkpointing,
+    #    ViT-L/16 at batch 128 with it; bf16, one GPU. Predicted 15 s and 20 s: start 8 s; the plan's
+    #    trace on fake tensors 1-2 s; the model initialised on the CPU and moved 2 s (ViT-L 4 s); 3 eager steps,
+    #    the first loading the kernels, 3 s. Last of the mandatory pieces: if time runs short, they give way.
+    piece plan_vit_b16 15 60 "$WORK/plan_vit_b16.json" - \
+        "$PY" -m vitmae plan --model mae_vit_base_patch16 --batch-size 256 --precision bf16 --device cuda \
+        --measure-steps 3 "${TOY_PLAN[@]}" --json "$WORK/plan_vit_b16.json"
+    piece plan_vit_l16 20 60 "$WORK/plan_vit_l16.json" - \
+        "$PY" -m vitmae plan --model mae_vit_large_patch16 --batch-size 128 --precision bf16 --grad-checkpointing \
+        --device cuda --measure-steps 3 "${TOY_PLAN[@]}" --json "$WORK/plan_vit_l16.json"
+
+    # Mandatory pieces predicted: 5 + 10 + 140 + 100 + 10 + 60 + 110 + 15 + 20 = 470 s = 7.8 minutes (budget
+    # 525 s).
     # Then, only with time left over:
 
-    # 6. The input pipeline with PIL in 16 DataLoader workers. Predicted 45 s: start 8 s, step from the
+    # 7. The input pipeline with PIL in 16 DataLoader workers. Predicted 45 s: start 8 s, step from the
     #    cache 15 s twice, 2 x 5,376 images at ~2,200 img/s (REFERENCE.md: 2,181) 5 s. Needs 60 s left.
     if ((DEADLINE - SECONDS >= 60)); then
         piece pipeline_workers 45 90 "$WORK/pipeline_workers.json" - \
@@ -241,7 +258,7 @@ standing() {
         skip pipeline_workers 45 "under 60 s left"
     fi
 
-    # 7. ViT-B/16 with --fp8 (torchao's float8 linear layers, compiled) against transformers eager.
+    # 8. ViT-B/16 with --fp8 (torchao's float8 linear layers, compiled) against transformers eager.
     #    Predicted 110 s: start 8 s, build 4 s, compiling the float8 graph ~90 s, steps 3 s. Needs 150 s
     #    left and torchao (carried in .whl/).
     if ! "$PY" -c "import torchao.float8" 2>/dev/null; then

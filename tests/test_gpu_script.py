@@ -11,10 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_session.sh"
-STANDING = ["environment", "vit_b16", "vit_l16", "jpegs", "pipeline_device", "cuda_tests"]  # in this order
+STANDING = ["environment", "vit_b16", "vit_l16", "jpegs", "pipeline_device", "cuda_tests", "plan_vit_b16",
+            "plan_vit_l16"]  # in this order
 OPTIONAL = ["pipeline_workers", "vit_b16_fp8"]  # only with time left over
 
 
@@ -85,6 +87,16 @@ def test_standing_dry_run_runs_every_piece_and_records_it(tmp_path):
         pipeline = pieces[name]["result"]["pipeline"]
         assert pipeline["augment_on"] == where
         assert pipeline["pipeline_img_s"] > 0 and pipeline["end_to_end_img_s"] > 0
+    for name, checkpointing in (("plan_vit_b16", False), ("plan_vit_l16", True)):
+        plan = pieces[name]["result"]  # the plan, and the memory of the steps measured next to it
+        assert plan["grad_checkpointing"] is checkpointing and plan["batch_size"] == 4
+        assert plan["measured"]["steps"] == 3 and plan["measured"]["device"] == "cpu"
+        # on a CPU, a checkpointed block also keeps the CPU random state (on a GPU: host memory)
+        arch = plan["architecture"]
+        rng_states = (arch["depth"] + arch["decoder_depth"]) * torch.get_rng_state().numel() if checkpointing else 0
+        assert plan["measured"]["forward_bytes"] == pytest.approx(plan["bytes"]["activations"] + rng_states,
+                                                                  rel=0.02)
+        assert plan["measured"]["max_allocated"] is None  # on a GPU: torch.cuda.max_memory_allocated
     tests = pieces["cuda_tests"]["result"]
     assert tests["collected_count"] == len(tests["collected"]) >= 5
     assert "tests/test_bench.py::test_bench_on_the_gpu_reports_memory_and_matches_transformers_in_bf16" in tests["collected"]
@@ -97,6 +109,7 @@ def test_standing_dry_run_runs_every_piece_and_records_it(tmp_path):
         assert fp8["status"] == "ok" and [r["impl"] for r in fp8["result"]["results"]] == ["vitmae-fp8", "hf"]
     log = (out / "standing.log").read_text()
     assert "--model mae_vit_base_patch16 --batch-size 256 --precision bf16" in log  # the real command lines
+    assert "plan --model mae_vit_large_patch16 --batch-size 128 --precision bf16 --grad-checkpointing" in log
 
 
 @pytest.mark.slow

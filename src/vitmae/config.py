@@ -16,6 +16,7 @@ from .tasks.finetune import FinetuneOptions
 from .tasks.knn import KnnOptions
 from .tasks.linprobe import LinprobeOptions
 from .tasks.make_dataset import MakeDatasetOptions
+from .tasks.plan import PlanOptions
 from .tasks.predict import PredictOptions
 from .tasks.pretrain import PretrainOptions
 from .tasks.segment import SegmentOptions
@@ -30,6 +31,6 @@ from .train.config import RuntimeOptions, TrainOptions
 
 __all__ = ["BenchOptions", "ConfigError", "DetectOptions", "EmbedOptions", "EncoderOptions", "EvaluateOptions",
            "FinetuneOptions", "InferenceOptions", "KnnOptions", "LabeledDataOptions", "LinprobeOptions", "MAEOptions",
-           "MakeDatasetOptions", "ModelConfig", "Options", "PRESETS", "PredictOptions", "PretrainOptions",
-           "RuntimeOptions", "SceneOptions", "SegmentOptions", "TrainOptions", "model_config", "opt",
+           "MakeDatasetOptions", "ModelConfig", "Options", "PRESETS", "PlanOptions", "PredictOptions",
+           "PretrainOptions", "RuntimeOptions", "SceneOptions", "SegmentOptions", "TrainOptions", "model_config", "opt",
            "read_options_file", "save_config", "to_2tuple"]

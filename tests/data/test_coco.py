@@ -179,3 +179,18 @@ def test_torchvision_detections_become_coco_results(tmp_path):
     decoded = decode_masks([results[0]["segmentation"]], 32, 32)[0]
     assert torch.equal(decoded.bool(), masks[0, 0] > 0.5)
     gt.loadRes(results)  # pycocotools reads it
+
+
+def test_mask_ap_and_masks_auto_need_every_annotation_segmented(tmp_path):
+    def crowd_without_segmentation(data):
+        data["annotations"].append({"id": 999, "image_id": 100, "category_id": 3, "bbox": [0, 0, 5, 5], "area": 25,
+                                    "iscrowd": 1})
+
+    json_path = write_coco(tmp_path, "val2017", 3)
+    edit_json(json_path, crowd_without_segmentation)
+    source = CocoSource(json_path, tmp_path / "val2017")
+    assert not source.has_masks()  # every object trained on has one, but the crowd region does not
+    results = [{"image_id": 100, "category_id": 3, "bbox": [1, 1, 4, 4], "score": 0.9}]
+    assert coco_metrics(source.ground_truth(), results, "bbox")["AP"] >= 0
+    with pytest.raises(DataError, match="^mask AP needs a segmentation for every annotation: 1 of .* have none$"):
+        coco_metrics(source.ground_truth(), results, "segm")

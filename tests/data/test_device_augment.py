@@ -23,7 +23,7 @@ from vitmae.data import (IMAGENET_MEAN, IMAGENET_STD, EncodedBatch, EpochSampler
                          build_device_dataset, build_loader, collate, default_normalization, load_image,
                          sample_generator)
 from vitmae.data.device_augment import crop_resize, decode_jpegs
-from vitmae.data.sources import FASHION_MNIST_ROOT
+from vitmae.data.fashion_mnist import FASHION_MNIST_ROOT
 from vitmae.data.transforms import image_size, image_tensor, resized_crop
 
 SIZE = 64

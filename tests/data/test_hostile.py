@@ -18,7 +18,7 @@ from vitmae.cli import main
 from vitmae.config import PretrainOptions
 from vitmae.data import (CsvSource, DataError, ImageFolderSource, PretrainTransform, ShardSource, UnreadableImage,
                          build_dataset, build_loader, load_image)
-from vitmae.data import sources
+from vitmae.data import shards
 from vitmae.data.labels import labeled_splits, num_classes_of
 from vitmae.model import MaskedAutoencoder
 from vitmae.families.mae import MAEObjective
@@ -130,7 +130,7 @@ def test_the_device_path_leaves_images_over_the_pixel_limit_to_load_image(monkey
 # -- 2. tar shards --------------------------------------------------------------------------------------
 
 def test_shards_read_only_image_members_and_list_oversized_ones(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "MAX_MEMBER_BYTES", 1 << 20)  # read at call time: an affordable test size
+    monkeypatch.setattr(shards, "MAX_MEMBER_BYTES", 1 << 20)  # read at call time: an affordable test size
     url = hostile.shard_with_big_members(tmp_path, text_bytes=64 << 20, image_bytes=(1 << 20) + 1)
     tracemalloc.start()
     try:
@@ -217,7 +217,7 @@ def test_sparse_class_ids_are_accepted_up_to_the_documented_rule(tmp_path, liste
 def test_link_loops_never_repeat_an_image_and_are_reported(tmp_path, caplog):
     root = hostile.folder_with_link_loops(tmp_path / "data")
     start = time.perf_counter()
-    with caplog.at_level(logging.WARNING, logger="vitmae.data.sources"):
+    with caplog.at_level(logging.WARNING, logger="vitmae.data.files"):
         source = ImageFolderSource(root)
     assert time.perf_counter() - start < 5
     # a file reached under two names is listed under the first one of the sorted walk

@@ -8,6 +8,7 @@ import torch
 
 from vitmae.config import ModelConfig
 from vitmae.model import MaskedAutoencoder
+from vitmae.model.flat_names import flat_state_dict
 
 TINY = ModelConfig(img_size=32, patch_size=8, in_chans=3, embed_dim=128, depth=2, num_heads=2,
                    decoder_embed_dim=32, decoder_depth=2, decoder_num_heads=16)
@@ -47,7 +48,7 @@ def assert_same_mae(a: MaskedAutoencoder, b: MaskedAutoencoder) -> None:
 
 def encoder_state(model: MaskedAutoencoder) -> dict[str, torch.Tensor]:
     """The official encoder-only layout (mae_pretrain_vit_*.pth), spelled out here independently."""
-    return {k: v for k, v in model.state_dict().items() if k != "mask_token" and not k.startswith("decoder_")}
+    return {k: v for k, v in flat_state_dict(model).items() if k != "mask_token" and not k.startswith("decoder_")}
 
 
 def v5_to_hub(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -12,8 +12,7 @@ from safetensors.torch import load_file
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from vitmae.interop import CheckpointError
-from vitmae.interop.classifier import export_classifier, load_classifier, load_encoder
+from vitmae.interop import CheckpointError, export, export_classifier, load_classifier, load_encoder
 from vitmae.model import MaskedAutoencoder
 from vitmae.model.classifier import ViTClassifier, from_pretrained_encoder
 
@@ -103,8 +102,6 @@ def test_official_fine_tuned_checkpoint_loads_into_the_classifier(tmp_path):
 
 def test_a_pretrained_file_is_not_a_classifier(tmp_path):
     torch.manual_seed(0)
-    from vitmae.interop import export
-
     path = export(MaskedAutoencoder(TINY), tmp_path / "mae", "vitmae")
     with pytest.raises(CheckpointError, match="not a classifier"):
         load_classifier(path)

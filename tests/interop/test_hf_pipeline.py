@@ -11,8 +11,7 @@ import torch
 from PIL import Image
 
 from vitmae.config import FinetuneOptions, ModelConfig
-from vitmae.interop import convert, export
-from vitmae.interop.classifier import export_classifier, load_classifier
+from vitmae.interop import convert, export, export_classifier, load_classifier
 from vitmae.model import MaskedAutoencoder, create_model
 from vitmae.model.classifier import ViTClassifier
 from vitmae.tasks.finetune import finetune

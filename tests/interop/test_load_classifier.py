@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import vitmae
-from vitmae.interop.classifier import export_classifier
+from vitmae.interop import export_classifier
 from vitmae.model.classifier import HEAD_INIT_STD
 
 from .conftest import TINY, images

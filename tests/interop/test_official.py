@@ -9,6 +9,7 @@ import torch
 
 from vitmae.interop import CheckpointError, MissingDecoderWarning, describe, detect_format, load_pretrained
 from vitmae.model import MaskedAutoencoder, sincos_pos_embed
+from vitmae.model.flat_names import flat_state_dict
 from vitmae.model.grid import resize_pos_embed
 
 from .conftest import TINY, TINY_HEADS, assert_close_rel, assert_same_mae, caught, encoder_state, images
@@ -23,7 +24,7 @@ def save_official(path, state, **extra):
 
 
 def test_full_file_loads_exactly(tmp_path, tiny_model):
-    path = save_official(tmp_path / "mae_visualize.pth", tiny_model.state_dict())
+    path = save_official(tmp_path / "mae_visualize.pth", flat_state_dict(tiny_model))
     assert detect_format(path) == "official"
     model, warned = caught(Warning, load_pretrained, path, **TINY_HEADS)
     assert not warned
@@ -56,7 +57,7 @@ def test_training_checkpoint_with_args_optimizer_and_scaler(tmp_path):
                               seed=0, dist_url="env://", distributed=False)
     scaler = {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
               "_growth_tracker": 17}
-    path = save_official(tmp_path / "checkpoint-20.pth", source.state_dict(), optimizer=optimizer.state_dict(),
+    path = save_official(tmp_path / "checkpoint-20.pth", flat_state_dict(source), optimizer=optimizer.state_dict(),
                          epoch=20, scaler=scaler, args=args)
     assert detect_format(path) == "official"
     model = load_pretrained(path, **TINY_HEADS)
@@ -68,7 +69,7 @@ def test_shapes_are_inferred_without_config(tmp_path):
     config = TINY.replace(img_size=24, patch_size=4, in_chans=1, embed_dim=64, depth=3, num_heads=1, mlp_ratio=2.0,
                           qkv_bias=False, decoder_embed_dim=48, decoder_depth=1, decoder_mlp_ratio=3.0)
     source = MaskedAutoencoder(config)
-    model = load_pretrained(save_official(tmp_path / "m.pth", source.state_dict()), num_heads=1,
+    model = load_pretrained(save_official(tmp_path / "m.pth", flat_state_dict(source)), num_heads=1,
                             decoder_num_heads=16)
     assert {f: getattr(model.config, f) for f in SHAPE_FIELDS} == {f: getattr(config, f) for f in SHAPE_FIELDS}
     assert_same_mae(source, model)
@@ -76,14 +77,14 @@ def test_shapes_are_inferred_without_config(tmp_path):
 
 def test_non_square_checkpoint_needs_its_img_size(tmp_path):
     source = MaskedAutoencoder(TINY.replace(img_size=(32, 16)))
-    path = save_official(tmp_path / "m.pth", source.state_dict())
+    path = save_official(tmp_path / "m.pth", flat_state_dict(source))
     with pytest.raises(CheckpointError, match="not a square grid"):
         load_pretrained(path, **TINY_HEADS)
     assert_same_mae(source, load_pretrained(path, img_size=(32, 16), **TINY_HEADS))
 
 
 def test_overrides(tmp_path, tiny_model):
-    path = save_official(tmp_path / "m.pth", tiny_model.state_dict())
+    path = save_official(tmp_path / "m.pth", flat_state_dict(tiny_model))
     model = load_pretrained(path, num_heads=4, decoder_num_heads=16, norm_eps=1e-5, mask_ratio=0.5,
                             norm_pix_loss=None)
     assert (model.config.num_heads, model.config.norm_eps, model.config.mask_ratio) == (4, 1e-5, 0.5)
@@ -97,26 +98,26 @@ def test_overrides(tmp_path, tiny_model):
 
 
 def test_unexpected_key_is_named(tmp_path, tiny_model):
-    state = {**tiny_model.state_dict(), "blocks.0.attn.q_norm.weight": torch.ones(64)}
+    state = {**flat_state_dict(tiny_model), "blocks.0.attn.q_norm.weight": torch.ones(64)}
     with pytest.raises(CheckpointError, match=r"unexpected \(1\): blocks\.0\.attn\.q_norm\.weight"):
         load_pretrained(save_official(tmp_path / "m.pth", state), **TINY_HEADS)
 
 
 def test_wrong_shape_is_named(tmp_path, tiny_model):
-    state = {**tiny_model.state_dict(), "decoder_pred.weight": torch.zeros(100, 32)}
+    state = {**flat_state_dict(tiny_model), "decoder_pred.weight": torch.zeros(100, 32)}
     with pytest.raises(CheckpointError, match=r"decoder_pred\.weight \(100, 32\) vs \(192, 32\)"):
         load_pretrained(save_official(tmp_path / "m.pth", state), **TINY_HEADS)
 
 
 def test_partial_decoder_is_an_error_not_a_warning(tmp_path, tiny_model):
     dropped = ("decoder_norm.", "decoder_blocks.1.mlp")
-    state = {k: v for k, v in tiny_model.state_dict().items() if not k.startswith(dropped)}
+    state = {k: v for k, v in flat_state_dict(tiny_model).items() if not k.startswith(dropped)}
     with pytest.raises(CheckpointError, match=r"missing \(6\): decoder_blocks\.1\.mlp\.fc1\.weight.*6 in all"):
         load_pretrained(save_official(tmp_path / "m.pth", state), **TINY_HEADS)
 
 
 def test_position_tables_are_marked_learned_only_when_not_sincos(tmp_path, tiny_model):
-    state = tiny_model.state_dict()
+    state = flat_state_dict(tiny_model)
     state["pos_embed"] = state["pos_embed"].half()  # a half-precision copy of sin-cos is still sin-cos
     state["decoder_pos_embed"] = state["decoder_pos_embed"] + 0.01 * torch.randn_like(state["decoder_pos_embed"])
     model = load_pretrained(save_official(tmp_path / "m.pth", state), **TINY_HEADS)
@@ -126,7 +127,7 @@ def test_position_tables_are_marked_learned_only_when_not_sincos(tmp_path, tiny_
 
 
 def test_img_size_override_resizes_tables(tmp_path, tiny_model):
-    state = tiny_model.state_dict()
+    state = flat_state_dict(tiny_model)
     learned = state["decoder_pos_embed"] + 0.1 * torch.randn_like(state["decoder_pos_embed"])
     state["decoder_pos_embed"] = learned
     model = load_pretrained(save_official(tmp_path / "m.pth", state), img_size=48, **TINY_HEADS)

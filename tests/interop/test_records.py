@@ -14,10 +14,11 @@ from safetensors import safe_open
 from torch import nn
 
 from vitmae.config import ModelConfig
-from vitmae.interop import CheckpointError, MissingDecoderWarning, describe, export, load_pretrained, timm_create_kwargs
-from vitmae.interop.classifier import export_classifier, load_classifier
+from vitmae.interop import (CheckpointError, MissingDecoderWarning, describe, export, export_classifier,
+                            load_classifier, load_encoder, load_pretrained, timm_create_kwargs)
 from vitmae.model import MaskedAutoencoder
 from vitmae.model.classifier import ViTClassifier
+from vitmae.model.flat_names import flat_state_dict
 
 from .conftest import assert_close_rel, assert_same_mae, caught, encoder_state, images
 
@@ -75,7 +76,7 @@ def test_mae_exports_read_back_exactly(tmp_path, mae, to):
 
 def test_a_file_that_does_not_record_heads_is_refused_unless_they_are_given(tmp_path, mae):
     path = tmp_path / "plain.pth"
-    torch.save({"model": mae.state_dict()}, path)  # as the official scripts save: no heads, no eps
+    torch.save({"model": flat_state_dict(mae)}, path)  # as the official scripts save: no heads, no eps
     with pytest.raises(CheckpointError) as err:
         load_pretrained(path)
     message = str(err.value)
@@ -91,10 +92,8 @@ def test_a_file_that_does_not_record_heads_is_refused_unless_they_are_given(tmp_
 
 
 def test_an_encoder_for_transfer_needs_only_the_encoder_heads(tmp_path, mae, run_cli):
-    from vitmae.interop.classifier import load_encoder
-
     path = tmp_path / "plain.pth"
-    torch.save({"model": mae.state_dict()}, path)
+    torch.save({"model": flat_state_dict(mae)}, path)
     encoder = load_encoder(path, num_heads=4, norm_eps=1e-12)  # the decoder is not run: its heads are moot
     x = images(NARROW)
     with torch.no_grad():

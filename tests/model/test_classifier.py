@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from vitmae.config import ModelConfig
 from vitmae.model import MaskedAutoencoder
 from vitmae.model.classifier import ViTClassifier, from_pretrained_encoder
-from vitmae.model.vit import flat_named_parameters
+from vitmae.model.flat_names import flat_named_parameters, flat_state_dict
 from vitmae.train.optim import set_lr
 from tests.model.checkpointing import assert_checkpointing_keeps_the_gradients
 
@@ -27,7 +27,7 @@ def mae() -> MaskedAutoencoder:
 
 def test_avg_pool_classifier_has_timm_names_and_no_final_norm(mae):
     model = from_pretrained_encoder(mae, 7, "avg", drop_path_rate=0.1)
-    keys = set(model.state_dict())
+    keys = set(flat_state_dict(model))
     assert {"fc_norm.weight", "fc_norm.bias", "head.weight", "head.bias", "cls_token", "pos_embed"} <= keys
     assert not any(k.startswith("norm.") for k in keys)
     assert not any(k.startswith(("decoder_", "mask_token")) for k in keys)

@@ -10,6 +10,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from vitmae.model import MaskedAutoencoder, ModelConfig, ViTClassifier, ViTEncoder, sincos_pos_embed
+from vitmae.model.flat_names import flat_state_dict, load_flat_state_dict
 from vitmae.model.grid import resize_pos_embed
 
 CONFIG = ModelConfig(img_size=(32, 32), patch_size=8, in_chans=3, embed_dim=64, depth=4, num_heads=4,
@@ -118,13 +119,17 @@ def test_a_frozen_fine_tuned_encoder_interpolates_its_own_learned_table():
 
 
 def test_models_hold_the_encoder_and_keep_the_flat_key_names():
+    """Module paths inside the process (what torch.distributed.checkpoint addresses), flat names through
+    the adapter (what files hold)."""
     mae = MaskedAutoencoder(CONFIG)
     assert isinstance(mae.encoder, ViTEncoder)
-    keys = list(mae.state_dict())
+    assert "encoder.blocks.0.attn.qkv.weight" in mae.state_dict()
+    assert "decoder.decoder_blocks.0.mlp.fc1.weight" in mae.state_dict()
+    keys = list(flat_state_dict(mae))
     assert "blocks.0.attn.qkv.weight" in keys and "decoder_blocks.0.mlp.fc1.weight" in keys
     assert not any(k.startswith(("encoder.", "decoder.")) for k in keys)
     clone = MaskedAutoencoder(CONFIG)
-    clone.load_state_dict(mae.state_dict())  # strict, with the flat names
+    load_flat_state_dict(clone, flat_state_dict(mae))  # strict, with the flat names
     x = torch.randn(1, 3, 32, 32)
     assert torch.equal(clone.encode(x), mae.encode(x))
     assert torch.equal(mae.encode(x), mae.encoder.forward_intermediates(x, indices=1)[0])

@@ -9,7 +9,7 @@ from torch.testing import assert_close
 from safetensors.torch import load_file
 
 from vitmae import load_pretrained
-from vitmae.interop.classifier import load_classifier
+from vitmae.interop import load_classifier
 
 LEGACY = Path(__file__).resolve().parents[1] / "fixtures" / "legacy"
 

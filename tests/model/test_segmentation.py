@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from vitmae.model import ViTEncoder, model_config
+from vitmae.model.flat_names import flat_state_dict
 from vitmae.model.segmentation import Segmenter, default_out_indices
 from tests.model.checkpointing import assert_checkpointing_keeps_the_gradients
 
@@ -46,7 +47,8 @@ def test_logits_come_at_the_input_size(head, depth, patch_size, size):
 
 def test_state_dict_keeps_the_encoders_flat_names_and_layer_decay():
     model = Segmenter(_encoder(4, 4), num_classes=3)
-    keys = model.state_dict().keys()
+    assert "encoder.blocks.0.attn.qkv.weight" in model.state_dict()
+    keys = flat_state_dict(model).keys()
     assert "blocks.0.attn.qkv.weight" in keys and "patch_embed.proj.weight" in keys
     assert any(k.startswith("head.") for k in keys) and any(k.startswith("aux_head.") for k in keys)
     groups = model.param_groups(weight_decay=0.05, layer_decay=0.65)

@@ -6,6 +6,7 @@ import json
 import torch
 
 from vitmae.model import MaskedAutoencoder, ModelConfig
+from vitmae.model.flat_names import flat_state_dict
 
 NARROW = ModelConfig(img_size=(32, 32), patch_size=8, embed_dim=64, depth=2, num_heads=4, decoder_embed_dim=32,
                      decoder_depth=1, decoder_num_heads=2)
@@ -16,7 +17,7 @@ def test_info_convert_and_reconstruct_take_the_heads_of_a_plain_official_file(ru
 
     torch.manual_seed(0)
     path = tmp_path / "plain.pth"
-    torch.save({"model": MaskedAutoencoder(NARROW).state_dict()}, path)  # no record of heads or eps
+    torch.save({"model": flat_state_dict(MaskedAutoencoder(NARROW))}, path)  # no record of heads or eps
     refused = run_cli("info", path, check=False)
     assert refused.returncode == 2 and "--num-heads" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1

@@ -18,7 +18,7 @@ from PIL import Image
 
 from vitmae.config import ConfigError, DetectOptions, EvaluateOptions, MakeDatasetOptions, PredictOptions
 from vitmae.data.coco import coco_ground_truth, coco_metrics
-from vitmae.data.sources import FASHION_MNIST_CLASSES
+from vitmae.data.fashion_mnist import FASHION_MNIST_CLASSES
 from vitmae.tasks.detect import detect_run
 from vitmae.tasks.evaluate import evaluate
 from vitmae.tasks.make_dataset import make_dataset

@@ -11,8 +11,7 @@ from PIL import Image
 
 from vitmae.config import ConfigError, EmbedOptions
 from vitmae.data import EvalTransform, load_image
-from vitmae.interop import export
-from vitmae.interop.classifier import load_encoder
+from vitmae.interop import export, load_encoder
 from vitmae.model import create_model
 from vitmae.tasks.embed import embed
 

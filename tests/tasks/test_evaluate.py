@@ -12,7 +12,7 @@ from PIL import Image
 
 from vitmae.config import ModelConfig
 from vitmae.data import EvalTransform, FashionMNISTSource, default_normalization, load_image
-from vitmae.interop.classifier import export_classifier, load_classifier
+from vitmae.interop import export_classifier, load_classifier
 from vitmae.model import MaskedAutoencoder
 from vitmae.model.classifier import from_pretrained_encoder
 from vitmae.tasks.evaluate import EvaluateOptions, evaluate

@@ -17,8 +17,7 @@ from vitmae.data.augment import FinetuneTransform
 from vitmae.data.labels import (HOLDOUT_FRACTION, label_subset, labeled_splits, source_labels, stratified_counts,
                                 stratified_indices)
 from vitmae.data.transforms import sample_generator
-from vitmae.interop import export
-from vitmae.interop.classifier import load_classifier
+from vitmae.interop import export, load_classifier
 from vitmae.model import create_model
 from vitmae.tasks.finetune import finetune
 

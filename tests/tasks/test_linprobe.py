@@ -9,8 +9,7 @@ import torch
 from vitmae.config import LinprobeOptions
 from vitmae.data import FashionMNISTSource
 from vitmae.data.labels import SubsetSource, labeled_splits, source_labels, stratified_indices
-from vitmae.interop import export
-from vitmae.interop.classifier import load_classifier
+from vitmae.interop import export, load_classifier
 from vitmae.model import create_model
 from vitmae.families.encoder import load_encoder_or_random
 from vitmae.families.features import encode_source

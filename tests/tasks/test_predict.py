@@ -17,6 +17,7 @@ from vitmae.interop import export
 from vitmae.interop.vitmae_format import load_vitmae
 from vitmae.model import ViTEncoder, create_model
 from vitmae.families.dense.segment import sliding_window_logits
+from vitmae.model.flat_names import load_flat_state_dict
 from vitmae.model.segmentation import Segmenter
 from vitmae.tasks.predict import predict
 
@@ -44,7 +45,7 @@ def test_a_segmentation_run_writes_index_masks_and_overlays(learned_segmentation
     # The model by hand: the best weights in the segmenter the run trained, its recorded normalisation.
     weights, config = load_vitmae(run / "checkpoints" / "best")
     model = Segmenter(ViTEncoder(config), 11).eval()
-    model.load_state_dict(weights)
+    load_flat_state_dict(model, weights)
     found = set()
     for name in ("scene", "wide"):
         pixels = np.asarray(Image.open(images / f"{name}.png"), dtype=np.float32) / 255

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from vitmae.model.vit import flat_named_parameters
+from vitmae.model.flat_names import flat_named_parameters
 from vitmae.config import PretrainOptions
 from vitmae.data import FashionMNISTSource, PretrainTransform, build_dataset, default_normalization
 from vitmae.model import MaskedAutoencoder, ViTClassifier
@@ -265,3 +265,21 @@ def test_grad_checkpointing_a_model_without_blocks_is_a_config_error():
 
     with pytest.raises(ConfigError, match="--grad-checkpointing: a Linear has no blocks"):
         enable_grad_checkpointing(torch.nn.Linear(2, 2))
+
+
+def test_a_long_cpu_run_says_so_after_its_first_steps_with_the_options_that_decide_it(tmp_path, monkeypatch, capsys):
+    import vitmae.train.engine as engine
+
+    cfg, model, dataset, objective = tiny_setup(tmp_path, max_steps=6)
+    monkeypatch.setattr(engine, "LONG_RUN_S", 0.0)  # any run is "long"
+    Trainer(model, objective, dataset, cfg, cost_options=("num_workers",)).fit()
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: at ")]
+    assert len(notes) == 1, notes  # once, after the first timed steps
+    assert "the remaining 2 steps take about" in notes[0]
+    assert "what decides it: --batch-size 8, --epochs 1, --num-workers 0;" in notes[0]
+
+
+def test_a_short_run_projects_nothing(tmp_path, capsys):
+    cfg, model, dataset, objective = tiny_setup(tmp_path, max_steps=6)
+    Trainer(model, objective, dataset, cfg).fit()
+    assert "note: at " not in capsys.readouterr().out

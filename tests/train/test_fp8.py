@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from vitmae.model.vit import flat_key
+from vitmae.model.flat_names import flat_name
 from vitmae.tasks.bench import bench_step
 from vitmae.config import ConfigError, model_config
 from vitmae.interop import load_pretrained
@@ -27,7 +27,7 @@ def test_fp8_training_keeps_the_loss_curve_and_the_checkpoint_format(tmp_path, d
                                                     device=device, precision="bf16" if device == "cuda" else "fp32")
         names = [name for name, _ in model.named_parameters()]
         trainer = Trainer(model, objective, dataset, cfg)
-        swapped = [flat_key(name, "", model.flat_components) for name, m in model.named_modules()
+        swapped = [flat_name(model, name) for name, m in model.named_modules()
                    if type(m).__name__ == "Float8Linear"]
         assert len(swapped) == (8 if fp8 else 0)  # qkv, proj, fc1, fc2 of one encoder and one decoder block
         assert all(name.startswith(("blocks.", "decoder_blocks.")) for name in swapped)

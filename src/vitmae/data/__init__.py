@@ -1,6 +1,6 @@
 """Data: sources -> robust decoding -> per-sample seeded transforms -> batches.
 
-    source = build_source("fashion-mnist")
+    source = open_source("fashion-mnist", "train", "image")  # or "class", "mask", "detection": registry.py
     mean, std = default_normalization(1, "fashion-mnist")
     dataset = build_dataset(source, PretrainTransform(28, mean, std), seed=0)
     sampler = EpochSampler(len(dataset), seed=0)
@@ -28,19 +28,12 @@ from vitmae.data.loader import (
     collate,
     readable,
 )
-from vitmae.data.sources import (
-    FASHION_MNIST_CLASSES,
-    CsvSource,
-    DataError,
-    FashionMNISTSource,
-    ImageFolderSource,
-    PhotosSource,
-    ShardSource,
-    Skipped,
-    Source,
-    build_source,
-    expand_braces,
-)
+from vitmae.data.fashion_mnist import FASHION_MNIST_CLASSES, FashionMNISTSource
+from vitmae.data.files import CsvSource, ImageFilesSource, ImageFolderSource
+from vitmae.data.photos import PhotosSource
+from vitmae.data.registry import SOURCE_KINDS, SourceKind, build_source, open_source
+from vitmae.data.shards import ShardSource, expand_braces
+from vitmae.data.source import DataError, Skipped, Source
 from vitmae.data.transforms import (
     FASHION_MNIST_MEAN,
     FASHION_MNIST_STD,
@@ -61,7 +54,8 @@ __all__ = [
     "IMAGE_EXTENSIONS", "ImageLike", "UnreadableImage", "convert_image", "load_image",
     "Batch", "EpochSampler", "TransformedDataset", "build_dataset", "build_loader", "collate",
     "FASHION_MNIST_CLASSES", "CsvSource", "DataError", "FashionMNISTSource", "ImageFolderSource",
-    "PhotosSource", "ShardSource", "Skipped", "Source", "build_source", "expand_braces",
+    "PhotosSource", "ShardSource", "Skipped", "Source", "build_source", "expand_braces", "ImageFilesSource",
+    "SOURCE_KINDS", "SourceKind", "open_source",
     "FASHION_MNIST_MEAN", "FASHION_MNIST_STD", "IMAGENET_MEAN", "IMAGENET_STD", "EvalTransform",
     "PretrainTransform", "ResizeTransform", "Transform", "default_normalization", "random_resized_crop_params",
     "sample_generator", "DeviceAugment", "EncodedBatch", "build_device_dataset", "source_labels",

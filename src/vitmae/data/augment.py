@@ -18,8 +18,8 @@ import torch
 from PIL import Image, ImageOps
 
 from vitmae.data.decode import ImageLike
-from vitmae.data.transforms import (_Normalize, _pair, image_size, image_tensor, random_resized_crop_params,
-                                    resized_crop)
+from vitmae.data.transforms import (Normalize, image_size, image_tensor, random_resized_crop_params, resized_crop,
+                                    size_pair)
 
 
 @contextlib.contextmanager
@@ -49,8 +49,8 @@ class FinetuneTransform:
     def __init__(self, img_size: int | tuple[int, int], mean: Sequence[float], std: Sequence[float],
                  scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
                  hflip: float = 0.5, randaug: str | None = None, reprob: float = 0.0) -> None:
-        self.size = _pair(img_size)
-        self.normalize = _Normalize(mean, std)
+        self.size = size_pair(img_size)
+        self.normalize = Normalize(mean, std)
         self.scale, self.ratio, self.hflip = scale, ratio, hflip
         self.randaug = None
         if randaug:

@@ -1,12 +1,13 @@
-"""COCO detection data: the JSON reader, the built-in fashion-scenes as COCO data, joint transforms of
-images with their boxes and masks, the collate, and COCO metrics (pycocotools' COCOeval, the reference
-implementation).
+"""COCO detection data: a source of COCO files (read and checked by `coco_json.read_coco`), the built-in
+fashion-scenes as COCO data, joint transforms of images with their boxes and masks, the collate, and COCO
+metrics (pycocotools' COCOeval, the reference implementation).
 
 A sample is `(image, target)` with target `{"boxes": (n, 4) float xyxy in pixels, "labels": (n,) int64
 in 1..K (0 is torchvision's background), "image_id": int, "masks": (n, H, W) uint8}` ("masks" only when
 the source reads them). As COCO does, crowd regions are not trained on (COCOeval ignores detections that
 match them); images without annotations stay, as negatives; boxes that leave the image are clipped and
-boxes left with no area dropped, and both are counted (`CocoSource.stats`).
+boxes left with no area dropped, and both are counted (`CocoSource.stats`). Malformed annotations are
+dropped, counted and listed with their reasons (`CocoSource.dropped`); they are in no ground truth either.
 
 pycocotools is an optional dependency (`pip install 'vitmae[detect]'`).
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,13 +22,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchvision import tv_tensors
-from torchvision.transforms.v2 import functional as TF
 
+from vitmae.data.coco_json import read_coco
 from vitmae.data.decode import ImageLike, UnreadableImage, load_image
 from vitmae.data.loader import Batch, JointTransform, readable
-from vitmae.data.scenes import FASHION_SCENES, SCENE_CLASSES, FashionScenesSource, SceneTarget, scene_count
-from vitmae.data.sources import DataError
+from vitmae.data.scenes import SCENE_CLASSES, FashionScenesSource, SceneTarget
+from vitmae.data.source import DataError
 
 
 def pycocotools():
@@ -39,21 +38,6 @@ def pycocotools():
     except ImportError as err:
         raise DataError("COCO data needs pycocotools: pip install 'vitmae[detect]'") from err
     return pycocotools.mask, COCO, COCOeval
-
-
-def read_coco_json(path: str | Path) -> dict[str, Any]:
-    """The parsed JSON, checked for the three lists COCO detection needs; DataError (one line) otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"COCO annotation file not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{path} is not valid JSON: {err}") from None
-    missing = [key for key in ("images", "annotations", "categories") if not isinstance(data, dict) or key not in data]
-    if missing:
-        raise DataError(f"{path} is not a COCO detection file: no {', '.join(repr(k) for k in missing)}")
-    return data
 
 
 def coco_split(root: str | Path, split: str) -> tuple[Path, Path]:
@@ -76,32 +60,27 @@ class CocoSource:
 
     `classes` are the category names in id order; label k (1..K) is `category_ids[k - 1]`. Every image
     file must exist (checked up front: DataError); one that cannot be decoded is skipped in training as
-    any unreadable image is."""
+    any unreadable image is. `dropped` lists the malformed annotations left out ({"annotation": position
+    in the file, "id", "reason"}); `stats` counts them with the boxes clipped or dropped."""
 
     def __init__(self, json_path: str | Path, images: str | Path, in_chans: int = 3, masks: bool = False):
         self.json_path, self.image_root, self.in_chans, self.masks = Path(json_path), Path(images), in_chans, masks
         self.description = str(json_path)
-        data = read_coco_json(json_path)
-        categories = sorted(data["categories"], key=lambda c: c["id"])
-        self.category_ids = [c["id"] for c in categories]
-        self.classes = [str(c.get("name", c["id"])) for c in categories]
+        self.coco = read_coco(json_path)
+        self.category_ids = [c["id"] for c in self.coco.categories]
+        self.classes = self.coco.classes
         label_of = {cid: k for k, cid in enumerate(self.category_ids, 1)}
-        self.images = data["images"]
+        self.images, self.dropped = self.coco.images, self.coco.dropped
         self.paths = [str(Path(images) / image["file_name"]) for image in self.images]
         missing = [p for p in self.paths if not Path(p).is_file()]
         if missing:
             raise DataError(f"{len(missing)} of the {len(self.paths)} images of {self.json_path.name} are missing, "
                             f"e.g. {missing[0]}")
         self.stats = {"annotations": 0, "crowd_ignored": 0, "boxes_clipped": 0, "boxes_dropped": 0,
-                      "images_without_objects": 0}
+                      "images_without_objects": 0, "annotations_dropped": len(self.dropped)}
         by_image: dict[Any, list[dict]] = defaultdict(list)
-        known = {image["id"] for image in self.images}
-        for ann in data["annotations"]:
-            if ann.get("category_id") not in label_of:
-                raise DataError(f"{self.json_path.name}: annotation {ann.get('id')} has category_id "
-                                f"{ann.get('category_id')}, which is not in 'categories' ({self.category_ids})")
-            if ann.get("image_id") in known:
-                by_image[ann["image_id"]].append(ann)
+        for ann in self.coco.annotations:
+            by_image[ann["image_id"]].append(ann)
         self.objects = [self._objects(image, by_image[image["id"]], label_of) for image in self.images]
 
     def _objects(self, image: dict, anns: list[dict], label_of: dict[int, int]) -> list[tuple[list[float], int, Any]]:
@@ -110,7 +89,7 @@ class CocoSource:
         kept = []
         for ann in anns:
             self.stats["annotations"] += 1
-            if ann.get("iscrowd", 0):
+            if ann["iscrowd"]:
                 self.stats["crowd_ignored"] += 1
                 continue
             x, y, w, h = ann["bbox"]
@@ -126,16 +105,16 @@ class CocoSource:
         return kept
 
     def has_masks(self) -> bool:
-        """Whether every object has a segmentation (what `--masks auto` asks)."""
-        objects = [o for image in self.objects for o in image]
-        return bool(objects) and all(seg for _, _, seg in objects)
+        """Whether there are objects and every annotation has a segmentation (what `--masks auto` asks):
+        the crowd regions and the boxes not trained on too, which mask AP scores against."""
+        return any(self.objects) and all(ann.get("segmentation") for ann in self.coco.annotations)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def ground_truth(self):
-        """pycocotools' COCO object of the annotations (what COCOeval scores against)."""
-        return coco_ground_truth(self.json_path)
+        """pycocotools' COCO object of the well-formed annotations (what COCOeval scores against)."""
+        return coco_api(self.coco.dataset())
 
     def target(self, index: int) -> dict[str, Any]:
         image, objects = self.images[index], self.objects[index]
@@ -194,7 +173,7 @@ class SceneDetectionSource:
     def __init__(self, split: str = "train", num: int | None = None, size: int = 64, seed: int = 0,
                  in_chans: int = 1, masks: bool = False):
         self.scenes = FashionScenesSource(split, num, size, seed, in_chans, target="scene")
-        self.masks, self.paths, self.stats = masks, self.scenes.paths, {}
+        self.masks, self.paths, self.stats, self.dropped = masks, self.scenes.paths, {}, []
         self.images = [{"id": i + 1, "file_name": path, "width": size, "height": size}
                        for i, path in enumerate(self.paths)]
         self.description = f"fashion-scenes {split} ({len(self)} scenes of {size} px, seed {seed})"
@@ -207,15 +186,10 @@ class SceneDetectionSource:
 
     def ground_truth(self):
         """pycocotools' COCO object of every scene's annotations (each scene rendered once)."""
-        _, COCO, _ = pycocotools()
         annotations = []
         for index, image in enumerate(self.images):
             annotations += scene_annotations(self.scenes[index][1], image["id"], len(annotations) + 1)
-        api = COCO()
-        api.dataset = {"images": self.images, "annotations": annotations, "categories": SCENE_CATEGORIES}
-        with contextlib.redirect_stdout(io.StringIO()):
-            api.createIndex()
-        return api
+        return coco_api({"images": self.images, "annotations": annotations, "categories": SCENE_CATEGORIES})
 
     def __getitem__(self, index: int) -> tuple[ImageLike, dict[str, Any]]:
         image, scene = self.scenes[index]
@@ -224,18 +198,6 @@ class SceneDetectionSource:
         if self.masks:
             target["masks"] = torch.from_numpy(scene.masks).to(torch.uint8)
         return image, target
-
-
-def build_detection_source(spec: str, split: str, in_chans: int, scenes: int | None = None, size: int = 64,
-                           seed: int = 0, files: Sequence[str | Path] | None = None, val_scenes: int | None = None):
-    """The `split` of 'fashion-scenes' (`size` px scenes of `seed`, `scenes` of them for training: see
-    `scene_count`) or of a folder in COCO 2017's layout; `files` (annotation file, image folder) name the
-    split's data instead."""
-    if files:
-        return CocoSource(*files, in_chans)
-    if spec == FASHION_SCENES:
-        return SceneDetectionSource(split, scene_count(split, scenes, val_scenes), size, seed, in_chans)
-    return CocoSource(*coco_split(spec, split), in_chans)
 
 
 def decode_masks(segmentations: Sequence[Any], height: int, width: int) -> torch.Tensor:
@@ -271,6 +233,9 @@ class DetectionTransform(JointTransform):
         self.size, self.train, self.scale, self.hflip = size and tuple(size), train, tuple(scale), hflip
 
     def __call__(self, image: ImageLike, target: dict[str, Any], generator: torch.Generator):
+        from torchvision import tv_tensors  # imported here: `import vitmae.data` stays free of torchvision
+        from torchvision.transforms.v2 import functional as TF
+
         img = tv_tensors.Image(TF.pil_to_tensor(image) if hasattr(image, "mode") else
                                torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
         if not self.train:
@@ -312,11 +277,21 @@ def collate_detection(samples: Sequence[Any]) -> Batch:
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-def coco_ground_truth(json_path: str | Path):
-    """pycocotools' COCO object of an annotation file, its loading chatter silenced."""
+def coco_api(dataset: dict[str, list[dict]]):
+    """pycocotools' COCO object of a data set ({"images", "annotations", "categories"}), its chatter
+    silenced."""
     _, COCO, _ = pycocotools()
+    api = COCO()
+    api.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(str(json_path))
+        api.createIndex()
+    return api
+
+
+def coco_ground_truth(json_path: str | Path):
+    """pycocotools' COCO object of an annotation file's well-formed annotations (`coco_json.read_coco`):
+    what `coco_metrics` scores detections against, e.g. those `vitmae predict` writes."""
+    return coco_api(read_coco(json_path).dataset())
 
 
 def coco_metrics(ground_truth, results: list[dict], iou_type: str, image_ids: Sequence[int] | None = None,
@@ -324,8 +299,14 @@ def coco_metrics(ground_truth, results: list[dict], iou_type: str, image_ids: Se
     """COCO AP, AP50, AP75, APs/m/l in percent (COCOeval's first six numbers; -1 where a size has no
     object) and AP per class (`per_class`, by category name), of detections in the COCO results format
     (`image_id`, `category_id`, `score`, and `bbox` [x, y, w, h] or `segmentation` RLE) on the images
-    `image_ids` (default: all). No detection at all scores 0."""
+    `image_ids` (default: all). No detection at all scores 0. Mask AP needs every annotation's segmentation
+    (DataError otherwise: COCOeval would fail on the first without one)."""
     _, _, COCOeval = pycocotools()
+    if iou_type == "segm":
+        lacking = sum(not ann.get("segmentation") for ann in ground_truth.dataset["annotations"])
+        if lacking:
+            raise DataError(f"mask AP needs a segmentation for every annotation: {lacking} of "
+                            f"{len(ground_truth.dataset['annotations'])} have none")
     names = list(classes) if classes is not None else [c["name"] for c in ground_truth.loadCats(ground_truth.getCatIds())]
     if not results:
         return {**{m: 0.0 for m in COCO_METRICS}, "per_class": {name: 0.0 for name in names}}

@@ -34,13 +34,12 @@ from typing import NamedTuple
 import torch
 from PIL import ExifTags, Image
 from torch import Tensor
-from torchvision.io import ImageReadMode, decode_jpeg
-from torchvision.ops import roi_align
 
 from vitmae.data.decode import ImageLike, UnreadableImage, load_image, pixel_limit_problem
 from vitmae.data.loader import Batch, TransformedDataset
-from vitmae.data.sources import ShardSource, Skipped, Source, skip_sample
-from vitmae.data.transforms import (CropPlan, PretrainTransform, Size, _Normalize, image_size, image_tensor,
+from vitmae.data.shards import ShardSource
+from vitmae.data.source import Skipped, Source, skip_sample
+from vitmae.data.transforms import (CropPlan, Normalize, PretrainTransform, Size, image_size, image_tensor,
                                     sample_generator)
 from vitmae.errors import ConfigError
 
@@ -119,7 +118,7 @@ class EncodedBatch:
     paths: list[str]
     skipped: list[tuple[str, str]]  # (path, reason) of the samples the workers could not read
     size: Size  # of the output images
-    normalize: _Normalize
+    normalize: Normalize
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -253,6 +252,8 @@ def decode_jpegs(files: Sequence[Tensor], channels: int, device: torch.device) -
     """JPEG files (1-D uint8 tensors on the CPU) decoded on `device` in one call (batched nvJPEG on a GPU)
     into (channels, H, W) uint8 images; for a file the decoder rejects, the reason instead. Only when the
     batched call fails are the files decoded one by one, to find the bad ones."""
+    from torchvision.io import ImageReadMode, decode_jpeg  # imported here: `import vitmae.data` stays light
+
     if not files:
         return []
     mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
@@ -281,6 +282,8 @@ def crop_resize(images: Sequence[Tensor], boxes: Tensor, size: Size,
     ceil(box / output) samples per output pixel along each axis, each sample bilinear: an antialiased
     resize when shrinking, a bilinear one when enlarging. The images of a chunk are zero-padded to one size.
     """
+    from torchvision.ops import roi_align  # imported here: `import vitmae.data` stays light
+
     channels, device = images[0].shape[0], images[0].device
     out = torch.empty(len(images), channels, *size, device=device)
     for chunk in _chunks(images, max_padded_bytes):

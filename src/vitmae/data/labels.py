@@ -16,7 +16,9 @@ import numpy as np
 import torch
 
 from vitmae.data.decode import ImageLike
-from vitmae.data.sources import DataError, ShardSource, Source, build_source, class_count
+from vitmae.data.registry import open_source
+from vitmae.data.shards import ShardSource
+from vitmae.data.source import DataError, Source, class_count
 from vitmae.data.transforms import mix_seed
 
 HOLDOUT_FRACTION = 0.1
@@ -112,7 +114,7 @@ def label_subset(source: Source, *, fraction: float | None = None, per_class: in
 def labeled_splits(data: str, val_data: str | None, in_chans: int | None, seed: int = 0
                    ) -> tuple[Source, Source, str]:
     """(train source, validation source, a description of where the validation images come from)."""
-    train = build_source(data, "train", labeled=True, in_chans=in_chans)
+    train = open_source(data, "train", "class", in_chans=in_chans)
     if isinstance(train, ShardSource):
         raise DataError("streamed shards are not supported for labeled transfer: use a folder, a CSV or "
                         "fashion-mnist")
@@ -120,11 +122,11 @@ def labeled_splits(data: str, val_data: str | None, in_chans: int | None, seed: 
     if not (labels >= 0).any():
         raise DataError(f"{data}: no labels (use class sub-folders, a CSV of path,label, or fashion-mnist)")
     if val_data:
-        val = build_source(val_data, "val", labeled=True, in_chans=in_chans)
+        val = open_source(val_data, "val", "class", in_chans=in_chans)
         description = f"{val_data}"
     else:
-        val = build_source(data, "val", labeled=True, in_chans=in_chans)
-        description = f"{data} (test split)" if data == "fashion-mnist" else f"{data} (val split)"
+        val = open_source(data, "val", "class", in_chans=in_chans)
+        description = f"{data} ({getattr(val, 'split', 'val')} split)"  # Fashion-MNIST's is its test split
     if isinstance(val, ShardSource):
         raise DataError("streamed shards are not supported as validation data")
     if list(val.paths) == list(train.paths):  # no separate validation split: hold some out

@@ -21,7 +21,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from vitmae.data.decode import UnreadableImage
-from vitmae.data.sources import ShardSource, SharedEpoch, Skipped, Source, skip_sample
+from vitmae.data.shards import ShardSource
+from vitmae.data.source import SharedEpoch, Skipped, Source, skip_sample
 from vitmae.data.transforms import Transform, mix_seed, sample_generator
 
 Sample = tuple[torch.Tensor, Any, int] | Skipped

@@ -15,14 +15,15 @@ labels (1-10) and their visible instance masks (K, H, W) bool. Items hidden enti
 from __future__ import annotations
 
 import functools
-import os
 from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
 from vitmae.data.decode import ImageLike, convert_image
-from vitmae.data.sources import _PHOTO_FILES, FASHION_MNIST_CLASSES, DataError, FashionMNISTSource
+from vitmae.data.fashion_mnist import FASHION_MNIST_CLASSES, FashionMNISTSource
+from vitmae.data.photos import bundled_photos
+from vitmae.data.source import DataError
 
 FASHION_SCENES = "fashion-scenes"  # the name that selects them wherever data is named
 SCENE_CLASSES = ["background", *FASHION_MNIST_CLASSES]
@@ -40,19 +41,13 @@ class SceneTarget(NamedTuple):
 @functools.lru_cache(maxsize=1)
 def _textures() -> tuple[np.ndarray, ...]:
     """The bundled photos as grayscale arrays, at least 256 px a side (the texture pool)."""
-    from skimage.data import data_dir  # optional: only the scenes and `photos` need scikit-image
-
     photos = []
-    for name in _PHOTO_FILES:
-        path = os.path.join(data_dir, name)
-        if os.path.isfile(path):
-            with Image.open(path) as img:
-                gray = img.convert("L")
-            scale = max(1.0, 256 / min(gray.size))
-            gray = gray.resize((round(gray.width * scale), round(gray.height * scale)), Image.BILINEAR)
-            photos.append(np.asarray(gray, dtype=np.float32))
-    if not photos:
-        raise DataError(f"no bundled photos in {data_dir} for the scene backgrounds: reinstall scikit-image")
+    for path in bundled_photos():
+        with Image.open(path) as img:
+            gray = img.convert("L")
+        scale = max(1.0, 256 / min(gray.size))
+        gray = gray.resize((round(gray.width * scale), round(gray.height * scale)), Image.BILINEAR)
+        photos.append(np.asarray(gray, dtype=np.float32))
     return tuple(photos)
 
 

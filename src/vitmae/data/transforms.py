@@ -110,8 +110,8 @@ class PretrainTransform:
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
         hflip: float = 0.5,
     ) -> None:
-        self.size = _pair(img_size)
-        self.normalize = _Normalize(mean, std)
+        self.size = size_pair(img_size)
+        self.normalize = Normalize(mean, std)
         self.scale, self.ratio, self.hflip = scale, ratio, hflip
 
     def plan(self, height: int, width: int, generator: torch.Generator) -> CropPlan:
@@ -140,8 +140,8 @@ class EvalTransform:
     def __init__(
         self, img_size: int | Size, mean: Sequence[float], std: Sequence[float], resize_ratio: float = 0.875
     ) -> None:
-        self.size = _pair(img_size)
-        self.normalize = _Normalize(mean, std)
+        self.size = size_pair(img_size)
+        self.normalize = Normalize(mean, std)
         self.resize_ratio = resize_ratio
 
     def __call__(self, img: ImageLike, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -160,8 +160,8 @@ class ResizeTransform:
     """Resize the whole image to img_size (bicubic, aspect ratio not kept): fixed visualisation inputs."""
 
     def __init__(self, img_size: int | Size, mean: Sequence[float], std: Sequence[float]) -> None:
-        self.size = _pair(img_size)
-        self.normalize = _Normalize(mean, std)
+        self.size = size_pair(img_size)
+        self.normalize = Normalize(mean, std)
 
     def __call__(self, img: ImageLike, generator: torch.Generator | None = None) -> torch.Tensor:
         height, width = image_size(img)
@@ -172,7 +172,7 @@ class NormalizeTransform:
     """The image at its own size, normalised: what dense prediction reads (its windows take any size)."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        self.normalize = _Normalize(mean, std)
+        self.normalize = Normalize(mean, std)
 
     def __call__(self, img: ImageLike, generator: torch.Generator | None = None) -> torch.Tensor:
         height, width = image_size(img)
@@ -209,7 +209,9 @@ def resized_crop(img: ImageLike, box: tuple[int, int, int, int], size: Size) -> 
     return x
 
 
-class _Normalize:
+class Normalize:
+    """Per-channel (x - mean) / std of image tensors."""
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         if len(mean) != len(std):
             raise ValueError(f"mean has {len(mean)} values but std has {len(std)}")
@@ -226,5 +228,6 @@ class _Normalize:
         return (x - mean) / std
 
 
-def _pair(size: int | Size) -> Size:
+def size_pair(size: int | Size) -> Size:
+    """(height, width) of an image size given as one int (square) or a pair."""
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))

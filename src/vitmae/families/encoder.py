@@ -23,7 +23,7 @@ def load_encoder_or_random(checkpoint: str | None, model: str = "mae_vit_micro_p
                            seed: int = 0, **overrides: Any) -> MaskedAutoencoder | nn.Module:
     """The model holding the encoder of `checkpoint` (any format load_pretrained reads, or a fine-tuned
     classifier), or, for "none", a randomly initialised MAE of the preset `model` (a baseline)."""
-    from ..interop.classifier import load_encoder
+    from ..interop.loading import load_encoder
 
     if not checkpoint:
         raise ConfigError("give --checkpoint PATH (a pre-trained or fine-tuned model), or --checkpoint none")

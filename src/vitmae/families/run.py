@@ -25,7 +25,7 @@ from torch import nn
 
 from ..interop import CheckpointError
 from ..interop.vitmae_format import load_vitmae, resolve_checkpoint
-from ..model import ViTEncoder
+from ..model import ViTEncoder, load_flat_state_dict
 from ..train.checkpoint import write_text_atomic
 from .encoder import rebuilt_encoder
 
@@ -116,7 +116,7 @@ def rebuild_run(checkpoint: str | Path, record: R, build: Callable[[ViTEncoder, 
     record, with the checkpoint's weights."""
     weights, config = load_vitmae(checkpoint)
     model = build(rebuilt_encoder(config, record.pos_embed), record)
-    model.load_state_dict(weights)
+    load_flat_state_dict(model, weights)
     return Run(record, model.eval(), resolve_checkpoint(checkpoint))
 
 

@@ -79,8 +79,8 @@ LAYOUTS: dict[str, tuple[Rule, ...]] = {
 }
 HF_LAYOUTS = ("hf_hub", "hf_v5_saved", "hf_v5_memory")
 # The linear head of transformers' ViTForImageClassification (same name in every transformers version),
-# ours (= timm's and the official fine-tuned) -> theirs. interop.classifier applies it on top of an HF
-# layout; it is not in LAYOUTS, so the MAE loaders name `classifier.*` as it is in what they leave out.
+# ours (= timm's and the official fine-tuned) -> theirs. hf.rename_head applies it on top of an HF layout
+# for classifiers; it is not in LAYOUTS, so the MAE loaders name `classifier.*` as it is in what they leave out.
 HF_CLASSIFIER_HEAD: tuple[Rule, ...] = (("head", "classifier"),)
 
 # Classification heads of fine-tuned models (official/timm, transformers' ViTForImageClassification and
@@ -107,13 +107,6 @@ HF_CONFIG: tuple[tuple[str, str], ...] = (
 HF_DEFAULTS = {"layer_norm_eps": 1e-12, "norm_pix_loss": False, "mask_ratio": 0.75}
 HF_MLP = (("mlp_ratio", "intermediate_size", "hidden_size"),
           ("decoder_mlp_ratio", "decoder_intermediate_size", "decoder_hidden_size"))
-
-# ModelConfig field <- attribute of the `args` Namespace in an official training checkpoint.
-OFFICIAL_ARGS: tuple[tuple[str, str], ...] = (
-    ("img_size", "input_size"),
-    ("norm_pix_loss", "norm_pix_loss"),
-    ("mask_ratio", "mask_ratio"),
-)
 
 
 def mlp_ratio(hidden: int, width: int) -> float:

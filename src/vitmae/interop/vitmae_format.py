@@ -31,6 +31,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ..model.config import ModelConfig
+from ..model.flat_names import flat_state_dict
+from .checkpoint import Checkpoint
 from .keymaps import is_decoder_key
 from .safe_load import CheckpointError
 
@@ -104,6 +106,18 @@ def model_record(model: nn.Module) -> dict[str, Any]:
     return record
 
 
+def normalization_of(model: nn.Module) -> dict[str, list[float]]:
+    """The input normalisation `model`'s record states, else the data's default (ImageNet for RGB)."""
+    # imported here: reading and writing checkpoints does not need the data stack loaded otherwise
+    from ..data.transforms import default_normalization
+
+    recorded = model_record(model).get("normalization")
+    if recorded:
+        return recorded
+    mean, std = default_normalization(model.config.in_chans)
+    return {"mean": list(mean), "std": list(std)}
+
+
 def record_metadata(record: dict[str, Any]) -> dict[str, str]:
     """`model_record` as safetensors metadata (string values)."""
     return {RECORD_KEYS[k]: json.dumps(v) for k, v in record.items()}
@@ -121,7 +135,7 @@ def save_vitmae(model: nn.Module, path: str | Path, *, encoder_only: bool = Fals
     directory (with its manifest, unless the caller adds files and writes it). Returns the weights file.
     `encoder_only` leaves out the decoder (`mask_token`, `decoder_*`)."""
     path = Path(path)
-    state = {k: v for k, v in model.state_dict().items() if not (encoder_only and is_decoder_key(k))}
+    state = {k: v for k, v in flat_state_dict(model).items() if not (encoder_only and is_decoder_key(k))}
     config_json = json.dumps(model.config.to_dict())
     metadata = {"format": FORMAT_TAG, **record_metadata(model_record(model))}
     if path.suffix == ".safetensors":
@@ -194,6 +208,13 @@ def load_safetensors(path: Path) -> dict[str, Tensor]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({one_line(err)})") from None
 
 
+def is_safetensors(path: Path) -> bool:
+    """A safetensors file starts with the 8-byte length of its JSON header, which opens with '{'."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:] == b"{" and 0 < int.from_bytes(head[:8], "little") < path.stat().st_size
+
+
 def is_vitmae_file(path: Path) -> bool:
     return read_metadata(path).get("format") == FORMAT_TAG
 
@@ -214,6 +235,15 @@ def load_vitmae(path: str | Path) -> tuple[dict[str, Tensor], ModelConfig]:
     except (KeyError, ValueError, TypeError, ZeroDivisionError) as err:  # missing, not JSON, wrong values
         raise CheckpointError(f"{weights}: unreadable vitmae_config metadata ({one_line(err)})") from None
     return load_safetensors(weights), config
+
+
+def read_vitmae(path: Path) -> Checkpoint:
+    """A vitmae file or checkpoint directory as a Checkpoint: its weights, config and record."""
+    state, config = load_vitmae(path)
+    ckpt = Checkpoint(path, "vitmae", "vitmae", state, config.to_dict())
+    weights = path / WEIGHTS if path.is_dir() else path
+    return ckpt.take_record({k: v for k, v in record_from_metadata(weights, read_metadata(weights)).items()
+                             if k != "config"})
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

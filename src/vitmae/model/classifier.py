@@ -16,7 +16,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from .config import ModelConfig
-from .vit import ViTEncoder, flat_named_parameters, flatten_components, param_groups, vit_layer_id
+from .flat_names import flat_named_parameters
+from .vit import ViTEncoder, param_groups, vit_layer_id
 
 # The pooling of image features, in vitmae's options (cls | mean), and timm's name for each.
 POOLS = ("cls", "mean")
@@ -26,6 +27,8 @@ HEAD_INIT_STD = 2e-5  # official main_finetune.py: trunc_normal_(model.head.weig
 
 
 class ViTClassifier(nn.Module):
+    flat_components = ("encoder",)  # files name its tensors as timm's VisionTransformer: no prefix
+
     def __init__(self, config: ModelConfig, num_classes: int, global_pool: str = "avg",
                  drop_path_rate: float = 0.0):
         super().__init__()
@@ -43,7 +46,6 @@ class ViTClassifier(nn.Module):
             self.fc_norm = nn.Identity()
         self.head = nn.Linear(config.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.init_head()
-        flatten_components(self, ("encoder",))
 
     def init_head(self) -> None:
         if isinstance(self.head, nn.Linear):

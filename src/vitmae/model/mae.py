@@ -1,8 +1,8 @@
 """The masked autoencoder: mask, encode the visible patches, decode all of them, loss on the removed ones.
 
 Reads top to bottom like the paper (He et al. 2021) and the official `models_mae.py`. The model holds an
-encoder (`vit.ViTEncoder`) and a decoder; their parameters keep the official flat names in the state
-dict, so an official checkpoint's state dict loads as it is.
+encoder (`vit.ViTEncoder`) and a decoder; in files their parameters have the official flat names (see
+flat_names), so an official checkpoint's state dict loads as it is.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from .config import ModelConfig
 from .masking import Masking, mask_from_noise, num_kept, random_noise
 from .grid import Grid, position_table, sincos_pos_embed
-from .vit import Block, BlockCheckpointing, ViTEncoder, flatten_components, init_weights
+from .vit import Block, BlockCheckpointing, ViTEncoder, init_weights
 
 
 @dataclass
@@ -67,12 +67,13 @@ class MAEDecoder(BlockCheckpointing, nn.Module):
 
 
 class MaskedAutoencoder(nn.Module):
+    flat_components = ("encoder", "decoder")  # files name their tensors without these prefixes
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
         self.encoder = ViTEncoder(config)
         self.decoder = MAEDecoder(config)
-        flatten_components(self, ("encoder", "decoder"))
 
     @property
     def patch_size(self) -> int:

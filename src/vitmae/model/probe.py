@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from .classifier import ViTClassifier, pool_features
 from .config import ModelConfig
+from .flat_names import flat_state_dict, load_flat_state_dict
 from .vit import ViTEncoder
 
 __all__ = ["FrozenEncoderProbe", "LinearProbe", "frozen", "probe_to_classifier"]
@@ -57,11 +58,11 @@ def probe_to_classifier(encoder: ViTEncoder, probe: LinearProbe) -> ViTClassifie
     """One ViTClassifier (cls token, final norm, head) equal to encoder + BatchNorm (eval) + Linear on the
     cls token: the normalisation is folded into the head, W' = W / sigma, b' = b - W' mu."""
     model = ViTClassifier(encoder.config, probe.head.out_features, "token")
-    state = {k: v for k, v in encoder.state_dict().items() if k.startswith(("cls_token", "pos_embed", "patch_embed.",
-                                                                             "blocks.", "norm."))}
+    encoder_keys = ("cls_token", "pos_embed", "patch_embed.", "blocks.", "norm.")
+    state = {k: v for k, v in flat_state_dict(encoder).items() if k.startswith(encoder_keys)}
     sigma = (probe.bn.running_var + probe.bn.eps).sqrt()
     weight = probe.head.weight / sigma
     state["head.weight"] = weight.detach().clone()
     state["head.bias"] = (probe.head.bias - weight @ probe.bn.running_mean).detach().clone()
-    model.load_state_dict(state)
+    load_flat_state_dict(model, state)
     return model.eval()

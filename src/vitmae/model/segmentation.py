@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation
 
 from .necks import FeaturePyramid
-from .vit import ViTEncoder, flatten_components, param_groups, vit_layer_id
+from .vit import ViTEncoder, param_groups, vit_layer_id
 
 __all__ = ["Segmenter", "FeaturePyramid", "UperHead", "FCNHead", "LinearHead", "default_out_indices",
            "HEADS", "AUX_WEIGHT", "HeadParts", "SegmentationHead", "register_head"]
@@ -124,8 +124,10 @@ def register_head(name: str, head: SegmentationHead) -> None:
 class Segmenter(nn.Module):
     """Encoder + head; `forward` gives logits at the input's size (any size: the input is padded to a
     multiple of the patch size), and in training with the UperNet head (logits, auxiliary logits).
-    State-dict keys: the encoder's flat names (as every vitmae model), then `pyramid.*`, `head.*`,
-    `aux_head.*`."""
+    State-dict keys: `encoder.*`, `pyramid.*`, `head.*`, `aux_head.*`; in files the encoder's are flat
+    (as every vitmae model's: see flat_names)."""
+
+    flat_components = ("encoder",)
 
     def __init__(self, encoder: ViTEncoder, num_classes: int, head: str = "upernet",
                  out_indices: list[int] | None = None, channels: int | None = None):
@@ -140,7 +142,6 @@ class Segmenter(nn.Module):
         # so frozen (DDP requires a gradient for every trained parameter)
         for module in [encoder.norm, *encoder.blocks[max(self.out_indices) % depth + 1:]]:
             module.requires_grad_(False)
-        flatten_components(self, ("encoder",))
 
     def forward(self, images: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         size, p = images.shape[-2:], self.encoder.patch_size

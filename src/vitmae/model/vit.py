@@ -2,8 +2,8 @@
 
 Parameter names match the official MAE release and timm (`patch_embed.proj`, `blocks.N.attn.qkv`, ...),
 so weights move between them without renaming. The encoder is a component: the masked autoencoder, the
-classifier and the dense-task backbones hold one, and their state dicts still use the flat names
-(`flatten_components`).
+classifier and the dense-task backbones hold one; files keep the flat names through the adapter in
+flat_names.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from timm.layers import DropPath
 from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
+from .flat_names import flat_named_parameters
 from .grid import Grid, map_to_tokens, position_table, sincos_pos_embed, tokens_to_map
 
 
@@ -217,49 +218,6 @@ class ViTEncoder(BlockCheckpointing, nn.Module):
         if not all(0 <= i < depth for i in taken):
             raise ValueError(f"block indices {list(indices)} are outside 0..{depth - 1}")
         return taken
-
-
-def flatten_components(holder: nn.Module, components: tuple[str, ...]) -> None:
-    """Name the tensors of the child modules `components` in `holder`'s state dict without their prefix
-    (`encoder.blocks.0...` -> `blocks.0...`), in both directions: a model built from components keeps
-    the flat key names of the official release and timm, and of every checkpoint vitmae wrote."""
-    holder.flat_components = components
-    holder.register_state_dict_post_hook(_to_flat_names)
-    holder.register_load_state_dict_pre_hook(_from_flat_names)
-
-
-def _to_flat_names(module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:
-    renamed = [(flat_key(key, prefix, module.flat_components), value) for key, value in state_dict.items()]
-    state_dict.clear()
-    state_dict.update(renamed)
-
-
-def _from_flat_names(module: nn.Module, state_dict: dict, prefix: str, *unused: Any) -> None:
-    owners = {name: component for component in module.flat_components
-              for name in _top_level_names(getattr(module, component))}
-    for key in [k for k in state_dict if k.startswith(prefix)]:
-        top = key[len(prefix):].split(".", 1)[0]
-        if top in owners:
-            state_dict[f"{prefix}{owners[top]}.{key[len(prefix):]}"] = state_dict.pop(key)
-
-
-def flat_key(key: str, prefix: str, components: tuple[str, ...]) -> str:
-    rest = key[len(prefix):]
-    first, _, tail = rest.partition(".")
-    return prefix + tail if tail and first in components else key
-
-
-def _top_level_names(module: nn.Module) -> set[str]:
-    return set(module._parameters) | set(module._buffers) | set(module._modules)
-
-
-def flat_named_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    """`named_parameters` under the flat state-dict names, in the order the official (flat) module lists
-    them: top-level tensors first, then submodules. Optimizer states follow this order, so a training
-    checkpoint keeps its meaning whatever components the model is built from."""
-    components = getattr(model, "flat_components", ())
-    named = [(flat_key(name, "", components), p) for name, p in model.named_parameters()]
-    return sorted(named, key=lambda item: "." in item[0]) if components else named
 
 
 def vit_layer_id(name: str, num_layers: int) -> int:

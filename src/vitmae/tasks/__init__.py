@@ -14,10 +14,11 @@ from .options import Task
 
 def _registry() -> dict[str, Task]:
     from . import (bench, checkpoints, demo, detect, embed, evaluate, finetune, knn, linprobe, make_dataset, pictures,
-                   predict, pretrain, segment)
+                   plan, predict, pretrain, segment)
 
     tasks = (pretrain.TASK, finetune.TASK, linprobe.TASK, knn.TASK, embed.TASK, evaluate.TASK, segment.TASK,
-             detect.TASK, predict.TASK, make_dataset.TASK, *pictures.TASKS, demo.TASK, *checkpoints.TASKS, bench.TASK)
+             detect.TASK, predict.TASK, make_dataset.TASK, *pictures.TASKS, demo.TASK, *checkpoints.TASKS, bench.TASK,
+             plan.TASK)
     return {task.name: task for task in tasks}
 
 

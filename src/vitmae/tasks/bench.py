@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from ..data.device_augment import AUGMENT_ON, resolve_augment_on
 from ..errors import ConfigError
 from ..families.mae import pretrain_data
-from ..model import MaskedAutoencoder, ModelConfig
+from ..model import MaskedAutoencoder, ModelConfig, flat_state_dict
 from ..model.masking import num_kept
 from ..options import opt
 from ..train.config import COMPILE_MODES, RuntimeOptions
@@ -106,7 +106,7 @@ def _hf_contender(model: MaskedAutoencoder, device: torch.device, precision: str
     config = ViTMAEConfig(**config_to_hf(model.config))
     config._attn_implementation = "sdpa"
     hf = ViTMAEForPreTraining(config)
-    hf.load_state_dict(from_ours(model.state_dict(), "hf_v5_memory"))  # same weights, same loss
+    hf.load_state_dict(from_ours(flat_state_dict(model), "hf_v5_memory"))  # same weights, same loss
     hf.to(device).train()
     forward_model = torch.compile(hf) if compile else hf
     step = _step_fn(lambda x, n: forward_model(pixel_values=x, noise=n).loss, hf, device, precision)

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..data import DataError, build_dataset
-from ..data.coco import CocoSource, DetectionTransform, build_detection_source, collate_detection
+from ..data import DataError, build_dataset, open_source
+from ..data.coco import CocoSource, DetectionTransform, collate_detection
 from ..data.scenes import FASHION_SCENES
 from ..errors import ConfigError
 from ..families.dense import DetectRecord
@@ -93,8 +93,10 @@ def detect_run(cfg: DetectOptions) -> dict[str, Any]:
     """Train and evaluate as `cfg` says; returns the summary also written to RUN/metrics.json."""
     explicit = explicit_files(cfg)
     encoder = prepared_encoder(cfg.checkpoint, cfg.model, cfg.seed, cfg.model_overrides(), cfg.data)
-    train, val = (build_detection_source(cfg.data, split, encoder.config.in_chans, cfg.scenes, cfg.scene_size,
-                                         cfg.seed, explicit.get(split), cfg.val_scenes) for split in ("train", "val"))
+    data = {split: explicit.get(split, (cfg.data, None)) for split in ("train", "val")}  # (spec, image folder)
+    train, val = (open_source(spec, split, "detection", images=images, in_chans=encoder.config.in_chans,
+                              seed=cfg.seed, scene_size=cfg.scene_size, scenes=cfg.scenes, val_scenes=cfg.val_scenes)
+                  for split, (spec, images) in data.items())
     if val.category_ids != train.category_ids:
         raise DataError(f"the categories of {val.description} ({val.category_ids}) differ from those of "
                         f"{train.description} ({train.category_ids})")

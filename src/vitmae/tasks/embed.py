@@ -19,8 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data import ImageFolderSource, Source, build_source
-from ..data.sources import ShardSource
+from ..data import ImageFolderSource, ShardSource, Source, open_source
 from ..errors import ConfigError
 from ..model import POOLS
 from ..options import opt
@@ -54,7 +53,7 @@ def embed_source(cfg: EmbedOptions, in_chans: int) -> Source:
         raise ConfigError("give --data: a folder of images, a .csv of path[,label], or fashion-mnist")
     if os.path.isdir(cfg.data):
         return ImageFolderSource(cfg.data, labeled=False, in_chans=in_chans)
-    source = build_source(cfg.data, cfg.split, labeled=True, in_chans=in_chans)
+    source = open_source(cfg.data, cfg.split, "image", in_chans=in_chans)  # with the labels it holds
     if isinstance(source, ShardSource):
         raise ConfigError("embed reads folders, CSV files and fashion-mnist, not streamed shards")
     return source

@@ -93,6 +93,7 @@ def describe_augmentation(aug: dict[str, Any], cfg: FinetuneOptions, in_chans: i
 
 def finetune(cfg: FinetuneOptions) -> dict[str, Any]:
     """Fine-tune as `cfg` says; returns the summary also written to RUN/metrics.json."""
+
     if not cfg.checkpoint:
         raise ConfigError("give --checkpoint PATH (a pre-trained model) or --checkpoint none (from scratch)")
     scratch = cfg.checkpoint.lower() == "none"

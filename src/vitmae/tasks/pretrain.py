@@ -5,7 +5,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from ..data import EvalTransform
 from ..data.device_augment import AUGMENT_ON, resolve_augment_on
 from ..families import mae

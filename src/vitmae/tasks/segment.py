@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..data import build_dataset
+from ..data import build_dataset, open_source
 from ..data.scenes import FASHION_SCENES, FashionScenesSource
-from ..data.segmentation import SegmentationTransform, build_segmentation_source, collate_masks
+from ..data.segmentation import SegmentationTransform, collate_masks
 from ..families.dense import SegmentRecord
 from ..families.dense import segment as segmentation
 from ..families.encoder import prepared_encoder
@@ -73,9 +73,10 @@ def segment(cfg: SegmentOptions) -> dict[str, Any]:
     encoder = prepared_encoder(cfg.checkpoint, cfg.model, cfg.seed, cfg.model_overrides(), cfg.data)
     config = encoder.config
     mean, std = config.mean, config.std
-    train, val = (build_segmentation_source(cfg.data, split, cfg.num_classes, cfg.ignore_index, cfg.reduce_zero_label,
-                                            config.in_chans, cfg.seed, cfg.scene_size, cfg.scenes,
-                                            cfg.val_scenes)
+    train, val = (open_source(cfg.data, split, "mask", in_chans=config.in_chans, seed=cfg.seed,
+                              scene_size=cfg.scene_size, scenes=cfg.scenes, val_scenes=cfg.val_scenes,
+                              num_classes=cfg.num_classes, ignore_index=cfg.ignore_index,
+                              reduce_zero=cfg.reduce_zero_label)
                   for split in ("train", "val"))
     scenes = isinstance(train, FashionScenesSource)
     names = train.classes

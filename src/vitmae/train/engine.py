@@ -25,8 +25,9 @@ from torch.utils.data import Dataset, IterableDataset
 from tqdm import tqdm
 
 from ..data import Batch, DataError, EpochSampler, build_loader
-from ..data.sources import require_readable
+from ..data.source import require_readable
 from ..errors import ConfigError
+from ..options import flag_name
 from ..model.vit import param_groups
 from .config import COMPILE_MODES, TrainOptions
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, raise_if_peer_lost
@@ -38,6 +39,10 @@ from .optim import build_adamw, lr_at, set_lr
 from .runtime import Runtime, resolve_device
 
 LOG_EVERY_STEPS, LOG_POINTS = 20, 50  # the default logging interval, and the points a short run gets
+# A CPU run projected to take longer than this is said so after its first steps, with the options that
+# decide its length: a default sized for GPUs and large images can otherwise spend hours without a word.
+LONG_RUN_S = 3600.0
+PROJECTION_STEPS = 3  # steps timed for the projection (after the first, which pays for start-up)
 
 class Objective(Protocol):
     def __call__(self, model: nn.Module, batch: Batch, step: int, micro: int) -> Tensor:
@@ -94,6 +99,15 @@ def enable_grad_checkpointing(model: nn.Module) -> None:
                           "(no set_grad_checkpointing)")
 
 
+def _duration(seconds: float) -> str:
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
+
+
+def _option_text(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+
+
 def write_json(path: Path, data: Any) -> None:
     from .checkpoint import write_text_atomic
 
@@ -104,8 +118,12 @@ class Trainer:
     def __init__(self, model: nn.Module, objective: Objective, dataset: Dataset, config: TrainOptions, *,
                  groups: list[dict] | None = None, betas: tuple[float, float] = (0.9, 0.95),
                  make_optimizer: Callable[[list[dict], float], torch.optim.Optimizer] | None = None,
-                 hooks: Sequence[Hook] = (), samples_per_epoch: int | None = None, collate_fn=None):
+                 hooks: Sequence[Hook] = (), samples_per_epoch: int | None = None, collate_fn=None,
+                 cost_options: Sequence[str] = ()):
+        """`cost_options`: the task's options (field names) besides the batch size and the epochs that decide
+        how long a step takes (a crop size, say); the projection of a long run names them."""
         self.config = cfg = config
+        self.cost_options = ("batch_size", "epochs", *cost_options)
         self.dist = init_distributed(resolve_device(cfg.device, DistInfo()).type)
         self.runtime = Runtime(cfg.device, cfg.precision, self.dist)
         self.device, self.precision = self.runtime.device, self.runtime.precision
@@ -167,6 +185,8 @@ class Trainer:
         self._unchecked_losses: list[tuple[int, Tensor]] = []
         self._previous_batch: Batch | None = None
         self._window_losses: list[float] = []
+        self._step_times: list[float] = []  # of this process's first steps, for the projection
+        self._batch_iterator: Iterator[Batch] | None = None  # the loader's, of the epoch in progress
         self._loggers: list | None = None
         self._pbar = None
 
@@ -265,6 +285,7 @@ class Trainer:
     def _worker_lost(self, err: RuntimeError) -> "WorkerLostError":
         """A data-loading worker died (the OOM killer, a signal): the weights are still those of the last
         completed step, so save them (alone; under DDP the other ranks are mid-step) and say how to go on."""
+        self._stop_workers()
         reason = str(err).strip().splitlines()[0].rstrip(". ")
         if self.dist.enabled:
             saved = f"the last checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint yet"
@@ -273,6 +294,20 @@ class Trainer:
         return WorkerLostError(f"a data-loading worker died ({reason}; a worker killed by signal is often the "
                                f"out-of-memory killer: fewer --num-workers or a smaller --batch-size need less "
                                f"memory); {saved}; continue with --resume {self.output}")
+
+    def _stop_workers(self) -> None:
+        """Shut the loader's workers down. Until then the DataLoader's SIGCHLD handler reports a dead worker
+        again at any later moment (in the middle of the save, say); a report of it that comes before the
+        shutdown is the death already being handled."""
+        for _ in range(2):
+            try:
+                shutdown = getattr(self._batch_iterator, "_shutdown_workers", None)  # a multi-process iterator
+                if shutdown is not None:
+                    shutdown()
+                return
+            except RuntimeError as err:
+                if "DataLoader worker" not in str(err):
+                    raise
 
     def _train_epoch(self) -> None:
         cfg, progress = self.config, self.progress
@@ -328,7 +363,9 @@ class Trainer:
             for hook in self.hooks:
                 hook.on_step_end(self)
             progress.epoch_batches += cfg.accum_steps
-            progress.train_time_s += time.perf_counter() - step_start
+            step_time = time.perf_counter() - step_start
+            progress.train_time_s += step_time
+            self._project(step_time)
             progress.images += step_images * self.dist.world_size
             window_images += step_images
             self._pbar.update(1)
@@ -359,8 +396,12 @@ class Trainer:
         starts over, as WebDataset's resampled streams do; a sampler's epoch is always long enough."""
         while True:
             count = 0
-            for count, batch in enumerate(self.loader, 1):
-                yield batch
+            self._batch_iterator = iter(self.loader)
+            try:
+                for count, batch in enumerate(self._batch_iterator, 1):
+                    yield batch
+            except (ConnectionError, EOFError) as err:  # a worker died while handing over a batch
+                raise RuntimeError(f"DataLoader worker exited unexpectedly ({type(err).__name__}: {err})") from err
             if count == 0:
                 raise ConfigError(f"the data gave no batch of {self.config.batch_size} images")
 
@@ -379,6 +420,21 @@ class Trainer:
                     f"Last good checkpoint: {self.last_checkpoint or 'none'}. "
                     "Try a lower --blr/--lr, --clip-grad 1.0 or --precision fp32.")
         self._window_losses.extend(values)
+
+    def _project(self, step_time: float) -> None:
+        """After the first timed steps of a CPU run, one line if the rest is projected past LONG_RUN_S."""
+        self._step_times.append(step_time)
+        if len(self._step_times) != PROJECTION_STEPS + 1 or self.device.type != "cpu" or not self.dist.is_main:
+            return
+        per_step = sum(self._step_times[1:]) / PROJECTION_STEPS
+        remaining = self.stop_step - self.progress.step
+        if per_step * remaining <= LONG_RUN_S:
+            return
+        options = ", ".join(f"{flag_name(name)} {_option_text(getattr(self.config, name))}"
+                            for name in self.cost_options if hasattr(self.config, name))
+        tqdm.write(f"note: at {per_step:.2f} s a step on the CPU, the remaining {remaining} steps take about "
+                   f"{_duration(per_step * remaining)}; what decides it: {options}; smaller values, or "
+                   f"--max-steps, shorten it")
 
     def _record_skipped(self, batch: Batch) -> None:
         for path, reason in batch.skipped:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm import tqdm
 
 from ..errors import ConfigError
+from ..model.flat_names import flat_state_dict, load_flat_state_dict
 from .checkpoint import save_weights
 
 if TYPE_CHECKING:  # the engine imports this module
@@ -47,9 +48,9 @@ class ModelEma(Hook):
 
         self.ema = ModelEmaV3(trainer.model, decay=self.decay, use_warmup=True)
         if "ema" in trainer.extra_state:  # resumed
-            self.ema.module.load_state_dict(trainer.extra_state["ema"])
+            load_flat_state_dict(self.ema.module, trainer.extra_state["ema"])
         # The state dict's tensors are the average's own, updated in place: every checkpoint saves them.
-        trainer.extra_state["ema"] = self.ema.module.state_dict()
+        trainer.extra_state["ema"] = flat_state_dict(self.ema.module)  # flat names, as in the weights file
 
     def on_step_end(self, trainer: Trainer) -> None:
         self.ema.update(trainer.model, step=trainer.progress.step)

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..interop.safe_load import check_fits
+from ..model.flat_names import flat_state_dict, load_flat_state_dict
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import DistInfo
 
@@ -67,8 +68,8 @@ class Strategy:
         return load_checkpoint(path)
 
     def load_model_state(self, model: nn.Module, weights: dict[str, Tensor], where: str) -> None:
-        check_fits(where, weights, model.state_dict())
-        model.load_state_dict(weights)
+        check_fits(where, weights, flat_state_dict(model))  # a checkpoint's weights have the flat names
+        load_flat_state_dict(model, weights)
 
     def load_optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                              state: dict[str, Any]) -> None:

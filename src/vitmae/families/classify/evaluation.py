@@ -11,9 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...data import build_dataset, build_loader, build_source
+from ...data import ShardSource, build_dataset, build_loader, open_source
 from ...data.labels import class_names, num_classes_of
-from ...data.sources import ShardSource
 from ...errors import ConfigError
 from ...train import Trainer
 from ...train.hooks import PeriodicEvaluation
@@ -161,11 +160,11 @@ def accuracy_line(report: dict[str, Any]) -> str:
 def evaluate_classifier(request: EvaluationRequest) -> dict[str, Any]:
     """Top-1 / top-5, per-class precision / recall / F1 and the confusion matrix of a classifier, on
     labeled images (fashion-mnist by default)."""
-    from ...interop.classifier import load_classifier
+    from ...interop.loading import load_classifier
 
     model = load_classifier(request.checkpoint, **request.overrides)
     data = request.data or "fashion-mnist"
-    source = build_source(data, request.split, labeled=True, in_chans=model.config.in_chans)
+    source = open_source(data, request.split, "class", in_chans=model.config.in_chans)
     if isinstance(source, ShardSource):
         raise ConfigError("evaluate reads folders, CSV files and fashion-mnist, not streamed shards")
     num_classes = max(model.num_classes, num_classes_of(source))

@@ -6,9 +6,9 @@ import torch
 from torch import Tensor
 
 from ...data import (EvalTransform, PretrainTransform, ShardSource, UnreadableImage, build_dataset,
-                     build_device_dataset, build_source, sample_generator)
+                     build_device_dataset, open_source, sample_generator)
 from ...data.labels import Source
-from ...data.sources import require_readable
+from ...data.source import require_readable
 from ...model import ModelConfig
 from ..encoder import normalization
 
@@ -18,7 +18,7 @@ def pretrain_data(data: str, model_cfg: ModelConfig, crop_min_scale: float = 0.2
     """(source, dataset, mean, std) of pre-training: the recipe's crops and flips, normalised. With
     `on_device` the workers only read files and draw crops; each batch is decoded, cropped and flipped
     where it goes (`EncodedBatch.to(device)`), with the same crops and flips."""
-    source = build_source(data, "train", in_chans=model_cfg.in_chans)
+    source = open_source(data, "train", "image", in_chans=model_cfg.in_chans)
     mean, std = normalization(model_cfg, data)
     transform = PretrainTransform(model_cfg.img_size, mean, std, scale=(crop_min_scale, 1.0))
     if on_device:
@@ -32,7 +32,7 @@ def heldout_source(data: str, val_data: str | None, train: Source, in_chans: int
     if val_data or data == "fashion-mnist":
         spec = val_data or data
         description = f"{spec} ({'test split' if spec == 'fashion-mnist' else 'held out'})"
-        return build_source(spec, "val", in_chans=in_chans), description
+        return open_source(spec, "val", "image", in_chans=in_chans), description
     return train, f"{data} (a fixed sample of TRAINING images: no --val-data given)"
 
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from torch import nn
 
-from ....data import DataError
-from ....data.coco import build_detection_source, coco_metrics
+from ....data import DataError, open_source
+from ....data.coco import coco_metrics
 from ....errors import ConfigError
 from ....train import Trainer
 from ....train.hooks import PeriodicEvaluation
@@ -60,9 +60,12 @@ def evaluate_detection(request: EvaluationRequest) -> dict[str, Any]:
     if not record.files_recorded:
         raise ConfigError(f"{run.checkpoint}: the run's {record.FILE} is from an older vitmae, which did not "
                           "record the run's data: train it again")
-    files = record.files[request.split] if record.files and request.data is None else None
-    source = build_detection_source(request.data or record.data, request.split, run.model.config.in_chans,
-                                    record.scenes, record.scene_size, record.seed, files, record.val_scenes)
+    # the run's own files, unless the request names other data
+    spec, images = (record.files[request.split] if record.files and request.data is None
+                    else (request.data or record.data, None))
+    source = open_source(spec, request.split, "detection", in_chans=run.model.config.in_chans, images=images,
+                         seed=record.seed, scene_size=record.scene_size, scenes=record.scenes,
+                         val_scenes=record.val_scenes)
     if source.category_ids != record.category_ids:
         raise DataError(f"the categories of {source.description} ({source.category_ids}) are not the run's "
                         f"({record.category_ids})")

@@ -13,7 +13,8 @@ from torch import Tensor, nn
 from ....data import build_dataset, build_loader
 from ....data.coco import CocoSource, DetectionTransform, collate_detection, to_coco_results
 from ....data.labels import Source
-from ....data.sources import ImageFilesSource, require_readable
+from ....data.files import ImageFilesSource
+from ....data.source import require_readable
 from ....errors import ConfigError
 from ....train.checkpoint import write_text_atomic
 from ....train.runtime import Runtime

@@ -10,10 +10,10 @@ import torch
 from PIL.PngImagePlugin import PngInfo
 from torch import Tensor, nn
 
-from ....data import Batch, build_dataset, build_loader, readable
+from ....data import Batch, build_dataset, build_loader, open_source, readable
 from ....data.labels import Source
 from ....data.scenes import FashionScenesSource
-from ....data.segmentation import SegmentationTransform, build_segmentation_source, collate_masks
+from ....data.segmentation import SegmentationTransform, collate_masks
 from ....train import Trainer
 from ....train.hooks import PeriodicEvaluation
 from ....train.runtime import Runtime
@@ -122,9 +122,10 @@ def evaluate_segmentation(request: EvaluationRequest) -> dict[str, Any]:
     record, model, runtime = run.record, run.model.to(request.runtime.device), request.runtime
     config = model.config
     data = request.data or record.data
-    source = build_segmentation_source(data, request.split, record.num_classes, record.ignore_index,
-                                       record.reduce_zero_label, config.in_chans, record.seed, record.scene_size,
-                                       record.scenes, record.val_scenes)
+    source = open_source(data, request.split, "mask", in_chans=config.in_chans, seed=record.seed,
+                         scene_size=record.scene_size, scenes=record.scenes, val_scenes=record.val_scenes,
+                         num_classes=record.num_classes, ignore_index=record.ignore_index,
+                         reduce_zero=record.reduce_zero_label)
     loader = segmentation_loader(source, record.crop_size, config.mean, config.std,
                                  request.batch_size or EVAL_BATCH, request.num_workers)
     scores, skipped = segmentation_scores(model, loader, record.num_classes, record.ignore_index, record.crop_size,

@@ -12,7 +12,8 @@ from torch import Tensor, nn
 
 from ....data import build_dataset, build_loader
 from ....data.segmentation import write_index_mask
-from ....data.sources import ImageFilesSource, require_readable
+from ....data.files import ImageFilesSource
+from ....data.source import require_readable
 from ....data.transforms import NormalizeTransform
 from ....errors import ConfigError
 from ....viz.dense import Segmentation, segmentation_result
