@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from vitmae.interop.vitmae_format import load_vitmae
-from vitmae.model import ModelConfig, ViTClassifier
+from vitmae.model import ModelConfig, ViTClassifier, flat_state_dict
 from vitmae.train import Trainer
 from vitmae.train.config import TrainOptions
 from vitmae.train.hooks import PeriodicEvaluation
@@ -41,7 +41,7 @@ class ScriptedScore(PeriodicEvaluation):
 
     def on_record(self, trainer, entry, point):
         self.points.append((entry["epoch"], point))
-        self.weights.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
+        self.weights.append({k: v.clone() for k, v in flat_state_dict(trainer.model).items()})  # names as in files
 
 
 def cross_entropy(model, batch, step, micro):
