@@ -16,7 +16,7 @@ from ....data.scenes import FashionScenesSource
 from ....data.segmentation import SegmentationTransform, collate_masks
 from ....train import Trainer
 from ....train.hooks import PeriodicEvaluation
-from ....train.runtime import Runtime
+from ....train.runtime import Runtime, eval_mode
 from ....viz.dense import segmentation_grid
 from ...encoder import Stats
 from ...spec import EvaluationRequest
@@ -79,12 +79,9 @@ class SegmentationEvaluator(PeriodicEvaluation):
         if not self.pictured:  # none of them readable
             return
         model, config = trainer.model, trainer.model.config
-        was_training = model.training
-        model.eval()
-        with trainer.runtime.autocast():
+        with eval_mode(model), trainer.runtime.autocast():
             predictions = [predicted_mask(model, image.to(trainer.device), self.num_classes, self.crop, self.stride)
                            for image, _, _ in self.pictured]
-        model.train(was_training)
         mean, std = (torch.tensor(v).view(-1, 1, 1) for v in (config.mean, config.std))
         miou = "none" if entry["mIoU"] is None else f"{entry['mIoU']:.2f}"
         caption = f"epoch {entry['epoch']:g}, step {entry['step']}: mIoU {miou}"
