@@ -144,7 +144,8 @@ def detect_run(cfg: DetectOptions) -> dict[str, Any]:
 
 
 def report(s: dict[str, Any], cfg: DetectOptions) -> list[str]:
-    return detection.ap_lines(s, f" on {s['val']} ({s['val_images']} images)") + [f"{s['steps']} steps on {s['train_images']} images, {s['img_s']:.0f} img/s; checkpoint {s['checkpoint']}"]
+    return detection.ap_lines(s, f" on {s['val']} ({s['val_images']} images)") + [
+        f"{s['steps']} steps on {s['train_images']} images, {s['img_s']:.0f} img/s; checkpoint {s['checkpoint']}"]
 
 
 TASK = Task("detect", "object detection / instance segmentation on the encoder (ViTDet, Faster / Mask R-CNN)",
