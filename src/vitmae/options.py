@@ -193,7 +193,7 @@ def read_options_file(path: str | Path, cls: type) -> dict[str, Any]:
     return data
 
 
-def save_config(cfg: Any, output: str | Path) -> None:
+def save_config(cfg: Options, output: str | Path) -> None:
     """The run's `config.yaml`: every option, as `--config` reads it back."""
     import yaml
 

@@ -1,5 +1,5 @@
-"""The segmentation model: pyramid levels at 4-32 px per cell for any patch size, depth and input shape;
-logits at the input's size; the linear probe; layer-wise decay groups."""
+"""The segmentation model: logits at the input's size for any patch size, depth and input shape; the linear
+probe; layer-wise decay groups. (Its pyramid: tests/model/test_necks.py.)"""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +7,7 @@ import torch
 
 from vitmae.model import ViTEncoder, model_config
 from vitmae.model.flat_names import flat_state_dict
-from vitmae.model.segmentation import FeaturePyramid, Segmenter, default_out_indices
+from vitmae.model.segmentation import Segmenter, default_out_indices
 from tests.model.checkpointing import assert_checkpointing_keeps_the_gradients
 
 
@@ -22,19 +22,6 @@ def test_default_out_indices_follow_the_recipe():
     for depth in (1, 2, 4, 6):
         taken = default_out_indices(depth)
         assert len(taken) == 4 and taken[-1] == depth - 1 and taken == sorted(taken) and min(taken) >= 0
-
-
-@pytest.mark.parametrize("patch_size, size", [(4, (32, 32)), (8, (32, 48)), (16, (64, 32)), (4, (28, 20))])
-def test_pyramid_levels_are_4_8_16_32_pixels_per_cell(patch_size, size):
-    torch.manual_seed(0)
-    pyramid = FeaturePyramid(32, patch_size).eval()
-    grid = (size[0] // patch_size, size[1] // patch_size)
-    levels = pyramid([torch.randn(2, 32, *grid) for _ in range(4)])
-    for level, stride in zip(levels, (4, 8, 16, 32)):
-        expected = tuple(max(1, -(-s // stride)) for s in size)  # ceil: a partial cell counts
-        assert tuple(level.shape[-2:]) == expected
-    assert [level.shape[1] for level in levels] == pyramid.channels
-    assert pyramid.channels[-2:] == [32, 32] and pyramid.channels[0] <= pyramid.channels[1] <= 32
 
 
 @pytest.mark.parametrize("head", ["upernet", "linear"])

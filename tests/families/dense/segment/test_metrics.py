@@ -5,7 +5,7 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
-from vitmae.train.segmentation_metrics import SegmentationMetrics
+from vitmae.families.dense.segment import SegmentationMetrics
 
 
 def test_a_case_by_hand():
