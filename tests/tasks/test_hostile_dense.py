@@ -199,3 +199,41 @@ def test_a_hostile_dense_input_is_one_line_and_exit_2(name, tmp_path, capsys, ca
     assert case.fragment in err and "Traceback" not in err
     assert not caplog.records, [r.getMessage() for r in caplog.records]  # nothing else said
     assert not (tmp_path / "out").exists()
+
+
+def test_an_existing_output_directory_is_left_as_it_was(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main([*SEGMENT, "--data", str(masks()(tmp_path)), "--output", str(out)]) == 2
+    assert "pass --binary-masks" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("batch_size, broken", [(1, False), (2, True)])
+def test_upernet_trains_on_a_batch_of_one(tmp_path, batch_size, broken, one_thread):
+    """Batch size 1, and batches of 2 that each lose one image to an unreadable file: the UperNet head's
+    BatchNorm takes the single image (model/segmentation.py, HeadBatchNorm)."""
+    data = write_binary_masks(tmp_path / "data", train=2, val=1)
+    if broken:
+        (data / "train" / "images" / "000.png").write_bytes(b"not a png")
+    assert main([*SEGMENT, "--data", str(data), "--binary-masks", "--batch-size", str(batch_size),
+                 "--max-steps", "2", "--output", str(tmp_path / "run")]) == 0
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert summary["steps"] == 2 and summary["mIoU"] is not None
+
+
+def test_malformed_annotations_are_left_out_warned_once_and_listed(tmp_path, caplog, one_thread):
+    def two_bad(data: dict) -> None:
+        data["annotations"][0].pop("bbox")
+        data["annotations"][1]["segmentation"] = [[1, 2, 3]]
+
+    root = coco(two_bad)(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        assert main([*DETECT, "--data", str(root), "--output", str(tmp_path / "run")]) == 0
+    warned = [r.getMessage() for r in caplog.records if "malformed annotations" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith(f"2 malformed annotations of {train_json(root)} left out")
+    dropped = json.loads((tmp_path / "run" / "metrics.json").read_text())["annotations_dropped"]
+    assert dropped["val"] == {"count": 0, "examples": []} and dropped["train"]["count"] == 2
+    assert [e["annotation"] for e in dropped["train"]["examples"]] == [0, 1]
+    assert all(e["reason"] for e in dropped["train"]["examples"])
