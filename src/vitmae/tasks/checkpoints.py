@@ -5,10 +5,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..families import mae
 from ..interop import FORMATS, convert, describe
-from ..model import PRESETS
-from .common import HeadOptions, Task
 from ..options import Options, opt
+from .options import HeadOptions, Task
 
 
 @dataclass
@@ -17,21 +17,11 @@ class ModelsOptions(Options):
 
 
 def models(cfg: ModelsOptions) -> dict[str, Any]:
-    return {name: config.to_dict() for name, config in PRESETS.items()}
+    return mae.presets()
 
 
 def models_report(presets: dict[str, Any], cfg: ModelsOptions) -> list[str]:
-    return [f"{name:28s} {_input(c)} chans {c['in_chans']}  encoder {c['embed_dim']}x{c['depth']} "
-            f"({c['num_heads']} heads)  decoder {c['decoder_embed_dim']}x{c['decoder_depth']}"
-            for name, c in presets.items()]
-
-
-def _input(c: dict[str, Any]) -> str:
-    """224x224 patch 16; a video model's clip and tubelet: 16x224x224 tubelet 2x16x16."""
-    size = "x".join(str(s) for s in c["img_size"])
-    if c.get("num_frames") is None:
-        return f"{size} patch {c['patch_size']}"
-    return f"{c['num_frames']}x{size} tubelet {c['tubelet_size']}x{c['patch_size']}x{c['patch_size']}"
+    return mae.preset_lines(presets)
 
 
 @dataclass
