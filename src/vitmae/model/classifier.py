@@ -127,7 +127,9 @@ def from_pretrained_encoder(encoder: ViTEncoder | nn.Module, num_classes: int, g
 
 
 def pool_features(tokens: Tensor, pool: str, num_prefix_tokens: int = 1) -> Tensor:
-    """(N, D) features from encoder tokens (N, P + L, D): the cls token (token 0) or the mean patch token."""
+    """(N, D) features from encoder tokens (N, P + L, D), P the encoder's prefix (cls) tokens: token 0 (the
+    cls token; without one, VideoMAE's, the first patch token, as transformers reads it) or the mean patch
+    token."""
     if pool == "cls":
         return tokens[:, 0]
     if pool == "mean":
