@@ -315,3 +315,16 @@ def test_a_video_classifier_from_a_pretrained_mae_and_its_layer_decay():
     assert id(model.encoder.blocks[0].attn.q_bias) not in decayed  # 1-D: no decay
     x = torch.randn(2, 1, 16, 32, 32)
     assert model(x).shape == (2, 4) and math.isfinite(float(model(x).detach().sum()))
+
+
+def test_a_frozen_probe_on_a_video_encoder_averages_every_token():
+    from vitmae.model.probe import FrozenEncoderProbe, LinearProbe
+
+    torch.manual_seed(0)
+    config = video_config()
+    encoder = MaskedAutoencoder(config).encoder
+    probe = LinearProbe(32, 3, config).eval()
+    model = FrozenEncoderProbe(encoder, probe, "mean").eval()
+    x = clips(config)
+    with torch.no_grad():
+        assert torch.allclose(model(x), probe(encoder.encode(x).mean(1)), atol=1e-6)
