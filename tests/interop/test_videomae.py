@@ -210,6 +210,10 @@ def test_a_model_config_reads_every_videomae_field():
     assert (config.embed_dim, config.depth, config.num_heads, config.mlp_ratio) == (32, 2, 2, 2.0)
     assert (config.decoder_embed_dim, config.decoder_depth, config.decoder_num_heads) == (16, 2, 4)
     assert config.norm_eps == 1e-7 and not config.qkv_bias and not config.encoder_norm and not config.norm_pix_loss
+    # the hub's configs name the query and value biases `qkv_bias`, as transformers still reads them
+    old_name = {k: v for k, v in hf.config.to_dict().items() if k != "qv_bias"}
+    assert config_from_videomae({**old_name, "qkv_bias": False})["qkv_bias"] is False
+    assert transformers.VideoMAEConfig(**{**old_name, "qkv_bias": False}).qv_bias is False
 
 
 @pytest.mark.parametrize("fmt, name", [("vitmae", "ours"), ("official", "model.pth")])

@@ -288,6 +288,8 @@ def config_from_videomae(config: dict[str, Any]) -> dict[str, Any]:
     """ModelConfig values a transformers VideoMAE config.json states, with VideoMAEConfig's defaults (as
     transformers reads it) and what every VideoMAE is (VIDEOMAE_FIXED). `use_mean_pooling` removes the
     encoder's final norm."""
+    if "qkv_bias" in config and "qv_bias" not in config:  # the hub's older name, which transformers still reads
+        config = {**config, "qv_bias": config["qkv_bias"]}
     config = {**VIDEOMAE_DEFAULTS, **config}
     patch = config["patch_size"]
     if isinstance(patch, (list, tuple)):
