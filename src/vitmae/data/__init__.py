@@ -54,7 +54,7 @@ from vitmae.data.video_decode import (FRAME_EXTENSIONS, MAX_FRAMES, VIDEO_EXTENS
                                       Video, VideoFile, open_video)
 from vitmae.data.video import ClipFileSource, ClipFolderSource, ClipListSource
 from vitmae.data.moving_fashion import DIRECTIONS, MOVING_FASHION, MovingFashionSource
-from vitmae.data.clips import (ClipDataset, ClipSampling, TestViews, TrainClips, collate_clips,
+from vitmae.data.clips import (ClipDataset, ClipSampling, EvalClips, TrainClips, collate_clips,
                                collate_views)
 
 __all__ = [
@@ -69,6 +69,6 @@ __all__ = [
     "stratified_indices", "JointTransform", "readable",
     "FRAME_EXTENSIONS", "MAX_FRAMES", "VIDEO_EXTENSIONS", "FrameArray", "FrameFolder", "Video", "VideoFile",
     "open_video", "ClipFileSource", "ClipFolderSource", "ClipListSource", "DIRECTIONS", "MOVING_FASHION",
-    "MovingFashionSource", "ClipDataset", "ClipSampling", "TestViews", "TrainClips", "collate_clips",
+    "MovingFashionSource", "ClipDataset", "ClipSampling", "EvalClips", "TrainClips", "collate_clips",
     "collate_views",
 ]

@@ -15,7 +15,7 @@ of one video, (K, C, T, H, W), from one decode:
   (B * repeat, C, T, H, W), the targets and indices repeated with them. The epoch sampler still counts
   videos: an epoch decodes each video once and trains on `repeat` clips of it, and `--batch-size` videos
   make a step of batch-size x repeat clips.
-- `TestViews`: VideoMAE's test views, `clips` clips spread uniformly over the video times `crops` crops
+- `EvalClips`: VideoMAE's test views, `clips` clips spread uniformly over the video times `crops` crops
   (1: the centre; 3: both ends and the centre of the long side), after resizing the short side to the
   model's input. `collate_views` keeps the views of a video together: (B, V, C, T, H, W) with V = clips x
   crops, clip-major (view v is clip v // crops, crop v % crops), and (B,) targets. A classifier averages
@@ -28,12 +28,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-import torch.nn.functional as F
+from PIL import Image
 
 from vitmae.data.loader import Batch, Sample, TransformedDataset, readable
-from vitmae.data.transforms import Normalize, PretrainTransform, Size, size_pair
+from vitmae.data.transforms import Normalize, PretrainTransform, Size, resized_crop, size_pair
 from vitmae.data.video_decode import Video
 
 
@@ -73,28 +72,16 @@ class ClipSampling:
         return [self.clip(round(i * room / (count - 1)), length) for i in range(count)]
 
 
-def frames_tensor(frames: np.ndarray) -> torch.Tensor:
-    """(T, H, W, C) uint8 frames as a float (T, C, H, W) tensor in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def resize_frames(x: torch.Tensor, size: Size) -> torch.Tensor:
-    """(T, C, h, w) frames resized to `size` (bicubic with antialiasing, clamped to [0, 1] as an 8-bit
-    image's pixels are)."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True).clamp_(0.0, 1.0)
-
-
-def _read_clips(video: Video, clips: list[list[int]]) -> list[torch.Tensor]:
-    """Each clip's frames, (T, C, H, W) in [0, 1], from one read of the frames they need."""
+def _read_clips(video: Video, clips: list[list[int]]) -> list[list[Image.Image]]:
+    """Each clip's frames, as images ('L' or 'RGB'), from one read of the frames they need."""
     try:
         needed = sorted({i for clip in clips for i in clip})
-        frames = frames_tensor(video.read(needed))
+        frames = video.read(needed)
     finally:
         video.close()
-    row = {index: r for r, index in enumerate(needed)}
-    return [frames[[row[i] for i in clip]] for clip in clips]
+    images = {index: Image.fromarray(frame[..., 0] if frame.shape[-1] == 1 else frame)
+              for index, frame in zip(needed, frames)}
+    return [[images[i] for i in clip] for clip in clips]
 
 
 def collate_clips(samples: Sequence[Sample]) -> Batch:
@@ -118,8 +105,8 @@ def collate_views(samples: Sequence[Sample]) -> Batch:
 
 class TrainClips:
     """`repeat` training clips of a video, (repeat, C, T, H, W): each its own random start, then its own
-    random resized crop and flip for all its frames (the image recipe's draws, `PretrainTransform.plan`;
-    its scale range by default), normalised per channel.
+    random resized crop (bicubic) and flip for all its frames (the image recipe's draws and resampling,
+    `PretrainTransform.plan` and `resized_crop`; its scale range by default), normalised per channel.
 
     Set `hflip=0` for labels a mirror changes (a direction of motion: `MovingFashionSource.flip_changes_label`).
     """
@@ -138,14 +125,14 @@ class TrainClips:
         starts = [self.sampling.random_clip(video.num_frames, generator) for _ in range(self.repeat)]
         out = []
         for frames in _read_clips(video, starts):
-            top, left, h, w, flip = self.crops.plan(frames.shape[-2], frames.shape[-1], generator)
-            x = resize_frames(frames[..., top : top + h, left : left + w], self.crops.size)
+            top, left, h, w, flip = self.crops.plan(frames[0].height, frames[0].width, generator)
+            x = torch.stack([resized_crop(frame, (top, left, h, w), self.crops.size) for frame in frames])
             x = self.crops.normalize(x.flip(-1) if flip else x)
             out.append(x.transpose(0, 1))
         return torch.stack(out)
 
 
-class TestViews:
+class EvalClips:
     """The evaluation views of a video, (clips x crops, C, T, H, W), clip-major: `clips` clips spread
     evenly over it; each resized so that its short side fits the input (bicubic; a video already of the
     input's size is left as it is), then `crops` crops of the input's size (1: the centre; 3: the start,
@@ -156,7 +143,7 @@ class TestViews:
     def __init__(self, sampling: ClipSampling, img_size: int | Size, mean: Sequence[float], std: Sequence[float],
                  clips: int = 1, crops: int = 1) -> None:
         if clips < 1 or crops not in (1, 3):
-            raise ValueError(f"test views are 1 or more clips of 1 or 3 crops, not {clips} x {crops}")
+            raise ValueError(f"evaluation views are 1 or more clips of 1 or 3 crops, not {clips} x {crops}")
         self.sampling, self.clips, self.crops = sampling, clips, crops
         self.size = size_pair(img_size)
         self.normalize = Normalize(mean, std)
@@ -164,11 +151,12 @@ class TestViews:
     def __call__(self, video: Video, generator: torch.Generator | None = None) -> torch.Tensor:
         views = []
         for frames in _read_clips(video, self.sampling.uniform_clips(video.num_frames, self.clips)):
-            height, width = frames.shape[-2:]
+            height, width = frames[0].height, frames[0].width
             th, tw = self.size
             scale = max(th / height, tw / width)
             rh, rw = max(th, round(height * scale)), max(tw, round(width * scale))
-            x = self.normalize(resize_frames(frames, (rh, rw)))
+            x = self.normalize(torch.stack([resized_crop(frame, (0, 0, height, width), (rh, rw))
+                                            for frame in frames]))
             for top, left in self._corners(rh, rw):
                 views.append(x[..., top : top + th, left : left + tw].transpose(0, 1))
         return torch.stack(views)

@@ -138,7 +138,7 @@ class VideoFile:
     A frame's index comes from its timestamp and the stream's frame rate (round((pts - start) * rate)),
     so a seek lands where decoding from the start would have counted; a wanted index the stream does not
     have (a variable frame rate) takes the last frame before it. `threads`: decoder threads (None:
-    `decoder_threads()`).
+    `decoder_threads()`). `decoded` counts the frames decoded so far: what the seeks saved.
     """
 
     def __init__(self, path: str | Path, in_chans: int = 3, threads: int | None = None) -> None:
@@ -149,6 +149,7 @@ class VideoFile:
             raise UnreadableImage(self.path, f"{in_chans} channels requested from a video file; "
                                              "its frames have 1 (gray) or 3 (RGB)")
         self._format = "gray" if in_chans == 1 else "rgb24"
+        self.decoded = 0
         try:
             if os.path.getsize(self.path) == 0:
                 raise UnreadableImage(self.path, "empty file")
@@ -218,6 +219,7 @@ class VideoFile:
             self._container.seek(0)
         counted = -1
         for frame in self._container.decode(self._stream):
+            self.decoded += 1
             if frame.pts is not None and self._seekable:
                 counted = round((frame.pts - self._start) * self._time_base * self._rate)
             elif self._seekable:  # a frame without a timestamp after a seek cannot be placed
