@@ -66,7 +66,8 @@ class SourceOptions:
     # a COCO annotation file: its image folder (default: the file's folder)
     images: str | Path | None = None
     # moving-fashion-mnist (moving_fashion.py): which label (direction, playback or class), the clips'
-    # frames, size in px, items and speed, and how many clips the split has (None: its default)
+    # frames, size in px, items and speed, and how many training clips (validation: a fifth as many;
+    # None: the defaults, moving_fashion.DEFAULT_CLIPS)
     clip_label: str = "direction"
     clip_frames: int = 16
     clip_size: int = 32
@@ -109,7 +110,8 @@ def _image_folder(spec: str, split: str, target: str, options: SourceOptions) ->
 
 
 def _moving_fashion(spec: str, split: str, target: str, options: SourceOptions) -> MovingFashionSource:
-    return MovingFashionSource(split, options.clips, options.clip_frames, options.clip_size, options.clip_items,
+    clips = scene_count(split, options.clips)  # validation: a fifth as many, as for fashion-scenes
+    return MovingFashionSource(split, clips, options.clip_frames, options.clip_size, options.clip_items,
                                options.clip_speed, options.seed, options.in_chans, options.clip_label)
 
 
