@@ -24,21 +24,16 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from vitmae.data.files import CsvSource, scan_images, utf8_text, warn_repeats
+from vitmae.data.files import CsvSource, FileSource, scan_images, utf8_text, warn_repeats
 from vitmae.data.source import DataError, class_count
 from vitmae.data.video_decode import FRAME_EXTENSIONS, VIDEO_EXTENSIONS, Video, open_video
 
 log = logging.getLogger(__name__)
 
 
-class ClipFileSource:
-    """Clips on disk (video files or frame folders) with labels (-1: unlabeled), opened on access."""
-
-    def __init__(self, paths: list[str], labels: list[int], classes: list[str] | None, in_chans: int) -> None:
-        self.paths, self.labels, self.classes, self.in_chans = paths, labels, classes, in_chans
-
-    def __len__(self) -> int:
-        return len(self.paths)
+class ClipFileSource(FileSource):
+    """Clips on disk (video files or frame folders) with labels (-1: unlabeled): a file source whose
+    samples are opened as videos, not decoded as images."""
 
     def __getitem__(self, index: int) -> tuple[Video, int]:
         return open_video(self.paths[index], self.in_chans), self.labels[index]
