@@ -15,7 +15,8 @@ The built-in data sets (fashion-mnist, photos, fashion-scenes, moving-fashion-mn
 nowhere else. The
 first kind that recognises a spec and gives the target asked for builds the source; a spec that no kind
 recognises, or only kinds that give other targets, is a DataError of one line that lists what the
-target accepts. A new kind of data (video clips, say) is a new entry in SOURCE_KINDS.
+target accepts. A new kind of data is a new entry in SOURCE_KINDS (video clips came as three, with the
+target "clip").
 """
 from __future__ import annotations
 
