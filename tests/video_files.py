@@ -113,3 +113,12 @@ def avi_claiming(path: Path, width: int | None = None, height: int | None = None
 def truncated(source: Path, target: Path, keep: float = 0.5) -> Path:
     target.write_bytes(source.read_bytes()[: int(source.stat().st_size * keep)])
     return target
+
+
+def corrupted(source: Path, target: Path, seed: int = 0) -> Path:
+    """A copy whose middle half is random bytes."""
+    data = bytearray(source.read_bytes())
+    low, high = len(data) // 4, 3 * len(data) // 4
+    data[low:high] = np.random.default_rng(seed).integers(0, 256, high - low, dtype=np.uint8).tobytes()
+    target.write_bytes(bytes(data))
+    return target

@@ -105,6 +105,7 @@ def _bad_files(folder: Path) -> dict[str, tuple[Path, str]]:
         "not a video": (folder / "text.mkv", "Invalid data found when processing input"),
         "truncated mp4 (no index)": (vf.truncated(good, folder / "cut.mp4"), "Invalid data found"),
         "truncated webm": (vf.truncated(webm, folder / "cut.webm"), "truncated: the stream ends at frame"),
+        "corrupt webm": (vf.corrupted(webm, folder / "noise.webm"), "no frame could be decoded"),
         "no video stream": (vf.write_audio_only(folder / "sound.mkv"), "no video stream"),
         "no frames": (vf.write_frameless(folder / "none.avi"), "no frames"),
         "missing": (folder / "gone.mp4", "No such file or directory"),
@@ -112,7 +113,7 @@ def _bad_files(folder: Path) -> dict[str, tuple[Path, str]]:
 
 
 @pytest.mark.parametrize("kind", ["empty", "not a video", "truncated mp4 (no index)", "truncated webm",
-                                  "no video stream", "no frames", "missing"])
+                                  "corrupt webm", "no video stream", "no frames", "missing"])
 def test_bad_video_files_are_unreadable_with_their_reason(tmp_path: Path, kind: str) -> None:
     path, reason = _bad_files(tmp_path)[kind]
     with pytest.raises(UnreadableImage) as caught:
