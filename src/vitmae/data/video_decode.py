@@ -151,13 +151,12 @@ class VideoFile:
         self._format = "gray" if in_chans == 1 else "rgb24"
         self.decoded = 0
         try:
-            if os.path.getsize(self.path) == 0:
-                raise UnreadableImage(self.path, "empty file")
-            self._container = av.open(self.path, metadata_errors="ignore")
-        except UnreadableImage:
-            raise
+            empty = os.path.getsize(self.path) == 0
+            self._container = None if empty else av.open(self.path, metadata_errors="ignore")
         except self._errors as err:
             raise UnreadableImage(self.path, _short_reason(err)) from err
+        if empty:
+            raise UnreadableImage(self.path, "empty file")
         try:
             self._open_stream(threads)
         except BaseException:
