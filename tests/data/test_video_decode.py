@@ -151,3 +151,34 @@ def test_absurd_headers_are_refused_before_decoding(tmp_path: Path, monkeypatch)
         VideoFile(small)
     with pytest.raises(UnreadableImage, match="30 frames, over the limit of 29 frames"):
         FrameFolder(vf.write_frame_folder(tmp_path / "frames", 30, 8, 8))
+
+
+def test_a_forked_worker_never_frees_a_decoder_it_inherited(tmp_path: Path) -> None:
+    # Decoders with threads, alive in this process (open, or held by an error's traceback), then freed in
+    # a forked DataLoader worker: freeing one waits for threads only the parent has, and the worker hung
+    # (a whole test session did, before the fork handler of video_decode).
+    import gc
+
+    from torch.utils.data import DataLoader, Dataset
+
+    webm = vf.write_clip(tmp_path / "c.webm", 60, gop=10)
+    held: list = []
+    for bad in (vf.corrupted(webm, tmp_path / "noise.webm"), vf.truncated(webm, tmp_path / "cut.webm")):
+        with pytest.raises(UnreadableImage) as caught:
+            VideoFile(bad, 3, threads=0).read(range(44, 60))
+        opened = VideoFile(bad, 3, threads=0)
+        opened.read([0, 1])
+        held += [caught.value, opened]
+
+    class Frees(Dataset):
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, i: int) -> int:
+            held.clear()
+            gc.collect()
+            return i
+
+    loader = DataLoader(Frees(), num_workers=2, timeout=20, multiprocessing_context="fork")
+    assert sorted(int(x) for x in loader) == [0, 1]
+    assert len(held) == 4  # this process still has them

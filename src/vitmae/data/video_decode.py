@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -123,6 +124,23 @@ def _pyav():
     return av
 
 
+# Every VideoFile of this process, and what a forked child (a DataLoader worker) inherited of them. A
+# child must never free an inherited decoder: freeing one waits for its threads, which exist only in the
+# parent, and the child would hang. So the child keeps them, unused, until it exits (workers end with
+# os._exit, which frees nothing).
+_video_files: weakref.WeakSet = weakref.WeakSet()
+_inherited: list = []
+
+
+def _keep_inherited_decoders() -> None:
+    for video in list(_video_files):
+        _inherited.extend(part for part in (video._container, video._stream) if part is not None)
+        video._container = video._stream = None
+
+
+os.register_at_fork(after_in_child=_keep_inherited_decoders)
+
+
 def decoder_threads() -> int:
     """Decoder threads of a video opened here: 1 in a DataLoader worker (the workers already keep the
     cores busy, and each FFmpeg thread would compete with them), else 0 (FFmpeg's choice)."""
@@ -143,6 +161,8 @@ class VideoFile:
 
     def __init__(self, path: str | Path, in_chans: int = 3, threads: int | None = None) -> None:
         self.path = str(path)
+        self._container = self._stream = None
+        _video_files.add(self)
         av = _pyav()
         self._errors = (av.FFmpegError, OSError, ValueError, EOFError)
         if in_chans not in (1, 3):
@@ -228,6 +248,9 @@ class VideoFile:
             yield counted, frame
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
+        """The frames (a video that cannot give them is closed, and the error says why)."""
+        if self._container is None:
+            raise ValueError(f"{self.path}: the video was closed")
         wanted = sorted(set(int(i) for i in indices))
         chosen: dict[int, Any] = {}  # wanted index -> (index, frame) of the frame that stands for it
         frames: Iterator[tuple[int, Any]] | None = None
@@ -254,8 +277,10 @@ class VideoFile:
                 chosen[w] = held
             arrays = {index: frame.to_ndarray(format=self._format) for index, frame in chosen.values()}
         except UnreadableImage:
+            self.close()
             raise
         except self._errors as err:
+            self.close()
             raise UnreadableImage(self.path, _short_reason(err)) from err
         if len({array.shape for array in arrays.values()}) > 1:
             raise UnreadableImage(self.path, "the frame size changes within the stream")
@@ -268,10 +293,9 @@ class VideoFile:
         return max(2, self.num_frames // 100)
 
     def close(self) -> None:
-        container = getattr(self, "_container", None)
-        if container is not None:
-            container.close()
-            self._container = None
+        if self._container is not None:
+            self._container.close()
+        self._container = self._stream = None
 
     def __del__(self) -> None:
         self.close()
