@@ -28,8 +28,8 @@ from typing import Any
 import torch
 
 import vitmae
-from vitmae.config import (ConfigError, DetectConfig, MakeDatasetOptions, PretrainConfig, RuntimeOptions,
-                           SegmentConfig, opt)
+from vitmae.config import (ConfigError, DetectOptions, MakeDatasetOptions, PretrainOptions, RuntimeOptions,
+                           SegmentOptions, opt)
 from vitmae.tasks.detect import detect_run
 from vitmae.tasks.make_dataset import make_dataset
 from vitmae.tasks.pretrain import pretrain
@@ -41,7 +41,7 @@ from experiment_tools import main as experiment_main
 
 
 @dataclass
-class DenseTransferConfig(RuntimeOptions):
+class DenseTransferOptions(RuntimeOptions):
     """Pre-train once on unlabeled scenes, then segment and detect with a few labeled ones: MAE against
     scratch (and frozen MAE against frozen random); a Markdown report."""
 
@@ -58,10 +58,10 @@ class Scale:
     size: int  # side of the scenes
     unlabeled: int  # pre-training scenes
     val: int  # validation scenes, the same for every run
-    model: dict[str, Any]  # PretrainConfig architecture fields
+    model: dict[str, Any]  # PretrainOptions architecture fields
     pretrain: dict[str, Any]
-    segment: dict[str, Any]  # SegmentConfig fields of the UperNet runs (MAE and scratch)
-    probe: dict[str, Any]  # SegmentConfig fields of the linear probes (frozen MAE and frozen random)
+    segment: dict[str, Any]  # SegmentOptions fields of the UperNet runs (MAE and scratch)
+    probe: dict[str, Any]  # SegmentOptions fields of the linear probes (frozen MAE and frozen random)
     detect: dict[str, Any]
     steps: int  # optimizer steps of every segmentation run
     detect_steps: int  # of every detection run
@@ -135,7 +135,7 @@ def epochs_for(steps: int, scenes: int, batch_size: int) -> int:
     return -(-steps // max(1, scenes // batch_size))
 
 
-def dense_transfer(cfg: DenseTransferConfig) -> dict[str, Any]:
+def dense_transfer(cfg: DenseTransferOptions) -> dict[str, Any]:
     scale = SCALES[cfg.scale]
     counts = parse_counts(cfg.labeled or scale.labeled)
     tasks = {t.strip() for t in cfg.tasks.split(",") if t.strip()}
@@ -158,14 +158,14 @@ def dense_transfer(cfg: DenseTransferConfig) -> dict[str, Any]:
         run = out / "pretrain"
         cut_off = str(run) if (run / "checkpoints" / "latest").is_file() else None  # continues where it stopped
         pretrain_summary = finished(run) or clock.run(
-            "pre-training", pretrain, PretrainConfig(output=str(run), data=str(scenes / "train" / "images"),
+            "pre-training", pretrain, PretrainOptions(output=str(run), data=str(scenes / "train" / "images"),
                                                      val_data=str(scenes / "val" / "images"), resume=cut_off,
                                                      **scale.model, **scale.pretrain, **common))
         checkpoint = str(run)
     random_init = out / "random_init.safetensors"  # the frozen floor: the same architecture, untrained
     if not random_init.is_file():
         torch.manual_seed(cfg.seed)
-        vitmae.export(vitmae.MaskedAutoencoder(PretrainConfig(**scale.model).model_config()), random_init, "vitmae")
+        vitmae.export(vitmae.MaskedAutoencoder(PretrainOptions(**scale.model).model_config()), random_init, "vitmae")
     inits = {"mae": dict(checkpoint=checkpoint), "random": dict(checkpoint=str(random_init)),
              "scratch": dict(checkpoint="none", **encoder_architecture(scale.model))}
 
@@ -177,13 +177,13 @@ def dense_transfer(cfg: DenseTransferConfig) -> dict[str, Any]:
         for name, init, head in SEGMENT_RUNS if "segment" in tasks else ():
             recipe = scale.probe if head == "linear" else scale.segment
             epochs = epochs_for(scale.steps, n, recipe["batch_size"])
-            scfg = SegmentConfig(output=str(out / f"n{n}" / name), head=head, scenes=n, max_steps=scale.steps,
+            scfg = SegmentOptions(output=str(out / f"n{n}" / name), head=head, scenes=n, max_steps=scale.steps,
                                  epochs=epochs, eval_every_epochs=epochs, **inits[init], **scene_data, **recipe,
                                  **common)
             row[name] = finished(scfg.output) or clock.run(f"{name} {n}", segment, scfg)
         for name, init in DETECT_RUNS if "detect" in tasks else ():
             epochs = epochs_for(scale.detect_steps, n, scale.detect["batch_size"])
-            dcfg = DetectConfig(output=str(out / f"n{n}" / name), scenes=n, max_steps=scale.detect_steps, epochs=epochs,
+            dcfg = DetectOptions(output=str(out / f"n{n}" / name), scenes=n, max_steps=scale.detect_steps, epochs=epochs,
                                 eval_every_epochs=epochs, **inits[init], **scene_data, **scale.detect, **common)
             row[name] = finished(dcfg.output) or clock.run(f"{name} {n}", detect_run, dcfg)
     return _write(out, cfg, scale, pretrain_summary, results, clock, started)
@@ -205,7 +205,7 @@ def _table(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return table
 
 
-def _write(out: Path, cfg: DenseTransferConfig, scale: Scale, pretrain_summary: dict[str, Any],
+def _write(out: Path, cfg: DenseTransferOptions, scale: Scale, pretrain_summary: dict[str, Any],
            results: dict[str, dict[str, Any]], clock: Clock, started: float) -> dict[str, Any]:
     summary = {"scale": cfg.scale, "command": command_line("dense_transfer.py", f"--scale {cfg.scale} --output {cfg.output}"),
                "hardware": hardware(cfg.device), "wall_time_s": round(time.perf_counter() - started, 1),
@@ -252,7 +252,7 @@ def _markdown(s: dict[str, Any], scale: Scale) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return experiment_main("dense_transfer", DenseTransferConfig, dense_transfer, __doc__.splitlines()[0], argv)
+    return experiment_main("dense_transfer", DenseTransferOptions, dense_transfer, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 import vitmae
-from vitmae.config import (ConfigError, FinetuneConfig, KnnConfig, LinprobeConfig, PretrainConfig,
+from vitmae.config import (ConfigError, FinetuneOptions, KnnOptions, LinprobeOptions, PretrainOptions,
                            RuntimeOptions, opt)
 from vitmae.data import FashionMNISTSource, stratified_indices
 from vitmae.tasks.finetune import finetune
@@ -45,7 +45,7 @@ DATA = "fashion-mnist"
 
 
 @dataclass
-class LabelEfficiencyConfig(RuntimeOptions):
+class LabelEfficiencyOptions(RuntimeOptions):
     """Pre-train once without labels, then fine-tune (MAE and scratch), linear-probe and kNN with a few label
     fractions; a Markdown report with the table and plots."""
 
@@ -58,11 +58,11 @@ class LabelEfficiencyConfig(RuntimeOptions):
 
 @dataclass
 class Scale:
-    model: dict[str, Any]  # PretrainConfig architecture fields (preset `model` plus overrides)
-    pretrain: dict[str, Any]  # PretrainConfig training fields
-    finetune: dict[str, Any]  # FinetuneConfig fields shared by every fine-tuning run
+    model: dict[str, Any]  # PretrainOptions architecture fields (preset `model` plus overrides)
+    pretrain: dict[str, Any]  # PretrainOptions training fields
+    finetune: dict[str, Any]  # FinetuneOptions fields shared by every fine-tuning run
     finetune_epochs: dict[float, int]  # epochs per label fraction (smaller subsets get more epochs)
-    linprobe: dict[str, Any]  # LinprobeConfig fields shared by every probe
+    linprobe: dict[str, Any]  # LinprobeOptions fields shared by every probe
     # (epochs, blr) per label fraction: LARS moves a weight matrix by about lr * 0.001 of its norm per
     # step, so fewer labels (fewer steps) need more epochs and a larger blr to train the probe fully.
     linprobe_schedule: dict[float, tuple[int, float]]
@@ -179,7 +179,7 @@ def labeled_data(out: Path, scale: Scale, seed: int) -> tuple[str, list[int], in
     return str(root), labels, scale.test_limit
 
 
-def label_efficiency(cfg: LabelEfficiencyConfig) -> dict[str, Any]:
+def label_efficiency(cfg: LabelEfficiencyOptions) -> dict[str, Any]:
     scale = SCALES[cfg.scale]
     fractions = parse_fractions(cfg.fractions or scale.fractions)
     epochs_for = {f: schedule_for(scale.finetune_epochs, f) for f in fractions}
@@ -198,7 +198,7 @@ def label_efficiency(cfg: LabelEfficiencyConfig) -> dict[str, Any]:
         run = out / "pretrain"
         pretrain_summary = finished(run)
         if pretrain_summary is None:
-            pcfg = PretrainConfig(output=str(run), data=data, val_data=data if data != DATA else None,
+            pcfg = PretrainOptions(output=str(run), data=data, val_data=data if data != DATA else None,
                                   eval_knn=data if scale.pretrain.get("knn_every_epochs") else None,
                                   **scale.model, **scale.pretrain, **common, **restart)
             pretrain_summary = clock.run("pre-training", pretrain, pcfg)
@@ -211,7 +211,7 @@ def label_efficiency(cfg: LabelEfficiencyConfig) -> dict[str, Any]:
         encoders["random"] = str(out / "random_init")
         if not (out / "random_init" / "model.safetensors").is_file():
             torch.manual_seed(cfg.seed)
-            vitmae.export(vitmae.MaskedAutoencoder(PretrainConfig(**scale.model).model_config()),
+            vitmae.export(vitmae.MaskedAutoencoder(PretrainOptions(**scale.model).model_config()),
                           out / "random_init", "vitmae")
     probes = [(name, pool, method) for name, pool, method in PROBES if name in encoders]
 
@@ -224,11 +224,11 @@ def label_efficiency(cfg: LabelEfficiencyConfig) -> dict[str, Any]:
                         else len(train_labels))
         row: dict[str, Any] = {"fraction": fraction, "labels": labels_count}
         for name, pool, method in probes:
-            kcfg = KnnConfig(output=str(fdir / f"knn_{method}"), checkpoint=encoders[name], data=data, pool=pool,
+            kcfg = KnnOptions(output=str(fdir / f"knn_{method}"), checkpoint=encoders[name], data=data, pool=pool,
                              labels_fraction=fraction, **common)
             row[f"knn_{method}"] = finished(Path(kcfg.output)) or clock.run(f"kNN {method} {fraction:g}", knn, kcfg)
             probe_epochs, probe_blr = schedule_for(scale.linprobe_schedule, fraction)
-            lcfg = LinprobeConfig(output=str(fdir / f"linprobe_{method}"), checkpoint=encoders[name], data=data,
+            lcfg = LinprobeOptions(output=str(fdir / f"linprobe_{method}"), checkpoint=encoders[name], data=data,
                                   pool=pool, labels_fraction=fraction, log_every_steps=100,
                                   epochs=probe_epochs, blr=probe_blr, warmup_epochs=round(probe_epochs / 9, 3),
                                   eval_every_epochs=max(1, probe_epochs // 10), **common, **restart,
@@ -238,7 +238,7 @@ def label_efficiency(cfg: LabelEfficiencyConfig) -> dict[str, Any]:
                 f"linear probe {method} {fraction:g}", linprobe, lcfg)
         epochs = epochs_for[fraction]
         for name, ckpt in (("mae", checkpoint), ("scratch", "none")):
-            fcfg = FinetuneConfig(output=str(fdir / f"finetune_{name}"), checkpoint=ckpt, data=data,
+            fcfg = FinetuneOptions(output=str(fdir / f"finetune_{name}"), checkpoint=ckpt, data=data,
                                   labels_fraction=fraction, epochs=epochs,
                                   warmup_epochs=round(scale.warmup_fraction * epochs, 4), eval_every_epochs=epochs,
                                   log_every_steps=50, **common, **restart,
@@ -262,7 +262,7 @@ def schedule_for(table: dict[float, Any], fraction: float) -> Any:
 
 # -- the report ----------------------------------------------------------------------------------------
 
-def _write(out: Path, cfg: LabelEfficiencyConfig, scale: Scale, pretrain_summary: dict[str, Any],
+def _write(out: Path, cfg: LabelEfficiencyOptions, scale: Scale, pretrain_summary: dict[str, Any],
            results: dict[str, dict[str, Any]], clock: Clock, started: float, test_description: str,
            train_images: int, test_images: int) -> dict[str, Any]:
     table = [{"fraction": row["fraction"], "labels": row["labels"],
@@ -325,7 +325,7 @@ def _plot(out: Path, table: list[dict[str, Any]], pretrain_summary: dict[str, An
     return plots
 
 
-def _markdown(s: dict[str, Any], scale: Scale, cfg: LabelEfficiencyConfig) -> str:
+def _markdown(s: dict[str, Any], scale: Scale, cfg: LabelEfficiencyOptions) -> str:
     names = dict(METHODS)
     methods = [m for m, _ in METHODS if any(m in row for row in s["table_top1"])]
     lines = [f"# Label efficiency of MAE pre-training on Fashion-MNIST (scale `{s['scale']}`)", "",
@@ -367,7 +367,7 @@ def _markdown(s: dict[str, Any], scale: Scale, cfg: LabelEfficiencyConfig) -> st
 
 
 def main(argv: list[str] | None = None) -> int:
-    return experiment_main("label_efficiency", LabelEfficiencyConfig, label_efficiency, __doc__.splitlines()[0], argv)
+    return experiment_main("label_efficiency", LabelEfficiencyOptions, label_efficiency, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ import socket
 import sys
 from pathlib import Path
 
-from vitmae.demo import bundled_examples, headless_page, serve
+from browser import headless_page
+from vitmae.demo import bundled_examples, serve
 from vitmae.viz import attention_file, load_for_viewing
 
 

@@ -45,7 +45,7 @@ def test_the_script_parses_and_refuses_unknown_stages(tmp_path):
 
 def test_the_quality_stage_names_a_scale_that_exists():
     """The dry run swaps the scale for `tiny`; the GPU's scale must exist and build its configurations."""
-    from vitmae.config import FinetuneConfig, LinprobeConfig, PretrainConfig
+    from vitmae.config import FinetuneOptions, LinprobeOptions, PretrainOptions
 
     from .experiments.test_label_efficiency import SCALES
 
@@ -54,9 +54,9 @@ def test_the_quality_stage_names_a_scale_that_exists():
     assert '$LABEL_EFFICIENCY --scale "$QUALITY_SCALE"' in text
     assert scale in SCALES
     s = SCALES[scale]
-    assert PretrainConfig(**s.model, **s.pretrain).model_config().num_patches == 49
-    FinetuneConfig(**s.finetune)
-    LinprobeConfig(**s.linprobe)
+    assert PretrainOptions(**s.model, **s.pretrain).model_config().num_patches == 49
+    FinetuneOptions(**s.finetune)
+    LinprobeOptions(**s.linprobe)
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import typing
 import pytest
 
 from vitmae.cli import main
-from vitmae.config import ConfigError, FinetuneConfig, PretrainConfig
+from vitmae.config import ConfigError, FinetuneOptions, PretrainOptions
 from vitmae.options import base_type, choices_of
 from vitmae.tasks import TASKS
 
@@ -82,13 +82,21 @@ def test_yaml_values_of_the_wrong_type_or_range_are_one_line_errors(tmp_path, ca
 
 def test_python_construction_is_validated_the_same_way():
     with pytest.raises(ConfigError, match="--warmup-epochs must be at least 0"):
-        PretrainConfig(warmup_epochs=-1)
+        PretrainOptions(warmup_epochs=-1)
     with pytest.raises(ConfigError, match="--clip-grad must be above 0"):
-        FinetuneConfig(clip_grad=-1.0)
+        FinetuneOptions(clip_grad=-1.0)
     with pytest.raises(ConfigError, match="unknown --pool 'max'"):
-        FinetuneConfig(pool="max")
-    cfg = PretrainConfig(img_size=[32, 48], lr=1)  # YAML-style values become the declared types
+        FinetuneOptions(pool="max")
+    cfg = PretrainOptions(img_size=[32, 48], lr=1)  # YAML-style values become the declared types
     assert cfg.img_size == (32, 48) and isinstance(cfg.lr, float)
+
+
+def test_the_names_before_options_were_called_options_still_import():
+    import vitmae.config as config
+
+    old = ["Bench", "Detect", "Embed", "Evaluate", "Finetune", "Knn", "Linprobe", "Predict", "Pretrain", "Segment",
+           "Train"]
+    assert all(getattr(config, name + "Config") is getattr(config, name + "Options") for name in old)
 
 
 def test_a_renamed_option_of_a_saved_run_still_reads(tmp_path):
@@ -96,7 +104,7 @@ def test_a_renamed_option_of_a_saved_run_still_reads(tmp_path):
 
     saved = tmp_path / "config.yaml"
     saved.write_text("global_pool: false\nepochs: 3\n")
-    assert read_options_file(saved, FinetuneConfig) == {"pool": "cls", "epochs": 3}
+    assert read_options_file(saved, FinetuneOptions) == {"pool": "cls", "epochs": 3}
 
 
 def test_no_gpu_and_unknown_devices_are_config_errors(capsys):
@@ -113,7 +121,7 @@ def test_help_lists_every_option_with_its_text(capsys):
     with pytest.raises(SystemExit):
         main(["finetune", "--help"])
     out = capsys.readouterr().out
-    for f in dataclasses.fields(FinetuneConfig):
+    for f in dataclasses.fields(FinetuneOptions):
         assert "--" + f.name.replace("_", "-") in out
     assert "layer-wise lr decay" in out and "(one of: cls, mean)" not in out  # the help text names them
 

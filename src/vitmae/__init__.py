@@ -8,7 +8,7 @@
     vitmae.export(model, "hf-model/", "hf")                      # or "timm", "official", "vitmae"
     classifier = vitmae.load_classifier("runs/pretrain", num_classes=10)  # the encoder with a new head
 
-Tasks, from Python as from the command line: `vitmae.tasks.TASKS["finetune"].run(FinetuneConfig(...))`.
+Tasks, from Python as from the command line: `vitmae.tasks.TASKS["finetune"].run(FinetuneOptions(...))`.
 """
 from .interop import export, load_classifier, load_pretrained
 from .model import PRESETS, MAEOutput, MaskedAutoencoder, ModelConfig, ViTClassifier, ViTEncoder, create_model

@@ -88,23 +88,12 @@ def build_config(cls: type, args: argparse.Namespace) -> Any:
 
 
 def version() -> str:
+    """The installed distribution's version; the package's own when it runs from a source tree."""
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as installed
 
     try:
         return installed("vitmae")
-    except PackageNotFoundError:
-        from . import __version__
-
-        return __version__
-
-
-def _version() -> str:
-    """The installed distribution's version; the package's own when it runs from a source tree."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("vitmae")
     except PackageNotFoundError:
         from . import __version__
 

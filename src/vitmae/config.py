@@ -1,4 +1,4 @@
-"""Every options dataclass in one place, for users and scripts: `from vitmae.config import FinetuneConfig`.
+"""Every options dataclass in one place, for users and scripts: `from vitmae.config import FinetuneOptions`.
 
 Each is defined with the code that uses it (the model's architecture in model/config.py, the engine's
 options in train/config.py, each task's in its module); the fields declare their help, choices and ranges
@@ -7,23 +7,30 @@ options in train/config.py, each task's in its module); the fields declare their
 from .errors import ConfigError
 from .model.config import PRESETS, ModelConfig, model_config, to_2tuple
 from .options import Options, opt, read_options_file, save_config
-from .tasks.bench import BenchConfig
-from .tasks.common import EncoderOptions, InferenceOptions, LabeledDataOptions, MAEOptions, SceneOptions
-from .tasks.detect import DetectConfig
-from .tasks.embed import EmbedConfig
-from .tasks.evaluate import EvaluateConfig
-from .tasks.finetune import FinetuneConfig
-from .tasks.knn import KnnConfig
-from .tasks.linprobe import LinprobeConfig
+from .tasks.bench import BenchOptions
+from .tasks.options import EncoderOptions, InferenceOptions, LabeledDataOptions, MAEOptions, SceneOptions
+from .tasks.detect import DetectOptions
+from .tasks.embed import EmbedOptions
+from .tasks.evaluate import EvaluateOptions
+from .tasks.finetune import FinetuneOptions
+from .tasks.knn import KnnOptions
+from .tasks.linprobe import LinprobeOptions
 from .tasks.make_dataset import MakeDatasetOptions
 from .tasks.plan import PlanOptions
-from .tasks.predict import PredictConfig
-from .tasks.pretrain import PretrainConfig
-from .tasks.segment import SegmentConfig
-from .train.config import RuntimeOptions, TrainConfig
+from .tasks.predict import PredictOptions
+from .tasks.pretrain import PretrainOptions
+from .tasks.segment import SegmentOptions
+from .train.config import RuntimeOptions, TrainOptions
 
-__all__ = ["BenchConfig", "ConfigError", "DetectConfig", "EmbedConfig", "EncoderOptions", "EvaluateConfig",
-           "FinetuneConfig", "InferenceOptions", "KnnConfig", "LabeledDataOptions", "LinprobeConfig", "MAEOptions",
-           "MakeDatasetOptions", "ModelConfig", "Options", "PRESETS", "PlanOptions", "PredictConfig", "PretrainConfig",
-           "RuntimeOptions", "SceneOptions", "SegmentConfig", "TrainConfig", "model_config", "opt",
+# The names these had before every options class was called *Options (ModelConfig, the architecture record,
+# keeps its name): scripts written for them still run.
+(BenchConfig, DetectConfig, EmbedConfig, EvaluateConfig, FinetuneConfig, KnnConfig, LinprobeConfig, PredictConfig,
+ PretrainConfig, SegmentConfig, TrainConfig) = (BenchOptions, DetectOptions, EmbedOptions, EvaluateOptions,
+                                                FinetuneOptions, KnnOptions, LinprobeOptions, PredictOptions,
+                                                PretrainOptions, SegmentOptions, TrainOptions)
+
+__all__ = ["BenchOptions", "ConfigError", "DetectOptions", "EmbedOptions", "EncoderOptions", "EvaluateOptions",
+           "FinetuneOptions", "InferenceOptions", "KnnOptions", "LabeledDataOptions", "LinprobeOptions", "MAEOptions",
+           "MakeDatasetOptions", "ModelConfig", "Options", "PRESETS", "PlanOptions", "PredictOptions",
+           "PretrainOptions", "RuntimeOptions", "SceneOptions", "SegmentOptions", "TrainOptions", "model_config", "opt",
            "read_options_file", "save_config", "to_2tuple"]

@@ -15,13 +15,13 @@ from PIL import Image
 from tests import hostile_files as hostile
 from tests.train.test_engine import TINY
 from vitmae.cli import main
-from vitmae.config import PretrainConfig
+from vitmae.config import PretrainOptions
 from vitmae.data import (CsvSource, DataError, ImageFolderSource, PretrainTransform, ShardSource, UnreadableImage,
                          build_dataset, build_loader, load_image)
 from vitmae.data import shards
 from vitmae.data.labels import labeled_splits, num_classes_of
 from vitmae.model import MaskedAutoencoder
-from vitmae.tasks.pretrain import MAEObjective
+from vitmae.families.mae import MAEObjective
 from vitmae.train import Trainer
 
 TRANSFORM = PretrainTransform(16, (0.5,) * 3, (0.5,) * 3)
@@ -85,8 +85,12 @@ def test_one_pixel_limit_for_the_loader_reconstruct_and_the_demo(tmp_path, capsy
     with pytest.raises(UnreadableImage, match=limit):
         load_image(bomb, 3)
 
+    from functools import partial
+
     from tests.viz.conftest import tiny_model
-    from vitmae.demo import detect_upload, predict, segment_upload
+    from vitmae.demo import detect_upload, reconstruct_upload, segment_upload
+    from vitmae.families.dense.detect import detect_image
+    from vitmae.families.dense.segment import segment_image
     from vitmae.interop import save_vitmae
     from vitmae.model import ViTEncoder
     from vitmae.model.detection import vitdet
@@ -101,12 +105,14 @@ def test_one_pixel_limit_for_the_loader_reconstruct_and_the_demo(tmp_path, capsy
 
     upload = Image.new("L", (11000, 11000))  # what gradio hands the demo: it decodes uploads itself
     with pytest.raises(DataError, match=limit):
-        predict(model, (0.5,), (0.5,), upload, 0.75, 0, "random")
+        reconstruct_upload(model, (0.5,), (0.5,), upload, 0.75, 0, "random")
     with pytest.raises(DataError, match=limit):  # the view of a segmentation run
-        segment_upload(Segmenter(ViTEncoder(model.config), 2), ["background", "item"], 28, 18, upload)
+        segmenter = Segmenter(ViTEncoder(model.config), 2)
+        segment_upload(partial(segment_image, segmenter, ["background", "item"], 28, 18), model.config, upload)
     with pytest.raises(DataError, match=limit):  # and of a detection run
         encoder = ViTEncoder(model.config.replace(mean=(0.5,), std=(0.5,)))
-        detect_upload(vitdet(encoder, 1, False, (28, 28), 7, pyramid_channels=8), {1: "item"}, upload)
+        detector = vitdet(encoder, 1, False, (28, 28), 7, pyramid_channels=8)
+        detect_upload(partial(detect_image, detector, {1: "item"}), detector.config, upload)
 
 
 def test_the_device_path_leaves_images_over_the_pixel_limit_to_load_image(monkeypatch):
@@ -152,7 +158,7 @@ def test_a_skip_in_the_last_partial_batch_of_a_shard_is_listed(tmp_path, one_thr
     batch is dropped (as always), but its skipped sample still reaches the run's skipped_files."""
     png = hostile.encoded("PNG")
     url = hostile.shard(tmp_path / "s.tar", [(f"k{i}.png", png if i < 6 else b"<html>") for i in range(7)])
-    cfg = PretrainConfig(output=str(tmp_path / "run"), batch_size=3, num_workers=0, epochs=1, in_chans=3,
+    cfg = PretrainOptions(output=str(tmp_path / "run"), batch_size=3, num_workers=0, epochs=1, in_chans=3,
                          img_size=16, patch_size=4, samples_per_epoch=9, **TINY)
     model = MaskedAutoencoder(cfg.model_config())
     summary = Trainer(model, MAEObjective(0.75, "random", 4, seed=0, rank=0),
@@ -240,7 +246,7 @@ def test_the_engine_stops_when_an_epoch_trained_on_nothing(tmp_path, one_thread)
     folder = hostile.rgb_folder(tmp_path / "rgb", 8, size=16)
     for path in list(folder.iterdir())[:3]:
         path.write_bytes(b"")
-    cfg = PretrainConfig(output=str(tmp_path / "run"), data=str(folder), batch_size=4, num_workers=0,
+    cfg = PretrainOptions(output=str(tmp_path / "run"), data=str(folder), batch_size=4, num_workers=0,
                          epochs=3, in_chans=4, img_size=16, patch_size=4, **TINY)
     dataset = build_dataset(ImageFolderSource(folder, in_chans=4), PretrainTransform(16, (0.5,) * 4, (0.5,) * 4))
     trainer = Trainer(MaskedAutoencoder(cfg.model_config()), MAEObjective(0.75, "random", 4, 0, 0), dataset, cfg)

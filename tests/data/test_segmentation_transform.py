@@ -1,4 +1,5 @@
-"""The joint segmentation transform keeps image and mask aligned; sliding windows equal whole images."""
+"""The joint segmentation transform keeps image and mask aligned. (Sliding windows:
+tests/families/dense/segment/test_inference.py.)"""
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +8,6 @@ from PIL import Image
 
 from vitmae.data import Skipped
 from vitmae.data.segmentation import SegmentationTransform, collate_masks
-from vitmae.model import ViTEncoder, model_config
-from vitmae.model.segmentation import Segmenter, sliding_window_logits
 
 
 def test_a_mask_derived_from_the_image_stays_consistent():
@@ -46,16 +45,3 @@ def test_collate_lists_skipped_samples():
     batch = collate_masks([sample, Skipped("a.png", "bad mask")])
     assert batch.images.shape == (1, 1, 4, 4) and batch.targets.shape == (1, 4, 4)
     assert batch.indices.tolist() == [7] and batch.skipped == [("a.png", "bad mask")]
-
-
-def test_sliding_window_equals_whole_image_when_the_window_covers_it():
-    torch.manual_seed(0)
-    config = model_config("mae_vit_micro_patch4_28", img_size=(32, 32), embed_dim=32, depth=2, num_heads=2)
-    model = Segmenter(ViTEncoder(config), num_classes=4, head="linear").eval()
-    images = torch.randn(2, 1, 32, 48)
-    whole = model(images)
-    assert torch.equal(sliding_window_logits(model, images, 4, crop=48, stride=32), whole)
-    # windows of a per-pixel model (a 1x1 conv) average to the whole-image prediction
-    pointwise = torch.nn.Conv2d(1, 4, 1).eval()
-    slid = sliding_window_logits(pointwise, images, 4, crop=16, stride=12)
-    assert torch.allclose(slid, pointwise(images), atol=1e-6)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from scripts.browser import find_chromium
 from tests.conftest import ROOT
-from vitmae.demo.app import find_chromium
 
 
 def free_port() -> int:

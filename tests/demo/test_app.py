@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from scripts.browser import headless_page
 from tests.viz.conftest import tiny_model
 from vitmae.cli import main
 from vitmae.config import ConfigError
 from vitmae.data import FashionMNISTSource
-from vitmae.demo import create_app, headless_page, predict, toggle_patch
+from vitmae.demo import create_app, reconstruct_upload, toggle_patch
 from vitmae.demo.app import BY_HAND
 from vitmae.interop import save_vitmae
 
@@ -28,7 +29,7 @@ def item() -> Image.Image:
 
 
 def test_four_enlarged_panels_and_the_loss(model, item):
-    panels, info, used = predict(model, MEAN, STD, item.convert("RGB"), 0.75, 0, "random")
+    panels, info, used = reconstruct_upload(model, MEAN, STD, item.convert("RGB"), 0.75, 0, "random")
     assert [p.size for p in panels] == [(252, 252)] * 4  # 28 px at 9x
     assert info.startswith("random masking, seed 0: 37 of 49 patches removed; masked-patch loss ")
     assert len(used) == 49 and sum(used) == 37
@@ -36,7 +37,7 @@ def test_four_enlarged_panels_and_the_loss(model, item):
 
 def test_ratio_seed_and_strategy_change_the_mask(model, item):
     def masked(ratio, seed, strategy):
-        return predict(model, MEAN, STD, item, ratio, seed, strategy)[0][1].tobytes()
+        return reconstruct_upload(model, MEAN, STD, item, ratio, seed, strategy)[0][1].tobytes()
 
     first = masked(0.75, 0, "random")
     assert masked(0.75, 0, "random") == first
@@ -45,25 +46,25 @@ def test_ratio_seed_and_strategy_change_the_mask(model, item):
 
 
 def test_clicks_on_the_masked_panel_make_a_hand_mask(model, item):
-    _, _, used = predict(model, MEAN, STD, item, 0.75, 0, "random")
+    _, _, used = reconstruct_upload(model, MEAN, STD, item, 0.75, 0, "random")
     mask = toggle_patch(used, (5, 5), model)  # top-left patch of the 252 px panel
     mask = toggle_patch(mask, (251, 251), model)  # bottom-right
     assert [i for i in range(49) if mask[i] != used[i]] == [0, 48]
-    _, info, used_by_hand = predict(model, MEAN, STD, item, 0.75, 0, BY_HAND, mask)
+    _, info, used_by_hand = reconstruct_upload(model, MEAN, STD, item, 0.75, 0, BY_HAND, mask)
     assert used_by_hand == mask and info.startswith(f"mask by hand: {sum(mask)} of 49 patches removed")
     with pytest.raises(ConfigError, match="no hand mask yet"):
-        predict(model, MEAN, STD, item, 0.75, 0, BY_HAND, None)
+        reconstruct_upload(model, MEAN, STD, item, 0.75, 0, BY_HAND, None)
 
 
 def test_denorm_visible_ignores_the_removed_pixels(item):
     """A norm-pix model: with `visible` statistics, the removed patches' own pixels do not show through."""
     model = tiny_model(norm_pix_loss=True)
-    _, _, used = predict(model, MEAN, STD, item, 0.75, 0, "random")
+    _, _, used = reconstruct_upload(model, MEAN, STD, item, 0.75, 0, "random")
     removed = np.kron(np.array(used).reshape(7, 7), np.ones((4, 4), bool)).astype(bool)
     altered = np.array(item)
     altered[removed] = 255 - altered[removed]  # other pixels where the model cannot see
     for denorm, same in (("visible", True), ("true", False)):
-        shown = [predict(model, MEAN, STD, Image.fromarray(x), 0.75, 0, "random", denorm=denorm)[0][2].tobytes()
+        shown = [reconstruct_upload(model, MEAN, STD, Image.fromarray(x), 0.75, 0, "random", denorm=denorm)[0][2].tobytes()
                  for x in (np.array(item), altered)]
         assert (shown[0] == shown[1]) is same, denorm
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(SCRIPT.parent))  # as running the script does: it imports
 _spec = importlib.util.spec_from_file_location("label_efficiency", SCRIPT)
 experiment = sys.modules["label_efficiency"] = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(experiment)
-SCALES, LabelEfficiencyConfig = experiment.SCALES, experiment.LabelEfficiencyConfig
+SCALES, LabelEfficiencyOptions = experiment.SCALES, experiment.LabelEfficiencyOptions
 label_efficiency, fit_batch = experiment.label_efficiency, experiment.fit_batch
 parse_fractions, schedule_for = experiment.parse_fractions, experiment.schedule_for
 
@@ -59,7 +59,7 @@ def test_tiny_scale_runs_end_to_end_and_writes_its_report(tmp_path):
     assert (out / "accuracy_vs_labels.png").stat().st_size > 0 and (out / "pretraining.png").stat().st_size > 0
 
     # Run again: every finished sub-run is reused, so it only rewrites the report.
-    again = label_efficiency(LabelEfficiencyConfig(output=str(out), scale="tiny", num_workers=0))
+    again = label_efficiency(LabelEfficiencyOptions(output=str(out), scale="tiny", num_workers=0))
     assert again["table_top1"] == m["table_top1"] and again["stage_times_s"] == {}
 
 
@@ -72,4 +72,4 @@ def test_scale_helpers():
     for scale in SCALES.values():
         assert set(parse_fractions(scale.fractions)) <= set(scale.finetune_epochs)
     with pytest.raises(ConfigError, match="unknown --scale"):
-        label_efficiency(LabelEfficiencyConfig(scale="huge"))
+        label_efficiency(LabelEfficiencyOptions(scale="huge"))

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from vitmae import load_pretrained
 from vitmae.options import read_options_file as load_config_file
-from vitmae.config import ConfigError, ModelConfig, PretrainConfig
+from vitmae.config import ConfigError, ModelConfig, PretrainOptions
 from vitmae.data import DataError
 from vitmae.interop import CheckpointError, describe, export, save_vitmae
 from vitmae.model import MaskedAutoencoder
@@ -135,7 +135,7 @@ def valid(micro_model, tmp_path_factory) -> dict[str, Path]:
     (root / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     for path in (root / "vitmae", root / "hf", root / "official.pth"):  # the fuzzing starts from files that load
         describe(path)
-    load_config_file(root / "recipe.yaml", PretrainConfig)
+    load_config_file(root / "recipe.yaml", PretrainOptions)
     return {"vitmae": root / "vitmae", "hf": root / "hf", "official": root / "official.pth",
             "yaml": root / "recipe.yaml"}
 
@@ -235,4 +235,4 @@ def test_yaml_config_file(valid, tmp_path_factory, data):
         text = mutate_bytes(valid["yaml"].read_bytes(), edits).decode("latin-1")
     path = tmp_path_factory.mktemp("yaml") / "recipe.yaml"
     path.write_text(text, encoding="latin-1")
-    read_fails_cleanly_or_works(lambda p: load_config_file(p, PretrainConfig), path)
+    read_fails_cleanly_or_works(lambda p: load_config_file(p, PretrainOptions), path)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vitmae.config import FinetuneConfig, ModelConfig
+from vitmae.config import FinetuneOptions, ModelConfig
 from vitmae.interop import convert, export, export_classifier, load_classifier
 from vitmae.model import MaskedAutoencoder, create_model
 from vitmae.model.classifier import ViTClassifier
@@ -94,7 +94,7 @@ def test_finetune_records_class_names_and_normalization_for_the_hf_export(tmp_pa
                        decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
     checkpoint = export(mae, tmp_path / "mae", "vitmae")
     run = tmp_path / "run"
-    finetune(FinetuneConfig(output=str(run), checkpoint=str(checkpoint.parent), data=str(tmp_path / "data"),
+    finetune(FinetuneOptions(output=str(run), checkpoint=str(checkpoint.parent), data=str(tmp_path / "data"),
                             epochs=1, batch_size=3, num_workers=0, device="cpu", pool="cls", mixup=0.0,
                             cutmix=0.0, randaug=False, reprob=0.0, warmup_epochs=0.0, log_every_steps=100))
     out = convert(run, tmp_path / "hf", "hf")

@@ -1,5 +1,5 @@
-"""The segmentation model: pyramid levels at 4-32 px per cell for any patch size, depth and input shape;
-logits at the input's size; the linear probe; layer-wise decay groups."""
+"""The segmentation model: logits at the input's size for any patch size, depth and input shape; the linear
+probe; layer-wise decay groups. (Its pyramid: tests/model/test_necks.py.)"""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +7,7 @@ import torch
 
 from vitmae.model import ViTEncoder, model_config
 from vitmae.model.flat_names import flat_state_dict
-from vitmae.model.segmentation import FeaturePyramid, Segmenter, default_out_indices
+from vitmae.model.segmentation import HeadBatchNorm, Segmenter, default_out_indices
 from tests.model.checkpointing import assert_checkpointing_keeps_the_gradients
 
 
@@ -22,19 +22,6 @@ def test_default_out_indices_follow_the_recipe():
     for depth in (1, 2, 4, 6):
         taken = default_out_indices(depth)
         assert len(taken) == 4 and taken[-1] == depth - 1 and taken == sorted(taken) and min(taken) >= 0
-
-
-@pytest.mark.parametrize("patch_size, size", [(4, (32, 32)), (8, (32, 48)), (16, (64, 32)), (4, (28, 20))])
-def test_pyramid_levels_are_4_8_16_32_pixels_per_cell(patch_size, size):
-    torch.manual_seed(0)
-    pyramid = FeaturePyramid(32, patch_size).eval()
-    grid = (size[0] // patch_size, size[1] // patch_size)
-    levels = pyramid([torch.randn(2, 32, *grid) for _ in range(4)])
-    for level, stride in zip(levels, (4, 8, 16, 32)):
-        expected = tuple(max(1, -(-s // stride)) for s in size)  # ceil: a partial cell counts
-        assert tuple(level.shape[-2:]) == expected
-    assert [level.shape[1] for level in levels] == pyramid.channels
-    assert pyramid.channels[-2:] == [32, 32] and pyramid.channels[0] <= pyramid.channels[1] <= 32
 
 
 @pytest.mark.parametrize("head", ["upernet", "linear"])
@@ -90,3 +77,46 @@ def test_grad_checkpointing_keeps_the_gradients():
     images = torch.randn(2, 1, 32, 32)
     assert_checkpointing_keeps_the_gradients(model, lambda m: m(images)[0].square().mean())
     assert model.encoder.grad_checkpointing
+
+
+def _with_plain_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with torch's own BatchNorm2d in place of each HeadBatchNorm: the heads as they were before."""
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, HeadBatchNorm):
+                setattr(module, name, torch.nn.BatchNorm2d(child.num_features))
+    return model
+
+
+@pytest.mark.parametrize("head", ["upernet", "linear"])
+def test_the_heads_train_on_a_batch_of_one_and_are_unchanged_on_larger_batches(head):
+    """Issue 24: a batch of one image (batch size 1, or a batch that lost the others to unreadable files) has
+    one value per channel after the UperNet's 1x1 pooling (and on every level 1x1 at this small size); its
+    BatchNorm uses the running statistics there. Larger batches go through nn.BatchNorm2d's own
+    computation, bit for bit: outputs, gradients and running statistics."""
+    torch.manual_seed(0)
+    model = Segmenter(_encoder(4, 2), num_classes=3, head=head).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = model(torch.randn(1, 1, 32, 32))
+    sum(o.sum() for o in (out if isinstance(out, tuple) else (out,))).backward()
+    pooled = model.head.psp[0][1][1] if head == "upernet" else model.head.body[0]
+    assert isinstance(pooled, HeadBatchNorm)
+    if head == "upernet":  # one value per channel: no statistics taken from it
+        assert torch.equal(pooled.running_mean, before["head.psp.0.1.1.running_mean"])
+
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    plain = _with_plain_batchnorm(Segmenter(_encoder(4, 2), num_classes=3, head=head)).train()
+    assert not any(isinstance(m, HeadBatchNorm) for m in plain.modules())
+    plain.load_state_dict(state)
+    outputs, grads = [], []
+    for m in (model, plain):
+        m.zero_grad(set_to_none=True)
+        torch.manual_seed(1)  # the same dropout
+        out = m(torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(2)))
+        out = out if isinstance(out, tuple) else (out,)
+        sum(o.sum() for o in out).backward()
+        outputs.append(out)
+        grads.append({n: p.grad for n, p in m.named_parameters() if p.grad is not None})
+    assert all(torch.equal(a, b) for a, b in zip(*outputs))
+    assert grads[0].keys() == grads[1].keys() and all(torch.equal(grads[0][n], grads[1][n]) for n in grads[0])
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), plain.state_dict().values()))

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import io
 import json
+from functools import partial
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from scripts.browser import headless_page
 from tests.demo.conftest import running_demo
-from vitmae.config import PredictConfig
+from vitmae.config import PredictOptions
 from vitmae.data.scenes import FashionScenesSource
-from vitmae.demo import detect_upload, headless_page, segment_upload
+from vitmae.demo import detect_upload, segment_upload
 from vitmae.demo.app import detections_table
-from vitmae.tasks.common import load_dense_run, run_checkpoint
+from vitmae.families import load_run
+from vitmae.families.dense.detect import detect_image
+from vitmae.families.dense.segment import segment_image
+from vitmae.train.run_dir import run_checkpoint
 from vitmae.tasks.predict import predict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -22,9 +27,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def shown(run, image: Image.Image):
     """What the page shows of `image`, which gradio hands over as RGB."""
-    dense = load_dense_run(run_checkpoint(str(run), "best"))
-    return segment_upload(dense.model, dense.class_names, dense.info["crop_size"], dense.info["stride"],
-                          image.convert("RGB"))
+    dense = load_run(run_checkpoint(str(run), "best"))
+    record = dense.record
+    segment = partial(segment_image, dense.model, record.class_names, record.crop_size, record.stride)
+    return segment_upload(segment, dense.model.config, image.convert("RGB"))
 
 
 def test_the_segmentation_view_shows_what_predict_writes(learned_segmentation_run, tmp_path):
@@ -33,7 +39,7 @@ def test_the_segmentation_view_shows_what_predict_writes(learned_segmentation_ru
     wide = np.concatenate([np.asarray(scenes[1][0]), np.asarray(scenes[2][0])], axis=1)[1:31, :62]
     Image.fromarray(wide).save(tmp_path / "wide.png")
     out = tmp_path / "out"
-    written = predict(PredictConfig(images=[str(tmp_path / "wide.png")], checkpoint=str(learned_segmentation_run),
+    written = predict(PredictOptions(images=[str(tmp_path / "wide.png")], checkpoint=str(learned_segmentation_run),
                                     out=str(out), device="cpu", num_workers=0))
     page = shown(learned_segmentation_run, Image.open(tmp_path / "wide.png"))
     assert np.array_equal(page.mask, np.asarray(Image.open(out / "masks" / "wide.png")))
@@ -62,13 +68,14 @@ def test_the_segmentation_page_in_headless_chromium(learned_segmentation_run):
 
 def detected(run, image: Image.Image, score_threshold: float):
     """What the detection page shows of `image` (as gradio hands it over, RGB) at `score_threshold`."""
-    dense = load_dense_run(run_checkpoint(str(run), "best"))
-    return detect_upload(dense.model, dense.category_names, image.convert("RGB"), score_threshold), dense
+    dense = load_run(run_checkpoint(str(run), "best"))
+    detect = partial(detect_image, dense.model, dense.record.category_names)
+    return detect_upload(detect, dense.model.config, image.convert("RGB"), score_threshold), dense
 
 
 def listed(detections: list[dict], run) -> list[list[str]]:
     """The rows the page's table has for `detections`: class, score, box."""
-    return [[run.category_names[d["category_id"]], f"{d['score']:.3f}", ", ".join(f"{v:.1f}" for v in d["bbox"])]
+    return [[run.record.category_names[d["category_id"]], f"{d['score']:.3f}", ", ".join(f"{v:.1f}" for v in d["bbox"])]
             for d in detections]
 
 
@@ -80,7 +87,7 @@ def test_the_detection_view_shows_what_predict_writes(detection_run, tmp_path):
     every, _ = detected(detection_run, Image.open(tmp_path / "wide.png"), 0.0)
     threshold = every.results[len(every.results) // 2]["score"]  # about half of them drawn
     out = tmp_path / "out"
-    written = predict(PredictConfig(images=[str(tmp_path / "wide.png")], checkpoint=str(detection_run),
+    written = predict(PredictOptions(images=[str(tmp_path / "wide.png")], checkpoint=str(detection_run),
                                     out=str(out), device="cpu", num_workers=0, score_threshold=threshold))
     page, run = detected(detection_run, Image.open(tmp_path / "wide.png"), threshold)
     results = json.loads((out / "detections.json").read_text())
@@ -89,7 +96,7 @@ def test_the_detection_view_shows_what_predict_writes(detection_run, tmp_path):
     # predict's picture, enlarged 4x towards the page's 256 px
     picture = np.asarray(Image.open(out / "images" / "wide.png"))
     assert np.array_equal(np.asarray(page.picture), picture.repeat(4, 0).repeat(4, 1))
-    table = detections_table(page.shown, run.category_names, threshold)
+    table = detections_table(page.shown, run.record.category_names, threshold)
     assert [row.strip("| ").split(" | ") for row in table.splitlines()[2:]] == listed(page.shown, run)
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vitmae.config import ConfigError, DetectConfig, EvaluateConfig, MakeDatasetOptions, PredictConfig
+from vitmae.config import ConfigError, DetectOptions, EvaluateOptions, MakeDatasetOptions, PredictOptions
 from vitmae.data.coco import coco_ground_truth, coco_metrics
 from vitmae.data.fashion_mnist import FASHION_MNIST_CLASSES
 from vitmae.tasks.detect import detect_run
@@ -71,7 +71,7 @@ def test_a_detector_from_scratch_learns_and_its_detections_round_trip(run_cli, t
     drawn = sorted((out / "images").glob("*.png"))
     assert len(drawn) == 16 and Image.open(drawn[0]).size == (32, 32)
     # and so does evaluate, from the run alone
-    report = evaluate(EvaluateConfig(checkpoint=str(run), output=str(tmp_path / "evaluate"), device="cpu",
+    report = evaluate(EvaluateOptions(checkpoint=str(run), output=str(tmp_path / "evaluate"), device="cpu",
                                      num_workers=0))
     assert report["run"] == "detect" and report["images"] == 16
     assert report["box"] == metrics["box"] and report["mask"] == metrics["mask"]
@@ -124,13 +124,13 @@ def test_detect_on_the_built_in_scenes_and_evaluate_the_run(run_cli, tmp_path):
     assert metrics["classes"] == FASHION_MNIST_CLASSES and metrics["category_ids"] == list(range(1, 11))
     assert metrics["masks"] and metrics["steps"] == 2 and (metrics["train_images"], metrics["val_images"]) == (16, 3)
     assert metrics["val"] == "fashion-scenes val (3 scenes of 32 px, seed 0)" and "mask" in metrics
-    report = evaluate(EvaluateConfig(checkpoint=str(run), output=str(tmp_path / "evaluate"), device="cpu",
+    report = evaluate(EvaluateOptions(checkpoint=str(run), output=str(tmp_path / "evaluate"), device="cpu",
                                      num_workers=0))
     assert report["images"] == 3 and report["box"] == metrics["box"] and report["mask"] == metrics["mask"]
     written = tmp_path / "written"
     make_dataset(MakeDatasetOptions(name="fashion-scenes", out=str(written), num=16, size=32))
     val_json = written / "annotations" / "instances_val.json"
-    predict(PredictConfig(images=[str(val_json)], checkpoint=str(run), image_root=str(written),
+    predict(PredictOptions(images=[str(val_json)], checkpoint=str(run), image_root=str(written),
                           out=str(tmp_path / "predict"), device="cpu", num_workers=0))
     results = json.loads((tmp_path / "predict" / "detections.json").read_text())
     gt = coco_ground_truth(val_json)
@@ -143,10 +143,10 @@ def test_data_options_give_one_line_errors(run_cli, tmp_path, scenes):
     result = run_cli("detect", *TINY, "--output", tmp_path / "r", "--data", tmp_path, check=False)
     assert result.returncode == 2 and "instances_train*.json, found none" in result.stderr
     with pytest.raises(ConfigError, match="two factors"):
-        DetectConfig(jitter_scale=(2.0, 1.0))
-    assert DetectConfig(global_blocks="1,3").global_blocks == (1, 3)  # block indices stay integers
+        DetectOptions(jitter_scale=(2.0, 1.0))
+    assert DetectOptions(global_blocks="1,3").global_blocks == (1, 3)  # block indices stay integers
     with pytest.raises(ConfigError, match="takes integers like 2,5,8"):
-        DetectConfig(global_blocks="1.5")
+        DetectOptions(global_blocks="1.5")
     boxes_only = tmp_path / "boxes"
     write_coco(boxes_only, "train2017", 4)
     write_coco(boxes_only, "val2017", 2)
@@ -155,5 +155,5 @@ def test_data_options_give_one_line_errors(run_cli, tmp_path, scenes):
         del ann["segmentation"]
     (boxes_only / "annotations" / "instances_train2017.json").write_text(json.dumps(data))
     with pytest.raises(ConfigError, match="--masks on: not every object"):
-        detect_run(DetectConfig(data=str(boxes_only), checkpoint="none", masks="on", in_chans=3, img_size=(32, 32),
+        detect_run(DetectOptions(data=str(boxes_only), checkpoint="none", masks="on", in_chans=3, img_size=(32, 32),
                                 patch_size=4, output=str(tmp_path / "r")))

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vitmae.config import ConfigError, EmbedConfig
+from vitmae.config import ConfigError, EmbedOptions
 from vitmae.data import EvalTransform, load_image
 from vitmae.interop import export, load_encoder
 from vitmae.model import create_model
@@ -58,7 +58,7 @@ def test_embed_writes_one_row_per_readable_image_and_is_deterministic(run_cli, t
     # Deterministic: the same bytes again (in this process, another batch size and worker count), and each
     # row is the encoder's cls token of that image after the evaluation transform, without masking.
     again = tmp_path / "again"
-    embed(EmbedConfig(output=str(again), checkpoint=str(checkpoint), data=str(images), batch_size=3,
+    embed(EmbedOptions(output=str(again), checkpoint=str(checkpoint), data=str(images), batch_size=3,
                       num_workers=2))
     assert np.array_equal(np.load(again / "embeddings.npy"), features)
     model = load_encoder(checkpoint).eval()
@@ -69,7 +69,7 @@ def test_embed_writes_one_row_per_readable_image_and_is_deterministic(run_cli, t
     assert np.allclose(features, tokens[:, 0].numpy(), atol=1e-5)
 
     mean = tmp_path / "mean"
-    embed(EmbedConfig(output=str(mean), checkpoint=str(checkpoint), data=str(images), pool="mean", num_workers=0))
+    embed(EmbedOptions(output=str(mean), checkpoint=str(checkpoint), data=str(images), pool="mean", num_workers=0))
     assert np.allclose(np.load(mean / "embeddings.npy"), tokens[:, 1:].mean(dim=1).numpy(), atol=1e-5)
 
 
@@ -77,7 +77,7 @@ def test_embed_of_a_labeled_csv_keeps_labels(tmp_path, images):
     torch.manual_seed(0)
     checkpoint = export(create_model("mae_vit_micro_patch4_28", **TINY_RGB), tmp_path / "mae", "vitmae").parent
     (tmp_path / "list.csv").write_text("path,label\nimages/three.png,bird\nimages/a/one.png,cat\n")
-    s = embed(EmbedConfig(output=str(tmp_path / "e"), checkpoint=str(checkpoint), data=str(tmp_path / "list.csv"),
+    s = embed(EmbedOptions(output=str(tmp_path / "e"), checkpoint=str(checkpoint), data=str(tmp_path / "list.csv"),
                           num_workers=0))
     assert s["images"] == 2
     with open(tmp_path / "e" / "embeddings.csv") as f:
@@ -89,8 +89,8 @@ def test_embed_to_parquet_holds_the_same_rows(tmp_path, images):
     torch.manual_seed(0)
     checkpoint = export(create_model("mae_vit_micro_patch4_28", **TINY_RGB), tmp_path / "mae", "vitmae").parent
     common = dict(checkpoint=str(checkpoint), data=str(images), num_workers=0)
-    embed(EmbedConfig(output=str(tmp_path / "npy"), **common))
-    s = embed(EmbedConfig(output=str(tmp_path / "pq"), format="parquet", **common))
+    embed(EmbedOptions(output=str(tmp_path / "npy"), **common))
+    s = embed(EmbedOptions(output=str(tmp_path / "pq"), format="parquet", **common))
     assert s["format"] == "parquet" and s["embeddings"].endswith("embeddings.parquet")
     table = pq.read_table(tmp_path / "pq" / "embeddings.parquet")
     assert table.column_names == ["path", "label", "embedding"]
@@ -105,7 +105,7 @@ def test_embed_format_errors(tmp_path, images, monkeypatch):
     import sys
 
     with pytest.raises(ConfigError, match="unknown --format 'hdf5'"):
-        embed(EmbedConfig(output=str(tmp_path / "e"), checkpoint="none", data=str(images), format="hdf5"))
+        embed(EmbedOptions(output=str(tmp_path / "e"), checkpoint="none", data=str(images), format="hdf5"))
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # as if pyarrow were not installed
     with pytest.raises(ConfigError, match="needs pyarrow"):
-        embed(EmbedConfig(output=str(tmp_path / "e"), checkpoint="none", data=str(images), format="parquet"))
+        embed(EmbedOptions(output=str(tmp_path / "e"), checkpoint="none", data=str(images), format="parquet"))

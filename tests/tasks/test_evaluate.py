@@ -1,5 +1,6 @@
 """`vitmae evaluate`: accuracy, per-class precision / recall / F1 checked by hand, the confusion picture; a
-segmentation run measured again as it measured itself. (Detection runs: tests/tasks/test_detect.py.)"""
+segmentation run measured again as it measured itself. (Detection runs: tests/tasks/test_detect.py; the
+metrics themselves: tests/families/classify/test_evaluation.py.)"""
 from __future__ import annotations
 
 import json
@@ -14,31 +15,13 @@ from vitmae.data import EvalTransform, FashionMNISTSource, default_normalization
 from vitmae.interop import export_classifier, load_classifier
 from vitmae.model import MaskedAutoencoder
 from vitmae.model.classifier import from_pretrained_encoder
-from vitmae.tasks.evaluate import EvaluateConfig, confusion_matrix, evaluate, per_class_metrics, topk_accuracy
+from vitmae.tasks.evaluate import EvaluateOptions, evaluate
 
 TINY = ModelConfig(img_size=28, patch_size=4, in_chans=1, embed_dim=32, depth=1, num_heads=2,
                    decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def test_metrics_by_hand():
-    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])
-    preds = torch.tensor([0, 1, 0, 1, 0, 2, 2, 1, 0, 0])  # class 3 is never predicted
-    cm = confusion_matrix(preds, labels, 4)
-    assert cm.tolist() == [[2, 1, 0, 0], [1, 1, 0, 0], [1, 1, 2, 0], [1, 0, 0, 0]]
-    rows = per_class_metrics(cm, ["a", "b", "c", "d"])
-    # class a: tp 2, predicted 5, actual 3; b: tp 1, predicted 3, actual 2; c: tp 2, predicted 2, actual 4
-    expected = [(2 / 5, 2 / 3), (1 / 3, 1 / 2), (2 / 2, 2 / 4), (0.0, 0.0)]
-    for row, (p, r) in zip(rows, expected):
-        f1 = 2 * p * r / (p + r) if p + r else 0.0
-        assert row["precision"] == pytest.approx(100 * p) and row["recall"] == pytest.approx(100 * r)
-        assert row["f1"] == pytest.approx(100 * f1)
-    assert [row["support"] for row in rows] == [3, 2, 4, 1]
-    logits = torch.tensor([[3.0, 2.0, 1.0], [1.0, 3.0, 2.0], [1.0, 2.0, 3.0]])
-    assert topk_accuracy(logits, torch.tensor([1, 2, 0]), ks=(1, 2, 5)) == {
-        "top1": 0.0, "top2": pytest.approx(200 / 3), "top5": 100.0}
 
 
 def test_evaluate_cli_report_matches_a_manual_computation(run_cli, tmp_path):
@@ -123,6 +106,6 @@ def test_evaluate_a_segmentation_run_as_it_measured_itself(learned_segmentation_
     for key in ("mIoU", "mAcc", "aAcc", "per_class"):
         assert report[key] == summary[key], key
     assert f"mIoU {summary['mIoU']}" in result.stdout
-    best = evaluate(EvaluateConfig(checkpoint=str(run), output=str(tmp_path / "best"), device="cpu", num_workers=0))
+    best = evaluate(EvaluateOptions(checkpoint=str(run), output=str(tmp_path / "best"), device="cpu", num_workers=0))
     assert best["checkpoint_evaluated"] == str(run / "checkpoints" / "best")
     assert best["mIoU"] == summary["best"]["mIoU"]

@@ -11,16 +11,15 @@ import torch
 import yaml
 from PIL import Image
 
-from vitmae.config import ConfigError, FinetuneConfig
+from vitmae.config import ConfigError, FinetuneOptions
 from vitmae.data import FashionMNISTSource, build_source
 from vitmae.data.augment import FinetuneTransform
 from vitmae.data.labels import (HOLDOUT_FRACTION, label_subset, labeled_splits, source_labels, stratified_counts,
                                 stratified_indices)
-from vitmae.data.loader import Batch
 from vitmae.data.transforms import sample_generator
 from vitmae.interop import export, load_classifier
 from vitmae.model import create_model
-from vitmae.tasks.finetune import ClassificationObjective, finetune
+from vitmae.tasks.finetune import finetune
 
 TINY_ARCH = dict(embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
 
@@ -116,15 +115,15 @@ def test_finetune_from_scratch_with_every_augmentation(run_cli, tmp_path, folder
 def test_augmentation_defaults_follow_the_images(in_chans, img_size, recipe):
     heavy = {"mixup": 0.8, "cutmix": 1.0, "randaug": True, "reprob": 0.25, "crop_min_scale": 0.08}
     light = {"mixup": 0.0, "cutmix": 0.0, "randaug": False, "reprob": 0.0, "crop_min_scale": 0.8}
-    assert FinetuneConfig().augmentation(in_chans, img_size) == (heavy if recipe == "heavy" else light)
+    assert FinetuneOptions().augmentation(in_chans, img_size) == (heavy if recipe == "heavy" else light)
     # Options a user set are kept whatever the images.
-    chosen = FinetuneConfig(mixup=0.2, randaug=True).augmentation(in_chans, img_size)
+    chosen = FinetuneOptions(mixup=0.2, randaug=True).augmentation(in_chans, img_size)
     assert chosen["mixup"] == 0.2 and chosen["randaug"] is True
 
 
 def test_finetune_needs_a_checkpoint_and_consistent_label_options(run_cli, tmp_path, folder):
     with pytest.raises(ConfigError, match="--checkpoint"):
-        finetune(FinetuneConfig(data=str(folder), output=str(tmp_path / "x")))
+        finetune(FinetuneOptions(data=str(folder), output=str(tmp_path / "x")))
     result = run_cli("finetune", "--checkpoint", "none", "--data", folder, "--labels-fraction", "0.5",
                      "--labels-per-class", "2", "--output", tmp_path / "y", check=False)
     assert result.returncode == 2 and "not both" in result.stderr
@@ -178,24 +177,13 @@ def test_augmentation_is_per_sample_and_leaves_global_rngs_alone():
     assert torch.equal(torch.get_rng_state(), states[2])
 
 
-def test_mixup_objective_is_keyed_by_step():
-    objective = ClassificationObjective(10, 0.1, mixup=0.8, cutmix=1.0, seed=0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10))
-    images = torch.randn(6, 1, 28, 28)
-    batch = lambda: Batch(images.clone(), torch.arange(6), torch.arange(6), [])  # noqa: E731
-    first, again, other = objective(model, batch(), 1, 0), objective(model, batch(), 1, 0), objective(model, batch(), 2, 0)
-    assert first.item() == again.item() and first.item() != other.item()
-    odd = Batch(images[:5].clone(), torch.arange(5), torch.arange(5), [])
-    assert torch.isfinite(objective(model, odd, 3, 0))  # an odd batch (a skipped image) still mixes
-
-
 def test_model_ema_is_evaluated_kept_as_best_and_resumes_exactly(tmp_path, tiny_checkpoint, folder):
     """--model-ema: the moving average is what top1 measures and what checkpoints/best holds, and a run
     stopped and resumed averages on to exactly the weights of the run left alone."""
     from safetensors.torch import load_file
 
     def run(out, **options):
-        cfg = FinetuneConfig(checkpoint=str(tiny_checkpoint), data=str(folder), epochs=4, batch_size=8,
+        cfg = FinetuneOptions(checkpoint=str(tiny_checkpoint), data=str(folder), epochs=4, batch_size=8,
                              warmup_epochs=1, num_workers=0, model_ema=True, model_ema_decay=0.9,
                              eval_every_epochs=4, output=str(out), **options)
         return finetune(cfg)

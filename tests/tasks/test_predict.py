@@ -10,14 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
-from vitmae.config import ConfigError, PredictConfig
+from vitmae.config import ConfigError, PredictOptions
 from vitmae.data.scenes import FashionScenesSource
 from vitmae.data.segmentation import PALETTE
 from vitmae.interop import export
 from vitmae.interop.vitmae_format import load_vitmae
 from vitmae.model import ViTEncoder, create_model
+from vitmae.families.dense.segment import sliding_window_logits
 from vitmae.model.flat_names import load_flat_state_dict
-from vitmae.model.segmentation import Segmenter, sliding_window_logits
+from vitmae.model.segmentation import Segmenter
 from vitmae.tasks.predict import predict
 
 from .conftest import TINY
@@ -70,4 +71,4 @@ def test_a_checkpoint_of_another_kind_is_refused(tmp_path):
     Image.new("L", (28, 28)).save(tmp_path / "image.png")
     with pytest.raises(ConfigError, match=r"is not a `vitmae segment` or `vitmae detect` run \(it has no "
                                           r"segmenter.json or detector.json\): predict takes the runs of those two"):
-        predict(PredictConfig(images=[str(tmp_path / "image.png")], checkpoint=str(mae), out=str(tmp_path / "out")))
+        predict(PredictOptions(images=[str(tmp_path / "image.png")], checkpoint=str(mae), out=str(tmp_path / "out")))

@@ -16,7 +16,7 @@ from vitmae.data import Batch, JointTransform, PhotosSource, build_dataset, read
 from vitmae.model import ModelConfig, ViTEncoder
 from vitmae.options import opt
 from vitmae.train import Trainer
-from vitmae.train.config import TrainConfig
+from vitmae.train.config import TrainOptions
 
 
 class LeftHalfBrightness:
@@ -64,16 +64,16 @@ class BrightnessRegressor(nn.Module):
 
 
 @dataclass
-class RegressionConfig(TrainConfig):
+class RegressionOptions(TrainOptions):
     width: int = opt(32, "encoder width of the regressor", min=4)
 
 
 def test_a_task_with_its_own_target_transform_and_collate_trains_through_the_engine(tmp_path):
     parser = Parser(prog="vitmae brightness")
-    add_option_flags(parser, RegressionConfig)
+    add_option_flags(parser, RegressionOptions)
     args = parser.parse_args(["--output", str(tmp_path / "run"), "--epochs", "3", "--batch-size", "7",
                               "--num-workers", "0", "--blr", "0.05", "--warmup-epochs", "0", "--width", "16"])
-    cfg = build_config(RegressionConfig, argparse.Namespace(**vars(args), config=None))
+    cfg = build_config(RegressionOptions, argparse.Namespace(**vars(args), config=None))
     assert cfg.width == 16 and cfg.batch_size == 7
 
     dataset = build_dataset(LeftHalfBrightness(), FlipBoth(), seed=0)

@@ -19,11 +19,12 @@ from tests.viz.test_report import Page, images_of
 from vitmae.data.scenes import FashionScenesSource
 from vitmae.interop import export
 from vitmae.model import create_model
-from vitmae.tasks.common import load_dense_run, run_checkpoint
+from vitmae.families import load_run
+from vitmae.families.dense.segment import SegmentationMetrics, predicted_mask
+from vitmae.train.run_dir import run_checkpoint
 from vitmae.train.checkpoint import load_checkpoint
-from vitmae.train.segmentation_metrics import SegmentationMetrics
 from vitmae.viz import write_report
-from vitmae.viz.dense import predicted_mask, segmentation_grid
+from vitmae.viz.dense import segmentation_grid
 from vitmae.viz.report import read_series
 
 from ..conftest import ROOT
@@ -66,11 +67,11 @@ def test_each_evaluation_draws_its_predictions_and_the_report_shows_them(learned
             # 8 rows of image | true mask | predicted mask (32-px scenes at 5x), with titles and a legend
             assert 0 < picture.height - 8 * 160 < 120 and 0 < picture.width - 3 * 160 < 200
     # The last grid: the final weights' predictions on the first 8 validation scenes, drawn again here.
-    final = load_dense_run(run_checkpoint(str(run), "last"))
+    final = load_run(run_checkpoint(str(run), "last"))
     scenes = [FashionScenesSource("val", 64, 32, seed=0)[i] for i in range(8)]
     images = [torch.from_numpy(np.asarray(image, np.float32) / 255)[None] for image, _ in scenes]
     predictions = [predicted_mask(final.model, (image - 0.5) / 0.5, 11, 32, 21) for image in images]
-    again = segmentation_grid(images, [mask for _, mask in scenes], predictions, final.class_names, captions[-1])
+    again = segmentation_grid(images, [mask for _, mask in scenes], predictions, final.record.class_names, captions[-1])
     assert np.array_equal(np.asarray(Image.open(grids[-1])), np.asarray(again))
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -99,9 +99,9 @@ def small_disk(tmp_path):
 @pytest.mark.parametrize("when", ["known before writing", "found while writing"])
 def test_a_full_disk_is_one_error_and_leaves_the_previous_checkpoint(small_disk, when):
     from vitmae.model import MaskedAutoencoder
-    from vitmae.config import PretrainConfig
+    from vitmae.config import PretrainOptions
 
-    model = MaskedAutoencoder(PretrainConfig(**TINY).model_config())
+    model = MaskedAutoencoder(PretrainOptions(**TINY).model_config())
     state = {**dict.fromkeys(TRAIN_STATE_KEYS, {}), "progress": {"step": 1}}
     save_checkpoint(small_disk, "step-1", model, state)
     # the size check counts tensors; bytes it cannot see are only found when the disk fills up

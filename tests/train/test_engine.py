@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from vitmae.model.flat_names import flat_named_parameters
-from vitmae.config import PretrainConfig
+from vitmae.config import PretrainOptions
 from vitmae.data import FashionMNISTSource, PretrainTransform, build_dataset, default_normalization
 from vitmae.model import MaskedAutoencoder, ViTClassifier
-from vitmae.tasks.pretrain import MAEObjective
+from vitmae.families.mae import MAEObjective
 from vitmae.train import NonFiniteLossError, Trainer
 from vitmae.train.engine import enable_grad_checkpointing
 from vitmae.train.checkpoint import load_checkpoint
@@ -26,7 +26,7 @@ TINY = dict(embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=32, decoder_de
 
 def tiny_setup(tmp_path, **train):
     options = dict(output=str(tmp_path / "run"), batch_size=8, num_workers=0, epochs=1)
-    cfg = PretrainConfig(**{**options, **TINY, **train})
+    cfg = PretrainOptions(**{**options, **TINY, **train})
     model = MaskedAutoencoder(cfg.model_config())
     mean, std = default_normalization(1, "fashion-mnist")
     dataset = build_dataset(FashionMNISTSource("test"), PretrainTransform(28, mean, std), seed=0)
@@ -83,7 +83,7 @@ def test_poly_schedule_warms_up_then_falls_linearly_to_min_lr():
 
 
 def test_no_weight_decay_on_biases_norms_and_frozen_tables():
-    model = MaskedAutoencoder(PretrainConfig(**TINY).model_config())
+    model = MaskedAutoencoder(PretrainOptions(**TINY).model_config())
     groups = param_groups(model, 0.05)
     names = {id(p): n for n, p in flat_named_parameters(model)}
     decayed = {names[id(p)] for g in groups if g["weight_decay"] > 0 for p in g["params"]}
@@ -95,10 +95,10 @@ def test_no_weight_decay_on_biases_norms_and_frozen_tables():
 
 KILLED_WRITER = textwrap.dedent("""
     import sys, torch
-    from vitmae.config import PretrainConfig
+    from vitmae.config import PretrainOptions
     from vitmae.model import MaskedAutoencoder
     from vitmae.train.checkpoint import TRAIN_STATE_KEYS, save_checkpoint
-    model = MaskedAutoencoder(PretrainConfig(embed_dim=64, depth=2, num_heads=2).model_config())
+    model = MaskedAutoencoder(PretrainOptions(embed_dim=64, depth=2, num_heads=2).model_config())
     print("ready", flush=True)
     for step in range(1, 10_000):
         with torch.no_grad():
@@ -197,10 +197,11 @@ def test_a_bad_compile_mode_is_a_config_error(tmp_path):
 def test_the_fast_path_agrees_with_the_reference_to_bf16_tolerance(device):
     """Compiled + bf16 autocast (the GPU default) against eager fp32 (equal to transformers, tested in
     tests/interop): the same loss and gradients on the same batch and noise, to bf16 rounding."""
-    from vitmae.train.engine import autocast, compile_model
+    from vitmae.train.engine import compile_model
+    from vitmae.train.runtime import autocast
 
     torch.manual_seed(0)
-    model = MaskedAutoencoder(PretrainConfig(**TINY).model_config()).to(device)
+    model = MaskedAutoencoder(PretrainOptions(**TINY).model_config()).to(device)
     images = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(1)).to(device)
     noise = torch.rand(16, 49, generator=torch.Generator().manual_seed(2)).to(device)
     reference = model(images, noise=noise).loss

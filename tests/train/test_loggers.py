@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from vitmae.cli import main
-from vitmae.config import ConfigError, PretrainConfig
+from vitmae.config import ConfigError, PretrainOptions
 from vitmae.data import FashionMNISTSource
 from vitmae.tasks.pretrain import pretrain
 from vitmae.train.loggers import parse_log_to
@@ -41,7 +41,7 @@ def run(images, tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as env:
         env.setenv("MLFLOW_TRACKING_URI", f"file:{out.parent / 'mlruns'}")
         env.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps the file store for opt-in use
-        pretrain(PretrainConfig(data=str(images), val_data=str(images), epochs=2, batch_size=8, num_workers=0,
+        pretrain(PretrainOptions(data=str(images), val_data=str(images), epochs=2, batch_size=8, num_workers=0,
                                 heldout_samples=8, output=str(out),
                                 log_to="tensorboard,mlflow" if HAS_MLFLOW else "tensorboard", **TINY))
     return out

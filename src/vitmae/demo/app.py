@@ -22,13 +22,10 @@ whole 28x28 image.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # read when gradio is imported: no calls home
 
@@ -42,9 +39,9 @@ from ..data.coco import DetectionTransform  # noqa: E402
 from ..data.decode import pixel_limit_problem  # noqa: E402
 from ..data.scenes import FASHION_SCENES, FashionScenesSource  # noqa: E402
 from ..data.transforms import NormalizeTransform  # noqa: E402
-from ..model import MaskedAutoencoder  # noqa: E402
+from ..model import MaskedAutoencoder, ModelConfig  # noqa: E402
 from ..model.masking import STRATEGIES  # noqa: E402
-from ..viz.dense import SCORE_THRESHOLD, Detections, Segmentation, detect_image, segment_image  # noqa: E402
+from ..viz.dense import SCORE_THRESHOLD, Detections, Segmentation  # noqa: E402
 from ..viz.reconstruction import (DENORMS, Stats, enlarge, enlarge_factor, image_tensor,  # noqa: E402
                                   load_for_viewing, reconstruct_masked, reconstruction_panels)
 
@@ -52,9 +49,13 @@ BY_HAND = "by hand"
 DISPLAY = 256  # output panels are enlarged towards this many pixels (nearest: patches stay sharp)
 EXAMPLES = 4  # Fashion-MNIST images, or fashion-scenes, offered as examples
 Panels = list[Image.Image]
+# What a dense run's page asks of its family: (normalised image, display px) -> the image segmented;
+# (image in [0, 1], score threshold, display px) -> the detections drawn
+Segment = Callable[[torch.Tensor, int], Segmentation]
+Detect = Callable[[torch.Tensor, float, int], Detections]
 
 
-def predict(model: MaskedAutoencoder, mean: Stats, std: Stats, image: Image.Image, mask_ratio: float,
+def reconstruct_upload(model: MaskedAutoencoder, mean: Stats, std: Stats, image: Image.Image, mask_ratio: float,
             seed: float, strategy: str, hand_mask: list[int] | None = None, denorm: str = "true"
             ) -> tuple[Panels, str, list[int]]:
     """The four panels, a line about the masking and the loss, and the mask used (L patches, 1 =
@@ -96,7 +97,8 @@ def create_app(model: MaskedAutoencoder, mean: Stats, std: Stats,
         if image is None:
             return *[None] * 4, "Upload an image or pick an example.", hand_mask
         try:
-            panels, info, used = predict(model, mean, std, image, mask_ratio, seed, strategy, hand_mask, denorm)
+            panels, info, used = reconstruct_upload(model, mean, std, image, mask_ratio, seed, strategy, hand_mask,
+                                                    denorm)
         except (ConfigError, DataError) as err:  # a message on the page; the panels stay as they were
             return *[gr.skip()] * 4, f"**{err}**", hand_mask
         return *panels, info, used
@@ -159,22 +161,21 @@ def upload_image(image: Image.Image, in_chans: int) -> Image.Image:
     return convert_image(image, in_chans)
 
 
-def segment_upload(model: torch.nn.Module, class_names: list[str], crop: int, stride: int,
-                   image: Image.Image) -> Segmentation:
-    """What the segmentation page shows of an image: the run's prediction as `vitmae predict` makes it (the
-    same normalisation; sliding windows past the crop), the overlay enlarged towards DISPLAY px."""
-    config = model.config
+def segment_upload(segment: Segment, config: ModelConfig, image: Image.Image) -> Segmentation:
+    """What the segmentation page shows of an image: the run's prediction as `vitmae predict` makes it
+    (`segment`, the family's, on the image normalised as the model's `config` says), the overlay enlarged
+    towards DISPLAY px."""
     pixels = upload_image(image, config.in_chans)
-    return segment_image(model, NormalizeTransform(config.mean, config.std)(pixels), class_names, crop, stride,
-                         DISPLAY)
+    return segment(NormalizeTransform(config.mean, config.std)(pixels), DISPLAY)
 
 
-def detect_upload(model: torch.nn.Module, names: dict[int, str], image: Image.Image,
+def detect_upload(detect: Detect, config: ModelConfig, image: Image.Image,
                   score_threshold: float = SCORE_THRESHOLD) -> Detections:
     """What the detection page shows of an image: the run's detections as `vitmae predict` makes and draws
-    them (the image as it is: the detector resizes it), the picture enlarged towards DISPLAY px."""
-    pixels = DetectionTransform()(upload_image(image, model.config.in_chans), {}, torch.Generator())[0]
-    return detect_image(model, pixels, names, score_threshold, DISPLAY)
+    them (`detect`, the family's, on the image as it is: the detector resizes it), the picture enlarged
+    towards DISPLAY px."""
+    pixels = DetectionTransform()(upload_image(image, config.in_chans), {}, torch.Generator())[0]
+    return detect(pixels, score_threshold, DISPLAY)
 
 
 def shares_table(shares: dict[str, float]) -> str:
@@ -218,14 +219,12 @@ def run_page(kind: str, intro: str, examples: Sequence[str | Path], show: Callab
     return app
 
 
-def create_segmentation_app(run: Any, examples: Sequence[str | Path] = ()) -> gr.Blocks:
-    """The page of a segmentation run (`run` as tasks.common.load_dense_run gives it: its model, its record
-    `info` and its `class_names`); `examples` are image files offered as one-click inputs."""
-    model, names = run.model.eval(), run.class_names
-    crop, stride = run.info["crop_size"], run.info["stride"]
-
+def create_segmentation_app(segment: Segment, config: ModelConfig, crop: int,
+                            examples: Sequence[str | Path] = ()) -> gr.Blocks:
+    """The page of a segmentation run: `segment` predicts (see segment_upload), `crop` is the run's;
+    `examples` are image files offered as one-click inputs."""
     def show(image):
-        segmented = segment_upload(model, names, crop, stride, image)
+        segmented = segment_upload(segment, config, image)
         return segmented.overlay, shares_table(segmented.shares)
 
     return run_page("segmentation", "## Segmentation demo\nUpload an image (or pick an example): the run's "
@@ -234,13 +233,12 @@ def create_segmentation_app(run: Any, examples: Sequence[str | Path] = ()) -> gr
                     "predict` does.", examples, show, ("overlay", "shares"))
 
 
-def create_detection_app(run: Any, examples: Sequence[str | Path] = ()) -> gr.Blocks:
-    """The page of a detection run (`run` as tasks.common.load_dense_run gives it: its model and its
-    `category_names`); `examples` are image files offered as one-click inputs."""
-    model, names = run.model.eval(), run.category_names
-
+def create_detection_app(detect: Detect, config: ModelConfig, names: dict[int, str],
+                         examples: Sequence[str | Path] = ()) -> gr.Blocks:
+    """The page of a detection run: `detect` predicts (see detect_upload), `names` are the run's category
+    ids and names; `examples` are image files offered as one-click inputs."""
     def show(image, score_threshold):
-        detected = detect_upload(model, names, image, score_threshold)
+        detected = detect_upload(detect, config, image, score_threshold)
         return detected.picture, detections_table(detected.shown, names, score_threshold)
 
     def threshold() -> list[gr.Slider]:
@@ -253,34 +251,30 @@ def create_detection_app(run: Any, examples: Sequence[str | Path] = ()) -> gr.Bl
                     ("detections", "detection-table"), threshold)
 
 
-def run_examples(info: dict[str, Any], in_chans: int) -> list[str]:
-    """Example inputs of a segmentation or detection run: a fashion-scenes run's first validation scenes
-    (when Fashion-MNIST is installed), else the photos bundled with scikit-image."""
-    if info["data"] == FASHION_SCENES:
+def run_examples(data: str, scene_size: int, seed: int, in_chans: int) -> list[str]:
+    """Example inputs of a segmentation or detection run on `data`: a fashion-scenes run's first validation
+    scenes (when Fashion-MNIST is installed), else the photos bundled with scikit-image."""
+    if data == FASHION_SCENES:
         try:
-            scenes = FashionScenesSource("val", EXAMPLES, info["scene_size"], info["seed"], in_chans)
-            return example_files([scene for scene, _ in scenes],
-                                 f"fashion-scenes-{info['scene_size']}px-seed{info['seed']}")
+            scenes = FashionScenesSource("val", EXAMPLES, scene_size, seed, in_chans)
+            return example_files([scene for scene, _ in scenes], f"fashion-scenes-{scene_size}px-seed{seed}")
         except DataError:  # not installed: the photos
             pass
     return list(PhotosSource().paths)
 
 
-def serve_segmentation(run: Any, port: int | None = None, host: str = "127.0.0.1") -> tuple[gr.Blocks, str]:
-    """`vitmae demo` of a segmentation run (as tasks.common.load_dense_run gives it): serve its page in the
-    background and return the app and its URL."""
-    return serve_run(create_segmentation_app, run, port, host)
+def serve_segmentation(segment: Segment, config: ModelConfig, crop: int, examples: Sequence[str | Path],
+                       port: int | None = None, host: str = "127.0.0.1") -> tuple[gr.Blocks, str]:
+    """`vitmae demo` of a segmentation run (its family gives `segment`): serve its page in the background and
+    return the app and its URL."""
+    app = create_segmentation_app(segment, config, crop, examples)
+    return app, launch(app, port, host, examples)
 
 
-def serve_detection(run: Any, port: int | None = None, host: str = "127.0.0.1") -> tuple[gr.Blocks, str]:
+def serve_detection(detect: Detect, config: ModelConfig, names: dict[int, str], examples: Sequence[str | Path],
+                    port: int | None = None, host: str = "127.0.0.1") -> tuple[gr.Blocks, str]:
     """`vitmae demo` of a detection run: as serve_segmentation."""
-    return serve_run(create_detection_app, run, port, host)
-
-
-def serve_run(create: Callable[[Any, list[str]], gr.Blocks], run: Any, port: int | None,
-              host: str) -> tuple[gr.Blocks, str]:
-    examples = run_examples(run.info, run.model.config.in_chans)
-    app = create(run, examples)
+    app = create_detection_app(detect, config, names, examples)
     return app, launch(app, port, host, examples)
 
 
@@ -333,44 +327,3 @@ def serve(checkpoint: str | Path, port: int | None = None, host: str = "127.0.0.
     examples = bundled_examples(model.config.in_chans)
     app = create_app(model, mean, std, examples)
     return app, launch(app, port, host, examples)
-
-
-# -- driving the page in a browser (the tests and the README screenshot) ------------------------------
-
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--no-first-run"]
-
-
-def find_chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@contextmanager
-def headless_page(url: str, width: int = 1400, height: int = 1000) -> Iterator[tuple[Any, list[str]]]:
-    """(page, blocked URLs): `url` opened in headless Chromium (the system's, driven by Playwright, which
-    must be installed), with every request to another host than localhost blocked, so that nothing waits
-    on a network that is not there, and so that a test can check nothing was asked of it."""
-    from playwright.sync_api import sync_playwright
-
-    chromium = find_chromium()
-    if chromium is None:
-        raise FileNotFoundError("no chromium on PATH (Debian: apt-get install chromium)")
-    blocked: list[str] = []
-
-    def local_only(route: Any) -> None:
-        if urlparse(route.request.url).hostname in ("127.0.0.1", "localhost"):
-            route.continue_()
-        else:
-            blocked.append(route.request.url)
-            route.abort()
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": width, "height": height})
-            page.route("**/*", local_only)
-            page.goto(url)
-            yield page, blocked
-        finally:
-            browser.close()

@@ -17,12 +17,12 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch.nn.functional as F
-from timm.layers import DropPath, LayerNorm2d
+from timm.layers import DropPath
 from torch import Tensor, nn
 
+from .necks import PYRAMID_SCALES, ShapeSpec, SimpleFeaturePyramid
 from .vit import ViTEncoder, param_groups
 
-PYRAMID_SCALES = (4.0, 2.0, 1.0, 0.5)  # of the patch grid: strides p/4, p/2, p, 2p
 FEATURE_NAMES = ("0", "1", "2", "3")  # torchvision's names of the pyramid levels; "pool" is the extra one
 
 
@@ -54,22 +54,6 @@ def window_unpartition(windows: Tensor, window: tuple[int, int], padded: tuple[i
     return x[:, :grid[0], :grid[1]]
 
 
-def _pyramid_level(dim: int, scale: float, out_channels: int) -> nn.Sequential:
-    """One level of the simple feature pyramid (detectron2's SimpleFeaturePyramid, norm="LN")."""
-    if scale == 4.0:
-        layers: list[nn.Module] = [nn.ConvTranspose2d(dim, dim // 2, 2, stride=2), LayerNorm2d(dim // 2), nn.GELU(),
-                                   nn.ConvTranspose2d(dim // 2, dim // 4, 2, stride=2)]
-        dim //= 4
-    elif scale == 2.0:
-        layers, dim = [nn.ConvTranspose2d(dim, dim // 2, 2, stride=2)], dim // 2
-    elif scale == 1.0:
-        layers = []
-    else:
-        layers = [nn.MaxPool2d(2, stride=2, ceil_mode=True)]  # a grid of odd size keeps its edge
-    return nn.Sequential(*layers, nn.Conv2d(dim, out_channels, 1, bias=False), LayerNorm2d(out_channels),
-                         nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False), LayerNorm2d(out_channels))
-
-
 class ViTDetBackbone(nn.Module):
     """A `ViTEncoder` with window attention and a simple feature pyramid: `forward(images)` returns an
     OrderedDict of (N, out_channels, H/s, W/s) maps named "0".."3" and "pool" (strides `self.strides`),
@@ -95,10 +79,10 @@ class ViTDetBackbone(nn.Module):
         for i, block in enumerate(encoder.blocks):  # stochastic depth grows with depth, as in fine-tuning
             rate = drop_path * i / max(depth - 1, 1)
             block.drop_path = DropPath(rate) if rate > 0 else nn.Identity()
-        self.pyramid = nn.ModuleList(_pyramid_level(dim, s, out_channels) for s in PYRAMID_SCALES)
-        self.out_channels = out_channels
-        self.strides = tuple(int(p / s) for s in PYRAMID_SCALES) + (4 * p,)
-        self.size_divisible = 4 * p  # every level's map then tiles the image exactly
+        self.pyramid = SimpleFeaturePyramid(dim, p, out_channels)
+        self.out_channels = out_channels  # torchvision's detectors read it
+        self.strides = tuple(shape.stride for shape in self.output_shape().values())
+        self.size_divisible = max(self.strides)  # every level's map then tiles the image exactly
 
     def blocks_forward(self, images: Tensor) -> Tensor:
         """The last block's patch tokens as a map (N, D, H/p, W/p)."""
@@ -118,11 +102,12 @@ class ViTDetBackbone(nn.Module):
         """Recompute the activations of the encoder's blocks (windowed or global) in backward."""
         self.encoder.set_grad_checkpointing(enable)
 
+    def output_shape(self) -> dict[str, ShapeSpec]:
+        """The maps `forward` gives: the pyramid's."""
+        return self.pyramid.output_shape()
+
     def forward(self, images: Tensor) -> "OrderedDict[str, Tensor]":
-        feature_map = self.blocks_forward(images)
-        maps = OrderedDict((name, level(feature_map)) for name, level in zip(FEATURE_NAMES, self.pyramid))
-        maps["pool"] = F.max_pool2d(maps[FEATURE_NAMES[-1]], kernel_size=1, stride=2)  # torchvision's LastLevelMaxPool
-        return maps
+        return OrderedDict(self.pyramid(self.blocks_forward(images)))
 
     # -- optimisation ----------------------------------------------------------------------------------
     def layer_id(self, name: str) -> int:

@@ -1,30 +1,27 @@
 """Semantic segmentation on the ViT encoder: mmsegmentation's MAE recipe (a feature pyramid from four
-blocks, a UperNet head, an auxiliary FCN head) and a light baseline (`head="linear"`: BN + 1x1 conv on
-the last block's map, the standard frozen-feature probe).
+blocks, `necks.FeaturePyramid`; a UperNet head; an auxiliary FCN head) and a light baseline
+(`head="linear"`: BN + 1x1 conv on the last block's map, the standard frozen-feature probe).
 
-The pyramid is sized by the patch stride, not by fixed strides of the patch map: its levels are at 4, 8,
-16 and 32 image pixels whatever the patch size. With 16-px patches that is the recipe's 4x, 2x, 1x and
-0.5x of the patch map; with 4-px patches the map itself is the finest level, so neither the pyramid nor
-the head ever works at full resolution (which made them cost 3x the encoder per step). Each 2x transposed
-convolution halves the channels, as in ViTDet.
+The heads are registered in HEADS by name: each says how many blocks feed it and builds its pyramid, head
+and auxiliary head from the encoder; `register_head` adds one.
 """
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation
 
+from .necks import FeaturePyramid
 from .vit import ViTEncoder, param_groups, vit_layer_id
 
 __all__ = ["Segmenter", "FeaturePyramid", "UperHead", "FCNHead", "LinearHead", "default_out_indices",
-           "HEADS", "AUX_WEIGHT", "sliding_window_logits"]
+           "HEADS", "AUX_WEIGHT", "HeadBatchNorm", "HeadParts", "SegmentationHead", "register_head"]
 
-HEADS = ("upernet", "linear")
 AUX_WEIGHT = 0.4  # the auxiliary FCN head's loss weight in the mmseg recipe
-FINEST_STRIDE = 4  # image pixels per cell of the pyramid's finest level
 
 
 def default_out_indices(depth: int) -> list[int]:
@@ -34,35 +31,24 @@ def default_out_indices(depth: int) -> list[int]:
     return [max(0, last - k * step) for k in (4, 3, 2)] + [last]
 
 
+class HeadBatchNorm(nn.BatchNorm2d):
+    """The heads' BatchNorm. A batch of one image (batch size 1, or a batch that lost the others to
+    unreadable files) can reach it as one value per channel: the UperNet's 1x1 pooling branch always, and
+    any level 1x1 on a small crop. There are no batch statistics in one value; torch's BatchNorm raises
+    ("Expected more than 1 value per channel when training"). Such a batch is normalised by the running
+    statistics, as at evaluation, and leaves them as they are. Every other batch goes through
+    nn.BatchNorm2d's own computation, bit for bit, so the published head's numbers stay (mmseg's own answer
+    is SyncBN with at least 2 images per GPU)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and x.numel() == x.shape[1]:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
 def _conv(cin: int, cout: int, kernel: int) -> Conv2dNormActivation:
     """mmseg's ConvModule: conv (no bias), BatchNorm, ReLU."""
-    return Conv2dNormActivation(cin, cout, kernel, norm_layer=nn.BatchNorm2d, activation_layer=nn.ReLU)
-
-
-class FeaturePyramid(nn.Module):
-    """Four block maps (N, D, H/p, W/p) -> four levels at 4, 8, 16, 32 px per cell (see the module)."""
-
-    def __init__(self, embed_dim: int, patch_size: int):
-        super().__init__()
-        # how many 2x upsamplings bring the patch map to the finest level (at most 2, as in the recipe)
-        ups = min(2, max(0, int(math.log2(patch_size / FINEST_STRIDE))))
-        self.levels, self.channels = nn.ModuleList(), []
-        for level in range(4):
-            scale = ups - level  # log2 of the level's size relative to the patch map
-            layers: list[nn.Module] = []
-            dim = embed_dim
-            for i in range(max(scale, 0)):
-                if i:
-                    layers += [nn.BatchNorm2d(dim), nn.GELU()]
-                layers.append(nn.ConvTranspose2d(dim, dim // 2, 2, stride=2))
-                dim //= 2
-            if scale < 0:  # ceil_mode: a 1x1 map stays 1x1 rather than vanishing
-                layers.append(nn.MaxPool2d(2 ** -scale, ceil_mode=True))
-            self.levels.append(nn.Sequential(*layers))
-            self.channels.append(dim)
-
-    def forward(self, maps: list[Tensor]) -> list[Tensor]:
-        return [level(x) for level, x in zip(self.levels, maps)]
+    return Conv2dNormActivation(cin, cout, kernel, norm_layer=HeadBatchNorm, activation_layer=nn.ReLU)
 
 
 class UperHead(nn.Module):
@@ -107,10 +93,47 @@ class LinearHead(nn.Module):
 
     def __init__(self, embed_dim: int, num_classes: int):
         super().__init__()
-        self.body = nn.Sequential(nn.BatchNorm2d(embed_dim), nn.Conv2d(embed_dim, num_classes, 1))
+        self.body = nn.Sequential(HeadBatchNorm(embed_dim), nn.Conv2d(embed_dim, num_classes, 1))
 
     def forward(self, levels: list[Tensor]) -> Tensor:
         return self.body(levels[-1])
+
+
+class HeadParts(NamedTuple):
+    pyramid: nn.Module  # block maps -> levels
+    head: nn.Module  # levels -> logits
+    aux_head: nn.Module | None  # levels[2] -> logits, trained on alongside (None: no auxiliary loss)
+
+
+class SegmentationHead(NamedTuple):
+    blocks: int  # how many encoder blocks feed it: the last of the out indices
+    build: Callable[[ViTEncoder, int, int | None], HeadParts]  # (encoder, classes, channels or None)
+
+
+def upernet(encoder: ViTEncoder, num_classes: int, channels: int | None) -> HeadParts:
+    """mmseg's MAE recipe: the four-level pyramid, UperNet and the auxiliary FCN head on the third level.
+    mmseg's 512 / 256 channels are for a 768-wide encoder; a narrower one gets narrower heads."""
+    dim = encoder.embed_dim
+    channels = channels or min(512, max(32, dim // 3 * 2))
+    pyramid = FeaturePyramid(dim, encoder.patch_size)
+    levels = [shape.channels for shape in pyramid.output_shape().values()]
+    return HeadParts(pyramid, UperHead(levels, channels, num_classes),
+                     FCNHead(levels[2], max(16, channels // 2), num_classes))
+
+
+def linear(encoder: ViTEncoder, num_classes: int, channels: int | None) -> HeadParts:
+    """The frozen-feature probe: BN + 1x1 conv on the last block's map, no pyramid."""
+    return HeadParts(nn.Identity(), LinearHead(encoder.embed_dim, num_classes), None)
+
+
+HEADS: dict[str, SegmentationHead] = {"upernet": SegmentationHead(4, upernet), "linear": SegmentationHead(1, linear)}
+
+
+def register_head(name: str, head: SegmentationHead) -> None:
+    """Make `head` a choice of `Segmenter` (and of `vitmae segment --head`)."""
+    if name in HEADS:
+        raise ValueError(f"a segmentation head named {name!r} is registered already")
+    HEADS[name] = head
 
 
 class Segmenter(nn.Module):
@@ -125,19 +148,11 @@ class Segmenter(nn.Module):
                  out_indices: list[int] | None = None, channels: int | None = None):
         super().__init__()
         if head not in HEADS:
-            raise ValueError(f"head must be one of {HEADS}, not {head!r}")
-        depth, dim = len(encoder.blocks), encoder.embed_dim
+            raise ValueError(f"head must be one of {', '.join(HEADS)}, not {head!r}")
+        depth = len(encoder.blocks)
         self.encoder, self.num_classes, self.head_kind = encoder, num_classes, head
-        self.out_indices = list(out_indices or default_out_indices(depth))
-        if head == "linear":
-            self.out_indices = self.out_indices[-1:]
-            self.pyramid, self.head, self.aux_head = nn.Identity(), LinearHead(dim, num_classes), None
-        else:
-            # mmseg's 512 / 256 channels are for a 768-wide encoder; a narrower one gets narrower heads
-            channels = channels or min(512, max(32, dim // 3 * 2))
-            self.pyramid = FeaturePyramid(dim, encoder.patch_size)
-            self.head = UperHead(self.pyramid.channels, channels, num_classes)
-            self.aux_head = FCNHead(self.pyramid.channels[2], max(16, channels // 2), num_classes)
+        self.out_indices = list(out_indices or default_out_indices(depth))[-HEADS[head].blocks:]
+        self.pyramid, self.head, self.aux_head = HEADS[head].build(encoder, num_classes, channels)
         # the features stop at the last block taken and skip the final norm: what comes after is unused,
         # so frozen (DDP requires a gradient for every trained parameter)
         for module in [encoder.norm, *encoder.blocks[max(self.out_indices) % depth + 1:]]:
@@ -182,22 +197,3 @@ class Segmenter(nn.Module):
 def _resize(x: Tensor, size) -> Tensor:
     return x if tuple(x.shape[-2:]) == tuple(size) else F.interpolate(x, size=tuple(size), mode="bilinear",
                                                                        align_corners=False)
-
-
-@torch.no_grad()
-def sliding_window_logits(model: nn.Module, images: Tensor, num_classes: int, crop: int, stride: int) -> Tensor:
-    """Logits (N, classes, H, W) of images larger than `crop`, as mmseg's slide inference: windows of
-    `crop` px every `stride` px (the last flush with the border), each pixel's logits averaged over the
-    windows that cover it. An image no larger than the crop is predicted whole."""
-    n, _, h, w = images.shape
-    if h <= crop and w <= crop:
-        return model(images)
-    logits = images.new_zeros(n, num_classes, h, w)
-    count = images.new_zeros(1, 1, h, w)
-    for row in range(max(h - crop + stride - 1, 0) // stride + 1):
-        for col in range(max(w - crop + stride - 1, 0) // stride + 1):
-            y1, x1 = min(row * stride + crop, h), min(col * stride + crop, w)
-            y0, x0 = max(y1 - crop, 0), max(x1 - crop, 0)
-            logits[:, :, y0:y1, x0:x1] += model(images[:, :, y0:y1, x0:x1]).float()
-            count[:, :, y0:y1, x0:x1] += 1
-    return logits / count

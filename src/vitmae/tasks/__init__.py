@@ -2,14 +2,14 @@
 of each entry, with a flag for every field of its options dataclass (help, choices and ranges from the
 fields), and prints what its `report` says of the run's summary.
 
-A task module exports its options dataclass (fields made with `options.opt`), how it builds its model and
-its data, its objective and hooks for the engine (training tasks), and a `run(options) -> summary dict`
-that a user can call from Python as well. What several tasks share is in `common`; a task never imports
-another task's module. See docs/architecture.md, "How to add a task".
+A task module exports its options dataclass (`*Options`, fields made with `options.opt`) and a
+`run(options) -> summary dict` that a user can call from Python as well: it composes a model family
+(`vitmae.families`: the model, its objective, evaluation and inference), data and the engine. The option
+groups several tasks share are in `options`. See docs/architecture.md, "How to add a task".
 """
 from __future__ import annotations
 
-from .common import Task
+from .options import Task
 
 
 def _registry() -> dict[str, Task]:

@@ -21,15 +21,16 @@ from torch import Tensor, nn
 
 from ..data.device_augment import AUGMENT_ON, resolve_augment_on
 from ..errors import ConfigError
+from ..families.mae import pretrain_data
 from ..model import MaskedAutoencoder, ModelConfig, flat_state_dict
 from ..model.masking import num_kept
 from ..options import opt
 from ..train.config import COMPILE_MODES, RuntimeOptions
-from ..train.distributed import DistInfo
-from ..train.engine import autocast, compile_model, resolve_device, resolve_precision
+from ..train.engine import compile_model
 from ..model.vit import param_groups
 from ..train.optim import build_adamw
-from .common import Task, MAEOptions, pretrain_data, redefault
+from ..train.runtime import Runtime, autocast
+from .options import MAEOptions, Task, redefault
 
 # Dense bf16 matrix peak measured on the project's H100 (REFERENCE.md); other devices: --peak-tflops.
 KNOWN_PEAK_TFLOPS = {"NVIDIA H100 80GB HBM3": 796.0}
@@ -223,7 +224,7 @@ COMPARE = ("hf", "hf-compiled")
 
 
 @dataclass
-class BenchConfig(MAEOptions, RuntimeOptions):
+class BenchOptions(MAEOptions, RuntimeOptions):
     """`vitmae bench`: images/s, peak memory and MFU of the training step, against transformers."""
 
     model: str = redefault(MAEOptions, "model", "mae_vit_base_patch16")
@@ -249,10 +250,10 @@ class BenchConfig(MAEOptions, RuntimeOptions):
             raise ConfigError(f"unknown --compare {unknown[0]!r}; choose from: {', '.join(COMPARE)}")
 
 
-def bench(cfg: BenchConfig) -> dict[str, Any]:
+def bench(cfg: BenchOptions) -> dict[str, Any]:
     """Time the step (and the pipeline with `data`) as `cfg` says; the report is also written to `cfg.json`."""
-    device = resolve_device(cfg.device, DistInfo())
-    precision = resolve_precision(cfg.precision, device)
+    runtime = Runtime(cfg.device, cfg.precision)
+    device, precision = runtime.device, runtime.precision
     model_cfg = cfg.model_config()
     compare = tuple(c for c in (cfg.compare or "").split(",") if c)
     result = bench_step(model_cfg, cfg.batch_size, str(device), precision, compare, cfg.steps, cfg.warmup,
@@ -266,7 +267,7 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
     return result
 
 
-def report(r: dict[str, Any], cfg: BenchConfig) -> list[str]:
+def report(r: dict[str, Any], cfg: BenchOptions) -> list[str]:
     lines = []
     for row in r["results"]:
         memory = "" if row["peak_mem_gib"] is None else f", peak memory {row['peak_mem_gib']:.2f} GiB"
@@ -283,5 +284,5 @@ def report(r: dict[str, Any], cfg: BenchConfig) -> list[str]:
     return lines
 
 
-TASK = Task("bench", "time the training step (and the input pipeline) against transformers", BenchConfig, bench,
+TASK = Task("bench", "time the training step (and the input pipeline) against transformers", BenchOptions, bench,
             report)

@@ -5,10 +5,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..families import mae
 from ..interop import FORMATS, convert, describe
-from ..model import PRESETS
-from .common import HeadOptions, Task
 from ..options import Options, opt
+from .options import HeadOptions, Task
 
 
 @dataclass
@@ -17,13 +17,11 @@ class ModelsOptions(Options):
 
 
 def models(cfg: ModelsOptions) -> dict[str, Any]:
-    return {name: config.to_dict() for name, config in PRESETS.items()}
+    return mae.presets()
 
 
 def models_report(presets: dict[str, Any], cfg: ModelsOptions) -> list[str]:
-    return [f"{name:28s} {c['img_size'][0]}x{c['img_size'][1]} patch {c['patch_size']} chans {c['in_chans']}  "
-            f"encoder {c['embed_dim']}x{c['depth']} ({c['num_heads']} heads)  "
-            f"decoder {c['decoder_embed_dim']}x{c['decoder_depth']}" for name, c in presets.items()]
+    return mae.preset_lines(presets)
 
 
 @dataclass

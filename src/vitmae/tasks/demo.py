@@ -1,6 +1,7 @@
 """`vitmae demo`: a web page on localhost to mask images and watch the reconstructions of a masked
 autoencoder, or to watch a `vitmae segment` or `vitmae detect` run's predictions (its best checkpoint, as
-`vitmae predict` takes it; a detection run keeps its last)."""
+`vitmae predict` takes it; a detection run keeps its last). The run's family serves its page; any other
+checkpoint gets the masked autoencoder's."""
 from __future__ import annotations
 
 import importlib.util
@@ -9,8 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from .common import HeadOptions, Task, dense_run_record, load_dense_run, run_checkpoint
+from ..families import family, run_family
 from ..options import opt
+from ..train.run_dir import run_checkpoint
+from .options import HeadOptions, Task
 
 
 @dataclass
@@ -36,15 +39,9 @@ def demo(cfg: DemoOptions) -> dict[str, Any]:
     if importlib.util.find_spec("gradio") is None:
         raise ConfigError("the demo needs gradio: pip install 'vitmae[demo]'")
     check_port_free(cfg.host, cfg.port)
-    from ..demo import serve, serve_detection, serve_segmentation
-
-    checkpoint = run_checkpoint(cfg.checkpoint, "best")
-    found = dense_run_record(checkpoint)  # (kind, record) of a segment or detect run; None for other checkpoints
-    if found is None:
-        app, url = serve(cfg.checkpoint, cfg.port, cfg.host, **cfg.head_overrides())
-    else:
-        serve_run = serve_segmentation if found[0] == "segment" else serve_detection
-        app, url = serve_run(load_dense_run(checkpoint), cfg.port, cfg.host)
+    found = run_family(run_checkpoint(cfg.checkpoint, "best"))
+    spec = found[0] if found else family("mae")
+    app, url = spec.slot("serve", "demo")(cfg.checkpoint, cfg.port, cfg.host, cfg.head_overrides())
     print(f"demo of {cfg.checkpoint} on {url} (Ctrl+C stops it)", flush=True)
     app.block_thread()
     return {"url": url}

@@ -13,40 +13,40 @@ boxes and instance masks.
                               evaluate`): classes, masks, sizes, backbone, data, encoder
     RUN/metrics.json          box (and mask) AP, AP50, AP75, APs/m/l and AP per class of the last
                               evaluation, the history of evaluations, the data's counts (crowd regions,
-                              clipped and dropped boxes)
+                              clipped and dropped boxes; the malformed annotations left out, counted, a
+                              few listed with their reasons)
     RUN/metrics.jsonl, RUN/tensorboard/, RUN/config.yaml
 """
 from __future__ import annotations
 
-import time
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import torch
-from torch import Tensor, nn
-from tqdm import tqdm
 
 from ..data import DataError, build_dataset, open_source
 from ..data.coco import CocoSource, DetectionTransform, collate_detection
 from ..data.scenes import FASHION_SCENES
 from ..errors import ConfigError
-from ..model import ViTEncoder
-from ..model.detection import detector_param_groups, vitdet
+from ..families.dense import DetectRecord
+from ..families.dense import detect as detection
+from ..families.encoder import prepared_encoder
 from ..options import opt, save_config
 from ..train import Trainer, write_json
-from ..train.config import TrainConfig
-from .common import (CHECKPOINT_HELP, EncoderOptions, PeriodicEvaluation, SceneOptions, Task, coco_scores,
-                     detection_loader, load_encoder_or_random, normalization, redefault, write_run_record)
+from ..train.config import TrainOptions
+from .options import CHECKPOINT_HELP, EncoderOptions, SceneOptions, Task, redefault
+
+log = logging.getLogger(__name__)
 
 MASKS = ("auto", "on", "off")
+DROPPED_EXAMPLES = 5  # malformed annotations metrics.json lists (with the count of all)
 
 
 @dataclass
-class DetectConfig(SceneOptions, EncoderOptions, TrainConfig):
+class DetectOptions(SceneOptions, EncoderOptions, TrainOptions):
     """`vitmae detect`: Faster / Mask R-CNN with the ViTDet backbone and recipe, on COCO data or the scenes."""
 
-    output: str = redefault(TrainConfig, "output", "runs/detect")
+    output: str = redefault(TrainOptions, "output", "runs/detect")
     checkpoint: str | None = opt(None, CHECKPOINT_HELP.replace("none: random", "none: from scratch"))
     data: str = opt(FASHION_SCENES, "fashion-scenes (built in: the items' boxes and instance masks; the detector's "
                     "input, --img-size, defaults to --scene-size) | a folder of COCO data in COCO 2017's layout "
@@ -63,12 +63,12 @@ class DetectConfig(SceneOptions, EncoderOptions, TrainConfig):
     layer_decay: float = opt(0.7, "layer-wise lr decay: block i gets lr * decay^(depth - i) (ViTDet: 0.7 for "
                              "ViT-B, 0.8 for ViT-L)", above=0, max=1)
     drop_path: float = opt(0.1, "stochastic depth rate of the last block", min=0, below=1)
-    lr: float | None = redefault(TrainConfig, "lr", 1e-4)
-    weight_decay: float = redefault(TrainConfig, "weight_decay", 0.1)
-    schedule: str = redefault(TrainConfig, "schedule", "step")
-    warmup_epochs: float = redefault(TrainConfig, "warmup_epochs", 0.25)
-    epochs: int = redefault(TrainConfig, "epochs", 12)
-    batch_size: int = redefault(TrainConfig, "batch_size", 16)
+    lr: float | None = redefault(TrainOptions, "lr", 1e-4)
+    weight_decay: float = redefault(TrainOptions, "weight_decay", 0.1)
+    schedule: str = redefault(TrainOptions, "schedule", "step")
+    warmup_epochs: float = redefault(TrainOptions, "warmup_epochs", 0.25)
+    epochs: int = redefault(TrainOptions, "epochs", 12)
+    batch_size: int = redefault(TrainOptions, "batch_size", 16)
     jitter_scale: tuple[float, ...] = opt((0.1, 2.0), "large-scale jitter: the range of the resize factor before "
                                           "the fixed-size crop (1,1: no jitter)", above=0)
     hflip: float = opt(0.5, "horizontal flip probability", min=0, max=1)
@@ -86,7 +86,7 @@ class DetectConfig(SceneOptions, EncoderOptions, TrainConfig):
             raise ConfigError(f"--jitter-scale takes two factors low,high, not {self.jitter_scale}")
 
 
-def explicit_files(cfg: DetectConfig) -> dict[str, tuple[str, str]]:
+def explicit_files(cfg: DetectOptions) -> dict[str, tuple[str, str]]:
     """{split: (annotation file, image folder)} of --train-json ... --val-images; none without them."""
     explicit = (cfg.train_json, cfg.train_images, cfg.val_json, cfg.val_images)
     if any(explicit) and not all(explicit):
@@ -94,61 +94,19 @@ def explicit_files(cfg: DetectConfig) -> dict[str, tuple[str, str]]:
     return {"train": explicit[:2], "val": explicit[2:]} if all(explicit) else {}
 
 
-def build_model(cfg: DetectConfig, encoder: ViTEncoder, num_classes: int, masks: bool,
-                img_size: tuple[int, int]) -> nn.Module:
-    """The detector on `encoder`, its heads initialised from `cfg.seed`."""
-    torch.manual_seed(cfg.seed)
-    return vitdet(encoder, num_classes, masks, img_size, cfg.window_size,
-                  list(cfg.global_blocks) if cfg.global_blocks else None, cfg.pyramid_channels, cfg.proposals,
-                  cfg.detections_per_image, cfg.rois_per_image, cfg.drop_path)
-
-
-class DetectionObjective:
-    """The sum of torchvision's detection losses (RPN objectness and boxes, RoI classes and boxes, masks)."""
-
-    def __call__(self, model: nn.Module, batch, step: int, micro: int) -> Tensor:
-        return sum(model(list(batch.images), batch.targets).values())
-
-
-class CocoEvaluator(PeriodicEvaluation):
-    """COCO box (and mask) metrics on the validation images every `every` epochs and at the end, into the
-    run's history (kept in the training state, so a resumed run continues it) and TensorBoard."""
-
-    history_key = "coco"
-
-    def __init__(self, source, masks: bool, every: int, batch_size: int, num_workers: int):
-        self.source, self.masks, self.every = source, masks, every
-        self.loader = detection_loader(source, batch_size, num_workers)
-        self.ground_truth = source.ground_truth()
-
-    def evaluate(self, trainer: Trainer) -> dict[str, Any]:
-        return coco_scores(trainer.model, self.loader, self.source, self.ground_truth, self.masks, trainer)[0]
-
-    def record(self, trainer: Trainer, epoch: float) -> None:
-        if not trainer.dist.is_main:
-            return
-        start = time.perf_counter()
-        entry = {"epoch": epoch, "step": trainer.progress.step, **self.evaluate(trainer),
-                 "time_s": round(time.perf_counter() - start, 2)}
-        trainer.extra_state.setdefault("coco", []).append(entry)
-        kinds = ("box", "mask") if self.masks else ("box",)
-        trainer.log_scalars(trainer.progress.step, {f"val/{kind}_{m}": entry[kind][m] for kind in kinds
-                                                    for m in ("AP", "AP50", "AP75")})
-        tqdm.write(f"epoch {epoch:g}: " + ", ".join(f"{kind} AP {entry[kind]['AP']:.2f} AP50 {entry[kind]['AP50']:.2f}"
-                                                    for kind in kinds))
-
-
-def detect_run(cfg: DetectConfig) -> dict[str, Any]:
+def detect_run(cfg: DetectOptions) -> dict[str, Any]:
     """Train and evaluate as `cfg` says; returns the summary also written to RUN/metrics.json."""
     explicit = explicit_files(cfg)
-    holder = load_encoder_or_random(cfg.checkpoint, cfg.model, cfg.seed, **cfg.model_overrides())
-    encoder = holder.encoder
-    mean, std = normalization(encoder.config, cfg.data)
-    encoder.config = encoder.config.replace(mean=mean, std=std)  # recorded with the run
+    encoder = prepared_encoder(cfg.checkpoint, cfg.model, cfg.seed, cfg.model_overrides(), cfg.data)
     data = {split: explicit.get(split, (cfg.data, None)) for split in ("train", "val")}  # (spec, image folder)
     train, val = (open_source(spec, split, "detection", images=images, in_chans=encoder.config.in_chans,
                               seed=cfg.seed, scene_size=cfg.scene_size, scenes=cfg.scenes, val_scenes=cfg.val_scenes)
                   for split, (spec, images) in data.items())
+    for source in (train, val):
+        if source.dropped:
+            log.warning(f"{len(source.dropped)} malformed annotations of {source.description} left out, e.g. "
+                        f"annotations[{source.dropped[0]['annotation']}]: {source.dropped[0]['reason']} (metrics.json "
+                        "lists the first few)")
     if val.category_ids != train.category_ids:
         raise DataError(f"the categories of {val.description} ({val.category_ids}) differ from those of "
                         f"{train.description} ({train.category_ids})")
@@ -158,27 +116,30 @@ def detect_run(cfg: DetectConfig) -> dict[str, Any]:
     train.masks = masks
     scenes = not isinstance(train, CocoSource)
     img_size = tuple(cfg.img_size or ((cfg.scene_size,) * 2 if scenes else encoder.config.img_size))
-    model = build_model(cfg, encoder, len(train.classes), masks, img_size)
+    model = detection.build_model(encoder, len(train.classes), masks, img_size, cfg.window_size, cfg.global_blocks,
+                                  cfg.pyramid_channels, cfg.proposals, cfg.detections_per_image, cfg.rois_per_image,
+                                  cfg.drop_path, cfg.seed)
 
     dataset = build_dataset(train, DetectionTransform(img_size, train=True, scale=cfg.jitter_scale, hflip=cfg.hflip),
                             cfg.seed)
-    evaluator = CocoEvaluator(val, masks, cfg.eval_every_epochs, cfg.batch_size, cfg.num_workers)
-    trainer = Trainer(model, DetectionObjective(), dataset, cfg, betas=(0.9, 0.999), collate_fn=collate_detection,
-                      groups=detector_param_groups(model, cfg.weight_decay, cfg.layer_decay), hooks=[evaluator])
+    evaluator = detection.CocoEvaluator(val, masks, cfg.eval_every_epochs, cfg.batch_size, cfg.num_workers)
+    trainer = Trainer(model, detection.DetectionObjective(), dataset, cfg, betas=(0.9, 0.999),
+                      collate_fn=collate_detection, hooks=[evaluator],
+                      groups=detection.FAMILY.param_groups(model, cfg.weight_decay, cfg.layer_decay))
     output = Path(cfg.output)
     # the data's files, so that evaluate finds them again from anywhere
     files = None if scenes else {split: [str(source.json_path.resolve()), str(source.image_root.resolve())]
                                  for split, source in (("train", train), ("val", val))}
-    info = {"classes": train.classes, "category_ids": train.category_ids, "masks": masks, "img_size": list(img_size),
-            "window_size": cfg.window_size, "global_blocks": model.backbone.global_blocks,
-            "pyramid_channels": cfg.pyramid_channels, "proposals": cfg.proposals,
-            "detections_per_image": cfg.detections_per_image, "pos_embed": encoder.pos_embed_kind, "data": cfg.data,
-            "files": files, "scenes": cfg.scenes, "val_scenes": cfg.val_scenes,
-            "scene_size": cfg.scene_size, "seed": cfg.seed,
-            "model": encoder.config.to_dict()}
+    record = DetectRecord(
+        classes=train.classes, category_ids=train.category_ids, masks=masks, img_size=list(img_size),
+        window_size=cfg.window_size, global_blocks=model.backbone.global_blocks,
+        pyramid_channels=cfg.pyramid_channels, proposals=cfg.proposals,
+        detections_per_image=cfg.detections_per_image, pos_embed=encoder.pos_embed_kind, data=cfg.data, files=files,
+        scenes=cfg.scenes, val_scenes=cfg.val_scenes, scene_size=cfg.scene_size, seed=cfg.seed,
+        model=encoder.config.to_dict())
     if trainer.dist.is_main:
         save_config(cfg, output)
-        write_run_record("detect", output, info)
+        record.write(output)
     summary = trainer.fit()
     if trainer.dist.is_main:
         history = trainer.extra_state["coco"]
@@ -186,16 +147,19 @@ def detect_run(cfg: DetectConfig) -> dict[str, Any]:
                    "history": history, "init": "scratch" if cfg.checkpoint.lower() == "none" else cfg.checkpoint,
                    "train": train.description, "val": val.description, "train_images": len(train),
                    "val_images": len(val),
-                   "train_data": train.stats, "val_data": val.stats, "strides": list(model.backbone.strides), **info}
+                   "train_data": train.stats, "val_data": val.stats,
+                   "annotations_dropped": {split: {"count": len(source.dropped),
+                                                   "examples": source.dropped[:DROPPED_EXAMPLES]}
+                                           for split, source in (("train", train), ("val", val))}, "strides": list(model.backbone.strides),
+                   **record.to_dict()}
         write_json(output / "metrics.json", summary)
     return summary
 
 
-def report(s: dict[str, Any], cfg: DetectConfig) -> list[str]:
-    lines = [f"{kind} AP {s[kind]['AP']:.2f}  AP50 {s[kind]['AP50']:.2f}  AP75 {s[kind]['AP75']:.2f} on {s['val']} "
-             f"({s['val_images']} images)" for kind in ("box", "mask") if kind in s]
-    return lines + [f"{s['steps']} steps on {s['train_images']} images, {s['img_s']:.0f} img/s; checkpoint {s['checkpoint']}"]
+def report(s: dict[str, Any], cfg: DetectOptions) -> list[str]:
+    return detection.ap_lines(s, f" on {s['val']} ({s['val_images']} images)") + [
+        f"{s['steps']} steps on {s['train_images']} images, {s['img_s']:.0f} img/s; checkpoint {s['checkpoint']}"]
 
 
 TASK = Task("detect", "object detection / instance segmentation on the encoder (ViTDet, Faster / Mask R-CNN)",
-            DetectConfig, detect_run, report)
+            DetectOptions, detect_run, report)

@@ -24,15 +24,17 @@ from ..errors import ConfigError
 from ..model import POOLS
 from ..options import opt
 from ..train import write_json
-from .common import (Task, CHECKPOINT_HELP, POOL_HELP, EncoderOptions, Features, InferenceOptions, Runtime,
-                     encode_source, eval_transform, load_encoder_or_random)
+from ..families.encoder import eval_transform, load_encoder_or_random
+from ..families.features import encode_source
+from ..train.runtime import Runtime
+from .options import CHECKPOINT_HELP, POOL_HELP, EncoderOptions, InferenceOptions, Task
 
-__all__ = ["EmbedConfig", "Features", "Runtime", "embed", "encode_source", "load_encoder_or_random"]
+__all__ = ["EmbedOptions", "embed"]
 EMBED_FORMATS = ("npy", "parquet")
 
 
 @dataclass
-class EmbedConfig(EncoderOptions, InferenceOptions):
+class EmbedOptions(EncoderOptions, InferenceOptions):
     """`vitmae embed`: deterministic features (no masking, original token order) of every image."""
 
     output: str = opt("runs/embed", "directory of the embeddings and metrics.json")
@@ -45,7 +47,7 @@ class EmbedConfig(EncoderOptions, InferenceOptions):
                       "embedding)", choices=EMBED_FORMATS)
 
 
-def embed_source(cfg: EmbedConfig, in_chans: int) -> Source:
+def embed_source(cfg: EmbedOptions, in_chans: int) -> Source:
     """Every image a spec names: a folder (recursively, unlabeled), a CSV, or a built-in data set's split."""
     if not cfg.data:
         raise ConfigError("give --data: a folder of images, a .csv of path[,label], or fashion-mnist")
@@ -79,7 +81,7 @@ def write_parquet(output: Path, features: np.ndarray, paths: list[str], labels: 
     return [output / "embeddings.parquet"]
 
 
-def embed(cfg: EmbedConfig) -> dict[str, Any]:
+def embed(cfg: EmbedOptions) -> dict[str, Any]:
     if cfg.format == "parquet":
         try:
             import pyarrow.parquet  # noqa: F401
@@ -112,11 +114,11 @@ def embed(cfg: EmbedConfig) -> dict[str, Any]:
     return summary
 
 
-def report(s: dict[str, Any], cfg: EmbedConfig) -> list[str]:
+def report(s: dict[str, Any], cfg: EmbedOptions) -> list[str]:
     lines = [f"{s['images']} x {s['dim']} features ({s['pool']}) in {s['embeddings']}, paths in {s['index']}"]
     if s["skipped_files"]:
         lines.append(f"skipped {len(s['skipped_files'])} unreadable file(s): listed in metrics.json")
     return lines
 
 
-TASK = Task("embed", "features of every image (npy) with their paths (csv)", EmbedConfig, embed, report)
+TASK = Task("embed", "features of every image (npy) with their paths (csv)", EmbedOptions, embed, report)

@@ -19,27 +19,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
 from tqdm import tqdm
 
 from ..data import EvalTransform, build_dataset
 from ..data.augment import FinetuneTransform
-from ..data.labels import class_names, num_classes_of
+from ..data.labels import class_names
 from ..errors import ConfigError
-from ..model import POOLS, ModelConfig, ViTEncoder, model_config, to_2tuple
-from ..model.classifier import GLOBAL_POOL, ViTClassifier, from_pretrained_encoder
-from ..model.flat_names import flat_state_dict, load_flat_state_dict
+from ..families import classify
+from ..families.encoder import model_source, normalization, prepared_encoder, save_run_config
+from ..model import POOLS, model_config, to_2tuple
 from ..options import opt
-from ..train import Hook, Trainer, write_json
-from ..train.config import TrainConfig
-from .common import (CHECKPOINT_HELP, ClassificationObjective, ClassifierEvaluator, EncoderOptions,
-                     LabeledDataOptions, Task, eval_loader, label_summary, labeled_data, model_source,
-                     normalization, redefault, save_run_config)
+from ..train import Trainer, write_json
+from ..train.config import TrainOptions
+from ..train.hooks import ModelEma
+from .options import CHECKPOINT_HELP, EncoderOptions, LabeledDataOptions, Task, redefault
 
 
 @dataclass
-class FinetuneConfig(LabeledDataOptions, EncoderOptions, TrainConfig):
+class FinetuneOptions(LabeledDataOptions, EncoderOptions, TrainOptions):
     """`vitmae finetune`: the official MAE fine-tuning recipe (AdamW, layer-wise lr decay, drop path,
     warmup + cosine, mixup / cutmix / label smoothing, RandAugment, random erasing).
 
@@ -50,13 +47,13 @@ class FinetuneConfig(LabeledDataOptions, EncoderOptions, TrainConfig):
     like 28-px Fashion-MNIST or 32-px CIFAR, even converted to RGB) and for images that are not RGB.
     The heavy recipe regularises a ViT-B for 100 epochs of ImageNet; on 28-px images it costs accuracy."""
 
-    output: str = redefault(TrainConfig, "output", "runs/finetune")
+    output: str = redefault(TrainOptions, "output", "runs/finetune")
     checkpoint: str | None = opt(None, CHECKPOINT_HELP.replace("none: random", "none: from scratch"))
-    epochs: int = redefault(TrainConfig, "epochs", 20)
-    batch_size: int = redefault(TrainConfig, "batch_size", 128)
-    blr: float = redefault(TrainConfig, "blr", 1e-3)
-    min_lr: float = redefault(TrainConfig, "min_lr", 1e-6)
-    warmup_epochs: float = redefault(TrainConfig, "warmup_epochs", 2.0)
+    epochs: int = redefault(TrainOptions, "epochs", 20)
+    batch_size: int = redefault(TrainOptions, "batch_size", 128)
+    blr: float = redefault(TrainOptions, "blr", 1e-3)
+    min_lr: float = redefault(TrainOptions, "min_lr", 1e-6)
+    warmup_epochs: float = redefault(TrainOptions, "warmup_epochs", 2.0)
     pool: str = opt("mean", "classify from: mean (the mean patch token + fc_norm, the official recipe) | cls "
                     "(the cls token after the final norm, as Hugging Face's classifier)", choices=POOLS)
     layer_decay: float = opt(0.75, "layer-wise lr decay: block i gets lr * decay^(depth - i)", above=0, max=1)
@@ -85,46 +82,7 @@ class FinetuneConfig(LabeledDataOptions, EncoderOptions, TrainConfig):
         return {k: default if getattr(self, k) is None else getattr(self, k) for k, default in defaults.items()}
 
 
-class ModelEma(Hook):
-    """An exponential moving average of the weights, updated after every optimizer step (timm's
-    ModelEmaV3 with its warm-up: the decay grows towards `decay` with the step count, so a short run
-    averages over a window that fits it). The average lives in the run's training state, so a resumed
-    run averages on."""
-
-    def __init__(self, decay: float):
-        if not 0.0 < decay < 1.0:
-            raise ConfigError(f"--model-ema-decay must be in (0, 1), got {decay}")
-        self.decay = decay
-        self.ema = None
-
-    def on_start(self, trainer: Trainer) -> None:
-        from timm.utils import ModelEmaV3
-
-        self.ema = ModelEmaV3(trainer.model, decay=self.decay, use_warmup=True)
-        if "ema" in trainer.extra_state:  # resumed
-            load_flat_state_dict(self.ema.module, trainer.extra_state["ema"])
-        # The state dict's tensors are the average's own, updated in place: every checkpoint saves them.
-        trainer.extra_state["ema"] = flat_state_dict(self.ema.module)  # flat names, as in the weights file
-
-    def on_step_end(self, trainer: Trainer) -> None:
-        self.ema.update(trainer.model, step=trainer.progress.step)
-
-    @property
-    def module(self) -> nn.Module:
-        """The averaged model."""
-        return self.ema.module
-
-
-def build_model(cfg: FinetuneConfig, encoder: ViTEncoder | None, config: ModelConfig,
-                num_classes: int) -> ViTClassifier:
-    """The classifier: on the pre-trained `encoder`, or fresh with the MAE initialisation (`None`)."""
-    torch.manual_seed(cfg.seed)
-    if encoder is None:
-        return ViTClassifier(config, num_classes, GLOBAL_POOL[cfg.pool], cfg.drop_path)
-    return from_pretrained_encoder(encoder, num_classes, GLOBAL_POOL[cfg.pool], cfg.drop_path)
-
-
-def describe_augmentation(aug: dict[str, Any], cfg: FinetuneConfig, in_chans: int, img_size) -> str:
+def describe_augmentation(aug: dict[str, Any], cfg: FinetuneOptions, in_chans: int, img_size) -> str:
     """One line: the augmentation a fine-tuning run uses, and why (the defaults follow the images)."""
     h, w = img_size
     parts = [f"crops of {aug['crop_min_scale']:g}-1 of the area", f"flip {cfg.hflip:g}",
@@ -133,23 +91,22 @@ def describe_augmentation(aug: dict[str, Any], cfg: FinetuneConfig, in_chans: in
     return f"augmentation for {h}x{w} images with {in_chans} channel(s): {', '.join(parts)}"
 
 
-def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
+def finetune(cfg: FinetuneOptions) -> dict[str, Any]:
     """Fine-tune as `cfg` says; returns the summary also written to RUN/metrics.json."""
-    from ..interop.loading import load_encoder
 
     if not cfg.checkpoint:
         raise ConfigError("give --checkpoint PATH (a pre-trained model) or --checkpoint none (from scratch)")
     scratch = cfg.checkpoint.lower() == "none"
-    encoder = None if scratch else load_encoder(cfg.checkpoint, **cfg.model_overrides()).encoder
+    encoder = None if scratch else prepared_encoder(cfg.checkpoint, cfg.model, cfg.seed, cfg.model_overrides(),
+                                                    cfg.data)
     config = model_config(cfg.model, **cfg.model_overrides()) if scratch else encoder.config
     mean, std = normalization(config, cfg.data)
     config = config.replace(mean=mean, std=std)  # recorded in every checkpoint of the run
-    if encoder is not None:
-        encoder.config = config
-    train_all, train, val, val_description = labeled_data(cfg, config.in_chans, cfg.seed)
-    num_classes = max(num_classes_of(train_all), num_classes_of(val))
+    labeled = classify.labeled_data(cfg.data, cfg.val_data, config.in_chans, cfg.seed, cfg.labels_fraction,
+                                    cfg.labels_per_class)
+    train_all, train, val, val_description, num_classes = labeled
     names = class_names(train_all, num_classes)
-    model = build_model(cfg, encoder, config, num_classes)
+    model = classify.build_model(encoder, config, num_classes, cfg.pool, cfg.drop_path, cfg.seed)
     model.class_names = names
 
     aug = cfg.augmentation(config.in_chans, config.img_size)
@@ -158,10 +115,10 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
                                   reprob=aug["reprob"])
     dataset = build_dataset(train, transform, cfg.seed)
     ema = ModelEma(cfg.model_ema_decay) if cfg.model_ema else None
-    evaluator = ClassifierEvaluator(eval_loader(val, EvalTransform(config.img_size, mean, std), cfg.batch_size,
-                                                cfg.num_workers),
-                                    cfg.eval_every_epochs, cfg.epochs, averaged=(lambda: ema.module) if ema else None)
-    objective = ClassificationObjective(num_classes, cfg.smoothing, aug["mixup"], aug["cutmix"], cfg.seed)
+    val_loader = classify.eval_loader(val, EvalTransform(config.img_size, mean, std), cfg.batch_size, cfg.num_workers)
+    evaluator = classify.ClassifierEvaluator(val_loader, cfg.eval_every_epochs, cfg.epochs,
+                                             averaged=(lambda: ema.module) if ema else None)
+    objective = classify.ClassificationObjective(num_classes, cfg.smoothing, aug["mixup"], aug["cutmix"], cfg.seed)
     trainer = Trainer(model, objective, dataset, cfg, groups=model.param_groups(cfg.weight_decay, cfg.layer_decay),
                       betas=(0.9, 0.999), hooks=[ema, evaluator] if ema else [evaluator])
     objective.rank = trainer.dist.rank
@@ -175,7 +132,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         best = output / "checkpoints" / "best"
         summary = {**summary, **evaluator.results(trainer),
                    "init": "scratch" if scratch else cfg.checkpoint,
-                   **label_summary(train_all, train, cfg),
+                   **classify.label_summary(labeled, cfg.labels_fraction, cfg.labels_per_class),
                    "val": val_description, "val_images": len(val), "num_classes": num_classes, "classes": names,
                    "pool": cfg.pool, "global_pool": model.global_pool, "augmentation": aug,
                    "layer_decay": cfg.layer_decay, "drop_path": cfg.drop_path, "smoothing": cfg.smoothing,
@@ -187,12 +144,12 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     return summary
 
 
-def report(s: dict[str, Any], cfg: FinetuneConfig) -> list[str]:
+def report(s: dict[str, Any], cfg: FinetuneOptions) -> list[str]:
     return [f"top-1 {s['top1']:.2f}%  top-5 {s['top5']:.2f}% on {s['val']} ({s['val_images']} images); "
             f"best top-1 {s['best_top1']:.2f}% at epoch {s['best_epoch']:g}",
             f"{s['steps']} steps on {s['train_images']} labeled images, {s['img_s']:.0f} img/s; "
             f"last checkpoint {s['last_checkpoint']}, best {s['best_checkpoint']}"]
 
 
-TASK = Task("finetune", "fine-tune a classifier from a pre-trained encoder (or from scratch)", FinetuneConfig,
+TASK = Task("finetune", "fine-tune a classifier from a pre-trained encoder (or from scratch)", FinetuneOptions,
             finetune, report)

@@ -3,7 +3,8 @@
 Features are L2-normalised; each query's k most cosine-similar training images vote for their class with
 weight exp(similarity / temperature); the class with the largest vote is the prediction (top-5: the five
 largest). k = 20, temperature 0.07 by default. No training, so it is cheap enough to run during
-pre-training too (`vitmae pretrain --eval-knn DATA`, see common.KnnMonitor).
+pre-training too (`vitmae pretrain --eval-knn DATA`, see families.mae.KnnMonitor); the scoring is
+families.features'.
 """
 from __future__ import annotations
 
@@ -12,18 +13,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..families import classify
+from ..families.encoder import load_encoder_or_random, model_source, save_run_config
+from ..families.features import encode_source, knn_accuracy
 from ..model import POOLS
 from ..options import opt
 from ..train import write_json
-from .common import (Task, CHECKPOINT_HELP, POOL_HELP, EncoderOptions, InferenceOptions, LabeledDataOptions, Runtime,
-                     encode_source, frozen_encoder_data, knn_accuracy, knn_scores, label_summary, model_source,
-                     save_run_config)
+from ..train.runtime import Runtime
+from .options import CHECKPOINT_HELP, POOL_HELP, EncoderOptions, InferenceOptions, LabeledDataOptions, Task
 
-__all__ = ["KnnConfig", "knn", "knn_accuracy", "knn_scores"]
+__all__ = ["KnnOptions", "knn"]
 
 
 @dataclass
-class KnnConfig(LabeledDataOptions, EncoderOptions, InferenceOptions):
+class KnnOptions(LabeledDataOptions, EncoderOptions, InferenceOptions):
     """`vitmae knn`: weighted k-nearest-neighbour classification on frozen encoder features."""
 
     output: str = opt("runs/knn", "directory of the results (metrics.json)")
@@ -33,19 +36,23 @@ class KnnConfig(LabeledDataOptions, EncoderOptions, InferenceOptions):
     pool: str = opt("cls", POOL_HELP, choices=POOLS)
 
 
-def knn(cfg: KnnConfig) -> dict[str, Any]:
+def knn(cfg: KnnOptions) -> dict[str, Any]:
     """kNN accuracy as `cfg` says; returns the summary also written to metrics.json."""
-    encoder, train_all, train, val, val_description, num_classes, _, _, transform = frozen_encoder_data(cfg)
+    encoder = load_encoder_or_random(cfg.checkpoint, cfg.model, cfg.seed, **cfg.model_overrides()).encoder
+    labeled, _, _, transform = classify.frozen_encoder_data(encoder, cfg.data, cfg.val_data, cfg.seed,
+                                                            cfg.labels_fraction, cfg.labels_per_class)
+    train_all, train, val, val_description, num_classes = labeled
     runtime = Runtime(cfg.device, cfg.precision)
     start = time.perf_counter()
     bank = encode_source(encoder, train, transform, cfg.pool, runtime, cfg.batch_size, cfg.num_workers)
     queries = encode_source(encoder, val, transform, cfg.pool, runtime, cfg.batch_size, cfg.num_workers)
-    labeled = queries.labels >= 0
-    accuracy = knn_accuracy(bank.features, bank.labels, queries.features[labeled], queries.labels[labeled],
+    known = queries.labels >= 0
+    accuracy = knn_accuracy(bank.features, bank.labels, queries.features[known], queries.labels[known],
                             cfg.k, cfg.temperature, num_classes)
     summary = {**accuracy, "k": cfg.k, "temperature": cfg.temperature, "pool": cfg.pool,
-               "checkpoint": cfg.checkpoint, **label_summary(train_all, train, cfg), "val": val_description,
-               "val_images": int(labeled.sum()), "feature_dim": int(bank.features.shape[1]),
+               "checkpoint": cfg.checkpoint,
+               **classify.label_summary(labeled, cfg.labels_fraction, cfg.labels_per_class), "val": val_description,
+               "val_images": int(known.sum()), "feature_dim": int(bank.features.shape[1]),
                "num_classes": num_classes, "time_s": round(time.perf_counter() - start, 2),
                "skipped_files": [{"path": p, "reason": r} for p, r in bank.skipped + queries.skipped],
                "model": encoder.config.to_dict(),
@@ -56,9 +63,9 @@ def knn(cfg: KnnConfig) -> dict[str, Any]:
     return summary
 
 
-def report(s: dict[str, Any], cfg: KnnConfig) -> list[str]:
+def report(s: dict[str, Any], cfg: KnnOptions) -> list[str]:
     return [f"kNN (k={s['k']}, T={s['temperature']}) top-1 {s['top1']:.2f}%  top-5 {s['top5']:.2f}% on "
             f"{s['val']} ({s['val_images']} images), bank of {s['train_images']} labeled images"]
 
 
-TASK = Task("knn", "weighted kNN accuracy of a frozen encoder's features", KnnConfig, knn, report)
+TASK = Task("knn", "weighted kNN accuracy of a frozen encoder's features", KnnOptions, knn, report)

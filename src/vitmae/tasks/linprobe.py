@@ -4,7 +4,7 @@ through BatchNorm1d(affine=False, eps 1e-6) and a Linear layer (trunc_normal std
 
 Since the encoder is frozen, by default the features of the un-augmented images are computed once and the
 engine trains the probe on them (fast: the probe is one layer). `--no-cache-features` runs the encoder on
-every step with RandomResizedCrop + flip, as the official recipe.
+every step with RandomResizedCrop + flip, as the official recipe. The probe's modules: model/probe.py.
 
     RUN/metrics.json       top1, top5, best_top1, per-epoch history
     RUN/classifier/        with cls pooling: encoder + probe folded into one ViTClassifier (global_pool
@@ -19,26 +19,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ..data import PretrainTransform, build_dataset, build_loader
 from ..data.labels import class_names
+from ..families import classify
+from ..families.encoder import load_encoder_or_random, model_source, save_run_config
+from ..families.features import FeatureDataset, encode_source
 from ..model import POOLS
-from ..model.classifier import ViTClassifier, pool_features
-from ..model.flat_names import flat_state_dict, load_flat_state_dict
-from ..model.vit import ViTEncoder, param_groups
+from ..model.probe import FrozenEncoderProbe, LinearProbe, frozen, probe_to_classifier
+from ..model.vit import param_groups
 from ..options import opt
 from ..train import Trainer, write_json
-from ..train.config import TrainConfig
+from ..train.checkpoint import save_weights
+from ..train.config import TrainOptions
 from ..train.lars import LARS
-from .common import (Task, CHECKPOINT_HELP, POOL_HELP, ClassificationObjective, ClassifierEvaluator, EncoderOptions,
-                     FeatureDataset, LabeledDataOptions, Runtime, encode_source, eval_loader, frozen,
-                     frozen_encoder_data, label_summary, model_source, redefault, save_run_config,
-                     save_weights)
+from ..train.runtime import Runtime
+from .options import CHECKPOINT_HELP, POOL_HELP, EncoderOptions, LabeledDataOptions, Task, redefault
 
 
 @dataclass
-class LinprobeConfig(LabeledDataOptions, EncoderOptions, TrainConfig):
+class LinprobeOptions(LabeledDataOptions, EncoderOptions, TrainOptions):
     """`vitmae linprobe`: the official linear probe: frozen encoder, cls-token features,
     BatchNorm1d(affine=False) + Linear, LARS, lr = blr * batch / 256, no weight decay.
 
@@ -46,13 +47,13 @@ class LinprobeConfig(LabeledDataOptions, EncoderOptions, TrainConfig):
     90 epochs of ImageNet at batch 16384) suits large labeled sets; a few thousand labels need more epochs
     and a larger blr."""
 
-    output: str = redefault(TrainConfig, "output", "runs/linprobe")
+    output: str = redefault(TrainOptions, "output", "runs/linprobe")
     checkpoint: str | None = opt(None, CHECKPOINT_HELP)
-    epochs: int = redefault(TrainConfig, "epochs", 90)
-    batch_size: int = redefault(TrainConfig, "batch_size", 512)
-    blr: float = redefault(TrainConfig, "blr", 0.1)
-    weight_decay: float = redefault(TrainConfig, "weight_decay", 0.0)
-    warmup_epochs: float = redefault(TrainConfig, "warmup_epochs", 10.0)
+    epochs: int = redefault(TrainOptions, "epochs", 90)
+    batch_size: int = redefault(TrainOptions, "batch_size", 512)
+    blr: float = redefault(TrainOptions, "blr", 0.1)
+    weight_decay: float = redefault(TrainOptions, "weight_decay", 0.0)
+    warmup_epochs: float = redefault(TrainOptions, "warmup_epochs", 10.0)
     pool: str = opt("cls", POOL_HELP, choices=POOLS)
     cache_features: bool = opt(True, "compute the frozen encoder's features once (no augmentation); else crop + "
                                "flip every step")
@@ -61,57 +62,12 @@ class LinprobeConfig(LabeledDataOptions, EncoderOptions, TrainConfig):
     eval_every_epochs: int = opt(1, "evaluate on the validation images every N epochs (and at the end)", min=1)
 
 
-class LinearProbe(nn.Module):
-    """BatchNorm1d without affine parameters, then Linear: the official probe head."""
-
-    def __init__(self, dim: int, num_classes: int, config):
-        super().__init__()
-        self.config = config  # the encoder's, so that checkpoints record what the features came from
-        self.bn = nn.BatchNorm1d(dim, affine=False, eps=1e-6)
-        self.head = nn.Linear(dim, num_classes)
-        nn.init.trunc_normal_(self.head.weight, std=0.01)
-        nn.init.zeros_(self.head.bias)
-
-    def forward(self, features: Tensor) -> Tensor:
-        return self.head(self.bn(features))
-
-
-class FrozenEncoderProbe(nn.Module):
-    """Images -> frozen encoder (always in eval mode) -> pooled feature -> probe."""
-
-    def __init__(self, encoder: ViTEncoder, probe: LinearProbe, pool: str):
-        super().__init__()
-        self.encoder, self.probe, self.pool = frozen(encoder), probe, pool
-        self.config = probe.config
-
-    def train(self, mode: bool = True) -> "FrozenEncoderProbe":
-        super().train(mode)
-        self.encoder.eval()
-        return self
-
-    def forward(self, images: Tensor) -> Tensor:
-        with torch.no_grad():
-            features = pool_features(self.encoder.encode(images), self.pool)
-        return self.probe(features.float())
-
-
-def probe_to_classifier(encoder: ViTEncoder, probe: LinearProbe) -> ViTClassifier:
-    """One ViTClassifier (cls token, final norm, head) equal to encoder + BatchNorm (eval) + Linear on the
-    cls token: the normalisation is folded into the head, W' = W / sigma, b' = b - W' mu."""
-    model = ViTClassifier(encoder.config, probe.head.out_features, "token")
-    encoder_keys = ("cls_token", "pos_embed", "patch_embed.", "blocks.", "norm.")
-    state = {k: v for k, v in flat_state_dict(encoder).items() if k.startswith(encoder_keys)}
-    sigma = (probe.bn.running_var + probe.bn.eps).sqrt()
-    weight = probe.head.weight / sigma
-    state["head.weight"] = weight.detach().clone()
-    state["head.bias"] = (probe.head.bias - weight @ probe.bn.running_mean).detach().clone()
-    load_flat_state_dict(model, state)
-    return model.eval()
-
-
-def linprobe(cfg: LinprobeConfig) -> dict[str, Any]:
+def linprobe(cfg: LinprobeOptions) -> dict[str, Any]:
     """Train and evaluate a linear probe as `cfg` says; returns the summary also written to metrics.json."""
-    encoder, train_all, train, val, val_description, num_classes, mean, std, evaluation = frozen_encoder_data(cfg)
+    encoder = load_encoder_or_random(cfg.checkpoint, cfg.model, cfg.seed, **cfg.model_overrides()).encoder
+    labeled, mean, std, evaluation = classify.frozen_encoder_data(encoder, cfg.data, cfg.val_data, cfg.seed,
+                                                                  cfg.labels_fraction, cfg.labels_per_class)
+    train_all, train, val, val_description, num_classes = labeled
     config = encoder.config
     torch.manual_seed(cfg.seed)
     probe = LinearProbe(encoder.embed_dim, num_classes, config)
@@ -131,11 +87,11 @@ def linprobe(cfg: LinprobeConfig) -> dict[str, Any]:
         transform = PretrainTransform(config.img_size, mean, std, scale=(cfg.crop_min_scale, 1.0))
         dataset = build_dataset(train, transform, cfg.seed)
         model = FrozenEncoderProbe(encoder, probe, cfg.pool)
-        val_loader = eval_loader(val, evaluation, cfg.batch_size, cfg.num_workers)
+        val_loader = classify.eval_loader(val, evaluation, cfg.batch_size, cfg.num_workers)
     feature_time = time.perf_counter() - start
 
-    evaluator = ClassifierEvaluator(val_loader, cfg.eval_every_epochs, cfg.epochs)
-    objective = ClassificationObjective(num_classes, 0.0, 0.0, 0.0, cfg.seed)
+    evaluator = classify.ClassifierEvaluator(val_loader, cfg.eval_every_epochs, cfg.epochs)
+    objective = classify.ClassificationObjective(num_classes, 0.0, 0.0, 0.0, cfg.seed)
     groups = param_groups(model, cfg.weight_decay)
     trainer = Trainer(model, objective, dataset, train_cfg, groups=groups,
                       make_optimizer=lambda groups, lr: LARS(groups, lr=lr, weight_decay=cfg.weight_decay),
@@ -152,7 +108,8 @@ def linprobe(cfg: LinprobeConfig) -> dict[str, Any]:
             classifier.class_names = class_names(train_all, num_classes)
             classifier_dir = str(save_weights(classifier, output / "classifier"))
         summary = {**summary, **evaluator.results(trainer), "checkpoint_encoder": cfg.checkpoint,
-                   **label_summary(train_all, train, cfg), "val": val_description, "val_images": len(val),
+                   **classify.label_summary(labeled, cfg.labels_fraction, cfg.labels_per_class),
+                   "val": val_description, "val_images": len(val),
                    "num_classes": num_classes, "pool": cfg.pool, "cache_features": cfg.cache_features,
                    "feature_time_s": round(feature_time, 2), "classifier": classifier_dir,
                    "model": config.to_dict(), "model_source": source}
@@ -160,7 +117,7 @@ def linprobe(cfg: LinprobeConfig) -> dict[str, Any]:
     return summary
 
 
-def report(s: dict[str, Any], cfg: LinprobeConfig) -> list[str]:
+def report(s: dict[str, Any], cfg: LinprobeOptions) -> list[str]:
     lines = [f"linear probe top-1 {s['top1']:.2f}%  top-5 {s['top5']:.2f}% on {s['val']} ({s['val_images']} "
              f"images), {s['train_images']} labeled training images"]
     if s.get("classifier"):
@@ -168,5 +125,5 @@ def report(s: dict[str, Any], cfg: LinprobeConfig) -> list[str]:
     return lines
 
 
-TASK = Task("linprobe", "linear probe of a frozen encoder (BatchNorm + Linear, LARS)", LinprobeConfig, linprobe,
+TASK = Task("linprobe", "linear probe of a frozen encoder (BatchNorm + Linear, LARS)", LinprobeOptions, linprobe,
             report)

@@ -26,7 +26,7 @@ from ..data.segmentation import write_index_mask
 from ..errors import ConfigError
 from ..options import Options, opt
 from ..train import write_json
-from .common import Task
+from .options import Task
 
 __all__ = ["MakeDatasetOptions", "make_dataset"]
 

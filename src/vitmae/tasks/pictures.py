@@ -5,9 +5,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..model import STRATEGIES
-from .common import HeadOptions, Task
 from ..options import Options, opt
 from ..viz import attention_file, reconstruct_files, write_report
+from .options import HeadOptions, Task
 
 VIEW_CHECKPOINT_HELP = "any checkpoint `vitmae info` reads, or a run directory"
 
@@ -62,7 +62,7 @@ def report_page(cfg: ReportOptions) -> dict[str, Any]:
     return {"out": str(write_report(cfg.run_dir, cfg.out))}
 
 
-def wrote(summary: dict[str, Any], cfg: Any) -> list[str]:
+def wrote(summary: dict[str, Any], cfg: Options) -> list[str]:
     return [f"wrote {summary['out']}"]
 
 

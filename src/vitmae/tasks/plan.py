@@ -25,9 +25,9 @@ from ..model.segmentation import AUX_WEIGHT, Segmenter
 from ..options import opt
 from ..train.config import DEVICES, PRECISIONS
 from ..train.distributed import DistInfo
-from ..train.engine import resolve_device
 from ..train.memory import STRATEGIES, MemoryPlan, measure_training, plan_memory
-from .common import MAEOptions, Task, redefault
+from ..train.runtime import resolve_device
+from .options import MAEOptions, Task, redefault
 
 MODEL_TASKS = ("pretrain", "finetune", "segment")
 DEFAULT_CLASSES = {"finetune": 1000, "segment": 150}  # ImageNet-1k; ADE20K, the MAE paper's segmentation

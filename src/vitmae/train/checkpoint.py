@@ -35,6 +35,20 @@ def write_text_atomic(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
+def save_weights(model: nn.Module, path: Path) -> Path:
+    """Weights and config (vitmae format, no train state) into the directory `path`, replaced whole: a
+    run's best checkpoint, a linear probe's classifier."""
+    tmp, old = path.with_name(f".tmp-{path.name}"), path.with_name(f".old-{path.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_vitmae(model, tmp)
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
 def save_checkpoint(run_dir: Path, name: str, model: nn.Module, train_state: dict[str, Any],
                     keep: int = 2) -> Path:
     root = Path(run_dir) / "checkpoints"

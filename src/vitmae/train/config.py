@@ -22,7 +22,7 @@ class RuntimeOptions(Options):
 
 
 @dataclass
-class TrainConfig(RuntimeOptions):
+class TrainOptions(RuntimeOptions):
     """The training engine: schedule, batches, optimizer, precision and checkpoints."""
 
     output: str = opt("runs/pretrain", "run directory: checkpoints, metrics, pictures, config.yaml")

@@ -29,12 +29,14 @@ from ..data.source import require_readable
 from ..errors import ConfigError
 from ..options import flag_name
 from ..model.vit import param_groups
-from .config import COMPILE_MODES, PRECISIONS, TrainConfig
+from .config import COMPILE_MODES, TrainOptions
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, raise_if_peer_lost
+from .hooks import Hook
 from .loggers import build_loggers, parse_log_to
 from .parallel import select_strategy
 from .run_dir import claim_run_dir, resume_notes
 from .optim import build_adamw, lr_at, set_lr
+from .runtime import Runtime, resolve_device
 
 LOG_EVERY_STEPS, LOG_POINTS = 20, 50  # the default logging interval, and the points a short run gets
 # A CPU run projected to take longer than this is said so after its first steps, with the options that
@@ -45,15 +47,6 @@ PROJECTION_STEPS = 3  # steps timed for the projection (after the first, which p
 class Objective(Protocol):
     def __call__(self, model: nn.Module, batch: Batch, step: int, micro: int) -> Tensor:
         """The scalar loss of one micro-batch at optimizer step `step` (from 1)."""
-
-
-class Hook:
-    """Task-specific work at fixed points of a run (evaluation, pictures). Methods run on every rank."""
-
-    def on_start(self, trainer: "Trainer") -> None: ...
-    def on_step_end(self, trainer: "Trainer") -> None: ...
-    def on_epoch_end(self, trainer: "Trainer", epoch: int) -> None: ...
-    def on_end(self, trainer: "Trainer") -> None: ...
 
 
 class NonFiniteLossError(RuntimeError):
@@ -80,32 +73,6 @@ class Progress:
     epoch_batches: int = 0  # micro-batches of that epoch already consumed
     images: int = 0  # images trained on, all processes
     train_time_s: float = 0.0
-
-
-def resolve_device(name: str, dist_info: DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda: no CUDA GPU is available here (use --device cpu or auto)")
-        return torch.device("cuda", dist_info.local_rank)
-    if name != "cpu":
-        raise ConfigError(f"unknown --device {name!r}; choose from: auto, cpu, cuda")
-    return torch.device(name)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; choose from: {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    return precision
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Mixed precision for a resolved precision (fp32: a no-op context)."""
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
 def compile_model(model: nn.Module, setting: bool | None, mode: str, device: torch.device) -> nn.Module:
@@ -148,7 +115,7 @@ def write_json(path: Path, data: Any) -> None:
 
 
 class Trainer:
-    def __init__(self, model: nn.Module, objective: Objective, dataset: Dataset, config: TrainConfig, *,
+    def __init__(self, model: nn.Module, objective: Objective, dataset: Dataset, config: TrainOptions, *,
                  groups: list[dict] | None = None, betas: tuple[float, float] = (0.9, 0.95),
                  make_optimizer: Callable[[list[dict], float], torch.optim.Optimizer] | None = None,
                  hooks: Sequence[Hook] = (), samples_per_epoch: int | None = None, collate_fn=None,
@@ -158,8 +125,8 @@ class Trainer:
         self.config = cfg = config
         self.cost_options = ("batch_size", "epochs", *cost_options)
         self.dist = init_distributed(resolve_device(cfg.device, DistInfo()).type)
-        self.device = resolve_device(cfg.device, self.dist)
-        self.precision = resolve_precision(cfg.precision, self.device)
+        self.runtime = Runtime(cfg.device, cfg.precision, self.dist)
+        self.device, self.precision = self.runtime.device, self.runtime.precision
         self.output = Path(cfg.output)
         claim_run_dir(self.output, cfg.resume, cfg.overwrite, clear=self.dist.is_main)
         barrier(self.dist)  # no rank writes before every rank has checked
@@ -222,10 +189,6 @@ class Trainer:
         self._batch_iterator: Iterator[Batch] | None = None  # the loader's, of the epoch in progress
         self._loggers: list | None = None
         self._pbar = None
-
-    # -- precision -------------------------------------------------------------------------------------
-    def autocast(self) -> contextlib.AbstractContextManager:
-        return autocast(self.device, self.precision)
 
     # -- checkpoints -----------------------------------------------------------------------------------
     def train_state(self) -> dict[str, Any]:
@@ -384,7 +347,7 @@ class Trainer:
                     self._previous_batch = batch
                 last = micro == cfg.accum_steps - 1
                 with contextlib.nullcontext() if last else self.strategy.no_sync():
-                    with self.autocast():
+                    with self.runtime.autocast():
                         loss = self.objective(self.train_model, batch, step, micro) * weight
                     self.scaler.scale(loss / cfg.accum_steps).backward()
                 step_loss += loss.detach().float() / cfg.accum_steps

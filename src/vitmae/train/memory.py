@@ -53,8 +53,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..errors import ConfigError
 from ..model.vit import param_groups
-from .engine import autocast, enable_grad_checkpointing
+from .engine import enable_grad_checkpointing
 from .optim import build_adamw
+from .runtime import autocast
 
 STRATEGIES = ("ddp", "fsdp")
 COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -1,4 +1,5 @@
-"""What a run may write into, and what a resume may change.
+"""A run directory: what a run may write into, what a resume may change, and which checkpoint of it a
+later command takes.
 
 A run writes only into the directory it was told (`--output`) and resumes only the run it was given
 (`--resume`). A fresh run refuses a directory that already holds anything unless `--overwrite` is given,
@@ -12,9 +13,10 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 from ..errors import ConfigError
+from ..interop.vitmae_format import WEIGHTS
+from .config import TrainOptions
 from .optim import lr_at
 
 # What runs write into their directory; `--overwrite` removes these and nothing else.
@@ -33,6 +35,21 @@ def run_dir_of(path: str | Path) -> Path:
     for candidate in (path, path.parent, path.parent.parent):
         if (candidate / "checkpoints").is_dir() or (candidate / "config.yaml").is_file():
             return candidate
+    return path
+
+
+WHICH = ("best", "last")  # the checkpoints of a run a user may take
+
+
+def run_checkpoint(checkpoint: str | Path, which: str) -> Path:
+    """The checkpoint to use of a run directory: its best (RUN/checkpoints/best, the weights of the best
+    validation score the run reported) or its last one; a run without a best, and any other path, as given."""
+    if which not in WHICH:
+        raise ConfigError(f"unknown --which {which!r}; choose from: {', '.join(WHICH)}")
+    path = Path(checkpoint)
+    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    if which == "best" and root.name == "checkpoints" and (root / "best" / WEIGHTS).is_file():
+        return root / "best"
     return path
 
 
@@ -61,7 +78,7 @@ def claim_run_dir(output: str | Path, resume: str | None, overwrite: bool, clear
             target.unlink()
 
 
-def resume_notes(saved_config: str, config: Any, step: int, steps_per_epoch: int, base_lr: float,
+def resume_notes(saved_config: str, config: TrainOptions, step: int, steps_per_epoch: int, base_lr: float,
                  warmup_steps: int) -> list[str]:
     """Raise a ConfigError naming each option that differs from the resumed run's and changes its meaning;
     return notes on the accepted changes (a longer or shorter schedule)."""

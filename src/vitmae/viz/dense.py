@@ -1,6 +1,7 @@
 """Pictures of dense predictions: a class mask over its image with a legend (`vitmae predict`, the demo),
 a grid of images with their true and predicted masks (a segmentation run's pictures at each evaluation),
-detections drawn on their image (`vitmae predict`, the demo)."""
+detections drawn on their image (`vitmae predict`, the demo). What is drawn comes from the families'
+inference (families.dense.segment and .detect); nothing here runs a model."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -9,15 +10,14 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..data.coco import decode_masks, to_coco_results
+from ..data.coco import decode_masks
 from ..data.segmentation import PALETTE
-from ..model.segmentation import sliding_window_logits
 from .reconstruction import enlarge, panel_grid
 
-__all__ = ["SCORE_THRESHOLD", "Detections", "Segmentation", "detect_image", "detections_picture", "display_pixels",
-           "draw_detections", "predicted_mask", "segment_image", "segmentation_grid", "segmentation_overlay"]
+__all__ = ["SCORE_THRESHOLD", "Detections", "Segmentation", "detections_picture", "display_pixels", "draw_detections",
+           "segmentation_grid", "segmentation_overlay", "segmentation_result"]
 
 SWATCH, MARGIN = 12, 4  # legend: the side of a colour square, the space around things
 GRID_TILE = 256  # a grid's images larger than this (px a side) are shrunk to fit it
@@ -98,25 +98,18 @@ def segmentation_grid(images: Sequence[Tensor], truths: Sequence[np.ndarray], pr
     return with_legend(grid, classes_in([*truths, *predictions], n), class_names)
 
 
-@torch.no_grad()
-def predicted_mask(model: nn.Module, image: Tensor, num_classes: int, crop: int, stride: int) -> np.ndarray:
-    """(H, W) class indices of `model` on one normalised image (C, H, W); larger than `crop`: by sliding
-    windows (`crop`, `stride`)."""
-    return sliding_window_logits(model, image[None], num_classes, crop, stride)[0].argmax(0).cpu().numpy()
-
-
 class Segmentation(NamedTuple):
     mask: np.ndarray  # (H, W) the predicted class indices
     overlay: Image.Image  # the image under the coloured mask, a legend of the classes present at its right
     shares: dict[str, float]  # each class present: its share of the pixels, by name
 
 
-def segment_image(model: nn.Module, image: Tensor, class_names: list[str], crop: int, stride: int,
-                  display: int = 1) -> Segmentation:
-    """A segmentation model's prediction on one image (C, H, W), normalised as `model.config` says (mean,
-    std), the overlay enlarged towards `display` px: what `vitmae predict` writes and the demo shows."""
-    mask = predicted_mask(model, image, len(class_names), crop, stride)
-    mean, std = (torch.tensor(v, dtype=torch.float32).view(-1, 1, 1) for v in (model.config.mean, model.config.std))
+def segmentation_result(image: Tensor, mask: np.ndarray, class_names: list[str], mean: Sequence[float],
+                        std: Sequence[float], display: int = 1) -> Segmentation:
+    """The predicted `mask` (H, W) of one image (C, H, W) normalised with `mean` and `std`: each class's share
+    of the pixels, and the overlay enlarged towards `display` px (what `vitmae predict` writes and the demo
+    shows)."""
+    mean, std = (torch.tensor(v, dtype=torch.float32).view(-1, 1, 1) for v in (mean, std))
     counts = np.bincount(mask.ravel(), minlength=len(class_names))
     shares = {class_names[c]: round(int(counts[c]) / mask.size, 4) for c in np.flatnonzero(counts)}
     return Segmentation(mask, segmentation_overlay(image.cpu() * std + mean, mask, class_names, display=display),
@@ -154,13 +147,3 @@ def draw_detections(image: Tensor, results: list[dict], names: dict[int, str], s
     shown = [r for r in results if r["score"] >= score_threshold]
     picture = detections_picture(image, shown, names).permute(1, 2, 0).numpy()
     return Detections(results, shown, enlarge(picture, display))
-
-
-@torch.no_grad()
-def detect_image(model: nn.Module, image: Tensor, names: dict[int, str], score_threshold: float = SCORE_THRESHOLD,
-                 display: int = 1) -> Detections:
-    """A detector's detections on one image (C, H, W) in [0, 1] (the detector normalises it) as COCO results of
-    image id 1, drawn by `draw_detections`; `names`: the category ids, in the order of the model's labels, and
-    their names."""
-    results = to_coco_results(model([image])[0], 1, list(names))
-    return draw_detections(image, results, names, score_threshold, display)
