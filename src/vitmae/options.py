@@ -139,6 +139,23 @@ def check_range(f: dataclasses.Field, value: Any) -> None:
             raise ConfigError(f"{flag_name(f.name)} must be {words} {bound:g}, got {value:g}")
 
 
+def check_block_indices(name: str, indices: Sequence[int] | None, depth: int, count: int | None = None) -> None:
+    """The part of an option's check that needs the encoder: `indices` (the option `name`, e.g.
+    "out_indices") must be distinct blocks of a `depth`-block encoder, `count` of them where given.
+    Options.__post_init__ checks what is known without it (whole numbers)."""
+    if indices is None:
+        return
+    indices = list(indices)
+    problem = ("negative" if any(i < 0 for i in indices) else
+               f"past the last block ({depth - 1})" if any(i >= depth for i in indices) else
+               "repeated" if len(set(indices)) != len(indices) else
+               f"{len(indices)} given" if count is not None and len(indices) != count else None)
+    if problem:
+        many = "" if count is None else f"{ {4: 'four'}.get(count, count)} "
+        raise ConfigError(f"{flag_name(name)} takes {many}block indices of the encoder's {depth} blocks (0-{depth - 1}), "
+                          f"each once; not {','.join(map(str, indices))}: {problem}")
+
+
 @dataclasses.dataclass
 class Options:
     """Base of every options dataclass: values are checked against their declared type and range when

@@ -7,7 +7,7 @@ import torch
 
 from vitmae.model import ViTEncoder, model_config
 from vitmae.model.flat_names import flat_state_dict
-from vitmae.model.segmentation import Segmenter, default_out_indices
+from vitmae.model.segmentation import HeadBatchNorm, Segmenter, default_out_indices
 from tests.model.checkpointing import assert_checkpointing_keeps_the_gradients
 
 
@@ -77,3 +77,46 @@ def test_grad_checkpointing_keeps_the_gradients():
     images = torch.randn(2, 1, 32, 32)
     assert_checkpointing_keeps_the_gradients(model, lambda m: m(images)[0].square().mean())
     assert model.encoder.grad_checkpointing
+
+
+def _with_plain_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with torch's own BatchNorm2d in place of each HeadBatchNorm: the heads as they were before."""
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, HeadBatchNorm):
+                setattr(module, name, torch.nn.BatchNorm2d(child.num_features))
+    return model
+
+
+@pytest.mark.parametrize("head", ["upernet", "linear"])
+def test_the_heads_train_on_a_batch_of_one_and_are_unchanged_on_larger_batches(head):
+    """Issue 24: a batch of one image (batch size 1, or a batch that lost the others to unreadable files) has
+    one value per channel after the UperNet's 1x1 pooling (and on every level 1x1 at this small size); its
+    BatchNorm uses the running statistics there. Larger batches go through nn.BatchNorm2d's own
+    computation, bit for bit: outputs, gradients and running statistics."""
+    torch.manual_seed(0)
+    model = Segmenter(_encoder(4, 2), num_classes=3, head=head).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = model(torch.randn(1, 1, 32, 32))
+    sum(o.sum() for o in (out if isinstance(out, tuple) else (out,))).backward()
+    pooled = model.head.psp[0][1][1] if head == "upernet" else model.head.body[0]
+    assert isinstance(pooled, HeadBatchNorm)
+    if head == "upernet":  # one value per channel: no statistics taken from it
+        assert torch.equal(pooled.running_mean, before["head.psp.0.1.1.running_mean"])
+
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    plain = _with_plain_batchnorm(Segmenter(_encoder(4, 2), num_classes=3, head=head)).train()
+    assert not any(isinstance(m, HeadBatchNorm) for m in plain.modules())
+    plain.load_state_dict(state)
+    outputs, grads = [], []
+    for m in (model, plain):
+        m.zero_grad(set_to_none=True)
+        torch.manual_seed(1)  # the same dropout
+        out = m(torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(2)))
+        out = out if isinstance(out, tuple) else (out,)
+        sum(o.sum() for o in out).backward()
+        outputs.append(out)
+        grads.append({n: p.grad for n, p in m.named_parameters() if p.grad is not None})
+    assert all(torch.equal(a, b) for a, b in zip(*outputs))
+    assert grads[0].keys() == grads[1].keys() and all(torch.equal(grads[0][n], grads[1][n]) for n in grads[0])
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), plain.state_dict().values()))

@@ -19,7 +19,7 @@ from .necks import FeaturePyramid
 from .vit import ViTEncoder, param_groups, vit_layer_id
 
 __all__ = ["Segmenter", "FeaturePyramid", "UperHead", "FCNHead", "LinearHead", "default_out_indices",
-           "HEADS", "AUX_WEIGHT", "HeadParts", "SegmentationHead", "register_head"]
+           "HEADS", "AUX_WEIGHT", "HeadBatchNorm", "HeadParts", "SegmentationHead", "register_head"]
 
 AUX_WEIGHT = 0.4  # the auxiliary FCN head's loss weight in the mmseg recipe
 
@@ -31,9 +31,24 @@ def default_out_indices(depth: int) -> list[int]:
     return [max(0, last - k * step) for k in (4, 3, 2)] + [last]
 
 
+class HeadBatchNorm(nn.BatchNorm2d):
+    """The heads' BatchNorm. A batch of one image (batch size 1, or a batch that lost the others to
+    unreadable files) can reach it as one value per channel: the UperNet's 1x1 pooling branch always, and
+    any level 1x1 on a small crop. There are no batch statistics in one value; torch's BatchNorm raises
+    ("Expected more than 1 value per channel when training"). Such a batch is normalised by the running
+    statistics, as at evaluation, and leaves them as they are. Every other batch goes through
+    nn.BatchNorm2d's own computation, bit for bit, so the published head's numbers stay (mmseg's own answer
+    is SyncBN with at least 2 images per GPU)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and x.numel() == x.shape[1]:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
 def _conv(cin: int, cout: int, kernel: int) -> Conv2dNormActivation:
     """mmseg's ConvModule: conv (no bias), BatchNorm, ReLU."""
-    return Conv2dNormActivation(cin, cout, kernel, norm_layer=nn.BatchNorm2d, activation_layer=nn.ReLU)
+    return Conv2dNormActivation(cin, cout, kernel, norm_layer=HeadBatchNorm, activation_layer=nn.ReLU)
 
 
 class UperHead(nn.Module):
@@ -78,7 +93,7 @@ class LinearHead(nn.Module):
 
     def __init__(self, embed_dim: int, num_classes: int):
         super().__init__()
-        self.body = nn.Sequential(nn.BatchNorm2d(embed_dim), nn.Conv2d(embed_dim, num_classes, 1))
+        self.body = nn.Sequential(HeadBatchNorm(embed_dim), nn.Conv2d(embed_dim, num_classes, 1))
 
     def forward(self, levels: list[Tensor]) -> Tensor:
         return self.body(levels[-1])

@@ -13,11 +13,13 @@ boxes and instance masks.
                               evaluate`): classes, masks, sizes, backbone, data, encoder
     RUN/metrics.json          box (and mask) AP, AP50, AP75, APs/m/l and AP per class of the last
                               evaluation, the history of evaluations, the data's counts (crowd regions,
-                              clipped and dropped boxes)
+                              clipped and dropped boxes; the malformed annotations left out, counted, a
+                              few listed with their reasons)
     RUN/metrics.jsonl, RUN/tensorboard/, RUN/config.yaml
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,10 @@ from ..train import Trainer, write_json
 from ..train.config import TrainOptions
 from .options import CHECKPOINT_HELP, EncoderOptions, SceneOptions, Task, redefault
 
+log = logging.getLogger(__name__)
+
 MASKS = ("auto", "on", "off")
+DROPPED_EXAMPLES = 5  # malformed annotations metrics.json lists (with the count of all)
 
 
 @dataclass
@@ -105,6 +110,11 @@ def detect_run(cfg: DetectOptions) -> dict[str, Any]:
     train, val = (open_source(spec, split, "detection", images=images, in_chans=encoder.config.in_chans,
                               seed=cfg.seed, scene_size=cfg.scene_size, scenes=cfg.scenes, val_scenes=cfg.val_scenes)
                   for split, (spec, images) in data.items())
+    for source in (train, val):
+        if source.dropped:
+            log.warning(f"{len(source.dropped)} malformed annotations of {source.description} left out, e.g. "
+                        f"annotations[{source.dropped[0]['annotation']}]: {source.dropped[0]['reason']} (metrics.json "
+                        "lists the first few)")
     if val.category_ids != train.category_ids:
         raise DataError(f"the categories of {val.description} ({val.category_ids}) differ from those of "
                         f"{train.description} ({train.category_ids})")
@@ -151,14 +161,18 @@ def detect_run(cfg: DetectOptions) -> dict[str, Any]:
                    "history": history, "init": "scratch" if cfg.checkpoint.lower() == "none" else cfg.checkpoint,
                    "train": train.description, "val": val.description, "train_images": len(train),
                    "val_images": len(val),
-                   "train_data": train.stats, "val_data": val.stats, "strides": list(model.backbone.strides),
+                   "train_data": train.stats, "val_data": val.stats,
+                   "annotations_dropped": {split: {"count": len(source.dropped),
+                                                   "examples": source.dropped[:DROPPED_EXAMPLES]}
+                                           for split, source in (("train", train), ("val", val))}, "strides": list(model.backbone.strides),
                    **record.to_dict()}
         write_json(output / "metrics.json", summary)
     return summary
 
 
 def report(s: dict[str, Any], cfg: DetectOptions) -> list[str]:
-    return detection.ap_lines(s, f" on {s['val']} ({s['val_images']} images)") + [f"{s['steps']} steps on {s['train_images']} images, {s['img_s']:.0f} img/s; checkpoint {s['checkpoint']}"]
+    return detection.ap_lines(s, f" on {s['val']} ({s['val_images']} images)") + [
+        f"{s['steps']} steps on {s['train_images']} images, {s['img_s']:.0f} img/s; checkpoint {s['checkpoint']}"]
 
 
 TASK = Task("detect", "object detection / instance segmentation on the encoder (ViTDet, Faster / Mask R-CNN)",

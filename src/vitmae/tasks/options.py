@@ -20,7 +20,7 @@ class Task:
 
     name: str  # the subcommand
     summary: str  # one line, for `vitmae --help`
-    options: type  # the options dataclass
+    options: type[Options]  # the options dataclass
     run: Callable[[Any], dict[str, Any]]
     report: Callable[[dict[str, Any], Any], list[str]]  # the lines printed after a run: (summary, options)
     config_file: bool = True  # takes --config FILE.yaml

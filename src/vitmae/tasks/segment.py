@@ -6,12 +6,18 @@ block's map, the encoder frozen).
 
     RUN/checkpoints/step-N/   the last checkpoint (resumable);  RUN/checkpoints/best/  the best mIoU's weights
     RUN/segmenter.json        what rebuilds the model and finds the data again (`vitmae predict`, `vitmae
-                              evaluate`): classes, head, blocks, crop, stride, ignore index, data, encoder
-    RUN/metrics.json          mIoU, mAcc, aAcc, per-class IoU / Acc by name, the per-epoch history
+                              evaluate`): classes, head, blocks, crop, stride, ignore index, mask values,
+                              data, encoder
+    RUN/metrics.json          mIoU, mAcc, aAcc, per-class IoU / Acc by name, the validation pixels of each
+                              class and the classes without one (empty_classes), the per-epoch history
     RUN/predictions/epoch-E.png   at each evaluation, the first 8 validation images: image | true mask |
                               predicted mask, titled with the epoch and mIoU (`vitmae report` shows them;
                               TensorBoard's `predictions` too)
     RUN/metrics.jsonl, RUN/tensorboard/ (val/mIoU, val/mAcc, val/aAcc), RUN/config.yaml
+
+A folder's masks are scanned before training (`check_masks`): masks read wrongly (hand-made 0/255 masks
+with 255 the ignore index, ...) stop the run in one line that says what to pass (`--binary-masks`,
+`--mask-values`, `--ignore-index`); classes without a pixel and masks training will skip are one line each.
 
 Validation images larger than the crop are predicted by sliding windows (crop, stride) with averaged
 logits. The schedule is mmsegmentation's, per iteration: linear warm-up, then poly (`--schedule poly`,
@@ -19,15 +25,19 @@ linear decay to --min-lr).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from ..data import build_dataset, open_source
+from ..data import DataError, build_dataset, open_source
+from ..data.mask_scan import scan_masks
 from ..data.scenes import FASHION_SCENES, FashionScenesSource
-from ..data.segmentation import SegmentationTransform, collate_masks
+from ..data.segmentation import BINARY_MASK_VALUES, SegmentationFolderSource, SegmentationTransform, collate_masks
+from ..data.source import mark_reported
+from ..errors import ConfigError
 from ..families.dense import SegmentRecord
 from ..families.dense import segment as segmentation
 from ..families.dense.sizing import PHOTO_CROP, RECIPE_HELP, RECIPES, sampled_sizes, segment_sizing
@@ -39,6 +49,8 @@ from ..train.config import TrainOptions
 from .options import CHECKPOINT_HELP, EncoderOptions, SceneOptions, Task, redefault
 
 __all__ = ["SegmentOptions", "segment"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,6 +68,11 @@ class SegmentOptions(SceneOptions, EncoderOptions, TrainOptions):
                                               "(default: spread by depth as mmseg's)")
     ignore_index: int = opt(255, "mask value left out of the loss and the metrics", min=0)
     reduce_zero_label: bool = opt(False, "ADE20K's convention: mask 0 is ignored, class k is k - 1")
+    mask_values: tuple[int, ...] | None = opt(None, "the mask value of each class in order, e.g. 0,255: value k "
+                                              "read as class k, any other value ignored (default: a value is its "
+                                              "class)", min=0)
+    binary_masks: bool = opt(False, "hand-made binary masks, 0 the background and 255 the object: read 255 as "
+                             "class 1 (--mask-values 0,255)")
     crop_size: int | None = opt(None, "training crop and sliding window, px (default: the encoder's training size, "
                                 f"at most the images' median short side and {PHOTO_CROP}; --recipe paper: 512)", min=8)
     stride: int | None = opt(None, "sliding-window stride at evaluation (default: 2/3 of the crop)", min=1)
@@ -69,17 +86,29 @@ class SegmentOptions(SceneOptions, EncoderOptions, TrainOptions):
     drop_path: float = opt(0.1, "stochastic depth rate of the last block (upernet)", min=0, below=1)
     eval_every_epochs: int = opt(1, "evaluate mIoU every N epochs (and at the end)", min=1)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.binary_masks and self.mask_values is not None:
+            raise ConfigError("give --binary-masks or --mask-values, not both (--binary-masks is --mask-values "
+                              "0,255)")
+
+    def mask_value_list(self) -> list[int] | None:
+        """The mask value of each class (what the run records), or None: a value is its class."""
+        return list(BINARY_MASK_VALUES) if self.binary_masks else None if self.mask_values is None else list(self.mask_values)
+
 
 def segment(cfg: SegmentOptions) -> dict[str, Any]:
     """Train as `cfg` says; returns the summary also written to RUN/metrics.json."""
     encoder = prepared_encoder(cfg.checkpoint, cfg.model, cfg.seed, cfg.model_overrides(), cfg.data)
     config = encoder.config
     mean, std = config.mean, config.std
+    mask_values = cfg.mask_value_list()
     train, val = (open_source(cfg.data, split, "mask", in_chans=config.in_chans, seed=cfg.seed,
                               scene_size=cfg.scene_size, scenes=cfg.scenes, val_scenes=cfg.val_scenes,
                               num_classes=cfg.num_classes, ignore_index=cfg.ignore_index,
-                              reduce_zero=cfg.reduce_zero_label)
+                              reduce_zero=cfg.reduce_zero_label, mask_values=mask_values)
                   for split in ("train", "val"))
+    check_masks(train, val)
     scenes = isinstance(train, FashionScenesSource)
     names = train.classes
     num_classes = len(names) if names else train.num_classes
@@ -104,7 +133,7 @@ def segment(cfg: SegmentOptions) -> dict[str, Any]:
     record = SegmentRecord(
         classes=names, num_classes=num_classes, head=cfg.head, out_indices=model.out_indices,
         pos_embed=model.encoder.pos_embed_kind, crop_size=crop, stride=stride, ignore_index=cfg.ignore_index,
-        reduce_zero_label=cfg.reduce_zero_label, data=cfg.data if scenes else str(Path(cfg.data).resolve()),
+        reduce_zero_label=cfg.reduce_zero_label, mask_values=mask_values, data=cfg.data if scenes else str(Path(cfg.data).resolve()),
         scenes=cfg.scenes, val_scenes=cfg.val_scenes, scene_size=cfg.scene_size, seed=cfg.seed,
         model=config.to_dict(), recipe=cfg.recipe, sized=sizing.reasons)
     if trainer.dist.is_main:
@@ -120,8 +149,9 @@ def segment(cfg: SegmentOptions) -> dict[str, Any]:
                "best": {k: best[k] for k in ("epoch", "step", "mIoU")}, "history": history,
                "init": cfg.checkpoint, "head": cfg.head, "out_indices": model.out_indices,
                "num_classes": num_classes, "classes": names, "ignore_index": cfg.ignore_index,
-               "reduce_zero_label": cfg.reduce_zero_label, "crop_size": crop, "stride": stride, "recipe": cfg.recipe,
-               "sized": sizing.reasons,
+               "reduce_zero_label": cfg.reduce_zero_label, "mask_values": mask_values,
+               "empty_classes": final["empty_classes"], "pixels": final["pixels"], "crop_size": crop, "stride": stride,
+               "recipe": cfg.recipe, "sized": sizing.reasons,
                "train_images": len(train), "val_images": len(val),
                "val_skipped_files": [{"path": p, "reason": r} for p, r in evaluator.skipped.items()],
                "model": config.to_dict()}
@@ -130,9 +160,25 @@ def segment(cfg: SegmentOptions) -> dict[str, Any]:
     return summary
 
 
+def check_masks(train, val) -> None:
+    """A segmentation folder's masks scanned before training (data/mask_scan.py): DataError on the training
+    masks' refusal (read wrongly: binary masks with 255 ignored, ...); the warnings of both splits logged
+    once each, in place of one per skipped file."""
+    if not isinstance(train, SegmentationFolderSource):  # fashion-scenes: masks made as class ids
+        return
+    scans = [scan_masks(source) for source in (train, val)]
+    if refusal := scans[0].refusal():
+        raise DataError(refusal)
+    for scan in scans:
+        for line in scan.warnings():
+            log.warning(line)
+        mark_reported(scan.skipped_paths)
+
+
 def report(s: dict[str, Any], cfg: SegmentOptions) -> list[str]:
+    values = f", mask values {','.join(map(str, s['mask_values']))}" if s.get("mask_values") else ""
     return [f"{segmentation.scores_line(s)} on {s['val_images']} validation images "
-            f"({s['num_classes']} classes, {s['head']} head); best mIoU {s['best']['mIoU']} at epoch "
+            f"({s['num_classes']} classes, {s['head']} head{values}); best mIoU {s['best']['mIoU']} at epoch "
             f"{s['best']['epoch']:g}",
             f"{s['steps']} steps on {s['train_images']} images; last checkpoint {s['checkpoint']}"]
 

@@ -1,6 +1,6 @@
 """What a task adds to a run at fixed points: `Hook`, a moving average of the weights (`ModelEma`), and
-`PeriodicEvaluation`, the one schedule every evaluator follows (a classifier's accuracy, a segmentation's mIoU, COCO AP, the kNN monitor, the held-out
-loss of pre-training).
+`PeriodicEvaluation`, the one schedule every evaluator follows (a classifier's accuracy, a segmentation's
+mIoU, COCO AP, the kNN monitor, the held-out loss of pre-training).
 
 An evaluation's history lives in the training state (`trainer.extra_state`), so a resumed run goes on with
 it; so does the best entry so far, whose weights `save_best` keeps in RUN/checkpoints/best.

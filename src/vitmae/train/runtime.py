@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from ..data import Batch
-
 from ..errors import ConfigError
 from .config import PRECISIONS
 from .distributed import DistInfo
@@ -46,6 +45,18 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """`model` in eval mode inside the block and in its own mode again after it: an evaluation in the
+    middle of training leaves the model training."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 class Runtime:
     """A resolved device (this process's GPU under torchrun) and precision."""
 
@@ -62,9 +73,7 @@ class Runtime:
         """(batch, `forward(batch)`) of every batch of `loader` with a readable image, `model` in eval mode
         (its mode restored afterwards) and the forward under autocast; the unreadable images' (path,
         reason) go to `skipped`."""
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             for batch in loader:
                 skipped.extend(batch.skipped)
                 if len(batch) == 0:
@@ -72,5 +81,3 @@ class Runtime:
                 with torch.no_grad(), self.autocast():
                     output = forward(batch)
                 yield batch, output
-        finally:
-            model.train(was_training)

@@ -43,6 +43,7 @@ class SegmentRecord(DenseRecord):
     stride: int
     ignore_index: int
     reduce_zero_label: bool
+    mask_values: list[int] | None = None  # the mask value of each class (--mask-values); None: a value is its class
 
     @property
     def class_names(self) -> list[str]:

@@ -15,6 +15,7 @@ from ...data.transforms import mix_seed
 from ...model import MaskedAutoencoder, make_noise
 from ...train import Trainer
 from ...train.hooks import PeriodicEvaluation
+from ...train.runtime import eval_mode
 from ...viz import reconstruct, save_reconstruction_grid
 from ..encoder import Stats
 from ..features import encode_source, knn_accuracy
@@ -45,19 +46,17 @@ class HeldoutMonitor(PeriodicEvaluation):
     def losses(self, trainer: Trainer) -> tuple[float, float]:
         """(masked-patch loss, trivial-predictor loss) over the held-out images, with fixed masks."""
         model: MaskedAutoencoder = trainer.model
-        was_training = model.training
-        model.eval()
         noise = self._noise(model, len(self.images))
         total = baseline = 0.0
-        for start in range(0, len(self.images), 256):
-            images = self.images[start:start + 256].to(trainer.device)
-            batch_noise = noise[start:start + 256].to(trainer.device)
-            with trainer.runtime.autocast():
-                out = model(images, noise=batch_noise)
-            total += out.loss.item() * len(images)
-            baseline += model.forward_loss(images, self._trivial_prediction(model, images, out.mask),
-                                           out.mask).item() * len(images)
-        model.train(was_training)
+        with eval_mode(model):
+            for start in range(0, len(self.images), 256):
+                images = self.images[start:start + 256].to(trainer.device)
+                batch_noise = noise[start:start + 256].to(trainer.device)
+                with trainer.runtime.autocast():
+                    out = model(images, noise=batch_noise)
+                total += out.loss.item() * len(images)
+                baseline += model.forward_loss(images, self._trivial_prediction(model, images, out.mask),
+                                               out.mask).item() * len(images)
         return total / len(self.images), baseline / len(self.images)
 
     @staticmethod
@@ -75,11 +74,9 @@ class HeldoutMonitor(PeriodicEvaluation):
     def save_grid(self, trainer: Trainer, name: str, title: str) -> None:
         """The reconstruction grid of the held-out images, as RUN/reconstructions/NAME and to the loggers."""
         model: MaskedAutoencoder = trainer.model
-        was_training = model.training
-        model.eval()
         images = self.images[:VIZ_IMAGES].to(trainer.device)
-        rec = reconstruct(model, images, noise=self._noise(model, len(images)).to(trainer.device))
-        model.train(was_training)
+        with eval_mode(model):
+            rec = reconstruct(model, images, noise=self._noise(model, len(images)).to(trainer.device))
         path = save_reconstruction_grid(rec, trainer.output / "reconstructions" / name, self.mean, self.std, title)
         if trainer.progress.step != self._logged_grid_step:  # the final grid may repeat the last epoch's
             self._logged_grid_step = trainer.progress.step

@@ -55,3 +55,13 @@ def test_equals_torchmetrics_summed_over_batches():
 def test_shapes_must_match():
     with pytest.raises(ValueError, match="differ in shape"):
         SegmentationMetrics(3).update(torch.zeros(2, 3), torch.zeros(3, 2))
+
+
+def test_the_labeled_pixels_of_each_class_and_the_classes_without_one():
+    """Issue 25: a class with no ground truth in the set is listed, with every class's labeled pixels."""
+    metrics = SegmentationMetrics(num_classes=3)
+    metrics.update(torch.tensor([[0, 2, 0, 0]]), torch.tensor([[0, 0, 255, 1]]))
+    result = metrics.compute(["background", "object", "other"])
+    assert result["pixels"] == {"background": 2, "object": 1, "other": 0}
+    assert result["empty_classes"] == ["other"]
+    assert result["per_class"]["other"] == {"IoU": 0.0, "Acc": None}  # predicted, never labeled: as mmseg

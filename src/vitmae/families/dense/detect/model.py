@@ -10,6 +10,7 @@ from torch import nn
 from ....interop import CheckpointError
 from ....model import ViTEncoder
 from ....model.detection import vitdet
+from ....options import check_block_indices
 from ...run import Run, find_record, rebuild_run
 from ..record import DetectRecord
 
@@ -18,6 +19,7 @@ def build_model(encoder: ViTEncoder, num_classes: int, masks: bool, img_size: tu
                 global_blocks: tuple[int, ...] | None, pyramid_channels: int, proposals: int,
                 detections_per_image: int, rois_per_image: int, drop_path: float, seed: int) -> nn.Module:
     """The detector on `encoder`, its heads initialised from `seed`."""
+    check_block_indices("global_blocks", global_blocks, len(encoder.blocks))
     torch.manual_seed(seed)
     return vitdet(encoder, num_classes, masks, img_size, window_size, list(global_blocks) if global_blocks else None,
                   pyramid_channels, proposals, detections_per_image, rois_per_image, drop_path)

@@ -3,6 +3,7 @@ images during training (mIoU every few epochs, the best weights kept, a picture 
 time), and by `vitmae evaluate` on a finished run."""
 from __future__ import annotations
 
+import logging
 from functools import cached_property
 from typing import Any
 
@@ -12,11 +13,12 @@ from torch import Tensor, nn
 
 from ....data import Batch, build_dataset, build_loader, open_source, readable
 from ....data.labels import Source
+from ....data.mask_scan import SPLIT_NAMES, empty_classes_warning
 from ....data.scenes import FashionScenesSource
 from ....data.segmentation import SegmentationTransform, collate_masks
 from ....train import Trainer
 from ....train.hooks import PeriodicEvaluation
-from ....train.runtime import Runtime
+from ....train.runtime import Runtime, eval_mode
 from ....viz.dense import segmentation_grid
 from ...encoder import Stats
 from ...spec import EvaluationRequest
@@ -25,6 +27,8 @@ from .metrics import SegmentationMetrics
 from .model import load_run
 
 PICTURED = 8  # validation images whose predictions each evaluation draws (RUN/predictions/)
+log = logging.getLogger(__name__)
+
 EVAL_BATCH = 256  # images per forward pass of `vitmae evaluate` (fashion-scenes; a folder's: one at a time)
 
 
@@ -39,11 +43,12 @@ def segmentation_loader(source: Source, crop: int, mean: Stats, std: Stats, batc
 
 @torch.no_grad()
 def segmentation_scores(model: nn.Module, loader, num_classes: int, ignore_index: int, crop: int, stride: int,
-                        runtime: Runtime, class_names: list[str] | None = None, tta: bool = False
-                        ) -> tuple[dict[str, Any], dict[str, str]]:
+                        runtime: Runtime, class_names: list[str] | None = None, split: str = "val",
+                        tta: bool = False) -> tuple[dict[str, Any], dict[str, str]]:
     """(mIoU, mAcc, aAcc and per-class IoU / Acc of `model` on the batches of `loader`, images larger than
     `crop` predicted by sliding windows, and with `tta` the same with test-time augmentation under "tta";
-    the pairs that could not be read, path: reason)."""
+    the pairs that could not be read, path: reason). The classes without ground truth in `split` are
+    logged, once."""
     metrics, skipped = SegmentationMetrics(num_classes, ignore_index), []
     augmented = SegmentationMetrics(num_classes, ignore_index)
 
@@ -57,6 +62,8 @@ def segmentation_scores(model: nn.Module, loader, num_classes: int, ignore_index
         if tta:
             augmented.update(probabilities.argmax(1), batch.targets)
     scores = metrics.compute(class_names)
+    if line := empty_classes_warning(list(scores["pixels"].values()), class_names, SPLIT_NAMES.get(split, split)):
+        log.warning(line)
     if tta:
         scores["tta"] = {**augmented.compute(class_names), "scales": list(TTA_SCALES), "flip": True}
     return scores, dict(skipped)
@@ -88,12 +95,9 @@ class SegmentationEvaluator(PeriodicEvaluation):
         if not self.pictured:  # none of them readable
             return
         model, config = trainer.model, trainer.model.config
-        was_training = model.training
-        model.eval()
-        with trainer.runtime.autocast():
+        with eval_mode(model), trainer.runtime.autocast():
             predictions = [predicted_mask(model, image.to(trainer.device), self.num_classes, self.crop, self.stride)
                            for image, _, _ in self.pictured]
-        model.train(was_training)
         mean, std = (torch.tensor(v).view(-1, 1, 1) for v in (config.mean, config.std))
         miou = "none" if entry["mIoU"] is None else f"{entry['mIoU']:.2f}"
         caption = f"epoch {entry['epoch']:g}, step {entry['step']}: mIoU {miou}"
@@ -134,11 +138,11 @@ def evaluate_segmentation(request: EvaluationRequest) -> dict[str, Any]:
     source = open_source(data, request.split, "mask", in_chans=config.in_chans, seed=record.seed,
                          scene_size=record.scene_size, scenes=record.scenes, val_scenes=record.val_scenes,
                          num_classes=record.num_classes, ignore_index=record.ignore_index,
-                         reduce_zero=record.reduce_zero_label)
+                         reduce_zero=record.reduce_zero_label, mask_values=record.mask_values)
     loader = segmentation_loader(source, record.crop_size, config.mean, config.std,
                                  request.batch_size or EVAL_BATCH, request.num_workers)
     scores, skipped = segmentation_scores(model, loader, record.num_classes, record.ignore_index, record.crop_size,
-                                          record.stride, runtime, record.classes, request.tta)
+                                          record.stride, runtime, record.classes, request.split, request.tta)
     return {**scores, "images": len(source) - len(skipped), "data": data,
             "skipped_files": [{"path": p, "reason": r} for p, r in skipped.items()]}
 

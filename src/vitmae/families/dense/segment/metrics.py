@@ -6,6 +6,9 @@ index count nowhere. Then IoU_c = intersection / union and Acc_c = intersection 
 average them over the classes where they are defined (union, resp. label count, > 0); aAcc = all
 intersections / all labeled pixels. Sums, not per-image means, so the result does not depend on how the
 set is batched.
+
+Classes with no labeled pixel in the set (`empty_classes`, mmseg's NaN) have Acc None, and IoU None unless
+predicted (then 0, as mmseg's); `pixels` gives every class's labeled pixels, so such a class is plain to see.
 """
 from __future__ import annotations
 
@@ -41,7 +44,8 @@ class SegmentationMetrics:
         self.areas += torch.stack([intersection, predicted + labeled - intersection, labeled])
 
     def compute(self, class_names: list[str] | None = None) -> dict[str, Any]:
-        """{mIoU, mAcc, aAcc} in percent, and per class {name: {IoU, Acc}} (None where undefined)."""
+        """{mIoU, mAcc, aAcc} in percent, per class {name: {IoU, Acc}} (None where undefined), the labeled
+        pixels of each class {name: count} and the classes without one [name, ...]."""
         intersection, union, labeled = self.areas.double()
         iou = torch.where(union > 0, intersection / union.clamp(min=1), torch.nan)
         acc = torch.where(labeled > 0, intersection / labeled.clamp(min=1), torch.nan)
@@ -50,6 +54,8 @@ class SegmentationMetrics:
             "mIoU": _percent(iou.nanmean()), "mAcc": _percent(acc.nanmean()),
             "aAcc": _percent(intersection.sum() / labeled.sum()) if labeled.sum() > 0 else None,
             "per_class": {name: {"IoU": _percent(i), "Acc": _percent(a)} for name, i, a in zip(names, iou, acc)},
+            "pixels": dict(zip(names, self.areas[2].tolist())),
+            "empty_classes": [name for name, count in zip(names, self.areas[2].tolist()) if count == 0],
         }
 
 

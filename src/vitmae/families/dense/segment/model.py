@@ -7,10 +7,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ....errors import ConfigError
 from ....interop import CheckpointError
 from ....model import ViTEncoder
 from ....model.segmentation import Segmenter
+from ....options import check_block_indices
 from ...encoder import trainable_copy
 from ...run import Run, find_record, rebuild_run
 from ..record import SegmentRecord
@@ -23,9 +23,7 @@ def build_model(encoder: ViTEncoder, num_classes: int, head: str, out_indices: t
     torch.manual_seed(seed)
     linear = head == "linear"
     own = trainable_copy(encoder, 0.0 if linear else drop_path, frozen=linear)
-    depth = len(own.blocks)
-    if out_indices is not None and (len(out_indices) != 4 or not all(-depth <= i < depth for i in out_indices)):
-        raise ConfigError(f"--out-indices takes four block indices of 0..{depth - 1}, not {list(out_indices)}")
+    check_block_indices("out_indices", out_indices, len(own.blocks), count=4)
     return Segmenter(own, num_classes, head, list(out_indices) if out_indices else None)
 
 
