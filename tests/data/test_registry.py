@@ -110,10 +110,10 @@ def test_specs_a_target_does_not_accept_are_one_line(spec, target, message):
 
 
 def test_every_kind_is_listed_once_per_target_and_unknown_targets_are_bugs():
-    for target in ("image", "class", "mask", "detection"):
+    for target in ("image", "class", "mask", "detection", "clip"):
         accepted = [kind.accepts for kind in SOURCE_KINDS if target in kind.targets]
         assert len(accepted) == len(set(accepted)) >= 2
-    with pytest.raises(ValueError, match="unknown target 'clip'"):
-        open_source("photos", "train", "clip")
+    with pytest.raises(ValueError, match="unknown target 'audio'"):
+        open_source("photos", "train", "audio")
     with pytest.raises(DataError, match="unknown split 'dev' for fashion-mnist"):
         open_source("fashion-mnist", "dev")

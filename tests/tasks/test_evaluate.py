@@ -109,3 +109,22 @@ def test_evaluate_a_segmentation_run_as_it_measured_itself(learned_segmentation_
     best = evaluate(EvaluateOptions(checkpoint=str(run), output=str(tmp_path / "best"), device="cpu", num_workers=0))
     assert best["checkpoint_evaluated"] == str(run / "checkpoints" / "best")
     assert best["mIoU"] == summary["best"]["mIoU"]
+
+
+def test_evaluate_with_tta_reports_single_scale_and_tta_scores_side_by_side(learned_segmentation_run, run_cli,
+                                                                            detection_run, tmp_path):
+    run = learned_segmentation_run
+    summary = json.loads((run / "metrics.json").read_text())
+    result = run_cli("evaluate", "--checkpoint", run, "--which", "last", "--tta", "--output", tmp_path / "tta",
+                     "--device", "cpu", "--num-workers", "0")
+    report = json.loads((tmp_path / "tta" / "metrics.json").read_text())
+    for key in ("mIoU", "mAcc", "aAcc", "per_class"):
+        assert report[key] == summary[key], key  # the single-scale scores, unchanged
+    tta = report["tta"]
+    assert tta["scales"] == [0.5, 0.75, 1.0, 1.25, 1.5, 1.75] and tta["flip"] is True
+    assert 0 <= tta["mIoU"] <= 100 and set(tta["per_class"]) == set(summary["per_class"])
+    assert f"mIoU {summary['mIoU']}" in result.stdout
+    assert f"with test-time augmentation (flips, scales 0.5, 0.75, 1, 1.25, 1.5, 1.75): mIoU {tta['mIoU']}" \
+        in result.stdout
+    result = run_cli("evaluate", "--checkpoint", detection_run, "--tta", "--output", tmp_path / "detect", check=False)
+    assert result.returncode == 2 and "--tta is not for a detect model; it takes: segment" in result.stderr

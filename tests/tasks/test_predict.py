@@ -72,3 +72,24 @@ def test_a_checkpoint_of_another_kind_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"is not a `vitmae segment` or `vitmae detect` run \(it has no "
                                           r"segmenter.json or detector.json\): predict takes the runs of those two"):
         predict(PredictOptions(images=[str(tmp_path / "image.png")], checkpoint=str(mae), out=str(tmp_path / "out")))
+
+
+def test_a_segmentation_run_predicts_with_tta(learned_segmentation_run, run_cli, tmp_path):
+    """--tta: each mask is the argmax of the probabilities averaged over mmseg's flips and scales."""
+    from vitmae.families.dense.segment import tta_probabilities
+
+    run, images = learned_segmentation_run, tmp_path / "images"
+    images.mkdir()
+    scene = np.asarray(FashionScenesSource("val", 1, 32, seed=0)[0][0])[:30, :]
+    Image.fromarray(scene).save(images / "scene.png")
+    out = tmp_path / "out"
+    run_cli("predict", "--checkpoint", run, images, "--out", out, "--tta", "--device", "cpu", "--num-workers", "0")
+    summary = json.loads((out / "predictions.json").read_text())
+    assert summary["tta"] == {"scales": [0.5, 0.75, 1.0, 1.25, 1.5, 1.75], "flip": True}
+    weights, config = load_vitmae(run / "checkpoints" / "best")
+    model = Segmenter(ViTEncoder(config), 11).eval()
+    load_flat_state_dict(model, weights)
+    normalised = torch.from_numpy((scene.astype(np.float32) / 255 - config.mean[0]) / config.std[0])[None, None]
+    expected = tta_probabilities(model, normalised, 11, crop=32, stride=21)[0].argmax(0).numpy()
+    values = np.asarray(Image.open(out / "masks" / "scene.png"))
+    assert values.shape == (30, 32) and np.array_equal(values, expected)

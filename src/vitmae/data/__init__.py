@@ -49,6 +49,13 @@ from vitmae.data.transforms import (
 )
 from vitmae.data.device_augment import DeviceAugment, EncodedBatch, build_device_dataset
 from vitmae.data.labels import source_labels, stratified_indices
+# video: clip sources (files, frame folders, lists, the built-in moving-fashion-mnist), decoding, clips
+from vitmae.data.video_decode import (FRAME_EXTENSIONS, MAX_FRAMES, VIDEO_EXTENSIONS, FrameArray, FrameFolder,
+                                      Video, VideoFile, open_video)
+from vitmae.data.video import ClipFileSource, ClipFolderSource, ClipListSource
+from vitmae.data.moving_fashion import DIRECTIONS, MOVING_FASHION, MovingFashionSource
+from vitmae.data.clips import (ClipDataset, ClipSampling, EvalClips, TrainClips, collate_clips,
+                               collate_views)
 
 __all__ = [
     "IMAGE_EXTENSIONS", "ImageLike", "UnreadableImage", "convert_image", "load_image",
@@ -60,4 +67,8 @@ __all__ = [
     "PretrainTransform", "ResizeTransform", "Transform", "default_normalization", "random_resized_crop_params",
     "sample_generator", "DeviceAugment", "EncodedBatch", "build_device_dataset", "source_labels",
     "stratified_indices", "JointTransform", "readable",
+    "FRAME_EXTENSIONS", "MAX_FRAMES", "VIDEO_EXTENSIONS", "FrameArray", "FrameFolder", "Video", "VideoFile",
+    "open_video", "ClipFileSource", "ClipFolderSource", "ClipListSource", "DIRECTIONS", "MOVING_FASHION",
+    "MovingFashionSource", "ClipDataset", "ClipSampling", "EvalClips", "TrainClips", "collate_clips",
+    "collate_views",
 ]

@@ -87,6 +87,24 @@ def load_image(source: str | Path | bytes, in_chans: int) -> ImageLike:
         raise UnreadableImage(name, _short_reason(err)) from err
 
 
+def header_size(path: str | Path, in_chans: int) -> tuple[int, int] | None:
+    """(height, width) of an image file read from its header alone, no pixel decoded, as `load_image`
+    would give it (EXIF rotation applied; a (C, H, W) .npy array's spatial sides); None if unreadable."""
+    name = str(path)
+    try:
+        if _is_npy(path):
+            with open(path, "rb") as f:
+                shape = _npy_header(f, name)[0]
+            channels_first = len(shape) == 3 and shape[-1] != in_chans and shape[0] == in_chans
+            return tuple(shape[1:3] if channels_first else shape[:2]) if len(shape) in (2, 3) else None
+        with Image.open(path) as img:
+            width, height = img.size
+            rotated = img.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF orientations that swap the sides
+            return (width, height) if rotated else (height, width)
+    except (UnreadableImage, OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
+        return None
+
+
 def convert_image(img: Image.Image, in_chans: int) -> Image.Image:
     """Convert a PIL image of any mode to 'L' (in_chans 1) or 'RGB' (in_chans 3).
 

@@ -17,8 +17,10 @@ from vitmae.data.source import DataError, class_count
 log = logging.getLogger(__name__)
 
 
-def scan_images(root: Path, repeats: Counter[str] | None = None) -> Iterator[str]:
-    """Image files under root as '/'-separated relative paths; follows links, skips hidden entries.
+def scan_images(root: Path, repeats: Counter[str] | None = None,
+                extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> Iterator[str]:
+    """Image files (or files with other `extensions`: video clips) under root as '/'-separated relative
+    paths; follows links, skips hidden entries.
 
     Each real folder is entered once and each real file yielded once (by device and inode): a link
     loop would otherwise repeat every image below it, and two loops multiply. Folders reached again
@@ -52,7 +54,7 @@ def scan_images(root: Path, repeats: Counter[str] | None = None) -> Iterator[str
                         seen_folders.add(identity)
                         folders.append((path, (*ancestors, identity)))
                     continue
-                if not entry.name.lower().endswith(IMAGE_EXTENSIONS):
+                if not entry.name.lower().endswith(extensions):
                     continue
                 # a plain file lives on its folder's device; only a link needs a stat of its target
                 info = entry.stat() if entry.is_symlink() else None
@@ -66,6 +68,13 @@ def scan_images(root: Path, repeats: Counter[str] | None = None) -> Iterator[str
                 seen_files.add(identity)
                 yield path
         stack.extend(reversed(folders))
+
+
+def warn_repeats(root: Path, repeats: Counter[str]) -> None:
+    """One line for what `scan_images` counted in `repeats`, if anything."""
+    if repeats:
+        log.warning("%s: %d symbolic link loop(s) not followed; %d folder(s) and %d file(s) reached again "
+                    "through links, scanned once", root, repeats["loop"], repeats["folder"], repeats["file"])
 
 
 class FileSource:
@@ -102,9 +111,7 @@ class ImageFolderSource(FileSource):
             raise DataError(f"image folder not found: {root}")
         repeats: Counter[str] = Counter()
         files = sorted(scan_images(root, repeats))
-        if repeats:
-            log.warning("%s: %d symbolic link loop(s) not followed; %d folder(s) and %d file(s) reached again "
-                        "through links, scanned once", root, repeats["loop"], repeats["folder"], repeats["file"])
+        warn_repeats(root, repeats)
         if not files:
             raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
         classes, labels = None, [-1] * len(files)

@@ -111,10 +111,12 @@ def label_subset(source: Source, *, fraction: float | None = None, per_class: in
     return SubsetSource(source, stratified_indices(labels, fraction=fraction, per_class=per_class, seed=seed))
 
 
-def labeled_splits(data: str, val_data: str | None, in_chans: int | None, seed: int = 0
-                   ) -> tuple[Source, Source, str]:
-    """(train source, validation source, a description of where the validation images come from)."""
-    train = open_source(data, "train", "class", in_chans=in_chans)
+def labeled_splits(data: str, val_data: str | None, in_chans: int | None, seed: int = 0, target: str = "class",
+                   **options) -> tuple[Source, Source, str]:
+    """(train source, validation source, a description of where the validation images come from).
+    `target`: "class" (images), or "clip" (videos; `options` are more open_source options, such as the
+    built-in clips' label)."""
+    train = open_source(data, "train", target, in_chans=in_chans, **options)
     if isinstance(train, ShardSource):
         raise DataError("streamed shards are not supported for labeled transfer: use a folder, a CSV or "
                         "fashion-mnist")
@@ -122,10 +124,10 @@ def labeled_splits(data: str, val_data: str | None, in_chans: int | None, seed: 
     if not (labels >= 0).any():
         raise DataError(f"{data}: no labels (use class sub-folders, a CSV of path,label, or fashion-mnist)")
     if val_data:
-        val = open_source(val_data, "val", "class", in_chans=in_chans)
+        val = open_source(val_data, "val", target, in_chans=in_chans, **options)
         description = f"{val_data}"
     else:
-        val = open_source(data, "val", "class", in_chans=in_chans)
+        val = open_source(data, "val", target, in_chans=in_chans, **options)
         description = f"{data} ({getattr(val, 'split', 'val')} split)"  # Fashion-MNIST's is its test split
     if isinstance(val, ShardSource):
         raise DataError("streamed shards are not supported as validation data")

@@ -51,15 +51,17 @@ class TransformedDataset(Dataset):
         return len(self.source)
 
     def __getitem__(self, index: int) -> Sample:
+        # a video is decoded by its transform, which reads only the frames its clips need: a file found
+        # unreadable there is skipped like one found unreadable by its source
         try:
             img, target = self.source[index]
+            generator = sample_generator(self.seed, self._epoch.get(), index)
+            if isinstance(self.transform, JointTransform):
+                img, target = self.transform(img, target, generator)
+            else:
+                img = self.transform(img, generator)
         except UnreadableImage as err:
             return skip_sample(self.source.paths[index], err.reason)
-        generator = sample_generator(self.seed, self._epoch.get(), index)
-        if isinstance(self.transform, JointTransform):
-            img, target = self.transform(img, target, generator)
-        else:
-            img = self.transform(img, generator)
         return img, target, index
 
 
@@ -74,7 +76,9 @@ def build_dataset(
 
 @dataclass
 class Batch:
-    images: torch.Tensor  # (N, C, H, W) float; torch.empty(0) when every sample was skipped
+    # (N, C, H, W) float; video clips (N, C, T, H, W), evaluation views (N, V, C, T, H, W) (data/clips.py);
+    # torch.empty(0) when every sample was skipped
+    images: torch.Tensor
     targets: Any  # what the task's collate made of the targets: (N,) long class ids (-1: none), ...
     indices: torch.Tensor  # (N,) long: sample indices, the keys of the per-sample generators
     skipped: list[tuple[str, str]]  # (path, reason) of the samples that could not be decoded

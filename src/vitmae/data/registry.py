@@ -7,12 +7,16 @@ source. The targets:
 - "image": images, for pre-training or embedding (labels a source holds come along, unused or listed);
 - "class": a class id per image (-1: unlabeled); a folder's first-level sub-folders are the classes;
 - "mask": an index mask per image (semantic segmentation, `segmentation.py`);
-- "detection": boxes, labels and instance masks per image (`coco.py`).
+- "detection": boxes, labels and instance masks per image (`coco.py`);
+- "clip": a video, decoded by the clip transforms, with its class id (-1: unlabeled) (`video.py`,
+  `clips.py`).
 
-The built-in data sets (fashion-mnist, photos, fashion-scenes) are named here and nowhere else. The
+The built-in data sets (fashion-mnist, photos, fashion-scenes, moving-fashion-mnist) are named here and
+nowhere else. The
 first kind that recognises a spec and gives the target asked for builds the source; a spec that no kind
 recognises, or only kinds that give other targets, is a DataError of one line that lists what the
-target accepts. A new kind of data (video clips, say) is a new entry in SOURCE_KINDS.
+target accepts. A new kind of data is a new entry in SOURCE_KINDS (video clips came as three, with the
+target "clip").
 """
 from __future__ import annotations
 
@@ -25,11 +29,13 @@ from typing import Any
 from vitmae.data.coco import CocoSource, SceneDetectionSource, coco_split
 from vitmae.data.fashion_mnist import FashionMNISTSource
 from vitmae.data.files import CsvSource, ImageFolderSource
+from vitmae.data.moving_fashion import MOVING_FASHION, MovingFashionSource
 from vitmae.data.photos import PhotosSource
 from vitmae.data.scenes import FASHION_SCENES, FashionScenesSource, scene_count
 from vitmae.data.segmentation import SegmentationFolderSource
 from vitmae.data.shards import ShardSource
 from vitmae.data.source import DataError
+from vitmae.data.video import ClipFolderSource, ClipListSource
 
 # what each target is called in errors: (what a source gives, what the data is called)
 TARGETS = {
@@ -37,6 +43,7 @@ TARGETS = {
     "class": ("class labels", "data source"),
     "mask": ("segmentation masks", "segmentation data"),
     "detection": ("object boxes", "detection data"),
+    "clip": ("video clips", "video data"),
 }
 
 
@@ -46,7 +53,8 @@ class SourceOptions:
 
     in_chans: int | None = None  # None: the data's own (SourceKind.in_chans)
     # fashion-scenes: `scene_size` px scenes made from `seed`; `scenes` of them for training (validation:
-    # `val_scenes`, or a fifth as many; see scenes.scene_count)
+    # `val_scenes`, or a fifth as many; see scenes.scene_count). moving-fashion-mnist's clips are made
+    # from `seed` too.
     seed: int = 0
     scene_size: int = 64
     scenes: int | None = None
@@ -58,6 +66,15 @@ class SourceOptions:
     mask_values: Sequence[int] | None = None  # value k read as class k (segmentation.BINARY_MASK_VALUES: 0, 255)
     # a COCO annotation file: its image folder (default: the file's folder)
     images: str | Path | None = None
+    # moving-fashion-mnist (moving_fashion.py): which label (direction, playback or class), the clips'
+    # frames, size in px, items and speed, and how many training clips (validation: a fifth as many;
+    # None: the defaults, moving_fashion.DEFAULT_CLIPS)
+    clip_label: str = "direction"
+    clip_frames: int = 16
+    clip_size: int = 32
+    clip_items: int = 1
+    clip_speed: int = 2
+    clips: int | None = None
 
 
 @dataclass(frozen=True)
@@ -83,10 +100,20 @@ def _fashion_scenes(spec: str, split: str, target: str, options: SourceOptions):
     return kind(split, scenes, options.scene_size, options.seed, options.in_chans)
 
 
-def _image_folder(spec: str, split: str, target: str, options: SourceOptions) -> ImageFolderSource:
+def _split_folder(spec: str, split: str) -> str:
     """The folder's `split` sub-folder where it has one (ImageNet's train/ and val/), else the folder."""
     root = os.path.join(spec, split)
-    return ImageFolderSource(root if os.path.isdir(root) else spec, target == "class", options.in_chans)
+    return root if os.path.isdir(root) else spec
+
+
+def _image_folder(spec: str, split: str, target: str, options: SourceOptions) -> ImageFolderSource:
+    return ImageFolderSource(_split_folder(spec, split), target == "class", options.in_chans)
+
+
+def _moving_fashion(spec: str, split: str, target: str, options: SourceOptions) -> MovingFashionSource:
+    clips = scene_count(split, options.clips)  # validation: a fifth as many, as for fashion-scenes
+    return MovingFashionSource(split, clips, options.clip_frames, options.clip_size, options.clip_items,
+                               options.clip_speed, options.seed, options.in_chans, options.clip_label)
 
 
 SOURCE_KINDS: list[SourceKind] = [
@@ -110,13 +137,21 @@ SOURCE_KINDS: list[SourceKind] = [
     SourceKind("a folder in COCO 2017's layout (DIR/annotations/instances_SPLIT*.json)",
                ("detection",), lambda spec, o: os.path.isdir(spec),
                lambda spec, split, target, o: CocoSource(*coco_split(spec, split), o.in_chans)),
+    SourceKind(f"'{MOVING_FASHION}'", ("clip",), lambda spec, o: spec == MOVING_FASHION, _moving_fashion,
+               in_chans=1),
+    SourceKind("a clip list (.txt of 'path label' lines, or .csv)", ("clip",),
+               lambda spec, o: spec.lower().endswith((".txt", ".csv")),
+               lambda spec, split, target, o: ClipListSource(spec, o.in_chans)),
+    SourceKind("a folder of video files or of frame folders", ("clip",), lambda spec, o: os.path.isdir(spec),
+               lambda spec, split, target, o: ClipFolderSource(_split_folder(spec, split), o.in_chans)),
 ]
 
 
 def open_source(spec: str, split: str = "train", target: str = "image", **options: Any):
-    """The `split` of the data `spec` names, as a source of `target`s ("image", "class", "mask" or
-    "detection"); `options` are SourceOptions fields (in_chans, the scenes' seed and sizes, a segmentation
-    folder's classes and how its mask values are read, a COCO file's image folder)."""
+    """The `split` of the data `spec` names, as a source of `target`s ("image", "class", "mask",
+    "detection" or "clip"); `options` are SourceOptions fields (in_chans, the scenes' seed and sizes, a
+    segmentation folder's classes and how its mask values are read, a COCO file's image folder, the
+    built-in clips' label and sizes)."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r} (one of {', '.join(TARGETS)})")
     given = SourceOptions(**options)

@@ -34,6 +34,7 @@ class EvaluationRequest:
     output: Path  # where the report goes (metrics.json and any pictures)
     runtime: Runtime
     overrides: dict[str, Any] = field(default_factory=dict)  # heads and eps a file does not record
+    tta: bool = False  # also with test-time augmentation (the families with `tta_scales`)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class PredictionRequest:
     batch_size: int
     num_workers: int
     runtime: Runtime
+    tta: bool = False  # with test-time augmentation (the families with `tta_scales`)
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class FamilySpec:
     predict: Callable[[Run, PredictionRequest], dict[str, Any]] | None = None  # `vitmae predict` of a run
     serve: Callable[..., tuple[Any, str]] | None = None  # `vitmae demo`: (checkpoint, port, host, overrides)
     draw: Callable[..., Any] | None = None  # the picture of one image's prediction (predict, the demo)
+    tta_scales: tuple[float, ...] | None = None  # evaluate --tta and predict --tta: the scales (with flips)
     # the lines printed of its summaries
     evaluation_lines: Callable[[dict[str, Any]], list[str]] | None = None
     prediction_lines: Callable[[dict[str, Any], Path], list[str]] | None = None

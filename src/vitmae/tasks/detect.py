@@ -24,12 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from ..data import DataError, build_dataset, open_source
 from ..data.coco import CocoSource, DetectionTransform, collate_detection
 from ..data.scenes import FASHION_SCENES
 from ..errors import ConfigError
 from ..families.dense import DetectRecord
 from ..families.dense import detect as detection
+from ..families.dense.sizing import RECIPE_HELP, RECIPES, detect_sizing
 from ..families.encoder import prepared_encoder
 from ..options import opt, save_config
 from ..train import Trainer, write_json
@@ -73,11 +76,16 @@ class DetectOptions(SceneOptions, EncoderOptions, TrainOptions):
                                           "the fixed-size crop (1,1: no jitter)", above=0)
     hflip: float = opt(0.5, "horizontal flip probability", min=0, max=1)
     detections_per_image: int = opt(100, "detections kept per image", min=1)
-    proposals: int = opt(1000, "region proposals per image at evaluation; training keeps twice as many "
-                         "(torchvision's 1000 / 2000)", min=1)
-    rois_per_image: int = opt(512, "proposals sampled per training image for the box (and mask) head", min=1)
-    pyramid_channels: int = opt(256, "width of the feature pyramid's maps (ViTDet: 256; the box head's input is "
-                                "7 x 7 times this)", min=1)
+    proposals: int | None = opt(None, "region proposals per image at evaluation; training keeps twice as many "
+                                "(default: ViTDet's 1000 scaled by the input's area against 1024x1024, at least 100)",
+                                min=1)
+    rois_per_image: int | None = opt(None, "proposals sampled per training image for the box (and mask) head (default: "
+                                     "ViTDet's 512 scaled by the input's area against 1024x1024, at least 64)", min=1)
+    pyramid_channels: int | None = opt(None, "width of the feature pyramid's maps and the mask head (default: a third "
+                                       "of the encoder's width, 32 to ViTDet's 256; the box head's input is 7 x 7 "
+                                       "times this)", min=1)
+    recipe: str = opt("auto", RECIPE_HELP.format("ViTDet's 256-wide pyramid, 512 RoIs, 2000 / 1000 proposals"),
+                      choices=RECIPES)
     eval_every_epochs: int = opt(1, "evaluate on the validation images every N epochs (and at the end)", min=1)
 
     def __post_init__(self) -> None:
@@ -116,6 +124,9 @@ def detect_run(cfg: DetectOptions) -> dict[str, Any]:
     train.masks = masks
     scenes = not isinstance(train, CocoSource)
     img_size = tuple(cfg.img_size or ((cfg.scene_size,) * 2 if scenes else encoder.config.img_size))
+    sizing = detect_sizing(cfg.recipe, cfg.pyramid_channels, cfg.rois_per_image, cfg.proposals,
+                           encoder.config.embed_dim, img_size)
+    cfg = sizing.applied(cfg)
     model = detection.build_model(encoder, len(train.classes), masks, img_size, cfg.window_size, cfg.global_blocks,
                                   cfg.pyramid_channels, cfg.proposals, cfg.detections_per_image, cfg.rois_per_image,
                                   cfg.drop_path, cfg.seed)
@@ -125,7 +136,8 @@ def detect_run(cfg: DetectOptions) -> dict[str, Any]:
     evaluator = detection.CocoEvaluator(val, masks, cfg.eval_every_epochs, cfg.batch_size, cfg.num_workers)
     trainer = Trainer(model, detection.DetectionObjective(), dataset, cfg, betas=(0.9, 0.999),
                       collate_fn=collate_detection, hooks=[evaluator],
-                      groups=detection.FAMILY.param_groups(model, cfg.weight_decay, cfg.layer_decay))
+                      groups=detection.FAMILY.param_groups(model, cfg.weight_decay, cfg.layer_decay),
+                      cost_options=("pyramid_channels", "rois_per_image", "proposals"))
     output = Path(cfg.output)
     # the data's files, so that evaluate finds them again from anywhere
     files = None if scenes else {split: [str(source.json_path.resolve()), str(source.image_root.resolve())]
@@ -136,10 +148,12 @@ def detect_run(cfg: DetectOptions) -> dict[str, Any]:
         pyramid_channels=cfg.pyramid_channels, proposals=cfg.proposals,
         detections_per_image=cfg.detections_per_image, pos_embed=encoder.pos_embed_kind, data=cfg.data, files=files,
         scenes=cfg.scenes, val_scenes=cfg.val_scenes, scene_size=cfg.scene_size, seed=cfg.seed,
-        model=encoder.config.to_dict())
+        model=encoder.config.to_dict(), rois_per_image=cfg.rois_per_image, recipe=cfg.recipe, sized=sizing.reasons)
     if trainer.dist.is_main:
         save_config(cfg, output)
         record.write(output)
+        if sizing.line():
+            tqdm.write(sizing.line())
     summary = trainer.fit()
     if trainer.dist.is_main:
         history = trainer.extra_state["coco"]

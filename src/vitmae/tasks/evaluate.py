@@ -3,7 +3,8 @@
 - A fine-tuned classifier: top-1 / top-5, per-class precision, recall and F1, a confusion matrix (PNG).
   Top-5 is left out (None) with 5 classes or fewer, where it is 100% whatever the model.
 - A `vitmae segment` run: mIoU, mAcc, aAcc and per-class IoU / Acc, as the run measures them (sliding
-  windows of its crop and stride, its ignore index), on the run's own validation data unless `--data`.
+  windows of its crop and stride, its ignore index), on the run's own validation data unless `--data`;
+  with `--tta` also with test-time augmentation (mmseg's flips and scales), under the key `tta`.
 - A `vitmae detect` run: COCO AP, AP50, AP75, APs/m/l of the boxes (and masks) and AP per class, on the
   run's own validation data unless `--data`.
 
@@ -50,6 +51,8 @@ class EvaluateOptions(InferenceOptions):
                                  f"{DETECT_BATCH} for a detection run)", min=1)
     num_heads: int | None = opt(None, "attention heads of a checkpoint that does not record them", min=1)
     norm_eps: float | None = opt(None, "LayerNorm epsilon of a checkpoint that does not record it", above=0)
+    tta: bool = opt(False, "a segmentation run: also with test-time augmentation (mmseg's left-right flips and "
+                    "scales 0.5-1.75, averaged probabilities), its scores beside the single-scale ones")
 
 
 def evaluate(cfg: EvaluateOptions) -> dict[str, Any]:
@@ -59,10 +62,12 @@ def evaluate(cfg: EvaluateOptions) -> dict[str, Any]:
     checkpoint = run_checkpoint(cfg.checkpoint, cfg.which)
     found = run_family(checkpoint)
     spec = found[0] if found else family("classify")
+    if cfg.tta:
+        spec.slot("tta_scales", "--tta")
     start, output = time.perf_counter(), Path(cfg.output)
     overrides = {k: v for k, v in (("num_heads", cfg.num_heads), ("norm_eps", cfg.norm_eps)) if v is not None}
     request = EvaluationRequest(checkpoint, cfg.checkpoint, cfg.data, cfg.split, cfg.batch_size, cfg.num_workers,
-                                output, Runtime(cfg.device, cfg.precision), overrides)
+                                output, Runtime(cfg.device, cfg.precision), overrides, cfg.tta)
     report = {"run": spec.name, **spec.slot("evaluate", "evaluate")(request), "split": cfg.split,
               "checkpoint": cfg.checkpoint, "checkpoint_evaluated": str(resolve_checkpoint(checkpoint)),
               "time_s": round(time.perf_counter() - start, 2)}

@@ -4,7 +4,7 @@ predicts from the record and the checkpoint (the model, the input normalisation,
 the stride); nothing is guessed.
 
 A `vitmae segment` run, per image (images larger than the run's crop by sliding windows, its crop and
-stride, with averaged logits):
+stride, with averaged logits; `--tta`: averaged over mmseg's flips and scales 0.5-1.75):
 
     OUT/masks/NAME.png       the predicted class indices (the model's, 0 to classes - 1) as a palette PNG:
                              the values are the indices, the palette (make-dataset's) only shows them
@@ -56,6 +56,8 @@ class PredictOptions(RuntimeOptions):
     score_threshold: float = opt(SCORE_THRESHOLD, "draw the detections scoring at least this (detections.json keeps "
                                  "all)", min=0, max=1)
     batch_size: int = opt(8, "detection: images per forward pass", min=1)
+    tta: bool = opt(False, "a segmentation run: with test-time augmentation (mmseg's left-right flips and scales "
+                    "0.5-1.75, averaged probabilities)")
 
 
 def predict(cfg: PredictOptions) -> dict[str, Any]:
@@ -73,10 +75,12 @@ def predict(cfg: PredictOptions) -> dict[str, Any]:
                           f"(it has no {' or '.join(spec.record.FILE for spec in takers)}): predict takes the runs "
                           f"of those {count}")
     spec, record = found
+    if cfg.tta:
+        spec.slot("tta_scales", "--tta")
     run = spec.load_run(checkpoint, record)
     out = Path(cfg.out)
     request = PredictionRequest(cfg.images, out, cfg.image_root, cfg.score_threshold, cfg.batch_size, cfg.num_workers,
-                                Runtime(cfg.device, cfg.precision))
+                                Runtime(cfg.device, cfg.precision), cfg.tta)
     summary = {"run": spec.name, "checkpoint": cfg.checkpoint, "checkpoint_used": str(run.checkpoint),
                **spec.slot("predict", "predict")(run, request)}
     write_json(out / "predictions.json", summary)

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from ..data import DataError, build_dataset, open_source
 from ..data.mask_scan import scan_masks
 from ..data.scenes import FASHION_SCENES, FashionScenesSource
@@ -38,6 +40,7 @@ from ..data.source import mark_reported
 from ..errors import ConfigError
 from ..families.dense import SegmentRecord
 from ..families.dense import segment as segmentation
+from ..families.dense.sizing import PHOTO_CROP, RECIPE_HELP, RECIPES, sampled_sizes, segment_sizing
 from ..families.encoder import prepared_encoder
 from ..model.segmentation import HEADS
 from ..options import opt, save_config
@@ -48,8 +51,6 @@ from .options import CHECKPOINT_HELP, EncoderOptions, SceneOptions, Task, redefa
 __all__ = ["SegmentOptions", "segment"]
 
 log = logging.getLogger(__name__)
-
-PHOTO_CROP = 512  # the recipe's crop for real photographs; small images are cropped at their own size
 
 
 @dataclass
@@ -72,9 +73,10 @@ class SegmentOptions(SceneOptions, EncoderOptions, TrainOptions):
                                               "class)", min=0)
     binary_masks: bool = opt(False, "hand-made binary masks, 0 the background and 255 the object: read 255 as "
                              "class 1 (--mask-values 0,255)")
-    crop_size: int | None = opt(None, f"training crop and sliding window, px (default: fashion-scenes' own size, "
-                                f"{PHOTO_CROP} for folders)", min=8)
+    crop_size: int | None = opt(None, "training crop and sliding window, px (default: the encoder's training size, "
+                                f"at most the images' median short side and {PHOTO_CROP}; --recipe paper: 512)", min=8)
     stride: int | None = opt(None, "sliding-window stride at evaluation (default: 2/3 of the crop)", min=1)
+    recipe: str = opt("auto", RECIPE_HELP.format("mmseg's crop 512, stride 341"), choices=RECIPES)
     epochs: int = redefault(TrainOptions, "epochs", 20)
     batch_size: int = redefault(TrainOptions, "batch_size", 16)
     lr: float | None = redefault(TrainOptions, "lr", 1e-4)
@@ -110,8 +112,11 @@ def segment(cfg: SegmentOptions) -> dict[str, Any]:
     scenes = isinstance(train, FashionScenesSource)
     names = train.classes
     num_classes = len(names) if names else train.num_classes
-    crop = cfg.crop_size or (cfg.scene_size if scenes else PHOTO_CROP)
-    stride = cfg.stride or max(1, crop * 2 // 3)
+    trained_at = None if cfg.checkpoint.lower() == "none" and cfg.img_size is None else min(config.img_size)
+    sizing = segment_sizing(cfg.recipe, cfg.crop_size, cfg.stride, trained_at, [(cfg.scene_size,) * 2] if scenes
+                            else sampled_sizes(train.paths, config.in_chans), config.patch_size)
+    cfg = sizing.applied(cfg)
+    crop, stride = cfg.crop_size, cfg.stride
     model = segmentation.build_model(encoder, num_classes, cfg.head, cfg.out_indices, cfg.drop_path, cfg.seed)
     model.class_names = names
 
@@ -122,7 +127,7 @@ def segment(cfg: SegmentOptions) -> dict[str, Any]:
     objective = segmentation.SegmentationObjective(cfg.ignore_index, cfg.seed)
     groups = segmentation.FAMILY.param_groups(model, cfg.weight_decay, cfg.layer_decay)
     trainer = Trainer(model, objective, dataset, cfg, groups=groups, betas=(0.9, 0.999), hooks=[evaluator],
-                      collate_fn=collate_masks)
+                      collate_fn=collate_masks, cost_options=("crop_size", "head"))
     objective.rank = trainer.dist.rank
     output = Path(cfg.output)
     record = SegmentRecord(
@@ -130,10 +135,12 @@ def segment(cfg: SegmentOptions) -> dict[str, Any]:
         pos_embed=model.encoder.pos_embed_kind, crop_size=crop, stride=stride, ignore_index=cfg.ignore_index,
         reduce_zero_label=cfg.reduce_zero_label, mask_values=mask_values, data=cfg.data if scenes else str(Path(cfg.data).resolve()),
         scenes=cfg.scenes, val_scenes=cfg.val_scenes, scene_size=cfg.scene_size, seed=cfg.seed,
-        model=config.to_dict())
+        model=config.to_dict(), recipe=cfg.recipe, sized=sizing.reasons)
     if trainer.dist.is_main:
         save_config(cfg, output)
         record.write(output)
+        if sizing.line():
+            tqdm.write(sizing.line())
     summary = trainer.fit()
     # every rank evaluated, so every rank has the summary (and the CLI reports it); rank 0 writes it
     history, best = trainer.extra_state["history"], trainer.extra_state["best"]
@@ -144,6 +151,7 @@ def segment(cfg: SegmentOptions) -> dict[str, Any]:
                "num_classes": num_classes, "classes": names, "ignore_index": cfg.ignore_index,
                "reduce_zero_label": cfg.reduce_zero_label, "mask_values": mask_values,
                "empty_classes": final["empty_classes"], "pixels": final["pixels"], "crop_size": crop, "stride": stride,
+               "recipe": cfg.recipe, "sized": sizing.reasons,
                "train_images": len(train), "val_images": len(val),
                "val_skipped_files": [{"path": p, "reason": r} for p, r in evaluator.skipped.items()],
                "model": config.to_dict()}

@@ -2,6 +2,7 @@
 0 with the keys added since at the values those runs had, and anything else refused in one line."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -46,11 +47,22 @@ def test_records_from_before_the_version_read_as_version_0(tmp_path):
     assert DETECT.category_names == {1: "item"}
 
 
+def test_version_1_records_read_without_the_sizes_added_in_version_2():
+    """Version 2 added how the sizes were chosen (the recipe, what was sized) and a detection run's RoIs per
+    image; a version-1 record has none of them and reads with None."""
+    for record, added in ((SEGMENT, ("recipe", "sized")), (DETECT, ("recipe", "sized", "rois_per_image"))):
+        v1 = {k: v for k, v in record.to_dict().items() if k not in added} | {"version": 1}
+        read = type(record).from_dict(v1, "x")
+        assert read.version == 1 and all(getattr(read, name) is None for name in added)
+    sized = dataclasses.replace(SEGMENT, recipe="auto", sized={"stride": "2/3 of the crop"})
+    assert SegmentRecord.from_dict(json.loads(json.dumps(sized.to_dict())), "x") == sized
+
+
 def test_anything_else_is_refused_in_one_line(tmp_path):
     values = SEGMENT.to_dict()
-    with pytest.raises(CheckpointError, match="record version 2; this vitmae reads up to 1: upgrade"):
+    with pytest.raises(CheckpointError, match=f"record version {VERSION + 1}; this vitmae reads up to {VERSION}: upgrade"):
         SegmentRecord.from_dict({**values, "version": VERSION + 1}, "segmenter.json")
-    with pytest.raises(CheckpointError, match=r"not a version-1 segmenter.json \(unknown keys \['colour'\]; "
+    with pytest.raises(CheckpointError, match=rf"not a version-{VERSION} segmenter.json \(unknown keys \['colour'\]; "
                                               r"missing keys \['head'\]\)"):
         SegmentRecord.from_dict({**{k: v for k, v in values.items() if k != "head"}, "colour": 1}, "segmenter.json")
     (tmp_path / DetectRecord.FILE).write_text("{not json")

@@ -22,6 +22,9 @@ class DenseRecord(RunRecord):
     val_scenes: int | None
     scene_size: int
     seed: int
+    # version 2: how the sizes were chosen (families/dense/sizing.py); None in the runs from before
+    recipe: str | None = None  # --recipe: auto or paper
+    sized: dict[str, str] | None = None  # the options sized rather than given, and why each
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,6 +34,7 @@ class SegmentRecord(DenseRecord):
 
     KIND: ClassVar[str] = "segment"
     FILE: ClassVar[str] = "segmenter.json"
+    VERSION: ClassVar[int] = 2
 
     num_classes: int
     head: str
@@ -54,6 +58,7 @@ class DetectRecord(DenseRecord):
 
     KIND: ClassVar[str] = "detect"
     FILE: ClassVar[str] = "detector.json"
+    VERSION: ClassVar[int] = 2
     ADDED: ClassVar[dict[str, Any]] = {**DenseRecord.ADDED, "files": None, "files_recorded": False}
 
     classes: list[str]
@@ -67,6 +72,7 @@ class DetectRecord(DenseRecord):
     detections_per_image: int
     files: dict[str, list[str]] | None  # {split: [annotation file, image folder]}; None: the built-in scenes
     files_recorded: bool = True  # False: a version-0 record from before `files` was written
+    rois_per_image: int | None = None  # version 2; None in the runs from before (training alone uses it)
 
     @property
     def category_names(self) -> dict[int, str]:

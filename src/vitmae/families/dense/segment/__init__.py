@@ -13,7 +13,8 @@ from ...spec import FamilySpec, register_family
 from ..record import SegmentRecord
 from .evaluation import (EVAL_BATCH, PICTURED, SegmentationEvaluator, evaluate_segmentation, evaluation_lines,
                          scores_line, segmentation_loader, segmentation_scores)
-from .inference import predict_masks, predicted_mask, prediction_lines, segment_image, sliding_window_logits
+from .inference import (TTA_SCALES, predict_masks, predicted_mask, prediction_lines, segment_image,
+                        sliding_window_logits, tta_probabilities)
 from .metrics import SegmentationMetrics
 from .model import build_model, load_run, model_from_record, shard_units
 from .objective import SegmentationObjective
@@ -21,7 +22,7 @@ from .objective import SegmentationObjective
 __all__ = ["EVAL_BATCH", "FAMILY", "PICTURED", "SegmentRecord", "SegmentationEvaluator", "SegmentationMetrics",
            "SegmentationObjective", "build_model", "evaluate_segmentation", "load_run", "model_from_record",
            "predicted_mask", "scores_line", "segment_image", "segmentation_loader", "segmentation_scores",
-           "shard_units", "sliding_window_logits"]
+           "shard_units", "sliding_window_logits", "TTA_SCALES", "tta_probabilities"]
 
 
 def serve(checkpoint: str | Path, port: int | None, host: str, overrides: dict[str, Any]) -> tuple[Any, str]:
@@ -41,4 +42,4 @@ FAMILY = register_family(FamilySpec(
     param_groups=lambda model, weight_decay, layer_decay: model.param_groups(weight_decay, layer_decay),
     objective=SegmentationObjective, evaluators=(SegmentationEvaluator,), record=SegmentRecord,
     load_run=load_run, evaluate=evaluate_segmentation, predict=predict_masks, serve=serve,
-    draw=segmentation_result, evaluation_lines=evaluation_lines, prediction_lines=prediction_lines))
+    draw=segmentation_result, tta_scales=TTA_SCALES, evaluation_lines=evaluation_lines, prediction_lines=prediction_lines))

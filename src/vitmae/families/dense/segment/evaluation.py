@@ -22,7 +22,7 @@ from ....train.runtime import Runtime, eval_mode
 from ....viz.dense import segmentation_grid
 from ...encoder import Stats
 from ...spec import EvaluationRequest
-from .inference import predicted_mask, sliding_window_logits
+from .inference import TTA_SCALES, predicted_mask, sliding_window_logits, tta_probabilities
 from .metrics import SegmentationMetrics
 from .model import load_run
 
@@ -43,21 +43,29 @@ def segmentation_loader(source: Source, crop: int, mean: Stats, std: Stats, batc
 
 @torch.no_grad()
 def segmentation_scores(model: nn.Module, loader, num_classes: int, ignore_index: int, crop: int, stride: int,
-                        runtime: Runtime, class_names: list[str] | None = None, split: str = "val"
-                        ) -> tuple[dict[str, Any], dict[str, str]]:
+                        runtime: Runtime, class_names: list[str] | None = None, split: str = "val",
+                        tta: bool = False) -> tuple[dict[str, Any], dict[str, str]]:
     """(mIoU, mAcc, aAcc and per-class IoU / Acc of `model` on the batches of `loader`, images larger than
-    `crop` predicted by sliding windows; the pairs that could not be read, path: reason). The classes
-    without ground truth in `split` are logged, once."""
+    `crop` predicted by sliding windows, and with `tta` the same with test-time augmentation under "tta";
+    the pairs that could not be read, path: reason). The classes without ground truth in `split` are
+    logged, once."""
     metrics, skipped = SegmentationMetrics(num_classes, ignore_index), []
+    augmented = SegmentationMetrics(num_classes, ignore_index)
 
-    def forward(batch: Batch) -> Tensor:
-        return sliding_window_logits(model, batch.images.to(runtime.device), num_classes, crop, stride)
+    def forward(batch: Batch) -> tuple[Tensor, Tensor | None]:
+        images = batch.images.to(runtime.device)
+        return (sliding_window_logits(model, images, num_classes, crop, stride),
+                tta_probabilities(model, images, num_classes, crop, stride) if tta else None)
 
-    for batch, logits in runtime.forward_each(model, loader, forward, skipped):
+    for batch, (logits, probabilities) in runtime.forward_each(model, loader, forward, skipped):
         metrics.update(logits.argmax(1), batch.targets)
+        if tta:
+            augmented.update(probabilities.argmax(1), batch.targets)
     scores = metrics.compute(class_names)
     if line := empty_classes_warning(list(scores["pixels"].values()), class_names, SPLIT_NAMES.get(split, split)):
         log.warning(line)
+    if tta:
+        scores["tta"] = {**augmented.compute(class_names), "scales": list(TTA_SCALES), "flip": True}
     return scores, dict(skipped)
 
 
@@ -134,7 +142,7 @@ def evaluate_segmentation(request: EvaluationRequest) -> dict[str, Any]:
     loader = segmentation_loader(source, record.crop_size, config.mean, config.std,
                                  request.batch_size or EVAL_BATCH, request.num_workers)
     scores, skipped = segmentation_scores(model, loader, record.num_classes, record.ignore_index, record.crop_size,
-                                          record.stride, runtime, record.classes, request.split)
+                                          record.stride, runtime, record.classes, request.split, request.tta)
     return {**scores, "images": len(source) - len(skipped), "data": data,
             "skipped_files": [{"path": p, "reason": r} for p, r in skipped.items()]}
 
@@ -144,4 +152,8 @@ def scores_line(s: dict[str, Any]) -> str:
 
 
 def evaluation_lines(s: dict[str, Any]) -> list[str]:
-    return [f"{scores_line(s)} on {s['images']} images of {s['data']} ({s['split']}), {s['checkpoint_evaluated']}"]
+    lines = [f"{scores_line(s)} on {s['images']} images of {s['data']} ({s['split']}), {s['checkpoint_evaluated']}"]
+    if s.get("tta"):
+        scales = ", ".join(f"{scale:g}" for scale in s["tta"]["scales"])
+        lines.append(f"with test-time augmentation (flips, scales {scales}): {scores_line(s['tta'])}")
+    return lines

@@ -1,6 +1,7 @@
 """What a segmentation model predicts on images larger than it trained on: sliding windows with averaged
-logits (mmsegmentation's slide inference), the predicted mask of one image, and `vitmae predict`'s masks and
-overlays. (Test-time augmentation belongs here too: every prediction goes through `predicted_mask`.)"""
+logits (mmsegmentation's slide inference), test-time augmentation (mmseg's flips and scales, averaged
+probabilities), the predicted mask of one image, and `vitmae predict`'s masks and overlays. Every prediction
+goes through `predicted_mask` or, for batches, these functions."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ....data import build_dataset, build_loader
@@ -41,20 +43,46 @@ def sliding_window_logits(model: nn.Module, images: Tensor, num_classes: int, cr
     return logits / count
 
 
+TTA_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # mmseg's multi-scale test (ADE20K's ratios)
+
+
 @torch.no_grad()
-def predicted_mask(model: nn.Module, image: Tensor, num_classes: int, crop: int, stride: int) -> np.ndarray:
+def tta_probabilities(model: nn.Module, images: Tensor, num_classes: int, crop: int, stride: int,
+                      scales: tuple[float, ...] = TTA_SCALES, flip: bool = True) -> Tensor:
+    """Class probabilities (N, classes, H, W) averaged over test-time augmentations, as mmseg's: the images
+    resized by each of `scales` (bilinear) and, with `flip`, also flipped left-right; each view predicted by
+    sliding windows (`crop`, `stride`) at its size, its softmax flipped back and resized to the images'."""
+    size, total, views = images.shape[-2:], None, 0
+    for scale in scales:  # a view keeps at least one patch
+        scaled = images if scale == 1 else F.interpolate(
+            images, size=[max(model.config.patch_size, round(side * scale)) for side in size], mode="bilinear",
+            align_corners=False)
+        for flipped in (False, True) if flip else (False,):
+            view = scaled.flip(-1) if flipped else scaled
+            probabilities = sliding_window_logits(model, view, num_classes, crop, stride).float().softmax(1)
+            probabilities = probabilities.flip(-1) if flipped else probabilities
+            if scale != 1:
+                probabilities = F.interpolate(probabilities, size=size, mode="bilinear", align_corners=False)
+            total, views = probabilities if total is None else total + probabilities, views + 1
+    return total / views
+
+
+@torch.no_grad()
+def predicted_mask(model: nn.Module, image: Tensor, num_classes: int, crop: int, stride: int,
+                   tta: bool = False) -> np.ndarray:
     """(H, W) class indices of `model` on one normalised image (C, H, W); larger than `crop`: by sliding
-    windows (`crop`, `stride`)."""
-    return sliding_window_logits(model, image[None], num_classes, crop, stride)[0].argmax(0).cpu().numpy()
+    windows (`crop`, `stride`); `tta`: averaged over mmseg's flips and scales (`tta_probabilities`)."""
+    scores = (tta_probabilities if tta else sliding_window_logits)(model, image[None], num_classes, crop, stride)
+    return scores[0].argmax(0).cpu().numpy()
 
 
 def segment_image(model: nn.Module, class_names: list[str], crop: int, stride: int, image: Tensor,
-                  display: int = 1) -> Segmentation:
+                  display: int = 1, tta: bool = False) -> Segmentation:
     """A segmentation model's prediction on one image (C, H, W), normalised as `model.config` says (mean,
     std), drawn with the overlay enlarged towards `display` px: what `vitmae predict` writes and the demo
-    shows."""
+    shows. `tta`: with test-time augmentation."""
     config = model.config
-    mask = predicted_mask(model, image, len(class_names), crop, stride)
+    mask = predicted_mask(model, image, len(class_names), crop, stride, tta)
     return segmentation_result(image, mask, class_names, config.mean, config.std, display)
 
 
@@ -75,7 +103,7 @@ def predict_masks(run: Run[SegmentRecord], request: PredictionRequest) -> dict[s
             continue
         with runtime.autocast():
             segmented = segment_image(model, record.class_names, record.crop_size, record.stride,
-                                      batch.images[0].to(runtime.device))
+                                      batch.images[0].to(runtime.device), tta=request.tta)
         index = int(batch.indices[0])
         mask_file, overlay_file = (out / kind / f"{files[index]}.png" for kind in ("masks", "overlays"))
         for folder in (mask_file.parent, overlay_file.parent):
@@ -85,7 +113,8 @@ def predict_masks(run: Run[SegmentRecord], request: PredictionRequest) -> dict[s
         images.append({"image": source.paths[index], "mask": str(mask_file), "overlay": str(overlay_file),
                        "classes": segmented.shares})
     require_readable(len(images), "the images given", (reason for _, reason in skipped))
-    return {"images": images, "skipped_files": [{"path": p, "reason": r} for p, r in skipped]}
+    return {"images": images, "skipped_files": [{"path": p, "reason": r} for p, r in skipped],
+            "tta": {"scales": list(TTA_SCALES), "flip": True} if request.tta else None}
 
 
 def prediction_lines(s: dict[str, Any], out: Path) -> list[str]:
