@@ -12,6 +12,9 @@ from vitmae.model.flat_names import flat_state_dict
 
 TINY = ModelConfig(img_size=32, patch_size=8, in_chans=3, embed_dim=128, depth=2, num_heads=2,
                    decoder_embed_dim=32, decoder_depth=2, decoder_num_heads=16)
+# A video MAE of VideoMAE's shape: 4 frames of 16 px in 2 x 8 x 8 tubelets (8 tokens).
+TINY_VIDEO = ModelConfig(num_frames=4, tubelet_size=2, img_size=16, patch_size=8, in_chans=3, embed_dim=32, depth=2,
+                         num_heads=2, decoder_embed_dim=16, decoder_depth=2, decoder_num_heads=2)
 # Not a standard ViT shape: a file that does not record TINY's heads loads with them given.
 TINY_HEADS = dict(num_heads=TINY.num_heads, decoder_num_heads=TINY.decoder_num_heads)
 

@@ -6,15 +6,17 @@ import torch
 from safetensors.torch import save_file
 
 from vitmae.interop import CheckpointError, load_pretrained
-from vitmae.interop.keymaps import LAYOUTS, from_ours, hf_layout, mlp_ratio, to_ours
+from vitmae.interop.keymaps import LAYOUTS, VIDEO_LAYOUTS, from_ours, hf_layout, mlp_ratio, to_ours
+from vitmae.model import MaskedAutoencoder
 from vitmae.model.flat_names import flat_state_dict
 
-from .conftest import TINY_HEADS
+from .conftest import TINY_HEADS, TINY_VIDEO
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_every_layout_round_trips(tiny_model, layout):
-    ours = flat_state_dict(tiny_model)
+    model = MaskedAutoencoder(TINY_VIDEO) if layout in VIDEO_LAYOUTS else tiny_model  # a layout of its kind
+    ours = flat_state_dict(model)
     theirs = from_ours(ours, layout)
     back = to_ours(theirs, layout)
     assert back.keys() == ours.keys()
@@ -22,6 +24,9 @@ def test_every_layout_round_trips(tiny_model, layout):
     if layout.startswith("hf"):
         assert hf_layout(theirs) == layout
         assert not set(theirs) & set(ours)  # every key renamed
+    if layout.startswith("videomae"):
+        assert layout == "videomae_official" or hf_layout(theirs) == layout
+        assert set(theirs) & set(ours) == {"mask_token"}  # VideoMAE's only name that is ours
 
 
 def test_qkv_is_split_by_rows(tiny_model):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from vitmae.model import MaskedAutoencoder, ModelConfig
@@ -29,3 +30,20 @@ def test_info_convert_and_reconstruct_take_the_heads_of_a_plain_official_file(ru
     Image.new("RGB", (40, 30), (90, 140, 200)).save(tmp_path / "image.png")
     run_cli("reconstruct", tmp_path / "image.png", "--checkpoint", path, "--out", tmp_path / "grid.png", *heads)
     assert (tmp_path / "grid.png").stat().st_size > 0
+
+
+def test_models_lists_the_video_presets_and_info_and_convert_read_a_videomae_directory(run_cli, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    listing = run_cli("models").stdout
+    assert "videomae_vit_base_patch16    16x224x224 tubelet 2x16x16 chans 3" in listing
+    torch.manual_seed(0)
+    config = transformers.VideoMAEConfig(image_size=16, patch_size=8, num_frames=4, hidden_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                                         decoder_hidden_size=16, decoder_num_hidden_layers=1,
+                                         decoder_num_attention_heads=2, decoder_intermediate_size=32,
+                                         use_mean_pooling=False)
+    transformers.VideoMAEForPreTraining(config).save_pretrained(tmp_path / "hf")
+    info = json.loads(run_cli("info", tmp_path / "hf").stdout)
+    assert info["layout"] == "videomae_hub" and info["architecture"]["num_frames"] == 4
+    run_cli("convert", tmp_path / "hf", tmp_path / "model.pth", "--to", "official")
+    assert "encoder.blocks.0.attn.q_bias" in torch.load(tmp_path / "model.pth", weights_only=True)["model"]

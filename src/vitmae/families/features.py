@@ -36,7 +36,7 @@ def encode_source(encoder: nn.Module, source: Source, transform, pool: str, runt
     feats, labels, indices, skipped = [], [], [], []
     for batch, tokens in runtime.forward_each(encoder, loader, lambda b: encoder.encode(b.images.to(runtime.device)),
                                               skipped):
-        feats.append(pool_features(tokens, pool).float().cpu())
+        feats.append(pool_features(tokens, pool, encoder.config.num_prefix_tokens).float().cpu())
         labels.append(batch.targets)
         indices.append(batch.indices)
     if not feats:

@@ -16,13 +16,14 @@ from .checkpoint import FORMATS, Checkpoint
 from .describe import describe
 from .export import CLASSIFIER_FORMATS, convert, export, export_classifier
 from .formats import detect_format, read_checkpoint
+from .hf import InexactExportWarning
 from .loading import MissingDecoderWarning, is_fine_tuned, load_classifier, load_encoder, load_pretrained
 from .safe_load import CheckpointError, UnsafeCheckpointError, load_torch_file
 from .timm import timm_args, timm_create_kwargs
 from .vitmae_format import load_vitmae, resolve_checkpoint, save_vitmae
 
 __all__ = ["CLASSIFIER_FORMATS", "CONVENTION_EPS", "Checkpoint", "CheckpointError", "FORMATS",
-           "MissingDecoderWarning", "UnsafeCheckpointError", "convert", "describe", "detect_format", "export",
+           "InexactExportWarning", "MissingDecoderWarning", "UnsafeCheckpointError", "convert", "describe", "detect_format", "export",
            "export_classifier", "is_fine_tuned", "load_classifier", "load_encoder", "load_pretrained",
            "load_torch_file", "load_vitmae", "read_checkpoint", "resolve_checkpoint", "save_vitmae",
            "timm_args", "timm_create_kwargs"]

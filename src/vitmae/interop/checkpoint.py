@@ -15,7 +15,7 @@ from typing import Any
 from torch import Tensor
 
 from ..model.config import to_2tuple
-from .keymaps import add_vit_prefix, config_from_hf, hf_layout, is_decoder_key
+from .keymaps import add_vit_prefix, config_from_hf, config_from_videomae, hf_layout, is_decoder_key, is_videomae
 from .safe_load import CheckpointError, name_list
 
 FORMATS = ("vitmae", "official", "hf", "timm")
@@ -42,14 +42,21 @@ class Checkpoint:
 
 
 def from_state_dict(path: Path, state: dict[str, Tensor]) -> Checkpoint:
-    """A plain state dict, judged by its keys: Hugging Face names, or official / timm ones (a plain state
-    dict is official with a decoder, timm without: timm models have none). Hugging Face weights without
-    config.json get its default eps."""
+    """A plain state dict, judged by its keys: Hugging Face names (transformers' VideoMAE's among them),
+    official VideoMAE pre-training names (`encoder.*`, `decoder.*`), or official / timm ones (a plain
+    state dict is official with a decoder or a video embedding, timm without: timm models have none).
+    Hugging Face weights without config.json get its defaults."""
+    if is_videomae(state):
+        state = add_vit_prefix(state, "videomae")
+        return Checkpoint(path, "hf", hf_layout(state), state, config_from_videomae({}))
+    if "encoder.patch_embed.proj.weight" in state:
+        return Checkpoint(path, "official", "videomae_official", state)
     if any(k.startswith(("vit.", "embeddings.", "decoder.decoder_")) for k in state):
         state = add_vit_prefix(state)
         return Checkpoint(path, "hf", hf_layout(state), state, config_from_hf({}))
     if "patch_embed.proj.weight" in state:
-        fmt = "official" if any(is_decoder_key(k) for k in state) else "timm"
+        video = state["patch_embed.proj.weight"].dim() == 5
+        fmt = "official" if video or any(is_decoder_key(k) for k in state) else "timm"
         return Checkpoint(path, fmt, fmt, state)
     raise CheckpointError(f"{path}: no ViT weights found (no patch_embed.proj.weight, no vit.*; "
                           f"{len(state)} keys: {name_list(list(state))})")

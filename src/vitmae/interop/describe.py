@@ -41,7 +41,7 @@ def describe(path: str | Path, **overrides: Any) -> dict[str, Any]:
         "assumed": ckpt.assumed,
         "parameters": {"encoder": encoder, "decoder": decoder, "total": encoder + decoder},
         "decoder_present": loaded.decoder_present,
-        "learned_position_tables": [name for name, owner in position_tables(model).items()
-                                    if owner.pos_embed_kind == "learned"],
+        "learned_position_tables": [name for owner in position_tables(model).values()
+                                    if owner.pos_embed_kind == "learned" for name in owner.stored_tables()],
         "left_out": loaded.left_out,
     }

@@ -21,7 +21,7 @@ from ..model.flat_names import flat_state_dict
 from .checkpoint import FORMATS
 from .formats import read_checkpoint
 from .hf import write_hf_classifier, write_hf_mae
-from .keymaps import is_decoder_key
+from .keymaps import from_ours, is_decoder_key
 from .loading import classifier_from_checkpoint, is_fine_tuned, mae_from_checkpoint, warn_no_decoder
 from .official import write_official
 from .safe_load import CheckpointError
@@ -38,7 +38,9 @@ def export(model: MaskedAutoencoder, path: str | Path, format: str, *, encoder_o
     - `timm`: encoder-only safetensors for timm's VisionTransformer (timm reads a `mask_token` as DINOv2's
       and stumbles on `decoder_*` keys), with timm's model arguments in its metadata (see timm.timm_args);
     - `official`: `{'model': state_dict, 'vitmae': {...}}`: the official scripts read 'model', we read
-      the config recorded under 'vitmae' (see vitmae_format.model_record)."""
+      the config recorded under 'vitmae' (see vitmae_format.model_record); a video model in the official
+      VideoMAE pre-training names (`encoder.*`, `decoder.*`, `encoder_to_decoder`).
+    A video model goes to `hf` as a `VideoMAEForPreTraining`; timm has no video ViT."""
     path = Path(path)
     encoder_only = encoder_only or format == "timm"
     state = {k: v for k, v in flat_state_dict(model).items() if not (encoder_only and is_decoder_key(k))}
@@ -46,6 +48,8 @@ def export(model: MaskedAutoencoder, path: str | Path, format: str, *, encoder_o
         return save_vitmae(model, path, encoder_only=encoder_only)
     if format == "hf":
         return write_hf_mae(model, state, path)
+    if format == "official" and model.config.is_video:
+        state = from_ours(state, "videomae_official")  # VideoMAE's pre-training model: encoder.*, decoder.*
     return export_weights(model, state, path, format, FORMATS)
 
 
@@ -85,6 +89,8 @@ def convert(src: str | Path, dst: str | Path, to: str, **overrides: Any) -> Path
 def export_weights(model: nn.Module, state: dict[str, Tensor], path: Path, format: str,
                    formats: tuple[str, ...]) -> Path:
     """`state` as a `timm` or `official` file of `model`, with what rebuilds it recorded."""
+    if format == "timm" and model.config.is_video:
+        raise CheckpointError("timm has no video ViT: export a video model as vitmae, hf or official")
     if format == "timm":
         return write_timm(model, state, path)
     if format == "official":

@@ -1,28 +1,35 @@
 """Hugging Face model directories (`config.json` beside the weights), read and written.
 
-Reading takes a `ViTMAEForPreTraining`, `ViTForImageClassification` or `ViTModel` directory in any of the
-key layouts of keymaps, whole or in shards (`*.index.json`), with its config.json's architecture, its
-class names (`id2label`) and its preprocessor's normalisation. Writing makes the hub layout, which every
+Reading takes a `ViTMAEForPreTraining`, `ViTForImageClassification` or `ViTModel` directory, or a
+`VideoMAEForPreTraining`, `VideoMAEForVideoClassification` or `VideoMAEModel` one, in any of the key
+layouts of keymaps, whole or in shards (`*.index.json`), with its config.json's architecture, its class
+names (`id2label`) and its preprocessor's normalisation. Writing makes the hub layout, which every
 transformers version reads: an MAE as `ViTMAEForPreTraining`, a cls-token classifier as
 `ViTForImageClassification`, each with the preprocessor_config.json of a `ViTImageProcessor` that
-prepares images as the model's were.
+prepares images as the model's were; a video MAE as `VideoMAEForPreTraining`, a video classifier as
+`VideoMAEForVideoClassification`, each with a `VideoMAEImageProcessor`'s. transformers' VideoMAE takes
+clips as (B, T, C, H, W), ours (N, C, T, H, W): only the weights cross this boundary, the layout is the
+caller's to transpose.
 """
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
 
+from ..model.config import ModelConfig
 from .checkpoint import Checkpoint, from_state_dict
-from .keymaps import HF_CLASSIFIER_HEAD, HF_CONFIG, config_from_hf, config_to_hf, from_ours
+from .keymaps import (HF_CLASSIFIER_HEAD, HF_CONFIG, VIDEOMAE_FIXED, config_from_hf, config_from_videomae, config_to_hf,
+                      config_to_videomae, from_ours)
 from .official import state_dict_in
 from .safe_load import CheckpointError, load_torch_file, name_list
 from .vitmae_format import (CONFIG, WEIGHTS, atomic_write, is_safetensors, load_safetensors, normalization_of,
                             one_line, save_safetensors)
 
-HF_MODEL_TYPES = ("vit_mae", "vit")
+HF_MODEL_TYPES = ("vit_mae", "vit", "videomae")
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 # Large models are saved in shards, with an index mapping each weight to its file.
 HF_SHARD_INDEXES = tuple(f"{name}.index.json" for name in HF_WEIGHTS)
@@ -32,6 +39,11 @@ MAX_JSON_BYTES = 16 * 2**20  # a config is a few KB; a shard index of a huge mod
 HF_ENCODER_FIELDS = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "qkv_bias",
                      "norm_eps")
 HF_BICUBIC = 3  # PIL.Image.BICUBIC, as transformers' `resample` names it
+HF_BILINEAR = 2  # PIL.Image.BILINEAR: VideoMAE's frames are resized so
+
+
+class InexactExportWarning(UserWarning):
+    """transformers will compute something of the exported model differently from vitmae."""
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -54,7 +66,7 @@ def read_hf_dir(path: Path) -> Checkpoint:
     if ckpt.format != "hf":
         raise CheckpointError(f"{weights}: {CONFIG} says {config['model_type']} but the keys are {ckpt.format}'s")
     try:
-        ckpt.stated = config_from_hf(config)
+        ckpt.stated = (config_from_videomae if config["model_type"] == "videomae" else config_from_hf)(config)
     except CheckpointError as err:
         raise CheckpointError(f"{config_file}: {err}") from None
     ckpt.class_names = _hf_class_names(config)
@@ -130,36 +142,79 @@ def rename_head(state: dict[str, Tensor], to_theirs: bool) -> dict[str, Tensor]:
 # -- writing ---------------------------------------------------------------------------------------
 
 def write_hf_mae(model: nn.Module, state: dict[str, Tensor], path: Path) -> Path:
-    """A `ViTMAEForPreTraining` directory of the MaskedAutoencoder `model` (`state`: its weights, our names)."""
+    """A `ViTMAEForPreTraining` (a video model: `VideoMAEForPreTraining`) directory of the MaskedAutoencoder
+    `model` (`state`: its weights, our names)."""
+    if model.config.is_video:
+        check_videomae_exportable(model.config, "VideoMAEForPreTraining", ("decoder_norm_eps",))
+        config = config_to_videomae(model.config, "VideoMAEForPreTraining", not model.config.encoder_norm)
+        return write_hf_dir(from_ours(state, "videomae_hub"), config, model, path)
     return write_hf_dir(from_ours(state, "hf_hub"), config_to_hf(model.config), model, path)
 
 
 def write_hf_classifier(model: nn.Module, state: dict[str, Tensor], path: Path) -> Path:
     """A `ViTForImageClassification` directory of the ViTClassifier `model`, class names included. It
-    classifies from the cls token after the final norm: an average-pooling classifier is refused."""
+    classifies from the cls token after the final norm: an average-pooling classifier is refused. A video
+    classifier is a `VideoMAEForVideoClassification`, which pools either way (`use_mean_pooling`)."""
+    names = getattr(model, "class_names", None)
+    if model.config.is_video:
+        check_videomae_exportable(model.config, "VideoMAEForVideoClassification",
+                                  ("fc_norm_eps",) if model.global_pool == "avg" else ())
+        config = config_to_videomae(model.config, "VideoMAEForVideoClassification", model.global_pool == "avg")
+        hub = rename_head(from_ours(state, "videomae_hub"), to_theirs=True)
+        return write_hf_dir(hub, {**config, **hf_labels(model, names)}, model, path)
     if model.global_pool != "token":
         raise CheckpointError(
             "Hugging Face's ViTForImageClassification classifies from the cls token, but this model "
             "averages the patch tokens (global_pool avg, fc_norm): export it to timm, or fine-tune with "
             "--pool cls to get a model Hugging Face can run")
     hub = rename_head(from_ours(state, "hf_hub"), to_theirs=True)
-    return write_hf_dir(hub, hf_classifier_config(model, getattr(model, "class_names", None)), model, path)
+    return write_hf_dir(hub, hf_classifier_config(model, names), model, path)
+
+
+def check_videomae_exportable(config: ModelConfig, architecture: str, fixed_eps: tuple[str, ...]) -> None:
+    """Refuse what transformers' VideoMAE cannot hold; warn where it will compute differently: the
+    LayerNorms `fixed_eps` names, whose eps transformers fixes, and an MAE's target."""
+    refused = [f"{name}={getattr(config, name)!r}" for name in ("cls_token", "decoder_embed_bias", "pos_embed_type")
+               if getattr(config, name) != VIDEOMAE_FIXED[name]]
+    if config.qkv_bias and config.k_bias:
+        refused.append("a key bias (k_bias=True)")
+    if refused:
+        raise CheckpointError(f"transformers' {architecture} cannot hold this model ({', '.join(refused)}): "
+                              "export it as vitmae or official")
+    differs = [f"{name} {getattr(config, name) or config.norm_eps:g} (transformers: {VIDEOMAE_FIXED[name]:g})"
+               for name in fixed_eps if (getattr(config, name) or config.norm_eps) != VIDEOMAE_FIXED[name]]
+    if architecture == "VideoMAEForPreTraining" and config.pixel_target != "videomae":
+        differs.append("the loss's target (this model's is the image MAE's, transformers' VideoMAE's)")
+    if differs:
+        warnings.warn(f"transformers' {architecture} will differ from this model in: {'; '.join(differs)}",
+                      InexactExportWarning, stacklevel=4)
 
 
 def write_hf_dir(hub_state: dict[str, Tensor], config: dict[str, Any], model: nn.Module, path: Path) -> Path:
-    """A Hugging Face model directory: model.safetensors, config.json and the preprocessor_config.json of
-    a `ViTImageProcessor` that resizes (bicubic) and normalises as `model`'s inputs were."""
-    c = model.config
-    normalization = normalization_of(model)
-    processor = {"image_processor_type": "ViTImageProcessor", "do_resize": True,
-                 "size": {"height": c.img_size[0], "width": c.img_size[1]}, "resample": HF_BICUBIC,
-                 "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
-                 "image_mean": normalization["mean"], "image_std": normalization["std"]}
+    """A Hugging Face model directory: model.safetensors, config.json and the preprocessor_config.json
+    that prepares inputs as `model`'s were (hf_processor_config)."""
     save_safetensors(hub_state, path / WEIGHTS, metadata={"format": "pt"})
-    for name, content in ((CONFIG, config), (HF_PREPROCESSOR, processor)):
+    for name, content in ((CONFIG, config), (HF_PREPROCESSOR, hf_processor_config(model))):
         text = json.dumps(content, indent=2) + "\n"
         atomic_write(path / name, lambda tmp: tmp.write_text(text))
     return path
+
+
+def hf_processor_config(model: nn.Module) -> dict[str, Any]:
+    """A `ViTImageProcessor` that resizes (bicubic) and normalises images as `model`'s inputs were; for a
+    video model a `VideoMAEImageProcessor` that resizes each frame's short side (bilinear), crops the
+    centre to the model's size and normalises."""
+    c = model.config
+    normalization = normalization_of(model)
+    height, width = c.img_size
+    scale = {"do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+             "image_mean": normalization["mean"], "image_std": normalization["std"]}
+    if c.is_video:
+        return {"image_processor_type": "VideoMAEImageProcessor", "do_resize": True,
+                "size": {"shortest_edge": min(height, width)}, "resample": HF_BILINEAR, "do_center_crop": True,
+                "crop_size": {"height": height, "width": width}, **scale}
+    return {"image_processor_type": "ViTImageProcessor", "do_resize": True,
+            "size": {"height": height, "width": width}, "resample": HF_BICUBIC, **scale}
 
 
 def hf_classifier_config(model: nn.Module, class_names: list[str] | None = None) -> dict[str, Any]:
@@ -172,8 +227,12 @@ def hf_classifier_config(model: nn.Module, class_names: list[str] | None = None)
     out.update((theirs, values[ours]) for ours, theirs in HF_CONFIG if ours in HF_ENCODER_FIELDS)
     out.update(intermediate_size=int(c.embed_dim * c.mlp_ratio), hidden_act="gelu", hidden_dropout_prob=0.0,
                attention_probs_dropout_prob=0.0, initializer_range=0.02, encoder_stride=c.patch_size)
+    return {**out, **hf_labels(model, class_names)}
+
+
+def hf_labels(model: nn.Module, class_names: list[str] | None) -> dict[str, Any]:
+    """`id2label` and `label2id` of a classifier's config.json (LABEL_i where a name is not known)."""
     names = list(class_names or [])[: model.num_classes]
     names += [f"LABEL_{i}" for i in range(len(names), model.num_classes)]
-    out["id2label"] = {str(i): name for i, name in enumerate(names)}
-    out["label2id"] = {name: i for i, name in enumerate(names)}
-    return out
+    return {"id2label": {str(i): name for i, name in enumerate(names)},
+            "label2id": {name: i for i, name in enumerate(names)}}

@@ -22,7 +22,6 @@ from torch import Tensor, nn
 from ..model import MaskedAutoencoder, sincos_pos_embed
 from ..model.classifier import ViTClassifier, from_pretrained_encoder
 from ..model.flat_names import flat_state_dict, load_flat_state_dict
-from ..model.grid import position_table, resize_pos_embed
 from .architecture import infer_config
 from .checkpoint import Checkpoint
 from .formats import read_checkpoint
@@ -103,7 +102,7 @@ def mae_from_checkpoint(ckpt: Checkpoint, overrides: dict[str, Any], decoder_unu
     decoder_present = any(is_decoder_key(k) for k in state)
     left_out = [] if decoder_present else sorted(k for k in state if is_head_key(k))
     state = {k: v for k, v in state.items() if k not in left_out}
-    config, img_size = infer_config(ckpt, state, overrides, decoder_unused)
+    config, resize = infer_config(ckpt, state, overrides, decoder_unused)
     model = MaskedAutoencoder(config)
     check_fits(f"{ckpt.path}: does not fit the model", state, flat_state_dict(model),
                optional=lambda key: not decoder_present and is_decoder_key(key))
@@ -111,8 +110,8 @@ def mae_from_checkpoint(ckpt: Checkpoint, overrides: dict[str, Any], decoder_unu
     for name, owner in position_tables(model).items():
         if name in state and not _is_sincos(state[name], config.grid_size):
             owner.learn_pos_embed()  # a stored table that is not the sin-cos one was learned
-    if img_size != config.img_size:
-        model = _resized(model, img_size)
+    if resize:
+        model = _resized(model, resize)
     return LoadedMAE(model, ckpt, decoder_present, left_out)
 
 
@@ -124,14 +123,14 @@ def classifier_from_checkpoint(ckpt: Checkpoint, overrides: dict[str, Any]) -> V
                               "fine-tune it first with `vitmae finetune`")
     state = {k: v for k, v in state.items() if not is_decoder_key(k)}
     global_pool = "avg" if "fc_norm.weight" in state else "token"
-    encoder = {k: v for k, v in state.items() if not k.startswith(("head.", "fc_norm."))}
-    config, img_size = infer_config(ckpt, encoder, dict(overrides))
+    config, resize = infer_config(ckpt, {k: v for k, v in state.items() if not k.startswith("head.")},
+                                  dict(overrides))
     model = ViTClassifier(config, state["head.weight"].shape[0], global_pool)
     check_fits(f"{ckpt.path}: does not fit a {global_pool}-pool classifier", state, flat_state_dict(model))
-    if img_size != config.img_size:
-        resized = ViTClassifier(config.replace(img_size=img_size), model.num_classes, global_pool)
-        state = {**state, "pos_embed": resize_pos_embed(state["pos_embed"], model.encoder.grid_size,
-                                                        resized.encoder.grid_size)}
+    if resize:
+        load_flat_state_dict(model, state)
+        resized = ViTClassifier(config.replace(**resize), model.num_classes, global_pool)
+        state = {**state, **_tables_for(model.encoder, resized.encoder)}
         model = resized
     load_flat_state_dict(model, state)
     model.class_names, model.normalization = ckpt.class_names, ckpt.normalization
@@ -164,18 +163,21 @@ def position_tables(model: MaskedAutoencoder) -> dict[str, nn.Module]:
     return {"pos_embed": model.encoder, "decoder_pos_embed": model.decoder}
 
 
-
-def _resized(model: MaskedAutoencoder, img_size: tuple[int, int]) -> MaskedAutoencoder:
-    """The model for another image size, its position tables resized as the encoder would resize them
-    (`ModelConfig.pos_embed_resize`); a learned table stays learned."""
-    resized = MaskedAutoencoder(model.config.replace(img_size=img_size))
+def _resized(model: MaskedAutoencoder, resize: dict[str, Any]) -> MaskedAutoencoder:
+    """The model for another input size (`img_size`, `num_frames`), its position tables resized as the
+    encoder would resize them (`ModelConfig.pos_embed_resize`); a learned table stays learned."""
+    resized = MaskedAutoencoder(model.config.replace(**resize))
     state = flat_state_dict(model)
-    old, new = position_tables(model), position_tables(resized)
-    for name, owner in old.items():
-        table = getattr(owner, name)
-        state[name] = position_table(table, owner.pos_embed_kind, model.config.pos_embed_resize,
-                                     model.encoder.grid_size, resized.encoder.grid_size).detach()
+    for name, owner in position_tables(model).items():
+        new = position_tables(resized)[name]
+        state.update(_tables_for(owner, new))
         if owner.pos_embed_kind == "learned":
-            new[name].learn_pos_embed()
+            new.learn_pos_embed()
     load_flat_state_dict(resized, state)
     return resized
+
+
+def _tables_for(owner: nn.Module, new: nn.Module) -> dict[str, Tensor]:
+    """The stored position tables of the component `owner`, resized for the component `new` of a model
+    of another input size."""
+    return {name: table.detach() for name, table in owner.stored_tables_for(new.built_grid).items()}

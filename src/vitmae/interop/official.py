@@ -1,7 +1,9 @@
 """The official MAE release's files: PyTorch pickles, read and written.
 
 Reading takes any `.pth` / `.pt` / `.bin`: a plain state dict, or one under `model` (the official
-training scripts: `checkpoint-N.pth`, `mae_pretrain_vit_base.pth`) or `state_dict` (timm). An official
+training scripts: `checkpoint-N.pth`, `mae_pretrain_vit_base.pth`), `module` (VideoMAE's DeepSpeed runs)
+or `state_dict` (timm). Official VideoMAE files are read the same way: pre-training ones name the model's
+halves `encoder.*` / `decoder.*` (keymaps' `videomae_official` layout), fine-tuned ones use our names. An official
 training checkpoint's `args` states a few ModelConfig values (OFFICIAL_ARGS). Our official exports add the
 model's record under `vitmae`, which the official scripts ignore and we read back.
 """
@@ -18,7 +20,8 @@ from .checkpoint import Checkpoint, from_state_dict
 from .safe_load import CheckpointError, load_torch_file, name_list
 from .vitmae_format import atomic_write, export_file, model_record
 
-WRAPPERS = ("model", "state_dict")  # official training scripts save {'model': ...}; timm's {'state_dict': ...}
+# official training scripts save {'model': ...}, VideoMAE's DeepSpeed runs {'module': ...}; timm {'state_dict': ...}
+WRAPPERS = ("model", "module", "state_dict")
 OFFICIAL_RECORD = "vitmae"  # our official exports: {'model': ..., 'vitmae': vitmae_format.model_record(...)}
 # ModelConfig field <- attribute of the `args` Namespace in an official training checkpoint.
 OFFICIAL_ARGS: tuple[tuple[str, str], ...] = (
@@ -32,7 +35,7 @@ def read_torch_checkpoint(path: Path) -> Checkpoint:
     """A PyTorch pickle as a Checkpoint: its weights judged by their keys, and what it records."""
     obj = load_torch_file(path)
     ckpt = from_state_dict(path, state_dict_in(path, obj))
-    if ckpt.format == "timm" and isinstance(obj.get("model"), dict):
+    if ckpt.format == "timm" and any(isinstance(obj.get(k), dict) for k in ("model", "module")):
         ckpt.format = ckpt.layout = "official"  # encoder-only official files, e.g. mae_pretrain_vit_base.pth
     args = obj.get("args")
     if ckpt.format == "official" and isinstance(args, argparse.Namespace):  # a training checkpoint-N.pth

@@ -9,7 +9,12 @@ between them as it is:
   `fc_norm` (timm: `global_pool='token'`; this is also what Hugging Face's `ViTForImageClassification`
   computes).
 
-The position table is learned, as in official fine-tuning (initialised from the checkpoint's table).
+The position table is learned, as in official fine-tuning (initialised from the checkpoint's table);
+VideoMAE's fixed table stays fixed, as in VideoMAE's fine-tuning.
+
+A video classifier is VideoMAE's: average pooling is the mean of all patch tokens (there is no cls token),
+then `fc_norm` and `head`; token pooling (transformers' `use_mean_pooling=False`) reads token 0 after the
+final norm, which without a cls token is the first patch token, as transformers does.
 """
 from __future__ import annotations
 
@@ -41,7 +46,8 @@ class ViTClassifier(nn.Module):
         self.encoder = ViTEncoder(config, drop_path_rate).learn_pos_embed()
         if global_pool == "avg":
             self.encoder.norm = nn.Identity()
-            self.fc_norm = nn.LayerNorm(config.embed_dim, eps=config.norm_eps)
+            eps = config.norm_eps if config.fc_norm_eps is None else config.fc_norm_eps
+            self.fc_norm = nn.LayerNorm(config.embed_dim, eps=eps)
         else:
             self.fc_norm = nn.Identity()
         self.head = nn.Linear(config.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
@@ -58,13 +64,14 @@ class ViTClassifier(nn.Module):
 
     # -- forward ---------------------------------------------------------------------------------------
     def forward_features(self, images: Tensor) -> Tensor:
-        """All tokens (N, 1 + L, D), after the final norm when there is one (timm's forward_features)."""
+        """All tokens (N, P + L, D), after the final norm when there is one (timm's forward_features)."""
         return self.encoder.encode(images)
 
     encode = forward_features
 
     def forward_head(self, tokens: Tensor, pre_logits: bool = False) -> Tensor:
-        x = tokens[:, 1:].mean(dim=1) if self.global_pool == "avg" else tokens[:, 0]
+        prefix = self.encoder.num_prefix_tokens
+        x = tokens[:, prefix:].mean(dim=1) if self.global_pool == "avg" else tokens[:, 0]
         x = self.fc_norm(x)
         return x if pre_logits else self.head(x)
 
@@ -83,9 +90,8 @@ class ViTClassifier(nn.Module):
         layer_decay ** (depth + 1 - id)."""
         return vit_layer_id(name, self.num_layers)
 
-    @staticmethod
-    def no_weight_decay() -> set[str]:
-        return {"pos_embed", "cls_token"}
+    def no_weight_decay(self) -> set[str]:
+        return {"cls_token", *self.encoder.stored_tables()}
 
     def param_groups(self, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
         """AdamW groups of the official fine-tuning (`param_groups_lrd`): no decay on 1-D parameters,
@@ -120,12 +126,14 @@ def from_pretrained_encoder(encoder: ViTEncoder | nn.Module, num_classes: int, g
     return model
 
 
-def pool_features(tokens: Tensor, pool: str) -> Tensor:
-    """(N, D) image features from encoder tokens (N, 1 + L, D): the cls token or the mean patch token."""
+def pool_features(tokens: Tensor, pool: str, num_prefix_tokens: int = 1) -> Tensor:
+    """(N, D) features from encoder tokens (N, P + L, D), P the encoder's prefix (cls) tokens: token 0 (the
+    cls token; without one, VideoMAE's, the first patch token, as transformers reads it) or the mean patch
+    token."""
     if pool == "cls":
         return tokens[:, 0]
     if pool == "mean":
-        return tokens[:, 1:].mean(dim=1)
+        return tokens[:, num_prefix_tokens:].mean(dim=1)
     raise ValueError(f"pool must be one of {', '.join(POOLS)}, not {pool!r}")
 
 

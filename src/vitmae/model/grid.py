@@ -130,10 +130,51 @@ def resize_pos_embed(pos_embed: Tensor, old_grid: Grid, new_grid: Grid) -> Tenso
     if len(old_grid) != 2 or len(new_grid) != 2:
         raise ValueError(f"a position table is resized on 2-D patch grids only, not {_x(old_grid)} -> "
                          f"{_x(new_grid)}")
-    cls_row, table = pos_embed[:, :1], pos_embed[:, 1:]
-    table = tokens_to_map(table, old_grid)
-    table = F.interpolate(table.float(), size=new_grid, mode="bicubic", align_corners=False)
-    return torch.cat([cls_row, map_to_tokens(table).to(pos_embed.dtype)], dim=1)
+    return torch.cat([pos_embed[:, :1], resample_table(pos_embed[:, 1:], old_grid, new_grid)], dim=1)
+
+
+def resample_table(table: Tensor, old_grid: Grid, new_grid: Grid) -> Tensor:
+    """A table (1, L, D) with one row per token of `old_grid`, resampled to `new_grid` of as many axes:
+    the spatial axes (the last two of a 2-D or 3-D grid) bicubically, time (the first of a 3-D grid, the
+    only one of a 1-D grid) linearly; align_corners=False and no antialiasing, the official convention."""
+    if tuple(old_grid) == tuple(new_grid):
+        return table
+    x = tokens_to_map(table.float(), old_grid)  # (1, D, *grid)
+    dim = x.shape[1]
+    if len(old_grid) >= 2 and tuple(old_grid[-2:]) != tuple(new_grid[-2:]):
+        frames = x.reshape(1, dim, -1, *old_grid[-2:]).transpose(1, 2).flatten(0, 1)  # (T, D, H, W)
+        frames = F.interpolate(frames, size=tuple(new_grid[-2:]), mode="bicubic", align_corners=False)
+        x = frames.unflatten(0, (1, -1)).transpose(1, 2).reshape(1, dim, *old_grid[:-2], *new_grid[-2:])
+    if len(old_grid) != 2 and old_grid[0] != new_grid[0]:
+        series = x.flatten(2).unflatten(2, (old_grid[0], -1)).transpose(2, 3).flatten(1, 2)  # (1, D*HW, T)
+        series = F.interpolate(series, size=new_grid[0], mode="linear", align_corners=False)
+        x = series.unflatten(1, (dim, -1)).transpose(2, 3).reshape(1, dim, *new_grid)
+    return map_to_tokens(x).to(table.dtype)
+
+
+def sincos_1d_table(dim: int, length: int) -> Tensor:
+    """VideoMAE's fixed table (length, dim) over tokens 0..length-1: angle = pos / 10000^(2 * (j // 2) / dim),
+    sin on the even channels and cos on the odd ones (interleaved), in float64, then cast to float32."""
+    exponent = 2 * (torch.arange(dim, dtype=torch.float64) // 2) / dim
+    angles = torch.arange(length, dtype=torch.float64)[:, None] / torch.pow(10000.0, exponent)
+    table = torch.empty_like(angles)
+    table[:, 0::2], table[:, 1::2] = angles[:, 0::2].sin(), angles[:, 1::2].cos()
+    return table.float()
+
+
+def video_sincos_table(dim: int, grid: Grid, num_prefix_tokens: int) -> Tensor:
+    """A video model's table (P + L, dim): VideoMAE's 1-D sin-cos table over the L tokens of `grid` (in
+    (time, row, column) order), after a zero row per prefix token, as the MAE's cls row."""
+    return torch.cat([torch.zeros(num_prefix_tokens, dim), sincos_1d_table(dim, num_tokens(grid))])
+
+
+def separable_table(spatial: Tensor, temporal: Tensor, built_grid: Grid, grid: Grid) -> Tensor:
+    """MAE-ST's table (1, L, D) on a (T, H, W) grid: each token's spatial row (a (1, H*W, D) table) plus its
+    time slice's row (a (1, T, D) table), both made for `built_grid` and resampled to `grid`."""
+    t, h, w = grid
+    spatial = resample_table(spatial, built_grid[1:], (h, w))
+    temporal = resample_table(temporal, built_grid[:1], (t,))
+    return (temporal[:, :, None] + spatial[:, None]).flatten(1, 2)
 
 
 def position_table(table: Tensor, kind: str, resize: str, built_grid: Grid, grid: Grid) -> Tensor:

@@ -50,7 +50,7 @@ class FrozenEncoderProbe(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         with torch.no_grad():
-            features = pool_features(self.encoder.encode(images), self.pool)
+            features = pool_features(self.encoder.encode(images), self.pool, self.encoder.num_prefix_tokens)
         return self.probe(features.float())
 
 

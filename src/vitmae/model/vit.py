@@ -4,6 +4,10 @@ Parameter names match the official MAE release and timm (`patch_embed.proj`, `bl
 so weights move between them without renaming. The encoder is a component: the masked autoencoder, the
 classifier and the dense-task backbones hold one; files keep the flat names through the adapter in
 flat_names.
+
+The same encoder takes video (N, C, T, H, W) when its config has `num_frames`: a Conv3d cuts t x p x p
+tubelets, and the same blocks follow. VideoMAE's attention has query and value biases but no key bias
+(`k_bias=False`: the parameters `attn.q_bias`, `attn.v_bias`, as VideoMAE names them).
 """
 from __future__ import annotations
 
@@ -19,29 +23,47 @@ from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
 from .flat_names import flat_named_parameters
-from .grid import Grid, map_to_tokens, position_table, sincos_pos_embed, tokens_to_map
+from .grid import Grid, Patching, map_to_tokens, tokens_to_map
+from .positions import OwnsPositionTable
 
 
 class PatchEmbed(nn.Module):
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int):
+    """Non-overlapping patches (an int p: p x p, Conv2d) or tubelets ((t, p, p): Conv3d) to tokens."""
+
+    def __init__(self, patch_size: int | tuple[int, ...], in_chans: int, embed_dim: int):
         super().__init__()
         self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        size = Patching(patch_size).size
+        conv = nn.Conv2d if len(size) == 2 else nn.Conv3d
+        self.proj = conv(in_chans, embed_dim, kernel_size=size, stride=size)
 
     def forward(self, x: Tensor) -> Tensor:
-        return map_to_tokens(self.proj(x))  # (N, L, D), patches row-major
+        return map_to_tokens(self.proj(x))  # (N, L, D), patches row-major over the grid
 
 
 class Attention(nn.Module):
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
+    """Multi-head self-attention. `qkv_bias` with `k_bias=False` is VideoMAE's: query and value biases
+    (`q_bias`, `v_bias`), none for the key (it would cancel in the softmax anyway)."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, k_bias: bool = True):
         super().__init__()
         self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias and k_bias)
+        if qkv_bias and not k_bias:
+            self.q_bias = nn.Parameter(torch.zeros(dim))
+            self.v_bias = nn.Parameter(torch.zeros(dim))
+        else:
+            self.q_bias = self.v_bias = None
         self.proj = nn.Linear(dim, dim)
 
     def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         n, length, dim = x.shape
-        qkv = self.qkv(x).reshape(n, length, 3, self.num_heads, dim // self.num_heads)
+        if self.q_bias is None:
+            qkv = self.qkv(x)
+        else:
+            bias = torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias])
+            qkv = F.linear(x, self.qkv.weight, bias)
+        qkv = qkv.reshape(n, length, 3, self.num_heads, dim // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (N, heads, L, head_dim)
         return q, k, v
 
@@ -71,10 +93,10 @@ class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 norm_eps: float = 1e-6, drop_path: float = 0.0):
+                 norm_eps: float = 1e-6, drop_path: float = 0.0, k_bias: bool = True):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, num_heads, qkv_bias)
+        self.attn = Attention(dim, num_heads, qkv_bias, k_bias)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
@@ -111,14 +133,16 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-class ViTEncoder(BlockCheckpointing, nn.Module):
-    """ViT encoder with a cls token and a (1, 1 + L, D) position table, initialised as the official MAE.
+class ViTEncoder(OwnsPositionTable, BlockCheckpointing, nn.Module):
+    """ViT encoder with a cls token (unless `config.cls_token` is off, as VideoMAE's) and a position
+    table (positions.OwnsPositionTable), initialised as the official MAE.
 
     `pos_embed_kind` says what the table is: "sincos" (fixed, no gradient: pre-training) or "learned"
     (`learn_pos_embed`: fine-tuning trains it). At another input size a sin-cos table is recomputed
     exactly, or interpolated when `config.pos_embed_resize == "interpolate"`; a learned table is always
     interpolated. Freezing the encoder does not change its kind. `set_grad_checkpointing()` recomputes
-    each block's activations in backward (see BlockCheckpointing).
+    each block's activations in backward (see BlockCheckpointing). Tokens are (N, P + L, D): P prefix
+    tokens (the cls token, or none), then the patch tokens.
     """
 
     def __init__(self, config: ModelConfig, drop_path_rate: float = 0.0):
@@ -126,41 +150,38 @@ class ViTEncoder(BlockCheckpointing, nn.Module):
         c = self.config = config
         self.patch_size, self.grid_size, self.embed_dim = c.patch_size, c.grid_size, c.embed_dim
         self.patching = c.patching
-        self.num_prefix_tokens = 1
-        self.pos_embed_kind = "sincos"
-        self.patch_embed = PatchEmbed(c.patch_size, c.in_chans, c.embed_dim)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
-        self.pos_embed = nn.Parameter(sincos_pos_embed(c.embed_dim, self.grid_size)[None], requires_grad=False)
+        self.num_prefix_tokens = c.num_prefix_tokens
+        self.patch_embed = PatchEmbed(self.patching.size if c.is_video else c.patch_size, c.in_chans, c.embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim)) if c.cls_token else None
+        self.init_position_table(c, c.embed_dim, "pos_embed")
         rates = [drop_path_rate * i / max(c.depth - 1, 1) for i in range(c.depth)]  # stochastic depth grows with depth
         self.blocks = nn.ModuleList(
-            Block(c.embed_dim, c.num_heads, c.mlp_ratio, c.qkv_bias, c.norm_eps, rate) for rate in rates
+            Block(c.embed_dim, c.num_heads, c.mlp_ratio, c.qkv_bias, c.norm_eps, rate, c.k_bias) for rate in rates
         )
-        self.norm = nn.LayerNorm(c.embed_dim, eps=c.norm_eps)
+        self.norm = nn.LayerNorm(c.embed_dim, eps=c.norm_eps) if c.encoder_norm else nn.Identity()
         self.apply(init_weights)
         w = self.patch_embed.proj.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.normal_(self.cls_token, std=0.02)
-
-    def learn_pos_embed(self) -> "ViTEncoder":
-        """Make the position table a trained parameter, as official fine-tuning does."""
-        self.pos_embed_kind = "learned"
-        self.pos_embed.requires_grad_(True)
-        return self
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=0.02)
 
     def grid_of(self, images: Tensor) -> Grid:
         return self.patching.grid_of(images)
 
     def pos_embed_for(self, grid: Grid) -> Tensor:
-        return position_table(self.pos_embed, self.pos_embed_kind, self.config.pos_embed_resize,
-                              self.grid_size, grid)
+        """The position table (1, P + L, D) for the token grid `grid`."""
+        return self.position_table_for(grid)
 
     def embed_patches(self, images: Tensor) -> Tensor:
         """Patch tokens plus their position embedding, without the cls token: (N, L, D)."""
         pos = self.pos_embed_for(self.grid_of(images))
-        return self.patch_embed(images) + pos[:, 1:]
+        return self.patch_embed(images) + pos[:, self.num_prefix_tokens:]
 
     def prepend_cls(self, tokens: Tensor) -> Tensor:
-        cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
+        """The cls token (with its position) before `tokens`; `tokens` as they are without one."""
+        if self.cls_token is None:
+            return tokens
+        cls = (self.cls_token + self.prefix_positions()).expand(tokens.shape[0], -1, -1)
         return torch.cat([cls, tokens], dim=1)
 
     def forward_tokens(self, patch_tokens: Tensor) -> Tensor:
@@ -171,7 +192,7 @@ class ViTEncoder(BlockCheckpointing, nn.Module):
         return self.norm(x)
 
     def encode(self, images: Tensor) -> Tensor:
-        """All tokens, no masking, original patch order, cls first, after the final norm: (N, 1 + L, D)."""
+        """All tokens, no masking, original patch order, cls first, after the final norm: (N, P + L, D)."""
         return self.forward_tokens(self.embed_patches(images))
 
     forward = encode
@@ -183,9 +204,9 @@ class ViTEncoder(BlockCheckpointing, nn.Module):
         """Outputs of chosen blocks, with timm's meaning of the arguments: `indices` an int n takes the
         last n blocks, a sequence takes those block indices (negative ones count from the end), None all.
         Each intermediate is the patch tokens as a (N, D, *grid) map ("NCHW": (N, D, H/p, W/p) for an
-        image) or (N, L, D) ("NLC"), with the final norm applied when `norm`; with `return_prefix_tokens`
-        a (patches, cls (N, 1, D)) pair. Returns the list, or (the final normed tokens (N, 1 + L, D), the
-        list)."""
+        image, (N, D, T/t, H/p, W/p) for a clip) or (N, L, D) ("NLC"), with the final norm applied when
+        `norm`; with `return_prefix_tokens` a (patches, prefix (N, P, D)) pair. Returns the list, or (the
+        final normed tokens (N, P + L, D), the list)."""
         if output_fmt not in ("NCHW", "NLC"):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', not {output_fmt!r}")
         take = self.take_indices(indices)
@@ -221,9 +242,10 @@ class ViTEncoder(BlockCheckpointing, nn.Module):
 
 
 def vit_layer_id(name: str, num_layers: int) -> int:
-    """The official `get_layer_id_for_vit` on flat names: patch_embed, cls_token, pos_embed -> 0; block i
-    -> i + 1; anything else (norms, heads) -> num_layers (depth + 1), trained at the full rate."""
-    if name in ("cls_token", "pos_embed") or name.startswith("patch_embed"):
+    """The official `get_layer_id_for_vit` on flat names: patch_embed, cls_token, the position tables
+    (pos_embed, MAE-ST's pos_embed_*) -> 0; block i -> i + 1; anything else (norms, heads) -> num_layers
+    (depth + 1), trained at the full rate."""
+    if name == "cls_token" or name.startswith(("patch_embed", "pos_embed")):
         return 0
     if name.startswith("blocks."):
         return int(name.split(".")[1]) + 1

@@ -11,7 +11,8 @@ from ...data.transforms import mix_seed
 
 
 class ClassificationObjective:
-    """Cross-entropy with label smoothing, or soft-target cross-entropy on mixup / cutmix batches."""
+    """Cross-entropy with label smoothing, or soft-target cross-entropy on mixup / cutmix batches (of images
+or clips: cutmix pastes the same box in every frame, as VideoMAE's fine-tuning does)."""
 
     def __init__(self, num_classes: int, smoothing: float, mixup: float, cutmix: float, seed: int, rank: int = 0):
         self.smoothing, self.seed, self.rank = smoothing, seed, rank
@@ -29,5 +30,7 @@ class ClassificationObjective:
         if len(images) % 2:  # timm's batch mixing pairs each sample with its mirror: needs an even count
             images, labels = images[:-1], labels[:-1]
         with seeded_global_rngs(mix_seed(self.seed, step, micro, self.rank)):
-            images, targets = self.mixup(images, labels)
+            # a clip's frames as channels, so that cutmix's box cuts rows and columns of every frame
+            mixed, targets = self.mixup(images.flatten(1, -3), labels)
+            images = mixed.view(images.shape)
         return torch.sum(-targets * F.log_softmax(model(images).float(), dim=-1), dim=-1).mean()

@@ -6,31 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
-from ...model import MaskedAutoencoder, ModelConfig
 from ...model.vit import param_groups
-from ..encoder import normalization
+from ..masked import MAEObjective, build_mae, mae_shard_units
 from ..spec import FamilySpec, register_family
 from .data import heldout_images, heldout_source, pretrain_data
 from .monitors import HeldoutMonitor, KnnMonitor
-from .objective import MAEObjective
 from .presets import preset_lines, presets
 
 __all__ = ["FAMILY", "HeldoutMonitor", "KnnMonitor", "MAEObjective", "build_model", "heldout_images",
            "heldout_source", "preset_lines", "presets", "pretrain_data", "shard_units"]
 
 
-def build_model(config: ModelConfig, data: str, seed: int) -> MaskedAutoencoder:
-    """A fresh MAE of `config`, recording the input normalisation it trains with (`data`'s by default)."""
-    mean, std = normalization(config, data)
-    torch.manual_seed(seed)
-    return MaskedAutoencoder(config.replace(mean=mean, std=std))
-
-
-def shard_units(model: MaskedAutoencoder) -> list[nn.Module]:
-    return [*model.encoder.blocks, *model.decoder.decoder_blocks]
+build_model, shard_units = build_mae, mae_shard_units  # shared with the video family (families/masked.py)
 
 
 def serve(checkpoint: str | Path, port: int | None, host: str, overrides: dict[str, Any]) -> tuple[Any, str]:

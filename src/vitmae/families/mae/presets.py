@@ -11,7 +11,16 @@ def presets() -> dict[str, dict[str, Any]]:
 
 
 def preset_lines(presets: dict[str, dict[str, Any]]) -> list[str]:
-    """One line per preset: input, patch, channels, encoder and decoder sizes."""
-    return [f"{name:28s} {c['img_size'][0]}x{c['img_size'][1]} patch {c['patch_size']} chans {c['in_chans']}  "
-            f"encoder {c['embed_dim']}x{c['depth']} ({c['num_heads']} heads)  "
-            f"decoder {c['decoder_embed_dim']}x{c['decoder_depth']}" for name, c in presets.items()]
+    """One line per preset: input, patch (a video model's clip and tubelet), channels, encoder and decoder
+    sizes."""
+    return [f"{name:28s} {_input(c)} chans {c['in_chans']}  encoder {c['embed_dim']}x{c['depth']} "
+            f"({c['num_heads']} heads)  decoder {c['decoder_embed_dim']}x{c['decoder_depth']}"
+            for name, c in presets.items()]
+
+
+def _input(c: dict[str, Any]) -> str:
+    """224x224 patch 16; a video model's clip and tubelet: 16x224x224 tubelet 2x16x16."""
+    size = "x".join(str(s) for s in c["img_size"])
+    if c.get("num_frames") is None:
+        return f"{size} patch {c['patch_size']}"
+    return f"{c['num_frames']}x{size} tubelet {c['tubelet_size']}x{c['patch_size']}x{c['patch_size']}"
