@@ -54,12 +54,15 @@ def test_default_dense_runs_on_small_images_are_as_fast_as_hand_sized_ones(tmp_p
         notes = [line for line in default_out.splitlines() if line.startswith("note: at ")]
         assert len(sized) == 1 and len(notes) == 1, default_out
         record = json.loads((default / RECORDS[name]).read_text())
-        assert record["version"] == 2 and record["recipe"] == "auto"
+        assert record["version"] == (3 if name == "segment" else 2) and record["recipe"] == "auto"
         if name == "segment":
             assert "crop 32 (images 32x32, encoder trained at 32, patch 4)" in sized[0]
-            assert (record["crop_size"], record["stride"]) == (32, 21) and set(record["sized"]) == {"crop_size",
-                                                                                                   "stride"}
-            assert "what decides it: --batch-size 8, --epochs 20, --crop-size 32, --head upernet;" in notes[0]
+            assert "UperNet 128 channels (from the encoder's 192); auxiliary head 64" in sized[0]
+            assert (record["crop_size"], record["stride"], record["head_channels"], record["aux_channels"]) == \
+                (32, 21, 128, 64)
+            assert set(record["sized"]) == {"crop_size", "stride", "head_channels", "aux_channels"}
+            assert ("what decides it: --batch-size 8, --epochs 20, --crop-size 32, --head upernet, "
+                    "--head-channels 128;") in notes[0]
         else:
             assert "pyramid 64 channels (a third of the encoder's 192" in sized[0]
             assert (record["pyramid_channels"], record["rois_per_image"], record["proposals"]) == (64, 64, 100)

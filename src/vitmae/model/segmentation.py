@@ -107,21 +107,29 @@ class HeadParts(NamedTuple):
 
 class SegmentationHead(NamedTuple):
     blocks: int  # how many encoder blocks feed it: the last of the out indices
-    build: Callable[[ViTEncoder, int, int | None], HeadParts]  # (encoder, classes, channels or None)
+    # (encoder, classes, head width, auxiliary head width; None: upernet_widths)
+    build: Callable[[ViTEncoder, int, int | None, int | None], HeadParts]
 
 
-def upernet(encoder: ViTEncoder, num_classes: int, channels: int | None) -> HeadParts:
-    """mmseg's MAE recipe: the four-level pyramid, UperNet and the auxiliary FCN head on the third level.
-    mmseg's 512 / 256 channels are for a 768-wide encoder; a narrower one gets narrower heads."""
+def upernet_widths(embed_dim: int, channels: int | None = None) -> tuple[int, int]:
+    """The UperNet and auxiliary FCN widths sized for an encoder `embed_dim` wide (or UperNet's as given):
+    two thirds of the encoder's width, 32 to 512, and half that. mmseg's MAE recipe has 768 and 256 for
+    ViT-B's 768 (`--recipe paper`); these are narrower, for small data."""
+    channels = channels or min(512, max(32, embed_dim // 3 * 2))
+    return channels, max(16, channels // 2)
+
+
+def upernet(encoder: ViTEncoder, num_classes: int, channels: int | None, aux_channels: int | None) -> HeadParts:
+    """mmseg's MAE recipe: the four-level pyramid, UperNet and the auxiliary FCN head on the third level."""
     dim = encoder.embed_dim
-    channels = channels or min(512, max(32, dim // 3 * 2))
+    sized, sized_aux = upernet_widths(dim, channels)
     pyramid = FeaturePyramid(dim, encoder.patch_size)
     levels = [shape.channels for shape in pyramid.output_shape().values()]
-    return HeadParts(pyramid, UperHead(levels, channels, num_classes),
-                     FCNHead(levels[2], max(16, channels // 2), num_classes))
+    return HeadParts(pyramid, UperHead(levels, sized, num_classes),
+                     FCNHead(levels[2], aux_channels or sized_aux, num_classes))
 
 
-def linear(encoder: ViTEncoder, num_classes: int, channels: int | None) -> HeadParts:
+def linear(encoder: ViTEncoder, num_classes: int, channels: int | None, aux_channels: int | None) -> HeadParts:
     """The frozen-feature probe: BN + 1x1 conv on the last block's map, no pyramid."""
     return HeadParts(nn.Identity(), LinearHead(encoder.embed_dim, num_classes), None)
 
@@ -145,14 +153,14 @@ class Segmenter(nn.Module):
     flat_components = ("encoder",)
 
     def __init__(self, encoder: ViTEncoder, num_classes: int, head: str = "upernet",
-                 out_indices: list[int] | None = None, channels: int | None = None):
+                 out_indices: list[int] | None = None, channels: int | None = None, aux_channels: int | None = None):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"head must be one of {', '.join(HEADS)}, not {head!r}")
         depth = len(encoder.blocks)
         self.encoder, self.num_classes, self.head_kind = encoder, num_classes, head
         self.out_indices = list(out_indices or default_out_indices(depth))[-HEADS[head].blocks:]
-        self.pyramid, self.head, self.aux_head = HEADS[head].build(encoder, num_classes, channels)
+        self.pyramid, self.head, self.aux_head = HEADS[head].build(encoder, num_classes, channels, aux_channels)
         # the features stop at the last block taken and skip the final norm: what comes after is unused,
         # so frozen (DDP requires a gradient for every trained parameter)
         for module in [encoder.norm, *encoder.blocks[max(self.out_indices) % depth + 1:]]:

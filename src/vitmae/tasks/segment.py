@@ -40,7 +40,8 @@ from ..data.source import mark_reported
 from ..errors import ConfigError
 from ..families.dense import SegmentRecord
 from ..families.dense import segment as segmentation
-from ..families.dense.sizing import PHOTO_CROP, RECIPE_HELP, RECIPES, sampled_sizes, segment_sizing
+from ..families.dense.sizing import (PAPER_SEGMENT, PHOTO_CROP, RECIPE_HELP, RECIPES, sampled_sizes, segment_sizing,
+                                     upernet_sizing)
 from ..families.encoder import prepared_encoder
 from ..model.segmentation import HEADS
 from ..options import opt, save_config
@@ -76,7 +77,12 @@ class SegmentOptions(SceneOptions, EncoderOptions, TrainOptions):
     crop_size: int | None = opt(None, "training crop and sliding window, px (default: the encoder's training size, "
                                 f"at most the images' median short side and {PHOTO_CROP}; --recipe paper: 512)", min=8)
     stride: int | None = opt(None, "sliding-window stride at evaluation (default: 2/3 of the crop)", min=1)
-    recipe: str = opt("auto", RECIPE_HELP.format("mmseg's crop 512, stride 341"), choices=RECIPES)
+    head_channels: int | None = opt(None, "UperNet's width (default: two thirds of the encoder's, at most 512; "
+                                    f"--recipe paper: {PAPER_SEGMENT['head_channels']})", min=8)
+    aux_channels: int | None = opt(None, "the auxiliary FCN head's width (default: half UperNet's; --recipe paper: "
+                                   f"{PAPER_SEGMENT['aux_channels']})", min=8)
+    recipe: str = opt("auto", RECIPE_HELP.format("mmseg's crop 512, stride 341, UperNet 768 channels, auxiliary "
+                                                 "head 256"), choices=RECIPES)
     epochs: int = redefault(TrainOptions, "epochs", 20)
     batch_size: int = redefault(TrainOptions, "batch_size", 16)
     lr: float | None = redefault(TrainOptions, "lr", 1e-4)
@@ -91,6 +97,8 @@ class SegmentOptions(SceneOptions, EncoderOptions, TrainOptions):
         if self.binary_masks and self.mask_values is not None:
             raise ConfigError("give --binary-masks or --mask-values, not both (--binary-masks is --mask-values "
                               "0,255)")
+        if self.head != "upernet" and (self.head_channels or self.aux_channels):
+            raise ConfigError(f"--head-channels and --aux-channels are UperNet's widths; --head {self.head} has none")
 
     def mask_value_list(self) -> list[int] | None:
         """The mask value of each class (what the run records), or None: a value is its class."""
@@ -115,9 +123,12 @@ def segment(cfg: SegmentOptions) -> dict[str, Any]:
     trained_at = None if cfg.checkpoint.lower() == "none" and cfg.img_size is None else min(config.img_size)
     sizing = segment_sizing(cfg.recipe, cfg.crop_size, cfg.stride, trained_at, [(cfg.scene_size,) * 2] if scenes
                             else sampled_sizes(train.paths, config.in_chans), config.patch_size)
+    if cfg.head == "upernet":
+        sizing = sizing.merged(upernet_sizing(cfg.recipe, cfg.head_channels, cfg.aux_channels, config.embed_dim))
     cfg = sizing.applied(cfg)
     crop, stride = cfg.crop_size, cfg.stride
-    model = segmentation.build_model(encoder, num_classes, cfg.head, cfg.out_indices, cfg.drop_path, cfg.seed)
+    model = segmentation.build_model(encoder, num_classes, cfg.head, cfg.out_indices, cfg.drop_path, cfg.seed,
+                                     cfg.head_channels, cfg.aux_channels)
     model.class_names = names
 
     dataset = build_dataset(train, SegmentationTransform(crop, mean, std, ignore_index=cfg.ignore_index), cfg.seed)
@@ -127,7 +138,7 @@ def segment(cfg: SegmentOptions) -> dict[str, Any]:
     objective = segmentation.SegmentationObjective(cfg.ignore_index, cfg.seed)
     groups = segmentation.FAMILY.param_groups(model, cfg.weight_decay, cfg.layer_decay)
     trainer = Trainer(model, objective, dataset, cfg, groups=groups, betas=(0.9, 0.999), hooks=[evaluator],
-                      collate_fn=collate_masks, cost_options=("crop_size", "head"))
+                      collate_fn=collate_masks, cost_options=("crop_size", "head", "head_channels"))
     objective.rank = trainer.dist.rank
     output = Path(cfg.output)
     record = SegmentRecord(
@@ -135,7 +146,8 @@ def segment(cfg: SegmentOptions) -> dict[str, Any]:
         pos_embed=model.encoder.pos_embed_kind, crop_size=crop, stride=stride, ignore_index=cfg.ignore_index,
         reduce_zero_label=cfg.reduce_zero_label, mask_values=mask_values, data=cfg.data if scenes else str(Path(cfg.data).resolve()),
         scenes=cfg.scenes, val_scenes=cfg.val_scenes, scene_size=cfg.scene_size, seed=cfg.seed,
-        model=config.to_dict(), recipe=cfg.recipe, sized=sizing.reasons)
+        model=config.to_dict(), recipe=cfg.recipe, sized=sizing.reasons, head_channels=cfg.head_channels,
+        aux_channels=cfg.aux_channels)
     if trainer.dist.is_main:
         save_config(cfg, output)
         record.write(output)
@@ -151,7 +163,8 @@ def segment(cfg: SegmentOptions) -> dict[str, Any]:
                "num_classes": num_classes, "classes": names, "ignore_index": cfg.ignore_index,
                "reduce_zero_label": cfg.reduce_zero_label, "mask_values": mask_values,
                "empty_classes": final["empty_classes"], "pixels": final["pixels"], "crop_size": crop, "stride": stride,
-               "recipe": cfg.recipe, "sized": sizing.reasons,
+               "head_channels": cfg.head_channels, "aux_channels": cfg.aux_channels, "recipe": cfg.recipe,
+               "sized": sizing.reasons,
                "train_images": len(train), "val_images": len(val),
                "val_skipped_files": [{"path": p, "reason": r} for p, r in evaluator.skipped.items()],
                "model": config.to_dict()}

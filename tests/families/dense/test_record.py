@@ -17,7 +17,7 @@ VERSION = SegmentRecord.VERSION
 COMMON = dict(classes=["background", "item"], pos_embed="sincos", data="fashion-scenes", scenes=16, val_scenes=4,
               scene_size=32, seed=0, model={"embed_dim": 16})
 SEGMENT = SegmentRecord(num_classes=2, head="upernet", out_indices=[0, 0, 0, 1], crop_size=32, stride=21,
-                        ignore_index=255, reduce_zero_label=False, **COMMON)
+                        ignore_index=255, reduce_zero_label=False, head_channels=32, aux_channels=16, **COMMON)
 DETECT = DetectRecord(**{**COMMON, "classes": ["item"]}, category_ids=[1], masks=True, img_size=[32, 32],
                       window_size=4, global_blocks=[0, 1], pyramid_channels=8, proposals=100, detections_per_image=10,
                       files=None)
@@ -26,7 +26,7 @@ DETECT = DetectRecord(**{**COMMON, "classes": ["item"]}, category_ids=[1], masks
 @pytest.mark.parametrize("record", [SEGMENT, DETECT])
 def test_a_record_reads_back_as_written_and_names_its_family(tmp_path, record):
     path = record.write(tmp_path / "run")
-    assert path.name == record.FILE and json.loads(path.read_text())["version"] == VERSION
+    assert path.name == record.FILE and json.loads(path.read_text())["version"] == record.VERSION
     assert "files_recorded" not in path.read_text()  # what the version says is not written
     (tmp_path / "run" / "checkpoints" / "step-1").mkdir(parents=True)
     spec, found = run_family(tmp_path / "run" / "checkpoints" / "step-1")

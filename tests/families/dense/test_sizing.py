@@ -9,7 +9,9 @@ from PIL import Image
 
 from vitmae.data.decode import header_size
 from vitmae.families.dense.sizing import (PHOTO_CROP, detect_sizing, pyramid_width, sampled_sizes, segment_sizing,
-                                          stride_of)
+                                          stride_of, upernet_sizing)
+from vitmae.model import ModelConfig, ViTEncoder
+from vitmae.model.segmentation import Segmenter
 
 
 def test_small_images_are_cropped_at_their_own_size():
@@ -83,3 +85,25 @@ def test_image_sizes_are_read_from_the_headers(tmp_path):
 @pytest.mark.parametrize("recipe", ["auto", "paper"])
 def test_unreadable_images_leave_the_encoder_size(recipe):
     assert segment_sizing(recipe, None, None, 64, [], 8).values["crop_size"] == (64 if recipe == "auto" else 512)
+
+
+def test_upernet_widths_follow_the_encoder_and_the_paper_gives_mmseg_s():
+    assert upernet_sizing("auto", None, None, 192).values == {"head_channels": 128, "aux_channels": 64}
+    assert upernet_sizing("auto", None, None, 1024).values == {"head_channels": 512, "aux_channels": 256}
+    assert upernet_sizing("auto", None, None, 24).values == {"head_channels": 32, "aux_channels": 16}
+    paper = upernet_sizing("paper", None, None, 192)
+    assert paper.values == {"head_channels": 768, "aux_channels": 256}
+    assert "UperNet 768 channels (mmseg's); auxiliary head 256 (mmseg's)" in paper.line()
+    # a width given wins, and the auxiliary head follows it unless given too
+    assert upernet_sizing("auto", 96, None, 192).values == {"aux_channels": 48}
+    assert upernet_sizing("paper", 96, 40, 192).values == {}
+    crop = segment_sizing("paper", None, None, 28, [(32, 32)], 4)
+    assert crop.merged(paper).values == {"crop_size": 512, "stride": 341, "head_channels": 768, "aux_channels": 256}
+
+
+def test_the_segmenter_is_built_at_the_sized_widths():
+    encoder = ViTEncoder(ModelConfig(img_size=32, patch_size=4, embed_dim=48, depth=4, num_heads=2))
+    widths = upernet_sizing("paper", None, None, encoder.embed_dim).values
+    model = Segmenter(encoder, 3, "upernet", None, widths["head_channels"], widths["aux_channels"])
+    assert model.head.classifier[1].in_channels == 768 and model.aux_head.body[0][0].out_channels == 256
+    assert Segmenter(encoder, 3).head.classifier[1].in_channels == 32  # no widths: sized from the encoder

@@ -34,7 +34,7 @@ class SegmentRecord(DenseRecord):
 
     KIND: ClassVar[str] = "segment"
     FILE: ClassVar[str] = "segmenter.json"
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
 
     num_classes: int
     head: str
@@ -44,6 +44,10 @@ class SegmentRecord(DenseRecord):
     ignore_index: int
     reduce_zero_label: bool
     mask_values: list[int] | None = None  # the mask value of each class (--mask-values); None: a value is its class
+    # version 3: the UperNet and auxiliary head widths; None: the linear head, or a run from before (the
+    # widths upernet_widths gives)
+    head_channels: int | None = None
+    aux_channels: int | None = None
 
     @property
     def class_names(self) -> list[str]:

@@ -7,7 +7,8 @@ option the user gave (a flag, a YAML key, a Python argument: any value but None)
 
 - Segmentation: the crop is the encoder's training size, never larger than the images (the median short
   side of a sample of them, read from the file headers), a whole number of patches; the sliding-window
-  stride is 2/3 of the crop (mmseg's 512 / 341).
+  stride is 2/3 of the crop (mmseg's 512 / 341). UperNet is two thirds of the encoder's width (at most
+  512) and its auxiliary FCN head half that; the paper's are 768 and 256.
 - Detection: the pyramid is a third of the encoder's width (ViTDet's 256 for ViT-B's 768; at most 256, at
   least 32, a multiple of 16); the RoIs sampled per image and the region proposals scale with the input's
   area against ViTDet's 1024 x 1024 (at most ViTDet's 512 and 1000, at least 64 and 100).
@@ -24,11 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...data.decode import header_size
+from ...model.segmentation import upernet_widths
 
 RECIPES = ("auto", "paper")
 RECIPE_HELP = "auto: sizes from the data and the encoder | paper: the published sizes ({}); a flag given wins"
 PHOTO_CROP = 512  # the recipe's crop for photographs: the largest crop sized, whatever the encoder
-PAPER_SEGMENT = {"crop_size": PHOTO_CROP}  # mmseg's MAE ViT-B UperNet, ADE20K 512 x 512 (stride 341 follows)
+# mmseg's MAE ViT-B UperNet, ADE20K 512 x 512 (stride 341 follows)
+PAPER_SEGMENT = {"crop_size": PHOTO_CROP, "head_channels": 768, "aux_channels": 256}
 PAPER_DETECT = {"pyramid_channels": 256, "rois_per_image": 512, "proposals": 1000}  # ViTDet (RPN 2000 / 1000)
 VITDET_SIDE = 1024  # ViTDet's input side, against which RoIs and proposals scale with the area
 MIN_ROIS, MIN_PROPOSALS, MIN_PYRAMID = 64, 100, 32
@@ -48,6 +51,10 @@ class Sizing:
     def applied(self, options: Any) -> Any:
         """`options` with the sized values in place of the Nones (a copy, validated again)."""
         return dataclasses.replace(options, **self.values)
+
+    def merged(self, other: Sizing) -> Sizing:
+        """These sizes and `other`'s, in one line."""
+        return Sizing(self.recipe, {**self.values, **other.values}, {**self.reasons, **other.reasons})
 
     def line(self) -> str | None:
         """The one line a run prints of it; None when every size was given."""
@@ -98,6 +105,22 @@ def segment_sizing(recipe: str, crop_size: int | None, stride: int | None, train
     if stride is None:
         values["stride"] = stride_of(crop_size)
         reasons["stride"] = f"stride {values['stride']} (2/3 of the crop)"
+    return Sizing(recipe, values, reasons)
+
+
+def upernet_sizing(recipe: str, head_channels: int | None, aux_channels: int | None, embed_dim: int) -> Sizing:
+    """The widths of the UperNet head and its auxiliary FCN head (None: to size) on an encoder `embed_dim`
+    wide."""
+    if recipe == "paper":
+        sized = (head_channels or PAPER_SEGMENT["head_channels"], PAPER_SEGMENT["aux_channels"])
+        why = "mmseg's"
+    else:
+        sized, why = upernet_widths(embed_dim, head_channels), f"from the encoder's {embed_dim}"
+    values, reasons = {}, {}
+    for name, given, value, words in (("head_channels", head_channels, sized[0], "UperNet {} channels"),
+                                      ("aux_channels", aux_channels, sized[1], "auxiliary head {}")):
+        if given is None:
+            values[name], reasons[name] = value, f"{words.format(value)} ({why})"
     return Sizing(recipe, values, reasons)
 
 
