@@ -44,12 +44,13 @@ demo: $(STAMP)
 pictures: $(STAMP)
 	$(PY) scripts/readme_pictures.py runs/demo --out docs/images
 
+# Both cores (pytest-xdist), the 25 slowest tests listed, a per-test timeout (pyproject.toml).
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --durations=25
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n 2 --durations=10 -m "not slow and not subprocess"
 
 # What scripts/gpu_session.sh needs next to the checkout on a lent GPU machine (git-ignored, carried):
 # .whl/ (torchao) and .gpu/fashion-mnist/; prints their size with the checkout's (limit 64 MiB).

@@ -90,6 +90,7 @@ def demo_url(model, tmp_path):
         yield url
 
 
+@pytest.mark.subprocess  # a real Chromium
 def test_page_in_headless_chromium(demo_url, tmp_path, item):
     """Upload an image, move the mask-ratio slider, switch the strategy, click a patch: each time the
     output pictures change, and the page asks nothing of any other host."""

@@ -19,6 +19,7 @@ _spec.loader.exec_module(experiment)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@pytest.mark.slow
 def test_tiny_scale_runs_every_transfer_and_reuses_finished_runs(tmp_path, capsys):
     out = tmp_path / "dt"
     assert experiment.main(["--scale", "tiny", "--num-workers", "0", "--output", str(out)]) == 0

@@ -35,6 +35,7 @@ def run_script(*args) -> subprocess.CompletedProcess:
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@pytest.mark.slow
 def test_tiny_scale_runs_end_to_end_and_writes_its_report(tmp_path):
     out = tmp_path / "le"
     result = run_script("--scale", "tiny", "--num-workers", "0", "--output", out)

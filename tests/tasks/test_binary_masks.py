@@ -52,6 +52,7 @@ def test_binary_masks_and_mask_values_are_one_or_the_other(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_binary_masks_learn_the_object_and_are_recorded(binary_run):
     summary = json.loads((binary_run / "metrics.json").read_text())
     record = json.loads((binary_run / "segmenter.json").read_text())
@@ -62,6 +63,7 @@ def test_binary_masks_learn_the_object_and_are_recorded(binary_run):
     assert summary["per_class"]["object"]["IoU"] > 0 and summary["mIoU"] > all_background + 10
 
 
+@pytest.mark.slow
 def test_evaluate_and_predict_read_the_masks_as_the_run_did(binary_run, tmp_path, one_thread):
     summary = json.loads((binary_run / "metrics.json").read_text())
     assert main(["evaluate", "--checkpoint", str(binary_run), "--which", "last", "--device", "cpu",
@@ -80,6 +82,7 @@ def test_evaluate_and_predict_read_the_masks_as_the_run_did(binary_run, tmp_path
     assert metrics.compute(["background", "object"])["mIoU"] == summary["mIoU"]
 
 
+@pytest.mark.slow
 def test_a_resume_keeps_the_mask_values(binary_run, tmp_path, capsys):
     data = json.loads((binary_run / "segmenter.json").read_text())["data"]
     assert segment(Path(data), binary_run, "--no-binary-masks", "--mask-values", "0,128", "--epochs", "10", "--batch-size", "4",

@@ -50,6 +50,7 @@ def test_the_segmentation_view_shows_what_predict_writes(learned_segmentation_ru
     assert page.overlay.width - 248 == overlay.shape[1] - 62
 
 
+@pytest.mark.subprocess  # a real Chromium
 def test_the_segmentation_page_in_headless_chromium(learned_segmentation_run):
     """The page offers the run's first validation scenes; picking one shows the overlay and the shares."""
     with running_demo(learned_segmentation_run) as url, headless_page(url) as (page, blocked):
@@ -100,6 +101,7 @@ def test_the_detection_view_shows_what_predict_writes(detection_run, tmp_path):
     assert [row.strip("| ").split(" | ") for row in table.splitlines()[2:]] == listed(page.shown, run)
 
 
+@pytest.mark.subprocess  # a real Chromium
 def test_the_detection_page_in_headless_chromium(detection_run):
     """The page offers the run's first validation scenes; picking one and lowering the score threshold
     shows the detections drawn and listed."""

@@ -1,4 +1,5 @@
 """Sliding-window inference: the whole image where the window covers it, averaged windows elsewhere."""
+import pytest
 import torch
 
 from vitmae.families.dense.segment import TTA_SCALES, predicted_mask, sliding_window_logits, tta_probabilities
@@ -40,6 +41,7 @@ def test_flip_only_averages_the_prediction_and_the_flipped_prediction_of_the_fli
     assert torch.allclose(tta_probabilities(model, images, 3, 16, 10, scales=(1.0,), flip=True), (plain + flipped) / 2)
 
 
+@pytest.mark.slow
 def test_tta_over_mmseg_scales_gives_probabilities_of_the_image_size():
     model, image = tiny_segmenter(), torch.randn(1, 20, 28)
     probabilities = tta_probabilities(model, image[None], 3, crop=16, stride=10)  # views 10x14 .. 35x49
