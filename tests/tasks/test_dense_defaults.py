@@ -47,8 +47,13 @@ def test_default_dense_runs_on_small_images_are_as_fast_as_hand_sized_ones(tmp_p
         run(options(output=str(default), **ENCODER, **own))
         default_out = capsys.readouterr().out
         run(options(output=str(hand), **ENCODER, **own, **HAND_SIZED[name]))
-        ratio = per_step(default) / per_step(hand)
-        print(f"{name}: {per_step(default):.3f} s a step by default, {per_step(hand):.3f} hand-sized: {ratio:.2f}x")
+        # Each timed twice, interleaved, the faster kept: another job's burst on a shared machine (the
+        # suite's other worker) slows one run of milliseconds-long steps, not both of a pair.
+        run(options(output=str(default) + "-again", **ENCODER, **own))
+        run(options(output=str(hand) + "-again", **ENCODER, **own, **HAND_SIZED[name]))
+        fastest = {run_dir: min(per_step(run_dir), per_step(Path(f"{run_dir}-again"))) for run_dir in (default, hand)}
+        ratio = fastest[default] / fastest[hand]
+        print(f"{name}: {fastest[default]:.3f} s a step by default, {fastest[hand]:.3f} hand-sized: {ratio:.2f}x")
         assert ratio < 2, (name, ratio)
         sized = [line for line in default_out.splitlines() if line.startswith("sized from the data and the encoder")]
         notes = [line for line in default_out.splitlines() if line.startswith("note: at ")]

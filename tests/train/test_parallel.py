@@ -1,6 +1,6 @@
 """The parallel-strategy contract: whatever the strategy, one optimizer step on a batch split over the
 processes and over accumulation micro-batches is the step one process takes on the whole batch, and
-its checkpoint reads back into a fresh model and optimizer."""
+its checkpoint (a sharded one too) reads back whole into a fresh model and optimizer."""
 import contextlib
 import os
 
@@ -12,7 +12,8 @@ import torch.multiprocessing as mp
 from vitmae.model import MaskedAutoencoder, ModelConfig
 from vitmae.train.checkpoint import TRAIN_STATE_KEYS
 from vitmae.train.distributed import DistInfo
-from vitmae.train.parallel import DDPStrategy, Strategy, select_strategy
+from vitmae.families.masked import mae_shard_units
+from vitmae.train.parallel import DDPStrategy, FSDPStrategy, Strategy, select_strategy
 
 CONFIG = ModelConfig(img_size=16, patch_size=4, in_chans=1, embed_dim=16, depth=1, num_heads=2,
                      decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
@@ -37,7 +38,7 @@ def train_step(strategy: Strategy, rank: int, world: int, run_dir) -> torch.opti
     for i, (x, z) in enumerate(micro_batches):
         with contextlib.nullcontext() if i == ACCUM - 1 else strategy.no_sync():
             (wrapped(x, noise=z).loss / ACCUM).backward()
-        if i < ACCUM - 1 and world > 1:  # not synchronised yet: each rank holds its own gradient
+        if i < ACCUM - 1 and strategy.name == "ddp":  # not synchronised yet: each rank holds its own gradient
             grad = model.decoder.decoder_pred.weight.grad
             grads = [torch.zeros_like(grad) for _ in range(world)]
             dist.all_gather(grads, grad)
@@ -63,13 +64,32 @@ def ddp_rank(rank: int, world: int, run_dir: str) -> None:
         dist.destroy_process_group()
 
 
+def fsdp_rank(rank: int, world: int, run_dir: str) -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    dist.init_process_group("gloo", init_method=f"file://{run_dir}/store", rank=rank, world_size=world)
+    try:
+        strategy = select_strategy(DistInfo(rank, world), torch.device("cpu"), "fsdp", mae_shard_units)
+        assert isinstance(strategy, FSDPStrategy) and strategy.writes_checkpoints  # every rank its shard
+        optimizer = train_step(strategy, rank, world, run_dir)
+        # each rank holds its share of every parameter and of its AdamW state, as local DTensor shards
+        trained = [p for p in optimizer.param_groups[0]["params"] if p.requires_grad]
+        local = sum(p.to_local().numel() for p in trained)
+        moments = sum(optimizer.state[p]["exp_avg"].to_local().numel() for p in trained)
+        total = sum(p.numel() for p in trained)
+        assert local == moments and abs(local - total / world) <= 0.05 * total, (local, moments, total)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
 def test_the_strategy_follows_the_process_group():
     assert select_strategy(DistInfo(), torch.device("cpu")).name == "none"
     assert select_strategy(DistInfo(1, 2), torch.device("cpu")).name == "ddp"
-    assert not Strategy.reshards and not DDPStrategy.reshards
+    assert select_strategy(DistInfo(), torch.device("cpu"), "fsdp").name == "fsdp"
+    assert not Strategy.reshards and not DDPStrategy.reshards and FSDPStrategy.reshards
 
 
-@pytest.mark.parametrize("strategy,world", [("none", 1), ("ddp", 2)])
+@pytest.mark.parametrize("strategy,world", [("none", 1), ("ddp", 2), ("fsdp", 1), ("fsdp", 2)])
 def test_a_step_split_over_processes_and_micro_batches_is_the_whole_batch_step(tmp_path, strategy, world):
     reference = train_step(Strategy(DistInfo(), torch.device("cpu")), 0, 1, tmp_path / "reference")
     if strategy == "none":
@@ -77,10 +97,13 @@ def test_a_step_split_over_processes_and_micro_batches_is_the_whole_batch_step(t
     else:
         run = tmp_path / "run"
         run.mkdir()
-        mp.spawn(ddp_rank, args=(world, str(run)), nprocs=world, join=True)
-    loader = Strategy(DistInfo(), torch.device("cpu"))
+        mp.spawn(ddp_rank if strategy == "ddp" else fsdp_rank, args=(world, str(run)), nprocs=world, join=True)
+    if strategy == "fsdp":  # every rank wrote its shard of the one checkpoint
+        shards = sorted(p.name for p in (run / "checkpoints" / "step-00000001" / "sharded").glob("*.distcp"))
+        assert len(shards) == world
+    loader = Strategy(DistInfo(), torch.device("cpu"))  # one process reads a sharded checkpoint whole
     weights, state, _, notes = loader.load(run)
-    assert notes == [] and len(list((run / "checkpoints").glob("step-*"))) == 1  # one writer
+    assert notes == [] and len(list((run / "checkpoints").glob("step-*"))) == 1
     model = MaskedAutoencoder(CONFIG).double()
     loader.load_model_state(model, weights, "the test's checkpoint")
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)

@@ -13,6 +13,7 @@ from .hf import read_hf_dir
 from .hub import resolve_hub_name
 from .official import read_torch_checkpoint
 from .safe_load import CheckpointError
+from .sharded import is_sharded
 from .vitmae_format import (WEIGHTS, is_safetensors, is_vitmae_file, load_safetensors, read_metadata, read_vitmae,
                             record_from_metadata, resolve_checkpoint)
 
@@ -26,7 +27,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     if not (path.is_dir() or path.is_file()):  # a device or a pipe could be read forever
         raise CheckpointError(f"{path}: not a regular file or a directory")
     if path.is_dir():
-        if (path / WEIGHTS).is_file() and is_vitmae_file(path / WEIGHTS):
+        if ((path / WEIGHTS).is_file() and is_vitmae_file(path / WEIGHTS)) or is_sharded(path):
             return read_vitmae(path)
         return read_hf_dir(path)
     if is_safetensors(path):

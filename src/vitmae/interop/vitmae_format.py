@@ -5,6 +5,9 @@
 - a directory: `model.safetensors` (the same file) plus `config.json`, for people and tools that look there.
 - a training run: `RUN/checkpoints/<name>/` directories as above, and `RUN/checkpoints/latest`, a text
   file naming the newest one.
+- a checkpoint of a sharded run (`--strategy fsdp`): `sharded/` (interop/sharded.py) in place of
+  `model.safetensors`, and `record.json` holding what that file's metadata would (`format`, `vitmae_config`,
+  ...). It reads back as the same weights, whole.
 
 A directory also holds `manifest.json`: the size and SHA-256 of each of its files, written last. Loading
 verifies it, so a truncated file or bytes flipped inside tensor data are reported, not read.
@@ -35,8 +38,10 @@ from ..model.flat_names import flat_state_dict
 from .checkpoint import Checkpoint
 from .keymaps import is_decoder_key
 from .safe_load import CheckpointError
+from .sharded import SHARDED, is_sharded, read_sharded
 
 WEIGHTS = "model.safetensors"
+RECORD = "record.json"
 CONFIG = "config.json"
 MANIFEST = "manifest.json"
 LATEST = "latest"
@@ -130,12 +135,15 @@ def record_from_metadata(path: Path, metadata: dict[str, str]) -> dict[str, Any]
         raise CheckpointError(f"{path}: unreadable vitmae metadata ({err})") from None
 
 
-def save_vitmae(model: nn.Module, path: str | Path, *, encoder_only: bool = False, manifest: bool = True) -> Path:
+def save_vitmae(model: nn.Module, path: str | Path, *, encoder_only: bool = False, manifest: bool = True,
+                state: dict[str, Tensor] | None = None) -> Path:
     """Write `model` (a MaskedAutoencoder or ViTClassifier) to `path`: a `.safetensors` file, or a
     directory (with its manifest, unless the caller adds files and writes it). Returns the weights file.
-    `encoder_only` leaves out the decoder (`mask_token`, `decoder_*`)."""
+    `encoder_only` leaves out the decoder (`mask_token`, `decoder_*`). `state`: the weights in flat names,
+    when the model's own are sharded (gathered by the caller); the model's state dict by default."""
     path = Path(path)
-    state = {k: v for k, v in flat_state_dict(model).items() if not (encoder_only and is_decoder_key(k))}
+    state = flat_state_dict(model) if state is None else state
+    state = {k: v for k, v in state.items() if not (encoder_only and is_decoder_key(k))}
     config_json = json.dumps(model.config.to_dict())
     metadata = {"format": FORMAT_TAG, **record_metadata(model_record(model))}
     if path.suffix == ".safetensors":
@@ -147,6 +155,14 @@ def save_vitmae(model: nn.Module, path: str | Path, *, encoder_only: bool = Fals
     return weights
 
 
+def save_sharded_record(model: nn.Module, path: Path) -> None:
+    """config.json and record.json of a sharded checkpoint directory: what `save_vitmae` puts beside and
+    into model.safetensors, for the weights that `sharded/` holds."""
+    record = {"format": FORMAT_TAG, **record_metadata(model_record(model))}
+    atomic_write(path / CONFIG, lambda tmp: tmp.write_text(json.dumps(model.config.to_dict()) + "\n"))
+    atomic_write(path / RECORD, lambda tmp: tmp.write_text(json.dumps(record, indent=1) + "\n"))
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -156,10 +172,14 @@ def _sha256(path: Path) -> str:
 
 
 def write_manifest(directory: Path) -> None:
-    """Record the size and SHA-256 of every file of `directory` in its manifest.json (atomically)."""
-    files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-             for p in sorted(Path(directory).iterdir())
-             if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")}
+    """Record the size and SHA-256 of every file of `directory` in its manifest.json (atomically), and of
+    every file of its `sharded/` (DCP's `.metadata` included)."""
+    directory = Path(directory)
+    paths = [p for p in sorted(directory.iterdir())
+             if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")]
+    if (directory / SHARDED).is_dir():
+        paths += sorted(p for p in (directory / SHARDED).iterdir() if p.is_file())
+    files = {p.relative_to(directory).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in paths}
     text = json.dumps({"format": FORMAT_TAG, "files": files}, indent=1) + "\n"
     atomic_write(Path(directory) / MANIFEST, lambda tmp: tmp.write_text(text))
 
@@ -220,8 +240,32 @@ def is_vitmae_file(path: Path) -> bool:
 
 
 def load_vitmae(path: str | Path) -> tuple[dict[str, Tensor], ModelConfig]:
-    """(state dict, config) of a vitmae file, checkpoint directory or training run directory."""
-    path = resolve_checkpoint(path)
+    """(state dict, config) of a vitmae file, checkpoint directory (sharded ones too) or training run
+    directory."""
+    state, metadata, source = _weights_and_metadata(resolve_checkpoint(path))
+    return state, _config_of(metadata, source)
+
+
+def _config_of(metadata: dict[str, str], source: Path) -> ModelConfig:
+    try:
+        return ModelConfig.from_dict(json.loads(metadata["vitmae_config"]))
+    except (KeyError, ValueError, TypeError, ZeroDivisionError) as err:  # missing, not JSON, wrong values
+        raise CheckpointError(f"{source}: unreadable vitmae_config metadata ({one_line(err)})") from None
+
+
+def _weights_and_metadata(path: Path) -> tuple[dict[str, Tensor], dict[str, str], Path]:
+    """(weights, record metadata, the file that holds the record) of a vitmae file or checkpoint
+    directory, its manifest verified first."""
+    if path.is_dir() and not (path / WEIGHTS).is_file() and is_sharded(path):
+        verify_manifest(path)
+        try:
+            metadata = json.loads((path / RECORD).read_text())
+            metadata = {str(k): str(v) for k, v in metadata.items()}
+        except (OSError, ValueError, AttributeError) as err:
+            raise CheckpointError(f"{path / RECORD}: unreadable ({one_line(err)})") from None
+        if metadata.get("format") != FORMAT_TAG:
+            raise CheckpointError(f"{path / RECORD}: not a vitmae record (no format: vitmae)")
+        return read_sharded(path, "model"), metadata, path / RECORD
     weights = path / WEIGHTS if path.is_dir() else path
     if not weights.is_file():
         raise CheckpointError(f"{path}: no {WEIGHTS} here")
@@ -230,20 +274,14 @@ def load_vitmae(path: str | Path) -> tuple[dict[str, Tensor], ModelConfig]:
     metadata = read_metadata(weights)
     if metadata.get("format") != FORMAT_TAG:
         raise CheckpointError(f"{weights}: not a vitmae file (its safetensors metadata has no format: vitmae)")
-    try:
-        config = ModelConfig.from_dict(json.loads(metadata["vitmae_config"]))
-    except (KeyError, ValueError, TypeError, ZeroDivisionError) as err:  # missing, not JSON, wrong values
-        raise CheckpointError(f"{weights}: unreadable vitmae_config metadata ({one_line(err)})") from None
-    return load_safetensors(weights), config
+    return load_safetensors(weights), metadata, weights
 
 
 def read_vitmae(path: Path) -> Checkpoint:
     """A vitmae file or checkpoint directory as a Checkpoint: its weights, config and record."""
-    state, config = load_vitmae(path)
-    ckpt = Checkpoint(path, "vitmae", "vitmae", state, config.to_dict())
-    weights = path / WEIGHTS if path.is_dir() else path
-    return ckpt.take_record({k: v for k, v in record_from_metadata(weights, read_metadata(weights)).items()
-                             if k != "config"})
+    state, metadata, source = _weights_and_metadata(resolve_checkpoint(path))
+    ckpt = Checkpoint(path, "vitmae", "vitmae", state, _config_of(metadata, source).to_dict())
+    return ckpt.take_record({k: v for k, v in record_from_metadata(source, metadata).items() if k != "config"})
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -256,13 +294,18 @@ def resolve_checkpoint(path: str | Path) -> Path:
     latest = root / LATEST
     if latest.is_file():
         name = latest.read_text().strip()
-        if not (root / name / WEIGHTS).is_file():
+        if not has_weights(root / name):
             raise CheckpointError(f"{latest} names {name!r}, but {root / name / WEIGHTS} does not exist")
         return root / name
-    complete = [d for d in root.iterdir() if not d.name.startswith(".") and (d / WEIGHTS).is_file()]
+    complete = [d for d in root.iterdir() if not d.name.startswith(".") and has_weights(d)]
     if not complete:
         raise CheckpointError(f"{root}: no checkpoint in it (no {LATEST} file, no sub-directory with {WEIGHTS})")
     return max(complete, key=lambda d: natural_key(d.name))
+
+
+def has_weights(checkpoint: Path) -> bool:
+    """Whether the directory `checkpoint` holds weights: model.safetensors, or sharded ones."""
+    return (checkpoint / WEIGHTS).is_file() or is_sharded(checkpoint)
 
 
 def natural_key(name: str) -> list:

@@ -137,7 +137,7 @@ def detect_run(cfg: DetectOptions) -> dict[str, Any]:
     trainer = Trainer(model, detection.DetectionObjective(), dataset, cfg, betas=(0.9, 0.999),
                       collate_fn=collate_detection, hooks=[evaluator],
                       groups=detection.FAMILY.param_groups(model, cfg.weight_decay, cfg.layer_decay),
-                      cost_options=("pyramid_channels", "rois_per_image", "proposals"))
+                      cost_options=("pyramid_channels", "rois_per_image", "proposals"), shard_units=detection.shard_units)
     output = Path(cfg.output)
     # the data's files, so that evaluate finds them again from anywhere
     files = None if scenes else {split: [str(source.json_path.resolve()), str(source.image_root.resolve())]

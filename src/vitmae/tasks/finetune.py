@@ -114,13 +114,16 @@ def finetune(cfg: FinetuneOptions) -> dict[str, Any]:
                                   hflip=cfg.hflip, randaug=cfg.randaug_policy if aug["randaug"] else None,
                                   reprob=aug["reprob"])
     dataset = build_dataset(train, transform, cfg.seed)
+    if cfg.model_ema and cfg.strategy == "fsdp":  # the average would be a whole copy on every rank
+        raise ConfigError("--model-ema with --strategy fsdp is not supported: use --strategy ddp")
     ema = ModelEma(cfg.model_ema_decay) if cfg.model_ema else None
     val_loader = classify.eval_loader(val, EvalTransform(config.img_size, mean, std), cfg.batch_size, cfg.num_workers)
     evaluator = classify.ClassifierEvaluator(val_loader, cfg.eval_every_epochs, cfg.epochs,
                                              averaged=(lambda: ema.module) if ema else None)
     objective = classify.ClassificationObjective(num_classes, cfg.smoothing, aug["mixup"], aug["cutmix"], cfg.seed)
     trainer = Trainer(model, objective, dataset, cfg, groups=model.param_groups(cfg.weight_decay, cfg.layer_decay),
-                      betas=(0.9, 0.999), hooks=[ema, evaluator] if ema else [evaluator])
+                      betas=(0.9, 0.999), hooks=[ema, evaluator] if ema else [evaluator],
+                      shard_units=classify.shard_units)
     objective.rank = trainer.dist.rank
     output = Path(cfg.output)
     if trainer.dist.is_main:

@@ -59,7 +59,8 @@ def pretrain(cfg: PretrainOptions) -> dict[str, Any]:
         hooks.append(knn_monitor)
 
     objective = mae.MAEObjective(model_cfg.mask_ratio, cfg.masking, model_cfg.patching.size, cfg.seed, 0)
-    trainer = Trainer(model, objective, dataset, cfg, hooks=hooks, samples_per_epoch=cfg.samples_per_epoch)
+    trainer = Trainer(model, objective, dataset, cfg, hooks=hooks, samples_per_epoch=cfg.samples_per_epoch,
+                      shard_units=mae.shard_units)
     objective.rank = trainer.dist.rank
     output = Path(cfg.output)
     if trainer.dist.is_main:

@@ -138,7 +138,8 @@ def segment(cfg: SegmentOptions) -> dict[str, Any]:
     objective = segmentation.SegmentationObjective(cfg.ignore_index, cfg.seed)
     groups = segmentation.FAMILY.param_groups(model, cfg.weight_decay, cfg.layer_decay)
     trainer = Trainer(model, objective, dataset, cfg, groups=groups, betas=(0.9, 0.999), hooks=[evaluator],
-                      collate_fn=collate_masks, cost_options=("crop_size", "head", "head_channels"))
+                      collate_fn=collate_masks, cost_options=("crop_size", "head", "head_channels"),
+                      shard_units=segmentation.shard_units)
     objective.rank = trainer.dist.rank
     output = Path(cfg.output)
     record = SegmentRecord(

@@ -8,6 +8,7 @@ from ..options import Options, opt
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "step", "poly")
+PARALLEL_STRATEGIES = ("ddp", "fsdp")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -43,6 +44,15 @@ class TrainOptions(RuntimeOptions):
     compile_mode: str = opt("default", "torch.compile mode", choices=COMPILE_MODES)
     fp8: bool = opt(False, "train the transformer blocks' linear layers in float8 (torchao; needs FP8 tensor "
                            "cores to be fast)")
+    strategy: str = opt("ddp", "how the processes of a torchrun share the training: ddp (each holds the whole "
+                        "model) | fsdp (FSDP2: parameters, gradients and optimizer state sharded over them, "
+                        "sharded checkpoints that resume on any number of processes; also on one)",
+                        choices=PARALLEL_STRATEGIES)
+    fsdp_reshard_after_forward: bool = opt(True, "under fsdp: free each block's gathered parameters after its "
+                                           "forward and gather them again in backward (less memory, more "
+                                           "communication)")
+    cpu_offload: bool = opt(False, "under fsdp: keep the sharded parameters, gradients and optimizer state in "
+                            "host memory (slower; for models that do not fit otherwise)")
     grad_checkpointing: bool = opt(False, "trades compute for memory: the activations of each block are "
                                    "recomputed in backward rather than kept; for long token sequences (video, "
                                    "high resolution)")

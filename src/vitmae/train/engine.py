@@ -43,6 +43,8 @@ LOG_EVERY_STEPS, LOG_POINTS = 20, 50  # the default logging interval, and the po
 # decide its length: a default sized for GPUs and large images can otherwise spend hours without a word.
 LONG_RUN_S = 3600.0
 PROJECTION_STEPS = 3  # steps timed for the projection (after the first, which pays for start-up)
+# The dtype FSDP gathers parameters in, by the run's precision (fp32: none, parameters stay as they are).
+LOW_PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 class Objective(Protocol):
     def __call__(self, model: nn.Module, batch: Batch, step: int, micro: int) -> Tensor:
@@ -119,9 +121,10 @@ class Trainer:
                  groups: list[dict] | None = None, betas: tuple[float, float] = (0.9, 0.95),
                  make_optimizer: Callable[[list[dict], float], torch.optim.Optimizer] | None = None,
                  hooks: Sequence[Hook] = (), samples_per_epoch: int | None = None, collate_fn=None,
-                 cost_options: Sequence[str] = ()):
+                 cost_options: Sequence[str] = (), shard_units: Callable[[nn.Module], list[nn.Module]] | None = None):
         """`cost_options`: the task's options (field names) besides the batch size and the epochs that decide
-        how long a step takes (a crop size, say); the projection of a long run names them."""
+        how long a step takes (a crop size, say); the projection of a long run names them. `shard_units`:
+        the modules `--strategy fsdp` shards one by one (the family's; the root alone without it)."""
         self.config = cfg = config
         self.cost_options = ("batch_size", "epochs", *cost_options)
         self.dist = init_distributed(resolve_device(cfg.device, DistInfo()).type)
@@ -140,7 +143,11 @@ class Trainer:
             enable_grad_checkpointing(self.model)
         # The strategy wraps the model before the optimizer is made: a sharding strategy replaces the
         # parameters, and loads a checkpoint into the wrapped model.
-        self.strategy = select_strategy(self.dist, self.device)
+        self.strategy = select_strategy(self.dist, self.device, cfg.strategy, shard_units,
+                                        cfg.fsdp_reshard_after_forward, cfg.cpu_offload, LOW_PRECISION.get(self.precision))
+        if self.strategy.name == "fsdp" and shard_units is not None and self._compiles(cfg):
+            for unit in shard_units(self.model):  # compiled unit by unit, each then sharded (torchtitan's way)
+                unit.compile(mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
         wrapped = self.strategy.wrap(self.model)
         self.objective, self.dataset, self.hooks = objective, dataset, list(hooks)
         self.progress = Progress()
@@ -177,8 +184,10 @@ class Trainer:
                                    pin_memory=self.device.type == "cuda", collate_fn=collate_fn)
         if cfg.resume:
             self._resume(cfg.resume)
-        self.train_model = compile_model(wrapped, cfg.compile, cfg.compile_mode, self.device)
-        self.compiled = self.train_model is not wrapped
+        sharded_units = self.strategy.name == "fsdp" and shard_units is not None
+        self.train_model = wrapped if sharded_units else compile_model(wrapped, cfg.compile, cfg.compile_mode,
+                                                                       self.device)
+        self.compiled = self.train_model is not wrapped or (sharded_units and self._compiles(cfg))
         self._stop_signal: int | None = None
         # Step losses stay on the device until the run syncs anyway (logging, saving, epoch end): reading
         # each one at once would stall the host every step and keep it from queueing the next.
@@ -189,6 +198,23 @@ class Trainer:
         self._batch_iterator: Iterator[Batch] | None = None  # the loader's, of the epoch in progress
         self._loggers: list | None = None
         self._pbar = None
+
+    def _compiles(self, cfg: TrainOptions) -> bool:
+        return self.device.type == "cuda" if cfg.compile is None else cfg.compile
+
+    @contextlib.contextmanager
+    def main_rank_model(self) -> Iterator[None]:
+        """Around what rank 0 alone runs the model for (evaluations, pictures, the best weights); every rank
+        enters it. Under a sharding strategy, rank 0's `self.model` is a whole copy inside."""
+        with self.strategy.main_rank_model() as replica:
+            if replica is None:
+                yield
+                return
+            model, self.model = self.model, replica
+            try:
+                yield
+            finally:
+                self.model = model
 
     # -- checkpoints -----------------------------------------------------------------------------------
     def train_state(self) -> dict[str, Any]:
@@ -224,7 +250,7 @@ class Trainer:
                               f"{self.dist.world_size}: its effective batch, learning rate and data order would "
                               f"change; resume it on {processes}")
         notes += resume_notes(state["config"], self.config, state["progress"]["step"], self.steps_per_epoch,
-                              self.base_lr, self.warmup_steps)
+                              self.base_lr, self.warmup_steps, processes, self.dist.world_size)
         self.strategy.load_model_state(self.model, weights, f"--resume {path}")
         if self.dist.is_main:
             for note in notes:
@@ -281,6 +307,7 @@ class Trainer:
             self._loggers = None
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
+            self.strategy.close()
 
     def _worker_lost(self, err: RuntimeError) -> "WorkerLostError":
         """A data-loading worker died (the OOM killer, a signal): the weights are still those of the last

@@ -14,7 +14,6 @@ from tqdm import tqdm
 
 from ..errors import ConfigError
 from ..model.flat_names import flat_state_dict, load_flat_state_dict
-from .checkpoint import save_weights
 
 if TYPE_CHECKING:  # the engine imports this module
     from torch import nn
@@ -104,9 +103,13 @@ class PeriodicEvaluation(Hook):
         return trainer.extra_state.get(self.history_key, [])
 
     def record(self, trainer: Trainer, epoch: float, point: str = "epoch") -> dict[str, Any] | None:
-        """Evaluate now and keep the entry (None on the ranks that do not evaluate)."""
-        if self.main_only and not trainer.dist.is_main:
-            return None
+        """Evaluate now and keep the entry (None on the ranks that do not evaluate). Every rank calls it."""
+        if not self.main_only:
+            return self._record(trainer, epoch, point)
+        with trainer.main_rank_model():  # under fsdp, rank 0 evaluates a whole copy
+            return self._record(trainer, epoch, point) if trainer.dist.is_main else None
+
+    def _record(self, trainer: Trainer, epoch: float, point: str) -> dict[str, Any]:
         start = time.perf_counter()
         entry = {"epoch": epoch, "step": trainer.progress.step, **self.evaluate(trainer)}
         if self.timed:
@@ -117,8 +120,8 @@ class PeriodicEvaluation(Hook):
             best = trainer.extra_state.get("best")
             if best is None or (entry[self.best_key] or 0) > (best[self.best_key] or 0):
                 trainer.extra_state["best"] = entry
-                if self.save_best and trainer.dist.is_main:
-                    save_weights(self.model(trainer), trainer.output / "checkpoints" / "best")
+                if self.save_best:
+                    trainer.strategy.save_weights(self.model(trainer), trainer.output / "checkpoints" / "best")
         if trainer.dist.is_main:
             self.on_record(trainer, entry, point)
             line = self.line(entry)

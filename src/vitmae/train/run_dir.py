@@ -26,7 +26,10 @@ RUN_FILES = ("checkpoints", "config.yaml", "metrics.json", "metrics.jsonl", "ten
 # Options a resume may change: where and how the run executes, what it logs and keeps, where it stops.
 FREE_ON_RESUME = {"output", "resume", "overwrite", "device", "precision", "num_workers", "compile", "compile_mode",
                   "grad_checkpointing", "log_every_steps", "log_to", "save_every_steps", "keep_checkpoints",
-                  "max_steps", "epochs", "val_data", "heldout_samples", "eval_knn", "cache_features"}
+                  "max_steps", "epochs", "val_data", "heldout_samples", "eval_knn", "cache_features", "strategy",
+                  "fsdp_reshard_after_forward", "cpu_offload"}
+# Free on resume too when the effective batch (batch x accumulation x processes) stays the run's.
+BATCH_SPLIT = ("batch_size", "accum_steps")
 
 
 def run_dir_of(path: str | Path) -> Path:
@@ -79,28 +82,46 @@ def claim_run_dir(output: str | Path, resume: str | None, overwrite: bool, clear
 
 
 def resume_notes(saved_config: str, config: TrainOptions, step: int, steps_per_epoch: int, base_lr: float,
-                 warmup_steps: int) -> list[str]:
+                 warmup_steps: int, saved_world: int = 1, world: int = 1) -> list[str]:
     """Raise a ConfigError naming each option that differs from the resumed run's and changes its meaning;
-    return notes on the accepted changes (a longer or shorter schedule)."""
+    return notes on the accepted changes (a longer or shorter schedule, another number of processes)."""
     try:
         saved = json.loads(saved_config)
     except (TypeError, ValueError):
         return []  # a run saved without its options: nothing to compare
     current = json.loads(json.dumps(dataclasses.asdict(config), default=list))
     changed = [k for k in current if k in saved and saved[k] != current[k]]
-    refused = [k for k in changed if k not in FREE_ON_RESUME and not k.endswith("_every_epochs")]
+    effective = {name: options["batch_size"] * options["accum_steps"] * processes
+                 for name, options, processes in (("saved", saved, saved_world), ("current", current, world))
+                 if all(k in options for k in BATCH_SPLIT)}
+    same_batch = effective.get("saved") == effective.get("current")
+    refused = [k for k in changed if k not in FREE_ON_RESUME and not k.endswith("_every_epochs")
+               and not (k in BATCH_SPLIT and same_batch)]
     if refused:
         listed = ", ".join(f"--{k.replace('_', '-')} {current[k]!r} (the run has {saved[k]!r})" for k in refused)
         raise ConfigError(f"--resume: {listed} would change what the run trains; resume with the run's own "
                           "options, or start a new run")
+    notes = []
+    if saved_world != world:
+        if not same_batch:
+            per_step = current["batch_size"] * world
+            hint = (f"; keep it with --accum-steps {effective['saved'] // per_step}"
+                    if effective["saved"] % per_step == 0 else "")
+            raise ConfigError(f"--resume: the run trained on {saved_world} process(es) with an effective batch of "
+                              f"{effective['saved']}, this is {world} with {effective['current']}: the learning rate "
+                              f"and the schedule would change{hint}")
+        notes.append(f"the run trained on {saved_world} process(es), this is {world}, with the same effective batch "
+                     f"({current['batch_size']} x {current['accum_steps']} x {world} = {effective['current']}): each "
+                     "process now reads other images in another order, so from here the run is not bit for bit "
+                     "the one it would have been")
     if "epochs" not in changed:
-        return []
+        return notes
     old_total, new_total = saved["epochs"] * steps_per_epoch, current["epochs"] * steps_per_epoch
     if step >= new_total:
-        return [f"--epochs {current['epochs']}: the run already trained {step} steps, "
-                f"{step / steps_per_epoch:g} epochs; nothing is left to train"]
+        return notes + [f"--epochs {current['epochs']}: the run already trained {step} steps, "
+                        f"{step / steps_per_epoch:g} epochs; nothing is left to train"]
     lr = {total: lr_at(step + 1, base_lr, total, warmup_steps, config.min_lr, config.schedule)
           for total in (old_total, new_total)}
-    return [f"--epochs {current['epochs']} (the run had {saved['epochs']}): the {config.schedule} schedule now "
-            f"spans {new_total} steps instead of {old_total}; from step {step + 1} the learning rate is "
-            f"{lr[new_total]:.3g} (it would have been {lr[old_total]:.3g})"]
+    return notes + [f"--epochs {current['epochs']} (the run had {saved['epochs']}): the {config.schedule} schedule "
+                    f"now spans {new_total} steps instead of {old_total}; from step {step + 1} the learning rate is "
+                    f"{lr[new_total]:.3g} (it would have been {lr[old_total]:.3g})"]

@@ -101,9 +101,11 @@ class HeldoutMonitor(PeriodicEvaluation):
 
     def on_end(self, trainer: Trainer) -> None:
         super().on_end(trainer)
+        with trainer.main_rank_model():
+            if trainer.dist.is_main:
+                self.save_grid(trainer, "final.png", f"end of training, step {trainer.progress.step}")
         if not trainer.dist.is_main:
             return
-        self.save_grid(trainer, "final.png", f"end of training, step {trainer.progress.step}")
         history = self.history(trainer)
         self.results = {
             "heldout": self.description,
