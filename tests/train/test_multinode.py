@@ -18,6 +18,7 @@ from vitmae.config import ConfigError
 from vitmae.train.distributed import collective_timeout
 from tests.conftest import ROOT
 from tests.tasks.test_pretrain import FAST, weights
+from vitmae.interop.vitmae_format import load_vitmae
 
 STEPS = 120  # long enough that a node is killed mid-run (a checkpoint every 5 steps; ~20-40 steps/s)
 OPTIONS = [*FAST, "--max-steps", str(STEPS), "--viz-every-epochs", "0"]
@@ -137,6 +138,17 @@ def test_two_nodes_train_exactly_as_two_processes_on_one(two_node_run, tmp_path)
     assert two_nodes.keys() == one_node.keys()
     for key in two_nodes:
         assert torch.equal(two_nodes[key], one_node[key]), key
+
+
+@pytest.mark.slow
+def test_two_nodes_under_fsdp_train_as_under_ddp(nodes, two_node_run, tmp_path):
+    """Each node writes its own shard of each checkpoint; read whole, the weights are DDP's."""
+    out = tmp_path / "fsdp"
+    _two_nodes(nodes, "fsdp", out, *OPTIONS, "--strategy", "fsdp", "--output", str(out))
+    assert json.loads((out / "metrics.json").read_text())["strategy"] == "fsdp"
+    ddp, (fsdp, _) = weights(two_node_run), load_vitmae(out)
+    assert ddp.keys() == fsdp.keys()
+    assert all(torch.allclose(ddp[k], fsdp[k], atol=1e-5, rtol=0) for k in ddp)
 
 
 @pytest.mark.slow

@@ -12,10 +12,11 @@ torch's dtypes and sizes, and paths, so a crafted checkpoint cannot run code on 
 """
 from __future__ import annotations
 
+import contextlib
 import pickle
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor
@@ -83,6 +84,14 @@ def _reader(directory: Path):
     return SafeReader(str(directory))
 
 
+@contextlib.contextmanager
+def _one_process_is_meant() -> Iterator[None]:
+    """Without a process group DCP warns that it assumes one process: here that is what is meant."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
 def is_sharded(checkpoint: Path) -> bool:
     """Whether the checkpoint directory `checkpoint` holds sharded (DCP) weights."""
     return (Path(checkpoint) / SHARDED / METADATA).is_file()
@@ -97,7 +106,8 @@ def save_sharded(checkpoint: Path, state: dict[str, dict[str, Tensor]]) -> None:
         for key, value in tensors.items():
             if not isinstance(value, Tensor):  # DCP would pickle it, and unpickle it with code on load
                 raise TypeError(f"{group}.{key}: only tensors go into a sharded checkpoint, not {type(value).__name__}")
-    dcp.save(state, storage_writer=dcp.FileSystemWriter(str(Path(checkpoint) / SHARDED), sync_files=True))
+    with _one_process_is_meant():
+        dcp.save(state, storage_writer=dcp.FileSystemWriter(str(Path(checkpoint) / SHARDED), sync_files=True))
 
 
 def load_sharded_into(checkpoint: Path, state: dict[str, dict[str, Tensor]]) -> None:
@@ -106,7 +116,8 @@ def load_sharded_into(checkpoint: Path, state: dict[str, dict[str, Tensor]]) -> 
     import torch.distributed.checkpoint as dcp
 
     try:
-        dcp.load(state, storage_reader=_reader(Path(checkpoint) / SHARDED))
+        with _one_process_is_meant():
+            dcp.load(state, storage_reader=_reader(Path(checkpoint) / SHARDED))
     except CheckpointError:
         raise
     except (RuntimeError, ValueError, KeyError, OSError) as err:
@@ -127,8 +138,7 @@ def read_sharded(checkpoint: Path, group: str) -> dict[str, Tensor]:
              for key, entry in metadata.state_dict_metadata.items()
              if key.startswith(prefix) and isinstance(entry, TensorStorageMetadata)}
     try:
-        with warnings.catch_warnings():  # DCP warns that it reads in one process: that is the point here
-            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        with _one_process_is_meant():
             dcp.load(state, storage_reader=_reader(directory), no_dist=True)
     except (RuntimeError, ValueError, KeyError, OSError) as err:
         raise CheckpointError(f"{checkpoint}: unreadable sharded weights "

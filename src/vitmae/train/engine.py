@@ -148,7 +148,11 @@ class Trainer:
         if self.strategy.name == "fsdp" and shard_units is not None and self._compiles(cfg):
             for unit in shard_units(self.model):  # compiled unit by unit, each then sharded (torchtitan's way)
                 unit.compile(mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
+        names = {id(p): name for name, p in self.model.named_parameters()}
         wrapped = self.strategy.wrap(self.model)
+        if groups is not None:  # made by the task before a sharding strategy replaced the parameters
+            current = dict(self.model.named_parameters())
+            groups = [{**group, "params": [current[names[id(p)]] for p in group["params"]]} for group in groups]
         self.objective, self.dataset, self.hooks = objective, dataset, list(hooks)
         self.progress = Progress()
         self.extra_state: dict[str, Any] = {}  # task values that must survive a resume

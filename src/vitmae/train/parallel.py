@@ -85,7 +85,7 @@ class Strategy:
     def load_optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                              state: dict[str, Any]) -> None:
         if "sharded" in state:  # a sharded run's, read whole: by parameter name
-            set_flat_optimizer_state(model, optimizer, {**state["sharded"], **state["tensors"]}, full=False)
+            set_flat_optimizer_state(model, optimizer, {**state["sharded"], **state["tensors"]})
         else:
             optimizer.load_state_dict(state)
 
@@ -243,11 +243,12 @@ class FSDPStrategy(Strategy):
         if self._checkpoint is not None:  # this rank's shards of the saved tensors, the saved hyperparameters
             tensors = self.optimizer_state(model, optimizer)["tensors"]
             load_sharded_into(self._checkpoint, {"optimizer": tensors})
-            set_flat_optimizer_state(model, optimizer, {**state["sharded"], **tensors}, full=False)
-        elif "sharded" in state:
-            set_flat_optimizer_state(model, optimizer, {**state["sharded"], **state["tensors"]}, full=True)
-        else:  # a replicated run's optimizer.state_dict(): by position, named here to be sharded
-            set_flat_optimizer_state(model, optimizer, named_optimizer_state(model, optimizer, state), full=True)
+            set_flat_optimizer_state(model, optimizer, {**state["sharded"], **tensors})
+        else:  # a replicated run's optimizer.state_dict(): by position, named here, each rank taking its shards
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(model, optimizer, named_optimizer_state(model, optimizer, state),
+                                     options=StateDictOptions(full_state_dict=True))
 
     @contextlib.contextmanager
     def main_rank_model(self) -> Iterator[nn.Module | None]:
@@ -287,31 +288,21 @@ class FSDPStrategy(Strategy):
 def named_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer,
                           state: dict[str, Any]) -> dict[str, Any]:
     """A replicated run's `optimizer.state_dict()` (parameters by position, in the order of `optimizer`'s
-    groups) in torch's flattened form by parameter name: `state.NAME.exp_avg`, `param_groups.NAME.lr`."""
+    groups) with the parameters named by module path, as torch.distributed.checkpoint's state dicts are."""
     names = {id(p): name for name, p in model.named_parameters()}
-    params = [p for group in optimizer.param_groups for p in group["params"]]
+    params = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
     if len(params) != sum(len(group["params"]) for group in state["param_groups"]):
         raise CheckpointError("the checkpoint's optimizer state has another number of parameters than this model")
-    flat: dict[str, Any] = {}
-    for index, values in state["state"].items():
-        for key, value in values.items():
-            flat[f"state.{names[id(params[int(index)])]}.{key}"] = value
-    for saved, group in zip(state["param_groups"], optimizer.param_groups):
-        for p in group["params"]:
-            for key, value in saved.items():
-                if key != "params":
-                    flat[f"param_groups.{names[id(p)]}.{key}"] = value
-    return flat
+    groups = [{**saved, "params": [params[index] for index in saved["params"]]} for saved in state["param_groups"]]
+    return {"state": {params[int(index)]: values for index, values in state["state"].items()}, "param_groups": groups}
 
 
-def set_flat_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any],
-                             full: bool) -> None:
-    """Load torch's flattened, by-name optimizer state into `optimizer` (`full`: whole tensors, which a
-    sharded model takes its shards of)."""
+def set_flat_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Load torch's flattened, by-name optimizer state (`state.NAME.exp_avg`, `param_groups.NAME.lr`; this
+    rank's shards under fsdp, whole tensors otherwise) into `optimizer`."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-    options = StateDictOptions(flatten_optimizer_state_dict=True, full_state_dict=full)
-    set_optimizer_state_dict(model, optimizer, state, options=options)
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(flatten_optimizer_state_dict=True))
 
 
 def select_strategy(dist: DistInfo, device: torch.device, name: str = "ddp",
