@@ -77,6 +77,7 @@ if [ "$DRY" = 1 ]; then
               --num-heads 2 --decoder-embed-dim 32 --decoder-depth 1 --decoder-num-heads 2 --precision fp32
               --batch-size 4)
     TOY_JPEGS=(--count 16 --workers 1)
+    TOY_FSDP=("${TOY_MODEL[@]}" --batch-size 4 --max-steps 2 --save-every-steps 1 --num-workers 1 --heldout-samples 4)
     TOY_TESTS=(--collect-only)
     TOY_QUALITY=(--scale tiny --device cpu --num-workers 0)
     TOY_DENSE=(--scale tiny --device cpu --num-workers 0)
@@ -87,6 +88,7 @@ else
     DENSE_DIR=${DENSE_DIR:-runs/dense-transfer-gpu}
     SITE=/tmp/site
     TOY_MODEL=() TOY_BENCH=() TOY_PIPELINE=() TOY_PLAN=() TOY_JPEGS=() TOY_TESTS=() TOY_QUALITY=() TOY_DENSE=()
+    TOY_FSDP=()
     GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 fi
 JPEGS=$WORK/jpegs
@@ -248,7 +250,23 @@ standing() {
     # 525 s).
     # Then, only with time left over:
 
-    # 7. The input pipeline with PIL in 16 DataLoader workers. Predicted 45 s: start 8 s, step from the
+    # 7. ViT-L/16 pre-training under --strategy fsdp on the one GPU (a process group of one): FSDP2's
+    #    wrapping, bf16 MixedPrecisionPolicy and sharded DCP checkpoints on CUDA, end to end; its img/s
+    #    against piece 3's unsharded step. Eager (no compile), batch 128, 30 steps on the JPEG folder.
+    #    Predicted 45 s: start 8 s, build 8 s, 16 workers 3 s, 30 steps x ~0.12 s 4 s, held-out loss and
+    #    grids on a gathered copy 5 s, two sharded checkpoints of 330 M parameters + AdamW 10 s. Needs 50 s
+    #    (first of the optional pieces: the scaling numbers are the ones still missing).
+    if ((DEADLINE - SECONDS >= 50)); then
+        piece fsdp_vit_l16 45 90 "$WORK/fsdp_vit_l16/metrics.json" - \
+            "$PY" -m vitmae pretrain --model mae_vit_large_patch16 --strategy fsdp --precision bf16 --device cuda \
+            --no-compile --data "$JPEGS" --batch-size 128 --max-steps 30 --save-every-steps 15 --num-workers 16 \
+            --heldout-samples 64 --viz-every-epochs 0 --log-every-steps 10 "${TOY_FSDP[@]}" \
+            --output "$WORK/fsdp_vit_l16" --overwrite
+    else
+        skip fsdp_vit_l16 45 "under 50 s left"
+    fi
+
+    # 8. The input pipeline with PIL in 16 DataLoader workers. Predicted 45 s: start 8 s, step from the
     #    cache 15 s twice, 2 x 5,376 images at ~2,200 img/s (REFERENCE.md: 2,181) 5 s. Needs 60 s left.
     if ((DEADLINE - SECONDS >= 60)); then
         piece pipeline_workers 45 90 "$WORK/pipeline_workers.json" - \
@@ -258,7 +276,7 @@ standing() {
         skip pipeline_workers 45 "under 60 s left"
     fi
 
-    # 8. ViT-B/16 with --fp8 (torchao's float8 linear layers, compiled) against transformers eager.
+    # 9. ViT-B/16 with --fp8 (torchao's float8 linear layers, compiled) against transformers eager.
     #    Predicted 110 s: start 8 s, build 4 s, compiling the float8 graph ~90 s, steps 3 s. Needs 150 s
     #    left and torchao (carried in .whl/).
     if ! "$PY" -c "import torchao.float8" 2>/dev/null; then

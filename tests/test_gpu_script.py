@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_session.sh"
 STANDING = ["environment", "vit_b16", "vit_l16", "jpegs", "pipeline_device", "cuda_tests", "plan_vit_b16",
             "plan_vit_l16"]  # in this order
-OPTIONAL = ["pipeline_workers", "vit_b16_fp8"]  # only with time left over
+OPTIONAL = ["fsdp_vit_l16", "pipeline_workers", "vit_b16_fp8"]  # only with time left over
 
 
 def run_script(*args: str, out: Path, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
@@ -67,7 +67,7 @@ def test_standing_dry_run_runs_every_piece_and_records_it(tmp_path):
     pieces = data["pieces"]
     names = [name for name in pieces if name != "wheels"]  # wheels: only where .whl/ holds some
     assert names == STANDING + OPTIONAL
-    for name in STANDING + ["pipeline_workers"]:
+    for name in STANDING + ["pipeline_workers", "fsdp_vit_l16"]:
         assert pieces[name]["status"] == "ok", (name, pieces[name])
         assert pieces[name]["predicted_s"] > 0 and pieces[name]["seconds"] > 0
     # Under 9 minutes on the GPU, as predicted in the script: the pieces that always run.
@@ -100,6 +100,8 @@ def test_standing_dry_run_runs_every_piece_and_records_it(tmp_path):
     tests = pieces["cuda_tests"]["result"]
     assert tests["collected_count"] == len(tests["collected"]) >= 5
     assert "tests/test_bench.py::test_bench_on_the_gpu_reports_memory_and_matches_transformers_in_bf16" in tests["collected"]
+    fsdp = pieces["fsdp_vit_l16"]["result"]  # the run's metrics.json
+    assert fsdp["strategy"] == "fsdp" and fsdp["steps"] == 2
     fp8 = pieces["vit_b16_fp8"]
     try:
         import torchao.float8  # noqa: F401
