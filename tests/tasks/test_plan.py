@@ -53,7 +53,6 @@ def test_gpu_memory_sizes(text, expected):
 @pytest.mark.parametrize("options,message", [
     ({"gpu_memory": "80 apples"}, "--gpu-memory takes a size like 80GiB"),
     ({"measure_steps": 2, "gpus": 2}, "--measure-steps trains one process"),
-    ({"measure_steps": 2, "strategy": "fsdp"}, "--measure-steps trains one process"),
 ])
 def test_options_a_plan_cannot_use_are_refused(options, message):
     with pytest.raises(ConfigError, match=message):

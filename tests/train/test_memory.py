@@ -139,3 +139,19 @@ def test_planning_vit_huge_allocates_none_of_its_memory():
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert plan.parameters > 2.5e9 and plan.activations > 5e9
     assert grown_kib < 300_000  # kilobytes: the module objects and the trace's bookkeeping
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_fsdp_on_one_process_leaves_what_the_plan_says(precision, one_thread):
+    """Sharded over a process group of one, with FSDP's mixed precision: the state is the plan's to the
+    byte, and the forward leaves the planned activations plus the root's parameters, gathered in the
+    compute dtype (the root is not resharded after forward; the plan counts it in FSDP's working set)."""
+    build, loss = MODELS["mae"]
+    plan = plan_memory(build, loss, blocks, gpus=1, strategy="fsdp", precision=precision)
+    model = build()
+    in_units = {id(p) for unit in blocks(model) for p in unit.parameters()}
+    root = sum(p.numel() for p in model.parameters() if id(p) not in in_units)
+    measured = measure_training(model, loss, precision, steps=2, strategy="fsdp", units=blocks)
+    assert measured.state_bytes == plan.parameters + plan.optimizer
+    itemsize = 2 if precision == "bf16" else 4
+    assert measured.forward_bytes == pytest.approx(plan.activations + root * itemsize, rel=TOLERANCE)

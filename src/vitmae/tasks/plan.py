@@ -89,8 +89,8 @@ class PlanOptions(MAEOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         parse_bytes(self.gpu_memory)
-        if self.measure_steps and (self.gpus > 1 or self.strategy != "ddp"):
-            raise ConfigError("--measure-steps trains one process: plan it with --gpus 1 --strategy ddp")
+        if self.measure_steps and self.gpus > 1:
+            raise ConfigError("--measure-steps trains one process: plan it with --gpus 1")
 
 
 def model_builder(training: str, config: ModelConfig, num_classes: int) -> Callable[[], nn.Module]:
@@ -149,7 +149,8 @@ def plan(cfg: PlanOptions) -> dict[str, Any]:
         device = resolve_device(cfg.device, DistInfo())
         torch.manual_seed(cfg.seed)
         model = build().to(device)
-        measured = measure_training(model, loss, precision, cfg.measure_steps, cfg.grad_checkpointing)
+        measured = measure_training(model, loss, precision, cfg.measure_steps, cfg.grad_checkpointing, cfg.strategy,
+                                    blocks)
         summary["measured"] = {"device": str(device), **measured.to_dict()}
     if cfg.json:
         Path(cfg.json).write_text(json.dumps(summary, indent=2) + "\n")

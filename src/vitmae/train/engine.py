@@ -148,6 +148,9 @@ class Trainer:
         if self.strategy.name == "fsdp" and shard_units is not None and self._compiles(cfg):
             for unit in shard_units(self.model):  # compiled unit by unit, each then sharded (torchtitan's way)
                 unit.compile(mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
+        # FSDP's mixed precision gathers the parameters in the compute dtype: no autocast on top (torchtitan's)
+        self.forward_precision = (contextlib.nullcontext if getattr(self.strategy, "param_dtype", None)
+                                  else self.runtime.autocast)
         names = {id(p): name for name, p in self.model.named_parameters()}
         wrapped = self.strategy.wrap(self.model)
         if groups is not None:  # made by the task before a sharding strategy replaced the parameters
@@ -378,7 +381,7 @@ class Trainer:
                     self._previous_batch = batch
                 last = micro == cfg.accum_steps - 1
                 with contextlib.nullcontext() if last else self.strategy.no_sync():
-                    with self.runtime.autocast():
+                    with self.forward_precision():
                         loss = self.objective(self.train_model, batch, step, micro) * weight
                     self.scaler.scale(loss / cfg.accum_steps).backward()
                 step_loss += loss.detach().float() / cfg.accum_steps

@@ -293,18 +293,36 @@ class Measured:
 
 
 def measure_training(model: nn.Module, loss: Loss, precision: str, steps: int = 3,
-                     grad_checkpointing: bool = False) -> Measured:
+                     grad_checkpointing: bool = False, strategy: str = "ddp",
+                     units: Callable[[nn.Module], list[nn.Module]] | None = None) -> Measured:
     """Train `model` (on its device) for `steps` steps on the batches `loss` makes, as the engine trains one
-    process (AdamW over its parameter groups, autocast in `precision`, gradients freed after each step),
-    and measure what it allocates: on a GPU with CUDA's allocator counters, on a CPU with the profiler's
-    record of every allocation and free of the last step."""
+    process (AdamW over its parameter groups, autocast in `precision`, gradients freed after each step;
+    under `fsdp` the model sharded by `units` over a process group of one, with FSDP's mixed precision
+    instead of autocast), and measure what it allocates: on a GPU with CUDA's allocator counters, on a CPU
+    with the profiler's record of every allocation and free of the last step."""
     device = next(model.parameters()).device
     if grad_checkpointing:
         enable_grad_checkpointing(model)
     model.train()
+    sharding = None
+    if strategy == "fsdp":
+        from .distributed import DistInfo
+        from .engine import LOW_PRECISION
+        from .parallel import select_strategy
+
+        sharding = select_strategy(DistInfo(), device, "fsdp", units, param_dtype=LOW_PRECISION.get(precision))
+        model = sharding.wrap(model)
     optimizer = build_adamw(param_groups(model, 0.05), 1e-4, (0.9, 0.95), device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    try:
+        return _measure(model, loss, precision if sharding is None else "fp32", steps, optimizer, scaler, device)
+    finally:
+        if sharding is not None:
+            sharding.close()
 
+
+def _measure(model: nn.Module, loss: Loss, precision: str, steps: int, optimizer: torch.optim.Optimizer,
+             scaler: torch.amp.GradScaler, device: torch.device) -> Measured:
     def forward() -> Tensor:
         with autocast(device, precision):
             return loss(model)
@@ -332,7 +350,8 @@ def measure_training(model: nn.Module, loss: Loss, precision: str, steps: int = 
     forward_bytes = _profiled_forward_bytes(forward, rest)
     tensors = [*model.parameters(), *model.buffers(),
                *(v for state in optimizer.state.values() for v in state.values() if isinstance(v, Tensor))]
-    return Measured(steps, forward_bytes, None, sum(t.numel() * t.element_size() for t in tensors))
+    local = [t.to_local() if hasattr(t, "to_local") else t for t in tensors]  # a DTensor: this rank's shard
+    return Measured(steps, forward_bytes, None, sum(t.numel() * t.element_size() for t in local))
 
 
 def _profiled_forward_bytes(forward: Callable[[], Tensor], rest: Callable[[Tensor], None]) -> int:

@@ -313,6 +313,8 @@ def select_strategy(dist: DistInfo, device: torch.device, name: str = "ddp",
     if name not in PARALLEL_STRATEGIES:
         raise ConfigError(f"--strategy {name}: one of {', '.join(PARALLEL_STRATEGIES)}")
     if name == "fsdp":
+        if param_dtype == torch.float16:  # the gradient scaler would need FSDP1's sharded one
+            raise ConfigError("--strategy fsdp trains in bf16 or fp32: use --precision bf16")
         return FSDPStrategy(dist, device, units, reshard_after_forward, cpu_offload, param_dtype)
     if cpu_offload:
         raise ConfigError("--cpu-offload is FSDP's: add --strategy fsdp")
