@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..model import POS_EMBED_RESIZE, PRESETS, ModelConfig, model_config
+from ..model.config import MASK_TYPES
 from ..options import Options, opt
 from ..train.config import RuntimeOptions
 
@@ -52,6 +53,8 @@ class EncoderOptions(Options):
     mean: tuple[float, ...] | None = opt(None, "input normalisation mean per channel, e.g. 0.5,0.5,0.5 "
                                          "(default: the checkpoint's, else the data's)")
     std: tuple[float, ...] | None = opt(None, "input normalisation std per channel (default: as --mean)")
+    num_frames: int | None = opt(None, "frames of a clip a video model takes (a videomae_* preset's 16)", min=1)
+    tubelet_size: int | None = opt(None, "frames of a video model's tubelet (a videomae_* preset's 2)", min=1)
 
     def model_overrides(self) -> dict[str, Any]:
         """The architecture options that were set, by ModelConfig name."""
@@ -71,7 +74,20 @@ class MAEOptions(EncoderOptions):
     decoder_depth: int | None = opt(None, "decoder blocks", min=1)
     decoder_num_heads: int | None = opt(None, "decoder attention heads (they divide its width)", min=1)
     norm_pix_loss: bool | None = opt(None, "predict per-patch normalised pixels (the paper's target)")
-    mask_ratio: float | None = opt(None, "share of the patches removed (the paper's 0.75)", min=0, below=1)
+    mask_ratio: float | None = opt(None, "share of the patches removed (the paper's 0.75; VideoMAE's 0.9)", min=0,
+                                   below=1)
+    mask_type: str | None = opt(None, "a video model's masking: tube (one spatial mask for every time slice, "
+                                "VideoMAE's default) | random (over space and time, MAE-ST's)", choices=MASK_TYPES)
+
+
+@dataclass
+class ClipOptions(Options):
+    """How clips are taken from videos (video models)."""
+
+    frame_interval: int | None = opt(None, "frames between a clip's frames, the sampling rate (default: sized "
+                                     "from the videos' length: at most VideoMAE's 4, so that a clip fits)", min=1)
+    repeat_aug: int = opt(1, "clips drawn from each decoded video in pre-training (MAE-ST's repeated "
+                          "sampling: the decode is paid once)", min=1)
 
 
 @dataclass

@@ -242,16 +242,36 @@ def denormalised_note(rec: Reconstruction) -> str | None:
 
 
 def reconstruction_grid(rec: Reconstruction, mean: Stats, std: Stats, panel: int = PANEL,
-                        title: str | None = None) -> Image.Image:
+                        title: str | None = None, tubelet: int = 1) -> Image.Image:
+    """One row per image: original, masked, reconstruction, reconstruction with the visible patches. Clips
+    (N, C, T, H, W) get one column per time slice (its first frame, every `tubelet` frames) and four rows
+    per clip, in that order."""
+    if rec.original.dim() == 5:
+        return _clip_grid(rec, mean, std, panel, title, tubelet)
     headers, columns = reconstruction_panels(rec, mean, std)
     return panel_grid(columns, headers, panel, title, denormalised_note(rec))
 
 
+def _clip_grid(rec: Reconstruction, mean: Stats, std: Stats, panel: int, title: str | None,
+               tubelet: int) -> Image.Image:
+    frames = range(0, rec.original.shape[2], tubelet)
+    columns = []
+    for t in frames:
+        still = Reconstruction(rec.original[:, :, t], rec.mask[:, :, t], rec.reconstruction[:, :, t],
+                               rec.pasted[:, :, t], rec.loss, rec.denormalised, rec.denorm)
+        _, panels = reconstruction_panels(still, mean, std)
+        columns.append(np.stack(panels, axis=1).reshape(-1, *panels[0].shape[1:]))  # four rows a clip
+    rows = (f"Rows, for each clip: the clip; its visible tubelets ({float(rec.mask.mean()):.0%} removed, drawn "
+            "gray); the reconstruction; the reconstruction with the visible tubelets.")
+    note = " ".join(filter(None, [rows, denormalised_note(rec)]))
+    return panel_grid(columns, [f"frame {t}" for t in frames], panel, title, note)
+
+
 def save_reconstruction_grid(rec: Reconstruction, path: str | Path, mean: Stats, std: Stats,
-                             title: str | None = None) -> Path:
+                             title: str | None = None, tubelet: int = 1) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    reconstruction_grid(rec, mean, std, title=title).save(path)
+    reconstruction_grid(rec, mean, std, title=title, tubelet=tubelet).save(path)
     return path
 
 

@@ -21,6 +21,7 @@ from ..encoder import Stats
 from ..features import encode_source, knn_accuracy
 
 VIZ_IMAGES = 8  # held-out images in each reconstruction grid
+VIZ_CLIPS = 3  # held-out clips in each (four rows a clip, a column per time slice)
 
 
 class HeldoutMonitor(PeriodicEvaluation):
@@ -74,10 +75,11 @@ class HeldoutMonitor(PeriodicEvaluation):
     def save_grid(self, trainer: Trainer, name: str, title: str) -> None:
         """The reconstruction grid of the held-out images, as RUN/reconstructions/NAME and to the loggers."""
         model: MaskedAutoencoder = trainer.model
-        images = self.images[:VIZ_IMAGES].to(trainer.device)
+        images = self.images[:VIZ_CLIPS if model.config.is_video else VIZ_IMAGES].to(trainer.device)
         with eval_mode(model):
             rec = reconstruct(model, images, noise=self._noise(model, len(images)).to(trainer.device))
-        path = save_reconstruction_grid(rec, trainer.output / "reconstructions" / name, self.mean, self.std, title)
+        path = save_reconstruction_grid(rec, trainer.output / "reconstructions" / name, self.mean, self.std, title,
+                                        tubelet=model.config.tubelet_size if model.config.is_video else 1)
         if trainer.progress.step != self._logged_grid_step:  # the final grid may repeat the last epoch's
             self._logged_grid_step = trainer.progress.step
             with Image.open(path) as grid:
