@@ -30,7 +30,7 @@ def _size(text: str) -> tuple[int, int]:
 def _help(f: dataclasses.Field) -> str:
     text = f.metadata["help"]
     choices = choices_of(f)
-    if choices and len(choices) <= 8 and not all(c in text for c in choices):
+    if choices and len(choices) <= 8 and not all(str(c) in text for c in choices):
         text += f" (one of: {', '.join(choices)})"
     if f.default not in (None, dataclasses.MISSING) and not f.metadata["positional"]:
         text += f" (default: {','.join(map(str, f.default)) if isinstance(f.default, tuple) else f.default})"

@@ -70,7 +70,7 @@ def test_finetune_from_a_checkpoint_on_a_label_subset(run_cli, tmp_path, tiny_ch
     assert m["best_top1"] == max(h["top1"] for h in m["history"])
     assert m["init"] == str(tiny_checkpoint) and m["global_pool"] == "avg"
     assert m["augmentation"] == {"mixup": 0.0, "cutmix": 0.0, "randaug": False, "reprob": 0.0,
-                                 "crop_min_scale": 0.8}  # the grayscale defaults
+                                 "crop_min_scale": 0.8, "hflip": 0.5}  # the grayscale defaults
     assert (out / "checkpoints" / "best" / "model.safetensors").exists()
     assert Path(m["last_checkpoint"]).name == "step-00000010"
     assert (out / "checkpoints" / "latest").read_text().strip() == "step-00000010"

@@ -21,7 +21,8 @@ of one video, (K, C, T, H, W), from one decode:
   crops, clip-major (view v is clip v // crops, crop v % crops), and (B,) targets. A classifier averages
   over them: `model(images.flatten(0, 1)).unflatten(0, images.shape[:2]).mean(1)`.
 
-`ClipDataset` is the loader's `TransformedDataset` with the collate its transform needs.
+`ClipDataset` is the loader's `TransformedDataset` with the collate its transform needs; `frame_interval`
+sizes the sampling rate from the videos when none is given.
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ import torch
 from PIL import Image
 
 from vitmae.data.loader import Batch, Sample, TransformedDataset, readable
+from vitmae.data.decode import UnreadableImage
+from vitmae.data.source import DataError
 from vitmae.data.transforms import Normalize, PretrainTransform, Size, resized_crop, size_pair
 from vitmae.data.video_decode import Video
 
@@ -70,6 +73,32 @@ class ClipSampling:
         if count == 1:
             return [self.clip(room // 2, length)]
         return [self.clip(round(i * room / (count - 1)), length) for i in range(count)]
+
+
+# VideoMAE's sampling rate on Kinetics; shorter videos get the largest interval at which a clip fits.
+MAX_FRAME_INTERVAL = 4
+PROBED_VIDEOS = 8  # videos whose length sizes the default interval
+
+
+def frame_interval(source, num_frames: int, given: int | None) -> tuple[int, str | None]:
+    """(the interval, the line that says how it was chosen; None when given): the largest interval up to
+    VideoMAE's 4 at which a clip of `num_frames` fits the shortest of the first videos."""
+    if given is not None:
+        return given, None
+    lengths = []
+    for index in range(min(len(source), PROBED_VIDEOS)):
+        try:
+            video, _ = source[index]
+        except UnreadableImage:
+            continue
+        lengths.append(video.num_frames)
+        video.close()
+    if not lengths:
+        raise DataError(f"none of the first {min(len(source), PROBED_VIDEOS)} videos is readable")
+    shortest = min(lengths)
+    interval = max(1, min(MAX_FRAME_INTERVAL, (shortest - 1) // max(1, num_frames - 1)))
+    return interval, (f"frame interval {interval}: {num_frames} frames {interval} apart fit the shortest of the "
+                      f"first {len(lengths)} videos ({shortest} frames); --frame-interval sets it")
 
 
 def _read_clips(video: Video, clips: list[list[int]]) -> list[list[Image.Image]]:

@@ -35,6 +35,7 @@ class EvaluationRequest:
     runtime: Runtime
     overrides: dict[str, Any] = field(default_factory=dict)  # heads and eps a file does not record
     tta: bool = False  # also with test-time augmentation (the families with `tta_scales`)
+    clips: dict[str, Any] = field(default_factory=dict)  # a video classifier's views: ClipViewOptions' fields
 
 
 @dataclass(frozen=True)

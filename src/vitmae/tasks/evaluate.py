@@ -15,6 +15,7 @@ train (the families' evaluators).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,20 +30,21 @@ from ..options import opt
 from ..train import write_json
 from ..train.run_dir import WHICH, run_checkpoint
 from ..train.runtime import Runtime
-from .options import InferenceOptions, Task
+from .options import ClipViewOptions, InferenceOptions, Task
 
 __all__ = ["EvaluateOptions", "evaluate"]
 
 
 @dataclass
-class EvaluateOptions(InferenceOptions):
+class EvaluateOptions(ClipViewOptions, InferenceOptions):
     """`vitmae evaluate`: a classifier's accuracy, a segmentation run's mIoU or a detection run's COCO AP."""
 
     output: str = opt("runs/evaluate", "directory of the report (metrics.json, a classifier's confusion_matrix.png)")
     checkpoint: str | None = opt(None, "a fine-tuned classifier (a finetune run directory or a checkpoint), or a "
                                  "`vitmae segment` or `vitmae detect` run (or one of its checkpoints)")
     data: str | None = opt(None, "a classifier's labeled images: fashion-mnist (the default) | a folder of class "
-                           "sub-folders | a .csv; a segment or detect run's: fashion-scenes | a folder of its kind "
+                           "sub-folders | a .csv; a video classifier's clips: moving-fashion-mnist (the default) | "
+                           "a folder | a list; a segment or detect run's: fashion-scenes | a folder of its kind "
                            "(default: the run's own data)")
     split: str = opt("val", "which split: val (fashion-mnist: the test split) | train")
     which: str = opt("best", "of a run directory: best (its best validation score, as it reported; a detection "
@@ -67,7 +69,8 @@ def evaluate(cfg: EvaluateOptions) -> dict[str, Any]:
     start, output = time.perf_counter(), Path(cfg.output)
     overrides = {k: v for k, v in (("num_heads", cfg.num_heads), ("norm_eps", cfg.norm_eps)) if v is not None}
     request = EvaluationRequest(checkpoint, cfg.checkpoint, cfg.data, cfg.split, cfg.batch_size, cfg.num_workers,
-                                output, Runtime(cfg.device, cfg.precision), overrides, cfg.tta)
+                                output, Runtime(cfg.device, cfg.precision), overrides, cfg.tta,
+                                {f.name: getattr(cfg, f.name) for f in dataclasses.fields(ClipViewOptions)})
     report = {"run": spec.name, **spec.slot("evaluate", "evaluate")(request), "split": cfg.split,
               "checkpoint": cfg.checkpoint, "checkpoint_evaluated": str(resolve_checkpoint(checkpoint)),
               "time_s": round(time.perf_counter() - start, 2)}

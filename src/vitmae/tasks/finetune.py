@@ -22,21 +22,23 @@ from typing import Any
 from tqdm import tqdm
 
 from ..data import EvalTransform, build_dataset
+from ..data.clips import ClipDataset
 from ..data.augment import FinetuneTransform
 from ..data.labels import class_names
 from ..errors import ConfigError
 from ..families import classify
 from ..families.encoder import model_source, normalization, prepared_encoder, save_run_config
-from ..model import POOLS, model_config, to_2tuple
+from ..model import POOLS, ModelConfig, model_config, to_2tuple
 from ..options import opt
 from ..train import Trainer, write_json
 from ..train.config import TrainOptions
 from ..train.hooks import ModelEma
-from .options import CHECKPOINT_HELP, EncoderOptions, LabeledDataOptions, Task, redefault
+from .options import (CHECKPOINT_HELP, ClipTrainingOptions, ClipViewOptions, EncoderOptions, LabeledDataOptions, Task,
+                      redefault)
 
 
 @dataclass
-class FinetuneOptions(LabeledDataOptions, EncoderOptions, TrainOptions):
+class FinetuneOptions(LabeledDataOptions, ClipViewOptions, ClipTrainingOptions, EncoderOptions, TrainOptions):
     """`vitmae finetune`: the official MAE fine-tuning recipe (AdamW, layer-wise lr decay, drop path,
     warmup + cosine, mixup / cutmix / label smoothing, RandAugment, random erasing).
 
@@ -82,13 +84,15 @@ class FinetuneOptions(LabeledDataOptions, EncoderOptions, TrainOptions):
         return {k: default if getattr(self, k) is None else getattr(self, k) for k, default in defaults.items()}
 
 
-def describe_augmentation(aug: dict[str, Any], cfg: FinetuneOptions, in_chans: int, img_size) -> str:
+def describe_augmentation(aug: dict[str, Any], cfg: FinetuneOptions, config: ModelConfig) -> str:
     """One line: the augmentation a fine-tuning run uses, and why (the defaults follow the images)."""
-    h, w = img_size
-    parts = [f"crops of {aug['crop_min_scale']:g}-1 of the area", f"flip {cfg.hflip:g}",
+    h, w = config.img_size
+    what = f"{config.num_frames}-frame clips of {h}x{w}" if config.is_video else f"{h}x{w} images"
+    flip = f"flip {aug['hflip']:g}" + (" (a mirror changes the label)" if aug["hflip"] != cfg.hflip else "")
+    parts = [f"crops of {aug['crop_min_scale']:g}-1 of the area", flip,
              f"label smoothing {cfg.smoothing:g}", f"mixup {aug['mixup']:g}", f"cutmix {aug['cutmix']:g}",
              f"RandAugment {cfg.randaug_policy if aug['randaug'] else 'off'}", f"random erasing {aug['reprob']:g}"]
-    return f"augmentation for {h}x{w} images with {in_chans} channel(s): {', '.join(parts)}"
+    return f"augmentation for {what} with {config.in_chans} channel(s): {', '.join(parts)}"
 
 
 def finetune(cfg: FinetuneOptions) -> dict[str, Any]:
@@ -102,22 +106,32 @@ def finetune(cfg: FinetuneOptions) -> dict[str, Any]:
     config = model_config(cfg.model, **cfg.model_overrides()) if scratch else encoder.config
     mean, std = normalization(config, cfg.data)
     config = config.replace(mean=mean, std=std)  # recorded in every checkpoint of the run
+    clips = {"target": "clip", "clip_label": cfg.clip_label, "clips": cfg.clips} if config.is_video else {}
     labeled = classify.labeled_data(cfg.data, cfg.val_data, config.in_chans, cfg.seed, cfg.labels_fraction,
-                                    cfg.labels_per_class)
+                                    cfg.labels_per_class, **clips)
     train_all, train, val, val_description, num_classes = labeled
     names = class_names(train_all, num_classes)
     model = classify.build_model(encoder, config, num_classes, cfg.pool, cfg.drop_path, cfg.seed)
     model.class_names = names
 
-    aug = cfg.augmentation(config.in_chans, config.img_size)
-    transform = FinetuneTransform(config.img_size, mean, std, scale=(aug["crop_min_scale"], 1.0),
-                                  hflip=cfg.hflip, randaug=cfg.randaug_policy if aug["randaug"] else None,
-                                  reprob=aug["reprob"])
-    dataset = build_dataset(train, transform, cfg.seed)
+    aug = {**cfg.augmentation(config.in_chans, config.img_size), "hflip": cfg.hflip}
+    interval = sized = None
+    if config.is_video:  # VideoMAE's recipe: crops, flips, mixup and cutmix; RandAugment and erasing are images'
+        aug.update(randaug=False, reprob=0.0, hflip=0.0 if classify.flip_changes_label(train_all) else cfg.hflip)
+        transform, val_transform, interval, sized = classify.clip_transforms(
+            config, mean, std, train_all, cfg.frame_interval, aug["crop_min_scale"], aug["hflip"], cfg.repeat_aug,
+            cfg.test_clips, cfg.test_crops)
+        dataset = ClipDataset(train, transform, cfg.seed)
+    else:
+        transform = FinetuneTransform(config.img_size, mean, std, scale=(aug["crop_min_scale"], 1.0),
+                                      hflip=cfg.hflip, randaug=cfg.randaug_policy if aug["randaug"] else None,
+                                      reprob=aug["reprob"])
+        val_transform = EvalTransform(config.img_size, mean, std)
+        dataset = build_dataset(train, transform, cfg.seed)
     if cfg.model_ema and cfg.strategy == "fsdp":  # the average would be a whole copy on every rank
         raise ConfigError("--model-ema with --strategy fsdp is not supported: use --strategy ddp")
     ema = ModelEma(cfg.model_ema_decay) if cfg.model_ema else None
-    val_loader = classify.eval_loader(val, EvalTransform(config.img_size, mean, std), cfg.batch_size, cfg.num_workers)
+    val_loader = classify.eval_loader(val, val_transform, cfg.batch_size, cfg.num_workers)
     evaluator = classify.ClassifierEvaluator(val_loader, cfg.eval_every_epochs, cfg.epochs,
                                              averaged=(lambda: ema.module) if ema else None)
     objective = classify.ClassificationObjective(num_classes, cfg.smoothing, aug["mixup"], aug["cutmix"], cfg.seed)
@@ -129,7 +143,9 @@ def finetune(cfg: FinetuneOptions) -> dict[str, Any]:
     if trainer.dist.is_main:
         source = model_source(cfg.checkpoint, config, cfg.model)
         save_run_config(cfg, output, source, **aug)
-        tqdm.write(describe_augmentation(aug, cfg, config.in_chans, config.img_size))
+        tqdm.write(describe_augmentation(aug, cfg, config))
+        if sized:
+            tqdm.write(sized)
     summary = trainer.fit()
     if trainer.dist.is_main:
         best = output / "checkpoints" / "best"
@@ -142,15 +158,18 @@ def finetune(cfg: FinetuneOptions) -> dict[str, Any]:
                    "model_ema_decay": cfg.model_ema_decay if ema else None,
                    "best_checkpoint": str(best) if best.exists() else None,
                    "last_checkpoint": summary["checkpoint"], "model": config.to_dict(),
+                   **({"frame_interval": interval, "repeat_aug": cfg.repeat_aug,
+                       "test_views": [cfg.test_clips, cfg.test_crops]} if config.is_video else {}),
                    "model_source": source}
         write_json(output / "metrics.json", summary)
     return summary
 
 
 def report(s: dict[str, Any], cfg: FinetuneOptions) -> list[str]:
-    return [f"top-1 {s['top1']:.2f}%  top-5 {s['top5']:.2f}% on {s['val']} ({s['val_images']} images); "
+    unit, rate = ("videos", "clips/s") if "test_views" in s else ("images", "img/s")
+    return [f"top-1 {s['top1']:.2f}%  top-5 {s['top5']:.2f}% on {s['val']} ({s['val_images']} {unit}); "
             f"best top-1 {s['best_top1']:.2f}% at epoch {s['best_epoch']:g}",
-            f"{s['steps']} steps on {s['train_images']} labeled images, {s['img_s']:.0f} img/s; "
+            f"{s['steps']} steps on {s['train_images']} labeled {unit}, {s['img_s']:.0f} {rate}; "
             f"last checkpoint {s['last_checkpoint']}, best {s['best_checkpoint']}"]
 
 

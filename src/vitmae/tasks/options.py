@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..model import POS_EMBED_RESIZE, PRESETS, ModelConfig, model_config
+from ..data.moving_fashion import LABELS as CLIP_LABELS
 from ..model.config import MASK_TYPES
 from ..options import Options, opt
 from ..train.config import RuntimeOptions
@@ -81,13 +82,33 @@ class MAEOptions(EncoderOptions):
 
 
 @dataclass
-class ClipOptions(Options):
+class ClipSamplingOptions(Options):
     """How clips are taken from videos (video models)."""
 
     frame_interval: int | None = opt(None, "frames between a clip's frames, the sampling rate (default: sized "
                                      "from the videos' length: at most VideoMAE's 4, so that a clip fits)", min=1)
-    repeat_aug: int = opt(1, "clips drawn from each decoded video in pre-training (MAE-ST's repeated "
-                          "sampling: the decode is paid once)", min=1)
+    clips: int | None = opt(None, "moving-fashion-mnist: training clips, validation a fifth as many (default "
+                            "10000)", min=1)
+
+
+@dataclass
+class ClipTrainingOptions(ClipSamplingOptions):
+    """How training clips are drawn (video models)."""
+
+    repeat_aug: int = opt(1, "clips drawn from each decoded video in training (MAE-ST's repeated sampling: the "
+                          "decode is paid once)", min=1)
+
+
+@dataclass
+class ClipViewOptions(ClipSamplingOptions):
+    """Which labeled clips a video classifier is evaluated on, and how (video models)."""
+
+    test_clips: int = opt(1, "evaluation: clips spread evenly over each video (VideoMAE's Kinetics: 5)", min=1)
+    test_crops: int = opt(1, "evaluation: crops of each clip, 1 (the centre) or 3 (both ends and the centre; "
+                          "VideoMAE's Kinetics); the logits of the clips x crops views are averaged", choices=(1, 3))
+    clip_label: str = opt("direction", "what moving-fashion-mnist's clips are labeled with: direction (of the "
+                          "motion, 8) | playback (forward or reversed) | class (of the item, 10)",
+                          choices=tuple(CLIP_LABELS))
 
 
 @dataclass

@@ -17,11 +17,11 @@ from ..train import Hook, Trainer, write_json
 from ..train.config import TrainOptions
 from ..train.distributed import DistInfo
 from ..train.runtime import resolve_device
-from .options import ClipOptions, MAEOptions, Task
+from .options import ClipTrainingOptions, MAEOptions, Task
 
 
 @dataclass
-class PretrainOptions(MAEOptions, ClipOptions, TrainOptions):
+class PretrainOptions(MAEOptions, ClipTrainingOptions, TrainOptions):
     """`vitmae pretrain`: the defaults run the built-in Fashion-MNIST on a laptop CPU in minutes."""
 
     data: str = opt("fashion-mnist", "images: fashion-mnist | photos | a folder (searched recursively) | a .csv "
@@ -53,9 +53,9 @@ def pretrain(cfg: PretrainOptions) -> dict[str, Any]:
         model = video.build_model(config, cfg.data, cfg.seed)
         model_cfg, masking = model.config, model.config.mask_type
         source, dataset, mean, std, interval, sized = video.pretrain_clips(
-            cfg.data, model_cfg, cfg.crop_min_scale, cfg.seed, cfg.frame_interval, cfg.repeat_aug)
+            cfg.data, model_cfg, cfg.crop_min_scale, cfg.seed, cfg.frame_interval, cfg.repeat_aug, cfg.clips)
         images, description = video.heldout_clips(cfg.data, cfg.val_data, source, model_cfg, cfg.heldout_samples,
-                                                  interval, mean, std)
+                                                  interval, mean, std, cfg.clips)
         if cfg.eval_knn:
             raise ConfigError("--eval-knn measures an image encoder; for a video model, probe it after "
                               "pre-training (vitmae linprobe)")

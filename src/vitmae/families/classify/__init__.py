@@ -10,14 +10,16 @@ from torch import nn
 from ...model import ModelConfig, ViTClassifier, ViTEncoder
 from ...model.classifier import GLOBAL_POOL, from_pretrained_encoder
 from ..spec import FamilySpec, register_family
-from .data import FrozenEncoderData, LabeledData, eval_loader, frozen_encoder_data, label_summary, labeled_data
+from .data import (FrozenEncoderData, LabeledData, clip_transforms, eval_loader, flip_changes_label,
+                   frozen_encoder_data, label_summary, labeled_data)
 from .evaluation import (EVAL_BATCH, ClassifierEvaluator, accuracy_line, classification_report, classifier_logits,
                          confusion_matrix, evaluate_classifier, evaluation_lines, per_class_metrics,
                          save_confusion_png)
 from .objective import ClassificationObjective
 
 __all__ = ["ClassificationObjective", "ClassifierEvaluator", "EVAL_BATCH", "FAMILY", "FrozenEncoderData", "LabeledData",
-           "accuracy_line", "build_model", "classification_report", "classifier_logits", "confusion_matrix",
+           "accuracy_line", "build_model", "classification_report", "classifier_logits", "clip_transforms",
+           "confusion_matrix", "flip_changes_label",
            "eval_loader", "evaluate_classifier", "frozen_encoder_data", "label_summary", "labeled_data",
            "per_class_metrics", "save_confusion_png", "shard_units"]
 

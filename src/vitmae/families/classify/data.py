@@ -4,8 +4,9 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ...data import EvalTransform, build_dataset, build_loader
+from ...data.clips import ClipDataset, ClipSampling, EvalClips, TrainClips, frame_interval
 from ...data.labels import Source, label_subset, labeled_splits, num_classes_of
-from ...model import ViTEncoder
+from ...model import ModelConfig, ViTEncoder
 from ..encoder import Stats, normalization
 
 
@@ -18,10 +19,11 @@ class LabeledData(NamedTuple):
 
 
 def labeled_data(data: str, val_data: str | None, in_chans: int, seed: int, labels_fraction: float | None = None,
-                 labels_per_class: int | None = None) -> LabeledData:
+                 labels_per_class: int | None = None, target: str = "class", **options: Any) -> LabeledData:
     """The splits of `data` (`val_data`: other validation images) with a stratified, seeded subset of the
-    training labels kept (a fraction, or a count per class)."""
-    train_all, val, description = labeled_splits(data, val_data, in_chans, seed)
+    training labels kept (a fraction, or a count per class). `target` "clip": labeled videos (`options`:
+    more open_source options, such as the built-in clips' label)."""
+    train_all, val, description = labeled_splits(data, val_data, in_chans, seed, target, **options)
     train = label_subset(train_all, fraction=labels_fraction, per_class=labels_per_class, seed=seed)
     return LabeledData(train_all, train, val, description, max(num_classes_of(train_all), num_classes_of(val)))
 
@@ -50,5 +52,24 @@ def frozen_encoder_data(encoder: ViTEncoder, data: str, val_data: str | None, se
 
 
 def eval_loader(source: Source, transform, batch_size: int, num_workers: int):
-    return build_loader(build_dataset(source, transform, seed=0), batch_size, None, num_workers,
-                        drop_last=False, persistent_workers=num_workers > 0)
+    dataset = ClipDataset(source, transform, 0) if hasattr(transform, "collate") else build_dataset(source, transform)
+    return build_loader(dataset, batch_size, None, num_workers, drop_last=False, persistent_workers=num_workers > 0)
+
+
+def flip_changes_label(source: Source) -> bool:
+    """Whether a mirror changes a sample's label (a direction of motion), through subsets."""
+    while not hasattr(source, "flip_changes_label") and hasattr(source, "source"):
+        source = source.source
+    return bool(getattr(source, "flip_changes_label", False))
+
+
+def clip_transforms(config: ModelConfig, mean: Stats, std: Stats, source: Source, interval: int | None,
+                    crop_min_scale: float, hflip: float, repeat: int, test_clips: int, test_crops: int):
+    """(training clips, evaluation views, the frame interval, the line on how it was sized) of a video
+    classifier: VideoMAE's recipe of random resized crops and flips (pass `hflip` 0 where a mirror changes
+    the label: `flip_changes_label`), `repeat` clips a video; `test_clips` x `test_crops` views at
+    evaluation."""
+    interval, line = frame_interval(source, config.num_frames, interval)
+    sampling = ClipSampling(config.num_frames, interval)
+    train = TrainClips(sampling, config.img_size, mean, std, scale=(crop_min_scale, 1.0), hflip=hflip, repeat=repeat)
+    return train, EvalClips(sampling, config.img_size, mean, std, test_clips, test_crops), interval, line

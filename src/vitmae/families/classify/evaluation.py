@@ -11,17 +11,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...data import ShardSource, build_dataset, build_loader, open_source
+from ...data import ShardSource, open_source
+from ...data.clips import ClipSampling, EvalClips, frame_interval
+from ...data.moving_fashion import MOVING_FASHION
 from ...data.labels import class_names, num_classes_of
 from ...errors import ConfigError
 from ...train import Trainer
 from ...train.hooks import PeriodicEvaluation
 from ...train.runtime import Runtime
-from ..encoder import eval_transform
+from ..encoder import eval_transform, normalization
 from ..features import topk_accuracy
 from ..spec import EvaluationRequest
+from .data import eval_loader
 
 EVAL_BATCH = 256  # images per forward pass of `vitmae evaluate`
+
+
+def view_logits(model: nn.Module, images: Tensor) -> Tensor:
+    """The logits of a batch: of images or clips as they are; of evaluation views (N, V, C, T, H, W),
+    each video's views averaged (VideoMAE's multi-view test)."""
+    if images.dim() == 6:
+        return model(images.flatten(0, 1)).float().unflatten(0, images.shape[:2]).mean(1)
+    return model(images)
 
 
 @torch.no_grad()
@@ -30,7 +41,8 @@ def classifier_logits(model: nn.Module, loader, runtime: Runtime) -> tuple[Tenso
     training mode is restored afterwards."""
     logits, labels, skipped = [], [], []
     for batch, out in runtime.forward_each(model, loader,
-                                           lambda b: model(b.images.to(runtime.device, non_blocking=True)), skipped):
+                                           lambda b: view_logits(model, b.images.to(runtime.device, non_blocking=True)),
+                                           skipped):
         logits.append(out.float().cpu())
         labels.append(batch.targets)
     if not logits:
@@ -163,8 +175,13 @@ def evaluate_classifier(request: EvaluationRequest) -> dict[str, Any]:
     from ...interop.loading import load_classifier
 
     model = load_classifier(request.checkpoint, **request.overrides)
-    data = request.data or "fashion-mnist"
-    source = open_source(data, request.split, "class", in_chans=model.config.in_chans)
+    config, clips = model.config, request.clips
+    data = request.data or (MOVING_FASHION if config.is_video else "fashion-mnist")
+    if config.is_video:
+        source = open_source(data, request.split, "clip", in_chans=config.in_chans, clip_label=clips["clip_label"],
+                             clips=clips["clips"])
+    else:
+        source = open_source(data, request.split, "class", in_chans=config.in_chans)
     if isinstance(source, ShardSource):
         raise ConfigError("evaluate reads folders, CSV files and fashion-mnist, not streamed shards")
     num_classes = max(model.num_classes, num_classes_of(source))
@@ -172,8 +189,13 @@ def evaluate_classifier(request: EvaluationRequest) -> dict[str, Any]:
         raise ConfigError(f"{data} has {num_classes_of(source)} classes, the classifier {model.num_classes}")
     names = getattr(model, "class_names", None) or class_names(source, num_classes)
     model.to(request.runtime.device)
-    loader = build_loader(build_dataset(source, eval_transform(model, data)), request.batch_size or EVAL_BATCH,
-                          None, request.num_workers, drop_last=False, persistent_workers=False)
+    if config.is_video:  # the views the run was validated on, by default: the frames sized as it sized them
+        interval, _ = frame_interval(source, config.num_frames, clips["frame_interval"])
+        transform = EvalClips(ClipSampling(config.num_frames, interval), config.img_size,
+                              *normalization(config, data), clips["test_clips"], clips["test_crops"])
+    else:
+        transform = eval_transform(model, data)
+    loader = eval_loader(source, transform, request.batch_size or EVAL_BATCH, request.num_workers)
     logits, labels, skipped = classifier_logits(model, loader, request.runtime)
     keep = labels >= 0
     if not keep.any():
@@ -181,10 +203,13 @@ def evaluate_classifier(request: EvaluationRequest) -> dict[str, Any]:
     report = classification_report(logits[keep], labels[keep], names)
     png = save_confusion_png(report["confusion_matrix"], names, request.output / "confusion_matrix.png",
                              f"{Path(request.given).name} on {data} ({request.split}): top-1 {report['top1']:.2f}%")
-    return {**report, "data": data, "global_pool": model.global_pool, "unlabeled_images": int((~keep).sum()),
+    views = {"test_views": [clips["test_clips"], clips["test_crops"]], "frame_interval": interval} if config.is_video else {}
+    return {**report, **views, "data": data, "global_pool": model.global_pool, "unlabeled_images": int((~keep).sum()),
             "confusion_png": str(png), "skipped_files": [{"path": p, "reason": r} for p, r in skipped]}
 
 
 def evaluation_lines(s: dict[str, Any]) -> list[str]:
-    return [f"{accuracy_line(s)}  macro F1 {s['macro_f1']:.2f}% on {s['images']} images, "
+    what = (f"videos ({s['test_views'][0]} clip(s) x {s['test_views'][1]} crop(s) each)" if "test_views" in s
+            else "images")
+    return [f"{accuracy_line(s)}  macro F1 {s['macro_f1']:.2f}% on {s['images']} {what}, "
             f"{s['checkpoint_evaluated']}; confusion matrix {s['confusion_png']}"]

@@ -18,10 +18,10 @@ from ...model.mae import target_normalization
 from ...model.vit import param_groups
 from ..masked import MAEObjective, build_mae, mae_shard_units
 from ..spec import FamilySpec, register_family
-from .data import frame_interval, heldout_clips, pretrain_clips
+from .data import heldout_clips, pretrain_clips
 
-__all__ = ["FAMILY", "build_model", "frame_interval", "heldout_clips", "objective", "pretrain_clips", "shard_units",
-           "target_line", "target_record"]
+__all__ = ["FAMILY", "build_model", "heldout_clips", "objective", "pretrain_clips", "shard_units", "target_line",
+           "target_record"]
 
 shard_units = mae_shard_units
 
