@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data import build_dataset, build_loader
+from ..data.clips import ClipDataset
 from ..data.labels import Source
 from ..errors import ConfigError
 from ..model import POOLS, pool_features
@@ -27,16 +28,24 @@ class Features:
 @torch.no_grad()
 def encode_source(encoder: nn.Module, source: Source, transform, pool: str, runtime: Runtime,
                   batch_size: int = 256, num_workers: int = 0) -> Features:
-    """Pooled features (`encoder.encode`) of every readable image of `source`, in source order."""
+    """Pooled features (`encoder.encode`) of every readable image of `source`, in source order; of a clip
+    transform's views (N, V, C, T, H, W), each video's views averaged."""
     if pool not in POOLS:
         raise ConfigError(f"unknown pooling {pool!r}; choose from: {', '.join(POOLS)}")
     encoder.to(runtime.device)
-    dataset = build_dataset(source, transform, seed=0)
+    dataset = ClipDataset(source, transform, 0) if hasattr(transform, "collate") else build_dataset(source, transform)
     loader = build_loader(dataset, batch_size, None, num_workers, drop_last=False, persistent_workers=False)
     feats, labels, indices, skipped = [], [], [], []
-    for batch, tokens in runtime.forward_each(encoder, loader, lambda b: encoder.encode(b.images.to(runtime.device)),
-                                              skipped):
-        feats.append(pool_features(tokens, pool, encoder.config.num_prefix_tokens).float().cpu())
+
+    def pooled(batch) -> Tensor:
+        images = batch.images.to(runtime.device)
+        views = images.shape[:2] if images.dim() == 6 else None  # a video's evaluation views: averaged
+        tokens = encoder.encode(images.flatten(0, 1) if views else images)
+        features = pool_features(tokens, pool, encoder.config.num_prefix_tokens).float()
+        return features.unflatten(0, views).mean(1) if views else features
+
+    for batch, features in runtime.forward_each(encoder, loader, pooled, skipped):
+        feats.append(features.cpu())
         labels.append(batch.targets)
         indices.append(batch.indices)
     if not feats:

@@ -24,17 +24,19 @@ from ..errors import ConfigError
 from ..model import POOLS
 from ..options import opt
 from ..train import write_json
-from ..families.encoder import eval_transform, load_encoder_or_random
+from ..families.classify.data import clip_views
+from ..families.encoder import eval_transform, load_encoder_or_random, normalization
 from ..families.features import encode_source
 from ..train.runtime import Runtime
-from .options import CHECKPOINT_HELP, POOL_HELP, EncoderOptions, InferenceOptions, Task
+from .options import (CHECKPOINT_HELP, POOL_HELP, ClipViewOptions, EncoderOptions, InferenceOptions, Task,
+                      clip_view_options)
 
 __all__ = ["EmbedOptions", "embed"]
 EMBED_FORMATS = ("npy", "parquet")
 
 
 @dataclass
-class EmbedOptions(EncoderOptions, InferenceOptions):
+class EmbedOptions(ClipViewOptions, EncoderOptions, InferenceOptions):
     """`vitmae embed`: deterministic features (no masking, original token order) of every image."""
 
     output: str = opt("runs/embed", "directory of the embeddings and metrics.json")
@@ -47,10 +49,13 @@ class EmbedOptions(EncoderOptions, InferenceOptions):
                       "embedding)", choices=EMBED_FORMATS)
 
 
-def embed_source(cfg: EmbedOptions, in_chans: int) -> Source:
-    """Every image a spec names: a folder (recursively, unlabeled), a CSV, or a built-in data set's split."""
+def embed_source(cfg: EmbedOptions, in_chans: int, clips: bool = False) -> Source:
+    """Every image a spec names: a folder (recursively, unlabeled), a CSV, or a built-in data set's split;
+    with `clips`, every video (a folder, a list, moving-fashion-mnist's split)."""
     if not cfg.data:
         raise ConfigError("give --data: a folder of images, a .csv of path[,label], or fashion-mnist")
+    if clips:
+        return open_source(cfg.data, cfg.split, "clip", in_chans=in_chans, clip_label=cfg.clip_label, clips=cfg.clips)
     if os.path.isdir(cfg.data):
         return ImageFolderSource(cfg.data, labeled=False, in_chans=in_chans)
     source = open_source(cfg.data, cfg.split, "image", in_chans=in_chans)  # with the labels it holds
@@ -88,11 +93,15 @@ def embed(cfg: EmbedOptions) -> dict[str, Any]:
         except ImportError:
             raise ConfigError("--format parquet needs pyarrow: pip install 'vitmae[parquet]'") from None
     encoder = load_encoder_or_random(cfg.checkpoint, cfg.model, cfg.seed, **cfg.model_overrides()).encoder
-    source = embed_source(cfg, encoder.config.in_chans)
+    config = encoder.config
+    source = embed_source(cfg, config.in_chans, config.is_video)
+    if config.is_video:  # each video's views, their features averaged
+        transform, _ = clip_views(config, *normalization(config, cfg.data), source, clip_view_options(cfg))
+    else:
+        transform = eval_transform(encoder, cfg.data)
     runtime = Runtime(cfg.device, cfg.precision)
     start = time.perf_counter()
-    result = encode_source(encoder, source, eval_transform(encoder, cfg.data), cfg.pool, runtime,
-                           cfg.batch_size, cfg.num_workers)
+    result = encode_source(encoder, source, transform, cfg.pool, runtime, cfg.batch_size, cfg.num_workers)
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)
     write = write_parquet if cfg.format == "parquet" else write_npy_csv

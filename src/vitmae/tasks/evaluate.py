@@ -15,7 +15,6 @@ train (the families' evaluators).
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from ..options import opt
 from ..train import write_json
 from ..train.run_dir import WHICH, run_checkpoint
 from ..train.runtime import Runtime
-from .options import ClipViewOptions, InferenceOptions, Task
+from .options import ClipViewOptions, InferenceOptions, Task, clip_view_options
 
 __all__ = ["EvaluateOptions", "evaluate"]
 
@@ -70,7 +69,7 @@ def evaluate(cfg: EvaluateOptions) -> dict[str, Any]:
     overrides = {k: v for k, v in (("num_heads", cfg.num_heads), ("norm_eps", cfg.norm_eps)) if v is not None}
     request = EvaluationRequest(checkpoint, cfg.checkpoint, cfg.data, cfg.split, cfg.batch_size, cfg.num_workers,
                                 output, Runtime(cfg.device, cfg.precision), overrides, cfg.tta,
-                                {f.name: getattr(cfg, f.name) for f in dataclasses.fields(ClipViewOptions)})
+                                clip_view_options(cfg))
     report = {"run": spec.name, **spec.slot("evaluate", "evaluate")(request), "split": cfg.split,
               "checkpoint": cfg.checkpoint, "checkpoint_evaluated": str(resolve_checkpoint(checkpoint)),
               "time_s": round(time.perf_counter() - start, 2)}

@@ -16,17 +16,18 @@ from typing import Any
 from ..families import classify
 from ..families.encoder import load_encoder_or_random, model_source, save_run_config
 from ..families.features import encode_source, knn_accuracy
-from ..model import POOLS
+from ..model import POOLS, ModelConfig
 from ..options import opt
 from ..train import write_json
 from ..train.runtime import Runtime
-from .options import CHECKPOINT_HELP, POOL_HELP, EncoderOptions, InferenceOptions, LabeledDataOptions, Task
+from .options import (CHECKPOINT_HELP, POOL_HELP, ClipViewOptions, EncoderOptions, InferenceOptions, LabeledDataOptions,
+                      Task, clip_view_options)
 
 __all__ = ["KnnOptions", "knn"]
 
 
 @dataclass
-class KnnOptions(LabeledDataOptions, EncoderOptions, InferenceOptions):
+class KnnOptions(LabeledDataOptions, ClipViewOptions, EncoderOptions, InferenceOptions):
     """`vitmae knn`: weighted k-nearest-neighbour classification on frozen encoder features."""
 
     output: str = opt("runs/knn", "directory of the results (metrics.json)")
@@ -39,8 +40,9 @@ class KnnOptions(LabeledDataOptions, EncoderOptions, InferenceOptions):
 def knn(cfg: KnnOptions) -> dict[str, Any]:
     """kNN accuracy as `cfg` says; returns the summary also written to metrics.json."""
     encoder = load_encoder_or_random(cfg.checkpoint, cfg.model, cfg.seed, **cfg.model_overrides()).encoder
-    labeled, _, _, transform = classify.frozen_encoder_data(encoder, cfg.data, cfg.val_data, cfg.seed,
-                                                            cfg.labels_fraction, cfg.labels_per_class)
+    labeled, _, _, transform, _ = classify.frozen_encoder_data(encoder, cfg.data, cfg.val_data, cfg.seed,
+                                                               cfg.labels_fraction, cfg.labels_per_class,
+                                                               clip_view_options(cfg))
     train_all, train, val, val_description, num_classes = labeled
     runtime = Runtime(cfg.device, cfg.precision)
     start = time.perf_counter()
@@ -64,8 +66,9 @@ def knn(cfg: KnnOptions) -> dict[str, Any]:
 
 
 def report(s: dict[str, Any], cfg: KnnOptions) -> list[str]:
+    unit = "videos" if ModelConfig.from_dict(s["model"]).is_video else "images"
     return [f"kNN (k={s['k']}, T={s['temperature']}) top-1 {s['top1']:.2f}%  top-5 {s['top5']:.2f}% on "
-            f"{s['val']} ({s['val_images']} images), bank of {s['train_images']} labeled images"]
+            f"{s['val']} ({s['val_images']} {unit}), bank of {s['train_images']} labeled {unit}"]
 
 
 TASK = Task("knn", "weighted kNN accuracy of a frozen encoder's features", KnnOptions, knn, report)

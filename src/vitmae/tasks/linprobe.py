@@ -22,11 +22,12 @@ import torch
 from torch import nn
 
 from ..data import PretrainTransform, build_dataset, build_loader
+from ..data.clips import ClipDataset, ClipSampling, TrainClips
 from ..data.labels import class_names
 from ..families import classify
 from ..families.encoder import load_encoder_or_random, model_source, save_run_config
 from ..families.features import FeatureDataset, encode_source
-from ..model import POOLS
+from ..model import POOLS, ModelConfig
 from ..model.probe import FrozenEncoderProbe, LinearProbe, frozen, probe_to_classifier
 from ..model.vit import param_groups
 from ..options import opt
@@ -35,11 +36,12 @@ from ..train.checkpoint import save_weights
 from ..train.config import TrainOptions
 from ..train.lars import LARS
 from ..train.runtime import Runtime
-from .options import CHECKPOINT_HELP, POOL_HELP, EncoderOptions, LabeledDataOptions, Task, redefault
+from .options import (CHECKPOINT_HELP, POOL_HELP, ClipViewOptions, EncoderOptions, LabeledDataOptions, Task,
+                      clip_view_options, redefault)
 
 
 @dataclass
-class LinprobeOptions(LabeledDataOptions, EncoderOptions, TrainOptions):
+class LinprobeOptions(LabeledDataOptions, ClipViewOptions, EncoderOptions, TrainOptions):
     """`vitmae linprobe`: the official linear probe: frozen encoder, cls-token features,
     BatchNorm1d(affine=False) + Linear, LARS, lr = blr * batch / 256, no weight decay.
 
@@ -65,8 +67,8 @@ class LinprobeOptions(LabeledDataOptions, EncoderOptions, TrainOptions):
 def linprobe(cfg: LinprobeOptions) -> dict[str, Any]:
     """Train and evaluate a linear probe as `cfg` says; returns the summary also written to metrics.json."""
     encoder = load_encoder_or_random(cfg.checkpoint, cfg.model, cfg.seed, **cfg.model_overrides()).encoder
-    labeled, mean, std, evaluation = classify.frozen_encoder_data(encoder, cfg.data, cfg.val_data, cfg.seed,
-                                                                  cfg.labels_fraction, cfg.labels_per_class)
+    labeled, mean, std, evaluation, interval = classify.frozen_encoder_data(
+        encoder, cfg.data, cfg.val_data, cfg.seed, cfg.labels_fraction, cfg.labels_per_class, clip_view_options(cfg))
     train_all, train, val, val_description, num_classes = labeled
     config = encoder.config
     torch.manual_seed(cfg.seed)
@@ -84,8 +86,14 @@ def linprobe(cfg: LinprobeOptions) -> dict[str, Any]:
         val_loader = build_loader(val_set, cfg.batch_size, None, 0, drop_last=False, persistent_workers=False)
         train_cfg = dataclasses.replace(cfg, num_workers=0)  # rows of a tensor: workers would only add copies
     else:
-        transform = PretrainTransform(config.img_size, mean, std, scale=(cfg.crop_min_scale, 1.0))
-        dataset = build_dataset(train, transform, cfg.seed)
+        if config.is_video:  # the clips' crops and flips (none where a mirror changes the label)
+            transform = TrainClips(ClipSampling(config.num_frames, interval), config.img_size, mean, std,
+                                   scale=(cfg.crop_min_scale, 1.0), hflip=0.0 if classify.flip_changes_label(train_all)
+                                   else 0.5)
+            dataset = ClipDataset(train, transform, cfg.seed)
+        else:
+            transform = PretrainTransform(config.img_size, mean, std, scale=(cfg.crop_min_scale, 1.0))
+            dataset = build_dataset(train, transform, cfg.seed)
         model = FrozenEncoderProbe(encoder, probe, cfg.pool)
         val_loader = classify.eval_loader(val, evaluation, cfg.batch_size, cfg.num_workers)
     feature_time = time.perf_counter() - start
@@ -118,8 +126,9 @@ def linprobe(cfg: LinprobeOptions) -> dict[str, Any]:
 
 
 def report(s: dict[str, Any], cfg: LinprobeOptions) -> list[str]:
+    unit = "videos" if ModelConfig.from_dict(s["model"]).is_video else "images"
     lines = [f"linear probe top-1 {s['top1']:.2f}%  top-5 {s['top5']:.2f}% on {s['val']} ({s['val_images']} "
-             f"images), {s['train_images']} labeled training images"]
+             f"{unit}), {s['train_images']} labeled training {unit}"]
     if s.get("classifier"):
         lines.append(f"encoder + probe as one classifier: {s['classifier']}")
     return lines

@@ -99,6 +99,11 @@ class ClipTrainingOptions(ClipSamplingOptions):
                           "decode is paid once)", min=1)
 
 
+def clip_view_options(options: Options) -> dict[str, Any]:
+    """ClipViewOptions' fields of `options`, as the families take them."""
+    return {f.name: getattr(options, f.name) for f in dataclasses.fields(ClipViewOptions)}
+
+
 @dataclass
 class ClipViewOptions(ClipSamplingOptions):
     """Which labeled clips a video classifier is evaluated on, and how (video models)."""

@@ -35,20 +35,39 @@ def label_summary(labeled: LabeledData, labels_fraction: float | None,
 
 
 class FrozenEncoderData(NamedTuple):
-    """What kNN and the linear probe share: the labeled data and how the frozen encoder sees it."""
+    """What kNN and the linear probe share: the labeled data and how the frozen encoder sees it (a video
+    encoder: its evaluation views, and the frame interval they take)."""
 
     labeled: LabeledData
     mean: Stats
     std: Stats
-    evaluation: EvalTransform
+    evaluation: EvalTransform | EvalClips
+    frame_interval: int | None = None
 
 
 def frozen_encoder_data(encoder: ViTEncoder, data: str, val_data: str | None, seed: int,
-                        labels_fraction: float | None, labels_per_class: int | None) -> FrozenEncoderData:
+                        labels_fraction: float | None, labels_per_class: int | None,
+                        clips: dict[str, Any] | None = None) -> FrozenEncoderData:
+    """`clips`: ClipViewOptions' fields, for a video encoder (labeled clips, seen through its views)."""
     config = encoder.config
-    labeled = labeled_data(data, val_data, config.in_chans, seed, labels_fraction, labels_per_class)
     mean, std = normalization(config, data)
-    return FrozenEncoderData(labeled, mean, std, EvalTransform(config.img_size, mean, std))
+    if not config.is_video:
+        labeled = labeled_data(data, val_data, config.in_chans, seed, labels_fraction, labels_per_class)
+        return FrozenEncoderData(labeled, mean, std, EvalTransform(config.img_size, mean, std))
+    labeled = labeled_data(data, val_data, config.in_chans, seed, labels_fraction, labels_per_class, "clip",
+                           clip_label=clips["clip_label"], clips=clips["clips"])
+    views, interval = clip_views(config, mean, std, labeled.train_all, clips)
+    return FrozenEncoderData(labeled, mean, std, views, interval)
+
+
+def clip_views(config: ModelConfig, mean: Stats, std: Stats, source: Source,
+               clips: dict[str, Any]) -> tuple[EvalClips, int]:
+    """(the evaluation views ClipViewOptions' fields `clips` ask for, their frame interval: given, or sized
+    from `source`'s videos)."""
+    interval, _ = frame_interval(source, config.num_frames, clips["frame_interval"])
+    views = EvalClips(ClipSampling(config.num_frames, interval), config.img_size, mean, std, clips["test_clips"],
+                      clips["test_crops"])
+    return views, interval
 
 
 def eval_loader(source: Source, transform, batch_size: int, num_workers: int):

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...data import ShardSource, open_source
-from ...data.clips import ClipSampling, EvalClips, frame_interval
 from ...data.moving_fashion import MOVING_FASHION
 from ...data.labels import class_names, num_classes_of
 from ...errors import ConfigError
@@ -22,7 +21,7 @@ from ...train.runtime import Runtime
 from ..encoder import eval_transform, normalization
 from ..features import topk_accuracy
 from ..spec import EvaluationRequest
-from .data import eval_loader
+from .data import clip_views, eval_loader
 
 EVAL_BATCH = 256  # images per forward pass of `vitmae evaluate`
 
@@ -190,9 +189,7 @@ def evaluate_classifier(request: EvaluationRequest) -> dict[str, Any]:
     names = getattr(model, "class_names", None) or class_names(source, num_classes)
     model.to(request.runtime.device)
     if config.is_video:  # the views the run was validated on, by default: the frames sized as it sized them
-        interval, _ = frame_interval(source, config.num_frames, clips["frame_interval"])
-        transform = EvalClips(ClipSampling(config.num_frames, interval), config.img_size,
-                              *normalization(config, data), clips["test_clips"], clips["test_crops"])
+        transform, interval = clip_views(config, *normalization(config, data), source, clips)
     else:
         transform = eval_transform(model, data)
     loader = eval_loader(source, transform, request.batch_size or EVAL_BATCH, request.num_workers)

@@ -1,8 +1,10 @@
-"""`vitmae finetune` and `vitmae evaluate` with a video model: labeled clips through the same commands as
-images, VideoMAE's multi-view test, flips off where a mirror changes the label."""
+"""Transfer of a video encoder through the image commands: `finetune`, `evaluate`, `linprobe`, `knn` and
+`embed` on labeled clips, VideoMAE's multi-view test, flips off where a mirror changes the label."""
 from __future__ import annotations
 
 import json
+
+import numpy as np
 
 import pytest
 import torch
@@ -61,3 +63,19 @@ def test_multi_view_logits_average_the_views():
     expected = torch.stack([head(views[i]).mean(0) for i in range(5)])
     assert torch.allclose(view_logits(head, views), expected, atol=1e-6)
     assert torch.equal(view_logits(head, views[:, 0]), head(views[:, 0]))
+
+
+def test_the_frozen_encoder_commands_read_clips(pretrained, run_cli, tmp_path):
+    knn = run_cli("knn", "--checkpoint", pretrained, *CLIPS, "--test-crops", "3", "--output", tmp_path / "knn")
+    assert "(8 videos), bank of 40 labeled videos" in knn.stdout
+    for cache in ("--cache-features", "--no-cache-features"):
+        probe = run_cli("linprobe", "--checkpoint", pretrained, *CLIPS, cache, "--batch-size", "8", "--max-steps", "2",
+                        "--output", tmp_path / f"probe{cache}")
+        assert "(8 videos), 40 labeled training videos" in probe.stdout
+    classifier = vitmae.load_classifier(tmp_path / "probe--cache-features" / "classifier")
+    assert classifier.config.is_video and classifier.num_classes == 8
+    run_cli("embed", "--checkpoint", pretrained, *CLIPS, "--split", "val", "--output", tmp_path / "embed")
+    features = np.load(tmp_path / "embed" / "embeddings.npy")
+    assert features.shape == (8, 32) and np.isfinite(features).all()
+    rows = (tmp_path / "embed" / "embeddings.csv").read_text().splitlines()
+    assert rows[0] == "index,path,label" and len(rows) == 9 and all(r.split(",")[2] != "-1" for r in rows[1:])
