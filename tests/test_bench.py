@@ -27,6 +27,26 @@ def test_bench_compares_with_transformers_on_the_same_model():
     json.dumps(report)  # the --json output is plain JSON
 
 
+@pytest.mark.parametrize("mask_type", ["tube", "random"])
+def test_bench_compares_a_video_mae_with_transformers_videomae(mask_type):
+    """The same clips, weights and mask (transformers' bool_masked_pos from the noise, as many kept as the
+    model keeps) and VideoMAE's target on both sides: the same first loss."""
+    config = model_config("videomae_vit_micro_patch8_32", in_chans=3, embed_dim=32, depth=1, num_heads=2,
+                          decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2, num_frames=4,
+                          mask_type=mask_type)
+    report = bench_step(config, batch_size=2, compare=("hf",), steps=1, warmup=1)
+    vitmae, hf = report["results"]
+    assert (vitmae["impl"], hf["impl"]) == ("vitmae", "hf")
+    assert vitmae["first_loss"] == pytest.approx(hf["first_loss"], rel=1e-5)
+    assert report["config"]["pixel_target"] == "videomae" and report["config"]["num_frames"] == 4
+
+
+def test_bench_refuses_a_one_channel_video_comparison(run_cli):
+    result = run_cli("bench", "--model", "videomae_vit_micro_patch8_32", "--compare", "hf", "--steps", "1",
+                     "--warmup", "1", "--batch-size", "1", "--device", "cpu", check=False)
+    assert result.returncode == 2 and "bench a 3-channel model (--in-chans 3)" in result.stderr
+
+
 def test_bench_cli_with_input_pipeline_writes_json(run_cli, tmp_path):
     out = tmp_path / "bench.json"
     result = run_cli("bench", "--device", "cpu", "--model", "mae_vit_micro_patch4_28", "--embed-dim", "32",

@@ -1,6 +1,10 @@
 """`vitmae bench`: the training step of vitmae's own path (the one `vitmae pretrain` runs) against
-transformers' ViTMAEForPreTraining, same configuration, batch, noise and precision, in one process,
-interleaved, after warm-up; medians of the per-step times.
+transformers' ViTMAEForPreTraining (a video model: VideoMAEForPreTraining), same configuration, batch,
+noise and precision, in one process, interleaved, after warm-up; medians of the per-step times.
+
+A video model is timed with VideoMAE's target (`pixel_target videomae`), so that both compute the same
+loss; transformers takes the clips as (B, T, C, H, W) and the mask as `bool_masked_pos`, made from the
+same noise (the lowest noise is kept).
 
 FLOPs per image (forward; training counts 3x): per block per token 2 * (3 + 1 + 2 * mlp_ratio) * D^2 for the
 matrix products plus 4 * T * D for attention over T tokens; the encoder runs on the visible tokens + cls,
@@ -20,10 +24,11 @@ import torch
 from torch import Tensor, nn
 
 from ..data.device_augment import AUGMENT_ON, resolve_augment_on
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ConfigError
 from ..families.mae import pretrain_data
 from ..model import MaskedAutoencoder, ModelConfig, flat_state_dict
-from ..model.masking import num_kept
+from ..model.masking import make_noise, num_kept, num_kept_for
 from ..options import opt
 from ..train.config import COMPILE_MODES, RuntimeOptions
 from ..train.engine import compile_model
@@ -96,7 +101,34 @@ def _vitmae_contender(model: MaskedAutoencoder, device: torch.device, precision:
     return Contender(name, step, [])
 
 
+def _videomae_contender(model: MaskedAutoencoder, device: torch.device, precision: str, compile: bool) -> Contender:
+    """transformers' VideoMAEForPreTraining with `model`'s weights; the mask from the same noise."""
+    try:
+        from transformers import VideoMAEConfig, VideoMAEForPreTraining
+    except ImportError:
+        raise ConfigError("--compare hf needs transformers: pip install 'vitmae[hf]'") from None
+    from ..interop.hf import check_videomae_exportable
+    from ..interop.keymaps import config_to_videomae, from_ours
+
+    check_videomae_exportable(model.config, "VideoMAEForPreTraining", ())
+    hf = VideoMAEForPreTraining(VideoMAEConfig(**config_to_videomae(model.config, "VideoMAEForPreTraining",
+                                                                    not model.config.encoder_norm)))
+    hf.load_state_dict(from_ours(flat_state_dict(model), "videomae_v5_memory"))  # the names in memory
+    hf.to(device).train()
+    forward_model = torch.compile(hf) if compile else hf
+    kept = num_kept_for(model.config.mask_type, model.config.grid_size, model.config.mask_ratio)  # as the model
+
+    def forward(clips: Tensor, noise: Tensor) -> Tensor:
+        mask = torch.ones_like(noise, dtype=torch.bool).scatter_(1, noise.argsort(1)[:, :kept], False)
+        return forward_model(pixel_values=clips.transpose(1, 2), bool_masked_pos=mask).loss
+
+    step = _step_fn(forward, hf, device, precision)
+    return Contender("hf-compiled" if compile else "hf", step, [])
+
+
 def _hf_contender(model: MaskedAutoencoder, device: torch.device, precision: str, compile: bool) -> Contender:
+    if model.config.is_video:
+        return _videomae_contender(model, device, precision, compile)
     try:
         from transformers import ViTMAEConfig, ViTMAEForPreTraining
     except ImportError:
@@ -167,6 +199,12 @@ def bench_step(config: ModelConfig, batch_size: int, device: str = "cpu", precis
                fp8: bool = False) -> dict[str, Any]:
     dev = torch.device(device)
     torch.manual_seed(seed)
+    if config.is_video:  # VideoMAE's target, which transformers computes (un-normalising with ImageNet's statistics)
+        if compare and config.in_chans != 3:
+            raise ConfigError("--compare hf with a video model: transformers' VideoMAEForPreTraining un-normalises "
+                              "RGB clips only; bench a 3-channel model (--in-chans 3)")
+        rgb = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD} if config.in_chans == 3 else {}
+        config = config.replace(pixel_target="videomae", **rgb)
     model = MaskedAutoencoder(config).to(dev).train()
     others = []
     for other in compare:  # built first: from the weights before any FP8 conversion
@@ -175,8 +213,8 @@ def bench_step(config: ModelConfig, batch_size: int, device: str = "cpu", precis
         others.append(_hf_contender(model, dev, precision, compile=other == "hf-compiled"))
     contenders = [_vitmae_contender(model, dev, precision, compile, compile_mode, fp8), *others]
     generator = torch.Generator().manual_seed(seed)
-    images = torch.randn(batch_size, config.in_chans, *config.img_size, generator=generator).to(dev)
-    noise = torch.rand(batch_size, config.num_patches, generator=generator).to(dev)
+    images = torch.randn(batch_size, config.in_chans, *config.input_size, generator=generator).to(dev)
+    noise = make_noise(config.mask_type or "random", batch_size, config.grid_size, config.mask_ratio, generator).to(dev)
     for c in contenders:  # warm-up: allocator, autotuning, compilation
         c.first_loss = float(c.step(images, noise))
         for _ in range(warmup - 1):
@@ -229,8 +267,9 @@ class BenchOptions(MAEOptions, RuntimeOptions):
 
     model: str = redefault(MAEOptions, "model", "mae_vit_base_patch16")
     batch_size: int = opt(64, "images per step", min=1)
-    compare: str | None = opt(None, "also time transformers' ViTMAEForPreTraining (same config, batch, noise): "
-                              "hf and/or hf-compiled, comma-separated")
+    compare: str | None = opt(None, "also time transformers' ViTMAEForPreTraining (a video model: "
+                              "VideoMAEForPreTraining; same config, batch, noise): hf and/or hf-compiled, "
+                              "comma-separated")
     steps: int = opt(10, "timed steps of each implementation", min=1)
     warmup: int = opt(3, "untimed steps first (compilation, autotuning)", min=1)
     compile: bool | None = opt(None, "torch.compile vitmae's step, as `vitmae pretrain` does (default: on GPUs)")
