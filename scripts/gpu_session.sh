@@ -6,6 +6,8 @@
 #   bash scripts/gpu_session.sh quality             label efficiency (Fashion-MNIST), then dense transfer
 #                                                   (fashion-scenes); a next call continues where it stopped
 #   bash scripts/gpu_session.sh tests               the CUDA-only tests alone
+#   bash scripts/gpu_session.sh video               the video MAE's step against transformers' VideoMAE
+#                                                   (about 4 minutes: in the time `standing` leaves)
 #   bash scripts/gpu_session.sh --dry-run STAGE     every piece at toy size on the CPU (tests/test_gpu_script.py)
 #
 # With the GPU tool: run(command="bash scripts/gpu_session.sh standing", carry=[".whl", ".gpu"],
@@ -44,7 +46,7 @@ if [ "${1:-}" = "--dry-run" ]; then
     shift
 fi
 if [ $# -eq 0 ]; then
-    echo "usage: bash scripts/gpu_session.sh [--dry-run] standing|quality|tests ..." >&2
+    echo "usage: bash scripts/gpu_session.sh [--dry-run] standing|quality|tests|video ..." >&2
     exit 2
 fi
 
@@ -78,6 +80,9 @@ if [ "$DRY" = 1 ]; then
               --batch-size 4)
     TOY_JPEGS=(--count 16 --workers 1)
     TOY_FSDP=("${TOY_MODEL[@]}" --batch-size 4 --max-steps 2 --save-every-steps 1 --num-workers 1 --heldout-samples 4)
+    TOY_VIDEO=(--device cpu --model videomae_vit_micro_patch8_32 --in-chans 3 --embed-dim 32 --depth 1 --num-heads 2
+               --decoder-embed-dim 32 --decoder-depth 1 --decoder-num-heads 2 --num-frames 4 --precision fp32
+               --batch-size 2 --steps 2 --warmup 1)
     TOY_TESTS=(--collect-only)
     TOY_QUALITY=(--scale tiny --device cpu --num-workers 0)
     TOY_DENSE=(--scale tiny --device cpu --num-workers 0)
@@ -88,7 +93,7 @@ else
     DENSE_DIR=${DENSE_DIR:-runs/dense-transfer-gpu}
     SITE=/tmp/site
     TOY_MODEL=() TOY_BENCH=() TOY_PIPELINE=() TOY_PLAN=() TOY_JPEGS=() TOY_TESTS=() TOY_QUALITY=() TOY_DENSE=()
-    TOY_FSDP=()
+    TOY_FSDP=() TOY_VIDEO=()
     GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 fi
 JPEGS=$WORK/jpegs
@@ -337,11 +342,23 @@ quality() {
         $DENSE_TRANSFER --scale gpu --num-workers 12 --output "$DENSE_DIR" "${TOY_DENSE[@]}"
 }
 
+# The video MAE (ViT-B/16, 16 frames of 224 px, tubelet 2, tube masking at 0.9: 1,568 tokens, 160 visible),
+# batch 32, bf16: vitmae compiled against transformers' VideoMAEForPreTraining eager and compiled, with
+# VideoMAE's target on both (tasks/bench.py). Predicted 200 s: start 8 s; two models built 5 s; vitmae's
+# compile ~50 s (the image ViT-B's graph on 160 + 1,568 tokens), transformers' ~70 s; 10 rounds x (~0.11 +
+# ~0.2 + ~0.15 s: the encoder on 160 tokens is a fifth of an image step's work, the decoder on 1,568 tokens
+# about two image steps') 5 s; warm-up and peak memory 5 s; slack. The issue's target: 2x transformers eager.
+video() {
+    piece video_vit_b16 200 300 "$WORK/video_vit_b16.json" - \
+        "$PY" -m vitmae bench --device cuda --model videomae_vit_base_patch16 --batch-size 32 --precision bf16 \
+        "${PEAK[@]}" --compare hf,hf-compiled --steps 10 --warmup 3 "${TOY_VIDEO[@]}" --json "$WORK/video_vit_b16.json"
+}
+
 for STAGE in "$@"; do
     case "$STAGE" in
-    standing | quality | tests) ;;
+    standing | quality | tests | video) ;;
     *)
-        echo "unknown stage $STAGE; choose from: standing, quality, tests" >&2
+        echo "unknown stage $STAGE; choose from: standing, quality, tests, video" >&2
         exit 2
         ;;
     esac
@@ -361,6 +378,7 @@ for STAGE in "$@"; do
     standing) standing ;;
     quality) quality ;;
     tests) cuda_tests ;;
+    video) video ;;
     esac
     helper summary "$STAGE_JSON" | tee -a "$LOG"
 done

@@ -149,3 +149,17 @@ def test_quality_dry_run_writes_the_table_and_a_second_call_continues(tmp_path):
     assert [row["labels"] for row in result["table_top1"]] == [40, 400]
     dense_again = json.loads((tmp_path / "again" / "dense-metrics.json").read_text())
     assert dense_again["stage_times_s"] == {} and dense_again["table"] == dense["table"]  # all reused
+
+
+@pytest.mark.slow
+def test_video_dry_run_compares_with_transformers_videomae(tmp_path):
+    out = tmp_path / "out"
+    data = dry_run("video", out)
+    piece = data["pieces"]["video_vit_b16"]
+    assert piece["status"] == "ok" and piece["predicted_s"] <= 240  # with standing's 470 s, under 15 minutes
+    report = piece["result"]
+    assert [r["impl"] for r in report["results"]] == ["vitmae", "hf", "hf-compiled"]
+    losses = [r["first_loss"] for r in report["results"]]
+    assert losses == pytest.approx([losses[0]] * 3, rel=1e-5)  # VideoMAE's target on both sides
+    log = (out / "video.log").read_text()
+    assert "--model videomae_vit_base_patch16 --batch-size 32 --precision bf16" in log
