@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from ..model import STRATEGIES
+from ..model.config import MASK_TYPES
 from ..options import Options, opt
-from ..viz import attention_file, reconstruct_files, write_report
+from ..viz import attention_file, load_for_viewing, reconstruct_clip_files, reconstruct_image_files, write_report
+from ..viz.video import ANIMATIONS
 from .options import HeadOptions, Task
 
 VIEW_CHECKPOINT_HELP = "any checkpoint `vitmae info` reads, or a run directory"
@@ -14,25 +18,42 @@ VIEW_CHECKPOINT_HELP = "any checkpoint `vitmae info` reads, or a run directory"
 
 @dataclass
 class ReconstructOptions(HeadOptions):
-    """`vitmae reconstruct`: masked images and their reconstructions, one row per image."""
+    """`vitmae reconstruct`: masked images and their reconstructions, one row per image (a video model:
+    videos, a frames grid and an animation)."""
 
-    images: list[str] = opt([], "the image files to mask and reconstruct", positional=True, metavar="IMAGE")
+    images: list[str] = opt([], "the image files to mask and reconstruct (a video model: video files or frame "
+                            "folders)", positional=True, metavar="IMAGE")
     checkpoint: str | None = opt(None, VIEW_CHECKPOINT_HELP, required=True)
-    out: str | None = opt(None, "PNG file to write", required=True)
+    out: str | None = opt(None, "PNG file to write (a video model: the frames grid; the animation goes beside it)",
+                          required=True)
     mask_ratio: float | None = opt(None, "share of patches removed (default: the model's)", min=0, below=1)
-    masking: str = opt("random", "which patches are removed", choices=STRATEGIES)
+    masking: str | None = opt(None, "which patches are removed: random | block | grid (images; default random) | "
+                              "tube | random (video; default the model's)", choices=(*STRATEGIES, *MASK_TYPES))
     seed: int = opt(0, "seed of the masking", min=0)
     mask: str | None = opt(None, "your own mask for all images: a picture (white = removed) or a file of patch "
                            "indices; the mask ratio then follows it")
+    frame_interval: int | None = opt(None, "a video model: frames between a clip's frames (default: sized from "
+                                     "the videos, as training sizes it)", min=1)
+    animation: str = opt("gif", "a video model: the animation written beside --out: gif | webp | none",
+                         choices=ANIMATIONS)
     denorm: str = opt("true", "norm-pix models: de-normalise each removed patch with its true mean and std "
                       "(flatters the model), or with those of its visible neighbours (what the model alone "
                       "gives)", choices=("true", "visible"))
 
 
 def reconstruct(cfg: ReconstructOptions) -> dict[str, Any]:
-    return {"out": str(reconstruct_files(cfg.checkpoint, cfg.images, cfg.out, cfg.mask_ratio, cfg.masking,
-                                         cfg.seed, cfg.mask, cfg.denorm,
-                                         **cfg.head_overrides()))}
+    model, mean, std = load_for_viewing(cfg.checkpoint, **cfg.head_overrides())
+    name = Path(cfg.checkpoint).name
+    if model.config.is_video:
+        if cfg.mask:
+            raise ConfigError("--mask draws a mask over an image's patches; a video model's is --masking tube|random")
+        files = reconstruct_clip_files(model, mean, std, name, cfg.images, cfg.out, cfg.mask_ratio, cfg.masking,
+                                       cfg.seed, cfg.denorm, cfg.frame_interval, cfg.animation)
+        return {"out": " and ".join(map(str, files)), "files": [str(f) for f in files]}
+    if cfg.masking not in (None, *STRATEGIES):
+        raise ConfigError(f"--masking {cfg.masking}: an image model's is one of {', '.join(STRATEGIES)}")
+    return {"out": str(reconstruct_image_files(model, mean, std, name, cfg.images, cfg.out, cfg.mask_ratio,
+                                               cfg.masking or "random", cfg.seed, cfg.mask, cfg.denorm))}
 
 
 @dataclass

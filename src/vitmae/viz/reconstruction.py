@@ -146,20 +146,22 @@ class Reconstruction:
 DENORMS = ("true", "visible")
 
 
-def patch_statistics(patches: Tensor, mask: Tensor, grid: tuple[int, int], denorm: str) -> tuple[Tensor, Tensor]:
+def patch_statistics(patches: Tensor, mask: Tensor, grid: tuple[int, ...], denorm: str) -> tuple[Tensor, Tensor]:
     """(mean, std), each (N, L, 1), that de-normalise norm-pix predictions of `patches` (N, L, D) with
     `mask` (N, L) (1 = removed). `true`: each patch's own. `visible`: a visible patch's own; a removed
-    patch's the average of those of the visible patches among its 8 neighbours, else of all visible
-    patches of the image; so the picture depends on the visible pixels only."""
+    patch's the average of those of the visible patches among its 8 neighbours (a clip's tubelets: its 26
+    in space and time), else of all visible patches of the image; so the picture depends on the visible
+    pixels only."""
     if denorm not in DENORMS:
         raise ConfigError(f"unknown denorm {denorm!r}; choose from: {', '.join(DENORMS)}")
     stats = torch.stack([patches.mean(dim=-1), (patches.var(dim=-1) + 1.0e-6) ** 0.5], dim=1)  # (N, 2, L)
     if denorm == "visible":
         visible = (1 - mask.float())[:, None]  # (N, 1, L)
-        kernel = torch.ones(1, 1, 3, 3, dtype=stats.dtype, device=stats.device)
+        kernel = torch.ones(1, 1, *(3,) * len(grid), dtype=stats.dtype, device=stats.device)
+        conv = F.conv3d if len(grid) == 3 else F.conv2d
 
         def neighbourhood_sum(x: Tensor) -> Tensor:
-            return F.conv2d(x.reshape(-1, 1, *grid), kernel, padding=1).reshape(x.shape)
+            return conv(x.reshape(-1, 1, *grid), kernel, padding=1).reshape(x.shape)
 
         sums, counts = neighbourhood_sum(stats * visible), neighbourhood_sum(visible.expand_as(stats))
         overall = (stats * visible).sum(dim=-1, keepdim=True) / visible.sum(dim=-1, keepdim=True)
@@ -280,11 +282,20 @@ def reconstruct_files(checkpoint: str | Path, images: Sequence[str | Path], out:
                       mask_file: str | Path | None = None, denorm: str = "true", **overrides: Any) -> Path:
     """`vitmae reconstruct`: one row per image file, written to `out` (PNG)."""
     model, mean, std = load_for_viewing(checkpoint, **overrides)
+    return reconstruct_image_files(model, mean, std, Path(checkpoint).name, images, out, mask_ratio, masking, seed,
+                                   mask_file, denorm)
+
+
+def reconstruct_image_files(model: MaskedAutoencoder, mean: Stats, std: Stats, name: str,
+                            images: Sequence[str | Path], out: str | Path, mask_ratio: float | None = None,
+                            masking: str = "random", seed: int = 0, mask_file: str | Path | None = None,
+                            denorm: str = "true") -> Path:
+    """`reconstruct_files` of a model already loaded (`load_for_viewing`); `name` heads the picture."""
     batch = load_images(images, model, mean, std)
     mask = load_mask(mask_file, model.config) if mask_file else None
     rec = reconstruct_masked(model, batch, mask_ratio, masking, seed, mask, denorm)
     how = f"mask {Path(mask_file).name}" if mask_file else f"{masking} masking, seed {seed}"
-    title = f"{Path(checkpoint).name}: {how}, masked-patch loss {rec.loss:.4f}"
+    title = f"{name}: {how}, masked-patch loss {rec.loss:.4f}"
     return save_reconstruction_grid(rec, out, mean, std, title)
 
 
