@@ -36,6 +36,10 @@ def test_pretraining_on_clips_records_its_target_and_draws_time_slices(run_cli, 
     model = vitmae.load_pretrained(out)
     assert model.config.is_video and model.config.num_frames == 16
     assert model(torch.zeros(2, 1, 16, 32, 32)).pred.shape == (2, 8 * 16, 2 * 8 * 8)
+    run_cli("report", out)
+    page = (out / "report.html").read_text()
+    assert "<td>target</td><td>pixel_target mae, norm_pix_loss False, mask_type tube, mask_ratio 0.9" in page
+    assert 'id="grid-final"' in page
     with Image.open(out / "reconstructions" / "final.png") as grid:  # 8 time slices across, 3 clips x 4 rows down
         assert 12 / 8 * 0.9 < grid.height / grid.width < 12 / 8 * 1.2
 

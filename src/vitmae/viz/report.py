@@ -145,9 +145,15 @@ def _summary(path: Path) -> dict[str, Any]:
 
 
 def summary_table(path: Path) -> str:
+    """The run's numbers and words; a record of a few of them (a video run's `target`: what its loss compared
+    the predictions with, and its masking) on one row."""
     summary = _summary(path)
     rows = [f"<tr><td>{html.escape(key)}</td><td>{html.escape(_format(value))}</td></tr>"
             for key, value in summary.items() if _is_number(value) or isinstance(value, str)]
+    rows += [f"<tr><td>{html.escape(key)}</td><td>{html.escape(', '.join(f'{k} {_format(v)}' for k, v in value.items()))}"
+             "</td></tr>" for key, value in summary.items()
+             if key != "model" and isinstance(value, dict) and 0 < len(value) <= 8
+             and all(_is_number(v) or isinstance(v, (str, bool)) or v is None for v in value.values())]
     if not rows:
         return "<p>No metrics.json (the run has not ended).</p>"
     return f"<table id=\"summary\">{''.join(rows)}</table>"
