@@ -35,8 +35,8 @@ from vitmae.tasks.make_dataset import make_dataset
 from vitmae.tasks.pretrain import pretrain
 from vitmae.tasks.segment import segment
 
-from experiment_tools import (Clock, command_line, encoder_architecture, finished, hardware, pretraining_lines,
-                              times_lines)
+from experiment_tools import (Clock, command_line, encoder_architecture, epochs_for, finished, hardware, parse_counts,
+                              pretraining_lines, times_lines)
 from experiment_tools import main as experiment_main
 
 
@@ -119,25 +119,9 @@ TITLES = {"segment_mae": "UperNet, MAE init", "segment_scratch": "UperNet, scrat
           "detect_mae": "Mask R-CNN, MAE init", "detect_scratch": "Mask R-CNN, scratch"}
 
 
-def parse_counts(text: str) -> list[int]:
-    try:
-        counts = sorted({int(c) for c in str(text).split(",") if c.strip()})
-    except ValueError:
-        raise ConfigError(f"--labeled takes scene counts like 100,1000, not {text!r}") from None
-    if not counts or min(counts) < 1:
-        raise ConfigError(f"--labeled takes positive scene counts, got {text!r}")
-    return counts
-
-
-def epochs_for(steps: int, scenes: int, batch_size: int) -> int:
-    """Epochs of `scenes` in batches of `batch_size` (the last partial batch dropped) that hold `steps`
-    optimizer steps: the schedule then ends where the run does."""
-    return -(-steps // max(1, scenes // batch_size))
-
-
 def dense_transfer(cfg: DenseTransferOptions) -> dict[str, Any]:
     scale = SCALES[cfg.scale]
-    counts = parse_counts(cfg.labeled or scale.labeled)
+    counts = parse_counts(cfg.labeled or scale.labeled, "scene counts", "100,1000")
     tasks = {t.strip() for t in cfg.tasks.split(",") if t.strip()}
     if not tasks or tasks - {"segment", "detect"}:
         raise ConfigError(f"--tasks takes segment, detect or both, not {cfg.tasks!r}")

@@ -39,6 +39,23 @@ class Clock:
         return result
 
 
+def parse_counts(text: str, unit: str, example: str) -> list[int]:
+    """`--labeled`: positive counts, comma-separated; sorted, each once."""
+    try:
+        counts = sorted({int(c) for c in str(text).split(",") if c.strip()})
+    except ValueError:
+        raise ConfigError(f"--labeled takes {unit} like {example}, not {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise ConfigError(f"--labeled takes positive {unit}, got {text!r}")
+    return counts
+
+
+def epochs_for(steps: int, samples: int, batch_size: int) -> int:
+    """Epochs of `samples` in batches of `batch_size` (the last partial batch dropped) that hold `steps`
+    optimizer steps: the schedule then ends where the run does."""
+    return -(-steps // max(1, samples // batch_size))
+
+
 def hardware(device: str) -> str:
     cpu = platform.processor() or platform.machine()
     try:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 import vitmae
-from vitmae.config import ConfigError, FinetuneOptions, LinprobeOptions, PretrainOptions, RuntimeOptions, opt
+from vitmae.config import FinetuneOptions, LinprobeOptions, PretrainOptions, RuntimeOptions, opt
 from vitmae.data import open_source
 from vitmae.data.clips import ClipSampling, EvalClips
 from vitmae.data.labels import label_subset
@@ -45,8 +45,8 @@ from vitmae.tasks.linprobe import linprobe
 from vitmae.tasks.pretrain import pretrain
 from vitmae.train.runtime import Runtime
 
-from experiment_tools import (Clock, command_line, encoder_architecture, finished, hardware, pretraining_lines,
-                              times_lines)
+from experiment_tools import (Clock, command_line, encoder_architecture, epochs_for, finished, hardware, parse_counts,
+                              pretraining_lines, times_lines)
 from experiment_tools import main as experiment_main
 
 DATA = "moving-fashion-mnist"
@@ -89,7 +89,7 @@ SCALES: dict[str, Scale] = {
     # the preset: 128 wide, 6 blocks, decoder 64 x 2; 128 tubelets a clip, 16 visible at tube masking 0.9
     "cpu": Scale(
         clips=10000, model=dict(MICRO),
-        pretrain=dict(epochs=12, batch_size=64, blr=1.5e-4, warmup_epochs=1, heldout_samples=256, viz_every_epochs=4),
+        pretrain=dict(epochs=12, batch_size=64, blr=1e-3, warmup_epochs=1, heldout_samples=256, viz_every_epochs=4),
         finetune=dict(batch_size=32, blr=1e-3, warmup_epochs=0, layer_decay=0.75, drop_path=0.1),
         probe=dict(batch_size=64, blr=0.1, warmup_epochs=0),
         steps=400, probe_steps=400, labeled="10,100",
@@ -111,21 +111,6 @@ FINETUNES = (("direction", "mae"), ("direction", "scratch"), ("class", "mae"), (
 PROBES = (("probe_tube", "tube"), ("probe_random_masking", "random_masking"), ("probe_random_init", "random_init"))
 TITLES = {"mae": "fine-tuned from the MAE", "scratch": "from scratch", "probe_tube": "frozen MAE, tube masking",
           "probe_random_masking": "frozen MAE, random masking", "probe_random_init": "frozen random encoder"}
-
-
-def parse_counts(text: str) -> list[int]:
-    try:
-        counts = sorted({int(c) for c in str(text).split(",") if c.strip()})
-    except ValueError:
-        raise ConfigError(f"--labeled takes clips per class like 10,100, not {text!r}") from None
-    if not counts or min(counts) < 1:
-        raise ConfigError(f"--labeled takes positive counts per class, got {text!r}")
-    return counts
-
-
-def epochs_for(steps: int, clips: int, batch_size: int) -> int:
-    """Epochs of `clips` in batches of `batch_size` (the last partial batch dropped) that hold `steps` steps."""
-    return -(-steps // max(1, clips // batch_size))
 
 
 class Reordered:
@@ -179,7 +164,7 @@ def controls(checkpoint: str, scale: Scale, per_class: int, cfg: VideoTransferOp
 
 def video_transfer(cfg: VideoTransferOptions) -> dict[str, Any]:
     scale = SCALES[cfg.scale]
-    counts = parse_counts(cfg.labeled or scale.labeled)
+    counts = parse_counts(cfg.labeled or scale.labeled, "clips per class", "10,100")
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     common = dict(device=cfg.device, precision=cfg.precision, seed=cfg.seed, num_workers=cfg.num_workers,

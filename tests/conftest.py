@@ -4,6 +4,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 import traceback
 import types
 from pathlib import Path
@@ -93,6 +94,22 @@ def _cli_runner(in_process: bool):
                                  f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
         return result
     return run
+
+
+def kill_when_saved(args: list, checkpoint: Path, **env: str) -> None:
+    """`python -m vitmae ARGS` in a fresh process (`env` added to the environment), SIGKILLed as soon as the
+    checkpoint directory `checkpoint` exists; the run must still be training then."""
+    proc = subprocess.Popen([sys.executable, "-m", "vitmae", *map(str, args)],
+                            env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    try:
+        while not checkpoint.exists():
+            assert proc.poll() is None and time.time() < deadline, f"the run ended before {checkpoint.name} was saved"
+            time.sleep(0.01)
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture

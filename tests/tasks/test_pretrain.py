@@ -13,7 +13,7 @@ import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
-from tests.conftest import ROOT, TINY_MODEL_FLAGS
+from tests.conftest import ROOT, TINY_MODEL_FLAGS, kill_when_saved
 
 FAST = [*TINY_MODEL_FLAGS, "--data", "fashion-mnist", "--batch-size", "16", "--num-workers", "0",
         "--heldout-samples", "16", "--log-every-steps", "2", "--epochs", "1"]
@@ -50,16 +50,8 @@ def test_resume_after_sigkill_is_bit_identical(run_cli, tmp_path):
     steps = ["--max-steps", "30", "--save-every-steps", "2", "--keep-checkpoints", "0"]
     run_cli("pretrain", *FAST, *steps, "--output", tmp_path / "whole")
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "vitmae", "pretrain", *FAST, *steps, "--output", str(killed)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (killed / "checkpoints" / "step-00000004").exists():
-        assert proc.poll() is None and time.time() < deadline, "run ended before its 4th step was saved"
-        time.sleep(0.01)
-    proc.kill()
-    proc.wait()
+    kill_when_saved(["pretrain", *FAST, *steps, "--output", killed], killed / "checkpoints" / "step-00000004")
     assert not (killed / "metrics.json").exists()
 
     run_cli("pretrain", "--resume", killed)  # everything else comes from the run's config.yaml

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +12,7 @@ import torch
 from PIL import Image
 
 import vitmae
-from tests.conftest import ROOT
+from tests.conftest import kill_when_saved
 from vitmae.interop.vitmae_format import load_vitmae
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -64,15 +60,8 @@ def test_a_video_run_killed_by_sigkill_resumes_bit_exactly(run_cli, tmp_path):
     steps = ["--max-steps", "30", "--save-every-steps", "2"]
     run_cli("pretrain", *RUN, *steps, "--output", tmp_path / "whole")
     killed = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "vitmae", "pretrain", *RUN, *steps, "--output", str(killed)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (killed / "checkpoints" / "step-00000006").exists():
-        assert proc.poll() is None and time.time() < deadline, "the run ended before its 6th step was saved"
-        time.sleep(0.01)
-    proc.kill()
-    proc.wait()
+    kill_when_saved(["pretrain", *RUN, *steps, "--output", killed], killed / "checkpoints" / "step-00000006",
+                    OMP_NUM_THREADS="1")  # as this module's in-process runs (one_thread)
     run_cli("pretrain", "--resume", killed)
     whole, resumed = load_vitmae(tmp_path / "whole")[0], load_vitmae(killed)[0]
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
