@@ -94,7 +94,9 @@ SCALES: dict[str, Scale] = {
         probe=dict(batch_size=64, blr=0.1, warmup_epochs=0),
         steps=400, probe_steps=400, labeled="10,100",
         notes=["the CPU preset videomae_vit_micro_patch8_32: 128 wide, 6 blocks, 16 frames of 32 px, tubelets "
-               "2x8x8 (128 a clip), decoder 64 x 2, pixel targets"],
+               "2x8x8 (128 a clip), decoder 64 x 2, pixel targets",
+               "pre-training at blr 1e-3: at the MAE's 1.5e-4 the decoder still predicted the background "
+               "everywhere after 8 of 12 epochs (docs/results.md)"],
     ),
     "gpu": Scale(
         clips=50000, model=dict(MICRO, embed_dim=192, depth=12, num_heads=3, decoder_embed_dim=128, decoder_depth=4,
