@@ -73,3 +73,16 @@ def test_default_dense_runs_on_small_images_are_as_fast_as_hand_sized_ones(tmp_p
             assert (record["pyramid_channels"], record["rois_per_image"], record["proposals"]) == (64, 64, 100)
             assert ("what decides it: --batch-size 8, --epochs 20, --pyramid-channels 64, --rois-per-image 64, "
                     "--proposals 100;") in notes[0]
+
+
+def test_a_default_detection_input_is_capped_at_the_images(tmp_path, capsys):
+    """ViT-Tiny's 224 px against 64-px images: the detector would upsample each 3.5 times; it takes 64."""
+    make_dataset(MakeDatasetOptions(name="fashion-scenes", out=str(tmp_path / "data"), num=8, num_val=2, size=64))
+    data = {f"{split}_{kind}": str(tmp_path / "data" / ("annotations" if kind == "json" else "") /
+                                   (f"instances_{split}.json" if kind == "json" else ""))
+            for split in ("train", "val") for kind in ("json", "images")}
+    detect_run(DetectOptions(output=str(tmp_path / "run"), **{**ENCODER, "max_steps": 1}, window_size=4, **data))
+    out = capsys.readouterr().out
+    assert "input 64x64 (images 64x64, encoder trained at 224x224, patch 16)" in out
+    record = json.loads((tmp_path / "run" / "detector.json").read_text())
+    assert record["img_size"] == [64, 64] and "img_size" in record["sized"]

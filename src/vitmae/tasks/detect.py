@@ -32,7 +32,7 @@ from ..data.scenes import FASHION_SCENES
 from ..errors import ConfigError
 from ..families.dense import DetectRecord
 from ..families.dense import detect as detection
-from ..families.dense.sizing import RECIPE_HELP, RECIPES, detect_sizing
+from ..families.dense.sizing import RECIPE_HELP, RECIPES, Sizing, detect_input_sizing, detect_sizing
 from ..families.encoder import prepared_encoder
 from ..options import opt, save_config
 from ..train import Trainer, write_json
@@ -124,8 +124,13 @@ def detect_run(cfg: DetectOptions) -> dict[str, Any]:
     train.masks = masks
     scenes = not isinstance(train, CocoSource)
     img_size = tuple(cfg.img_size or ((cfg.scene_size,) * 2 if scenes else encoder.config.img_size))
-    sizing = detect_sizing(cfg.recipe, cfg.pyramid_channels, cfg.rois_per_image, cfg.proposals,
-                           encoder.config.embed_dim, img_size)
+    sizing = Sizing(cfg.recipe, {}, {})
+    if cfg.img_size is None and not scenes:  # never larger than the images: the detector would upsample them
+        sizing = detect_input_sizing(cfg.recipe, img_size, [(image["height"], image["width"]) for image in train.images],
+                                     encoder.config.patch_size)
+        img_size = sizing.values.get("img_size", img_size)
+    sizing = sizing.merged(detect_sizing(cfg.recipe, cfg.pyramid_channels, cfg.rois_per_image, cfg.proposals,
+                                         encoder.config.embed_dim, img_size))
     cfg = sizing.applied(cfg)
     model = detection.build_model(encoder, len(train.classes), masks, img_size, cfg.window_size, cfg.global_blocks,
                                   cfg.pyramid_channels, cfg.proposals, cfg.detections_per_image, cfg.rois_per_image,

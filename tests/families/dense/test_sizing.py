@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from vitmae.data.decode import header_size
-from vitmae.families.dense.sizing import (PHOTO_CROP, detect_sizing, pyramid_width, sampled_sizes, segment_sizing,
+from vitmae.families.dense.sizing import (PHOTO_CROP, detect_input_sizing, detect_sizing, pyramid_width, sampled_sizes, segment_sizing,
                                           stride_of, upernet_sizing)
 from vitmae.model import ModelConfig, ViTEncoder
 from vitmae.model.segmentation import Segmenter
@@ -67,6 +67,18 @@ def test_detection_sizes_follow_the_encoder_width_and_the_input_area():
     assert detect_sizing("auto", None, None, None, 768, (2048, 2048)).values["rois_per_image"] == 512  # capped
     line = detect_sizing("auto", None, None, None, 192, (64, 64)).line()
     assert "pyramid 64 channels (a third of the encoder's 192" in line and "64 RoIs per image" in line
+
+
+def test_the_detector_input_is_never_larger_than_the_images():
+    small = detect_input_sizing("auto", (224, 224), [(64, 64)] * 5, 16)
+    assert small.values == {"img_size": (64, 64)}
+    assert small.reasons["img_size"] == "input 64x64 (images 64x64, encoder trained at 224x224, patch 16)"
+    mixed = detect_input_sizing("auto", (224, 224), [(48, 70), (60, 90), (50, 100)], 16)
+    assert mixed.values == {"img_size": (96, 96)}  # median longer side 90, in whole patches
+    for sizing in (detect_input_sizing("auto", (224, 224), [(300, 400)], 16),  # large images: the encoder's
+                   detect_input_sizing("paper", (224, 224), [(64, 64)], 16),  # ViTDet's rule: the encoder's
+                   detect_input_sizing("auto", (224, 224), [], 16)):
+        assert sizing.values == {} and sizing.line() is None
 
 
 def test_image_sizes_are_read_from_the_headers(tmp_path):

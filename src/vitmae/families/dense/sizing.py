@@ -9,7 +9,9 @@ option the user gave (a flag, a YAML key, a Python argument: any value but None)
   side of a sample of them, read from the file headers), a whole number of patches; the sliding-window
   stride is 2/3 of the crop (mmseg's 512 / 341). UperNet is two thirds of the encoder's width (at most
   512) and its auxiliary FCN head half that; the paper's are 768 and 256.
-- Detection: the pyramid is a third of the encoder's width (ViTDet's 256 for ViT-B's 768; at most 256, at
+- Detection: the input is the encoder's training size, never larger than the images (the median of their
+  longer sides, from the COCO file, rounded up to whole patches): the detector resizes each image to fit
+  it, so a larger input would only upsample small images. The pyramid is a third of the encoder's width (ViTDet's 256 for ViT-B's 768; at most 256, at
   least 32, a multiple of 16); the RoIs sampled per image and the region proposals scale with the input's
   area against ViTDet's 1024 x 1024 (at most ViTDet's 512 and 1000, at least 64 and 100).
 
@@ -106,6 +108,23 @@ def segment_sizing(recipe: str, crop_size: int | None, stride: int | None, train
         values["stride"] = stride_of(crop_size)
         reasons["stride"] = f"stride {values['stride']} (2/3 of the crop)"
     return Sizing(recipe, values, reasons)
+
+
+def detect_input_sizing(recipe: str, trained_at: tuple[int, int], image_sizes: Sequence[tuple[int, int]],
+                        patch: int) -> Sizing:
+    """The detector's input (`img_size`) of a run that did not give one: under `auto`, the encoder's
+    training size `trained_at` capped at the images (`image_sizes`, (height, width)): the median longer
+    side, rounded up to whole patches; sized (and said) only where that is smaller. The paper's recipe
+    keeps the encoder's size, as ViTDet trains at its encoder's."""
+    if recipe == "paper" or not image_sizes:
+        return Sizing(recipe, {}, {})
+    longest = round(statistics.median(max(size) for size in image_sizes))
+    side = -(-longest // patch) * patch
+    if side >= max(trained_at):
+        return Sizing(recipe, {}, {})
+    return Sizing(recipe, {"img_size": (side, side)},
+                  {"img_size": f"input {side}x{side} ({_images_text(image_sizes)}, encoder trained at "
+                               f"{trained_at[0]}x{trained_at[1]}, patch {patch})"})
 
 
 def upernet_sizing(recipe: str, head_channels: int | None, aux_channels: int | None, embed_dim: int) -> Sizing:
