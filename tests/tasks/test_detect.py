@@ -96,7 +96,8 @@ def test_a_killed_run_resumes_exactly(run_cli, tmp_path, scenes):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.Popen([sys.executable, "-m", "vitmae", "detect", "--output", str(killed), *map(str, options)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while not (killed / "checkpoints" / "step-00000004").exists() and proc.poll() is None:
+    latest = killed / "checkpoints" / "latest"  # replaced atomically once a checkpoint is complete and in place
+    while not (latest.is_file() and int(latest.read_text().split("-")[1]) >= 4) and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
