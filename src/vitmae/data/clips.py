@@ -21,8 +21,8 @@ of one video, (K, C, T, H, W), from one decode:
   crops, clip-major (view v is clip v // crops, crop v % crops), and (B,) targets. A classifier averages
   over them: `model(images.flatten(0, 1)).unflatten(0, images.shape[:2]).mean(1)`.
 
-`ClipDataset` is the loader's `TransformedDataset` with the collate its transform needs; `frame_interval`
-sizes the sampling rate from the videos when none is given.
+`ClipDataset` is the loader's `TransformedDataset`, which batches with its transform's collate;
+`frame_interval` sizes the sampling rate from the videos when none is given.
 """
 from __future__ import annotations
 
@@ -201,10 +201,6 @@ class EvalClips:
         return [(centre[0], 0), centre, (centre[0], width - tw)]
 
 
-class ClipDataset(TransformedDataset):
-    """Sample i of a clip source through a clip transform: `(clips (K, C, T, H, W), target, i)`; batched
-    by the transform's collate (`build_loader` takes it from here)."""
-
-    @property
-    def collate_fn(self):
-        return self.transform.collate
+# Sample i of a clip source through a clip transform, `(clips (K, C, T, H, W), target, i)`, batched by the
+# transform's collate: any TransformedDataset does so; the name is the one the clip docs use.
+ClipDataset = TransformedDataset

@@ -47,6 +47,12 @@ class TransformedDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self._epoch.set(epoch)
 
+    @property
+    def collate_fn(self):
+        """How `build_loader` batches the samples: the transform's own collate where it has one (clips,
+        data/clips.py), else `collate`."""
+        return getattr(self.transform, "collate", collate)
+
     def __len__(self) -> int:
         return len(self.source)
 

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data import build_dataset, build_loader
-from ..data.clips import ClipDataset
 from ..data.labels import Source
 from ..errors import ConfigError
 from ..model import POOLS, pool_features
@@ -33,8 +32,7 @@ def encode_source(encoder: nn.Module, source: Source, transform, pool: str, runt
     if pool not in POOLS:
         raise ConfigError(f"unknown pooling {pool!r}; choose from: {', '.join(POOLS)}")
     encoder.to(runtime.device)
-    dataset = ClipDataset(source, transform, 0) if hasattr(transform, "collate") else build_dataset(source, transform)
-    loader = build_loader(dataset, batch_size, None, num_workers, drop_last=False, persistent_workers=False)
+    loader = build_loader(build_dataset(source, transform), batch_size, None, num_workers, drop_last=False, persistent_workers=False)
     feats, labels, indices, skipped = [], [], [], []
 
     def pooled(batch) -> Tensor:

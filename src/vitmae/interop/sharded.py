@@ -39,11 +39,10 @@ class _MetadataUnpickler(pickle.Unpickler):
         self.path = path
 
     def find_class(self, module: str, name: str) -> Any:
-        found = super().find_class(module, name) if _admitted(module, name) else None
-        if found is None:
+        if not _admitted(module, name):
             raise CheckpointError(f"{self.path}: refers to {module}.{name}, which DCP metadata never holds; "
                                   "not read (a crafted file could run code)")
-        return found
+        return super().find_class(module, name)
 
 
 def _admitted(module: str, name: str) -> bool:

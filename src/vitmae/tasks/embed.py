@@ -96,7 +96,7 @@ def embed(cfg: EmbedOptions) -> dict[str, Any]:
     config = encoder.config
     source = embed_source(cfg, config.in_chans, config.is_video)
     if config.is_video:  # each video's views, their features averaged
-        transform, _ = clip_views(config, *normalization(config, cfg.data), source, clip_view_options(cfg))
+        transform, _, _ = clip_views(config, *normalization(config, cfg.data), source, clip_view_options(cfg))
     else:
         transform = eval_transform(encoder, cfg.data)
     runtime = Runtime(cfg.device, cfg.precision)

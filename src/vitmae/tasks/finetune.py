@@ -22,7 +22,6 @@ from typing import Any
 from tqdm import tqdm
 
 from ..data import EvalTransform, build_dataset
-from ..data.clips import ClipDataset
 from ..data.augment import FinetuneTransform
 from ..data.labels import class_names
 from ..errors import ConfigError
@@ -34,7 +33,7 @@ from ..train import Trainer, write_json
 from ..train.config import TrainOptions
 from ..train.hooks import ModelEma
 from .options import (CHECKPOINT_HELP, ClipTrainingOptions, ClipViewOptions, EncoderOptions, LabeledDataOptions, Task,
-                      redefault)
+                      clip_view_options, redefault)
 
 
 @dataclass
@@ -119,15 +118,13 @@ def finetune(cfg: FinetuneOptions) -> dict[str, Any]:
     if config.is_video:  # VideoMAE's recipe: crops, flips, mixup and cutmix; RandAugment and erasing are images'
         aug.update(randaug=False, reprob=0.0, hflip=0.0 if classify.flip_changes_label(train_all) else cfg.hflip)
         transform, val_transform, interval, sized = classify.clip_transforms(
-            config, mean, std, train_all, cfg.frame_interval, aug["crop_min_scale"], aug["hflip"], cfg.repeat_aug,
-            cfg.test_clips, cfg.test_crops)
-        dataset = ClipDataset(train, transform, cfg.seed)
+            config, mean, std, train_all, clip_view_options(cfg), aug["crop_min_scale"], aug["hflip"], cfg.repeat_aug)
     else:
         transform = FinetuneTransform(config.img_size, mean, std, scale=(aug["crop_min_scale"], 1.0),
                                       hflip=cfg.hflip, randaug=cfg.randaug_policy if aug["randaug"] else None,
                                       reprob=aug["reprob"])
         val_transform = EvalTransform(config.img_size, mean, std)
-        dataset = build_dataset(train, transform, cfg.seed)
+    dataset = build_dataset(train, transform, cfg.seed)
     if cfg.model_ema and cfg.strategy == "fsdp":  # the average would be a whole copy on every rank
         raise ConfigError("--model-ema with --strategy fsdp is not supported: use --strategy ddp")
     ema = ModelEma(cfg.model_ema_decay) if cfg.model_ema else None

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..data import PretrainTransform, build_dataset, build_loader
-from ..data.clips import ClipDataset, ClipSampling, TrainClips
+from ..data.clips import ClipSampling, TrainClips
 from ..data.labels import class_names
 from ..families import classify
 from ..families.encoder import load_encoder_or_random, model_source, save_run_config
@@ -90,10 +90,9 @@ def linprobe(cfg: LinprobeOptions) -> dict[str, Any]:
             transform = TrainClips(ClipSampling(config.num_frames, interval), config.img_size, mean, std,
                                    scale=(cfg.crop_min_scale, 1.0), hflip=0.0 if classify.flip_changes_label(train_all)
                                    else 0.5)
-            dataset = ClipDataset(train, transform, cfg.seed)
         else:
             transform = PretrainTransform(config.img_size, mean, std, scale=(cfg.crop_min_scale, 1.0))
-            dataset = build_dataset(train, transform, cfg.seed)
+        dataset = build_dataset(train, transform, cfg.seed)
         model = FrozenEncoderProbe(encoder, probe, cfg.pool)
         val_loader = classify.eval_loader(val, evaluation, cfg.batch_size, cfg.num_workers)
     feature_time = time.perf_counter() - start

@@ -58,7 +58,7 @@ def save_checkpoint(run_dir: Path, name: str, model: nn.Module, train_state: dic
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{name}"
     shutil.rmtree(tmp, ignore_errors=True)
-    needed = _state_bytes(model.state_dict()) + _state_bytes(train_state)
+    needed = state_bytes(model.state_dict()) + state_bytes(train_state)
     with cleaned_up_on_failure(root, tmp, name, needed):
         if shutil.disk_usage(root).free < needed:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -117,13 +117,14 @@ def _is_disk_full(err: BaseException | None) -> bool:
     return False
 
 
-def _state_bytes(obj: Any) -> int:
+def state_bytes(obj: Any) -> int:
+    """Bytes of the tensors in `obj` (nested dicts, lists and tuples)."""
     if isinstance(obj, torch.Tensor):
         return obj.numel() * obj.element_size()
     if isinstance(obj, dict):
-        return sum(_state_bytes(v) for v in obj.values())
+        return sum(state_bytes(v) for v in obj.values())
     if isinstance(obj, (list, tuple)):
-        return sum(_state_bytes(v) for v in obj)
+        return sum(state_bytes(v) for v in obj)
     return 0
 
 
@@ -206,5 +207,5 @@ def read_train_state(ckpt: Path) -> dict[str, Any]:
 
 
 __all__ = ["DiskFullError", "TRAIN_STATE", "cleaned_up_on_failure", "load_checkpoint", "publish_checkpoint",
-           "read_train_state", "write_train_state", "resolve_checkpoint", "resume_candidates",
+           "read_train_state", "state_bytes", "write_train_state", "resolve_checkpoint", "resume_candidates",
            "save_checkpoint", "write_text_atomic"]

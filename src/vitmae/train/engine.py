@@ -83,8 +83,12 @@ def compile_model(model: nn.Module, setting: bool | None, mode: str, device: tor
     (a small model compiles for longer than a short run takes)."""
     if mode not in COMPILE_MODES:
         raise ConfigError(f"unknown --compile-mode {mode!r}; choose from: {', '.join(COMPILE_MODES)}")
-    enabled = device.type == "cuda" if setting is None else setting
-    return torch.compile(model, mode=None if mode == "default" else mode) if enabled else model
+    return torch.compile(model, mode=None if mode == "default" else mode) if compiles(setting, device) else model
+
+
+def compiles(setting: bool | None, device: torch.device) -> bool:
+    """Whether a run compiles: as `--compile` says, else on GPUs only."""
+    return device.type == "cuda" if setting is None else setting
 
 
 def enable_grad_checkpointing(model: nn.Module) -> None:
@@ -145,12 +149,13 @@ class Trainer:
         # parameters, and loads a checkpoint into the wrapped model.
         self.strategy = select_strategy(self.dist, self.device, cfg.strategy, shard_units,
                                         cfg.fsdp_reshard_after_forward, cfg.cpu_offload, LOW_PRECISION.get(self.precision))
-        if self.strategy.name == "fsdp" and shard_units is not None and self._compiles(cfg):
-            for unit in shard_units(self.model):  # compiled unit by unit, each then sharded (torchtitan's way)
+        # Under fsdp the units are compiled one by one, each then sharded (torchtitan's way), not the whole model.
+        compiled_units = self.strategy.name == "fsdp" and shard_units is not None
+        if compiled_units and compiles(cfg.compile, self.device):
+            for unit in shard_units(self.model):
                 unit.compile(mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
         # FSDP's mixed precision gathers the parameters in the compute dtype: no autocast on top (torchtitan's)
-        self.forward_precision = (contextlib.nullcontext if getattr(self.strategy, "param_dtype", None)
-                                  else self.runtime.autocast)
+        self.forward_precision = contextlib.nullcontext if self.strategy.param_dtype else self.runtime.autocast
         names = {id(p): name for name, p in self.model.named_parameters()}
         wrapped = self.strategy.wrap(self.model)
         if groups is not None:  # made by the task before a sharding strategy replaced the parameters
@@ -191,10 +196,9 @@ class Trainer:
                                    pin_memory=self.device.type == "cuda", collate_fn=collate_fn)
         if cfg.resume:
             self._resume(cfg.resume)
-        sharded_units = self.strategy.name == "fsdp" and shard_units is not None
-        self.train_model = wrapped if sharded_units else compile_model(wrapped, cfg.compile, cfg.compile_mode,
-                                                                       self.device)
-        self.compiled = self.train_model is not wrapped or (sharded_units and self._compiles(cfg))
+        self.train_model = wrapped if compiled_units else compile_model(wrapped, cfg.compile, cfg.compile_mode,
+                                                                        self.device)
+        self.compiled = compiles(cfg.compile, self.device)
         self._stop_signal: int | None = None
         # Step losses stay on the device until the run syncs anyway (logging, saving, epoch end): reading
         # each one at once would stall the host every step and keep it from queueing the next.
@@ -205,9 +209,6 @@ class Trainer:
         self._batch_iterator: Iterator[Batch] | None = None  # the loader's, of the epoch in progress
         self._loggers: list | None = None
         self._pbar = None
-
-    def _compiles(self, cfg: TrainOptions) -> bool:
-        return self.device.type == "cuda" if cfg.compile is None else cfg.compile
 
     @contextlib.contextmanager
     def main_rank_model(self) -> Iterator[None]:

@@ -41,10 +41,14 @@ from ..interop.vitmae_format import save_sharded_record, write_manifest
 from ..model.flat_names import flat_name, flat_state_dict, from_flat, load_flat_state_dict
 from .config import PARALLEL_STRATEGIES
 from .checkpoint import (cleaned_up_on_failure, load_checkpoint, publish_checkpoint, read_train_state, save_checkpoint,
-                         save_weights, write_train_state)
+                         save_weights, state_bytes, write_train_state)
 from .distributed import DistInfo, barrier
 
 Loaded = tuple[dict[str, Tensor], dict[str, Any], Path, list[str]]  # weights, train state, its path, notes
+
+
+# FSDP warns of views among a forward's outputs, in case a caller changes one in place; none does.
+warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
 
 
 class Strategy:
@@ -52,6 +56,7 @@ class Strategy:
 
     name = "none"
     reshards = False
+    param_dtype: torch.dtype | None = None  # the dtype a sharding strategy gathers parameters in (None: as stored)
 
     def __init__(self, dist: DistInfo, device: torch.device):
         self.dist, self.device = dist, device
@@ -161,8 +166,6 @@ class FSDPStrategy(Strategy):
         for unit in self.units(model) if self.units else []:
             fully_shard(unit, reshard_after_forward=self.reshard_after_forward, **options)
         fully_shard(model, reshard_after_forward=False, **options)  # the root is gathered again at once
-        # FSDP warns of views among a forward's outputs, in case a caller changes one in place; none does
-        warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
         self.wrapped = model
         return model
 
@@ -203,14 +206,15 @@ class FSDPStrategy(Strategy):
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
         barrier(self.dist)
-        weights = {flat_name(model, path): value for path, value in model.state_dict().items()}
-        optimizer = train_state["optimizer"]
-        save_sharded(tmp, {"model": weights, "optimizer": optimizer["tensors"]})
-        if self.dist.is_main:
-            with cleaned_up_on_failure(root, tmp, name, needed=0):
+        shards = {"model": flat_state_dict(model), "optimizer": train_state["optimizer"]["tensors"]}
+        with cleaned_up_on_failure(root, tmp, name, needed=state_bytes(shards)):  # a DTensor counts whole
+            save_sharded(tmp, shards)
+            if self.dist.is_main:
                 save_sharded_record(model, tmp)
-                write_train_state(tmp, {**train_state, "optimizer": {"sharded": optimizer["sharded"]}})
+                sharded_state = {**train_state, "optimizer": {"sharded": train_state["optimizer"]["sharded"]}}
+                write_train_state(tmp, sharded_state)
                 write_manifest(tmp)  # last: a checkpoint with a manifest is complete
+        if self.dist.is_main:
             publish_checkpoint(root, tmp, name, keep)
         barrier(self.dist)
         return root / name
@@ -232,10 +236,10 @@ class FSDPStrategy(Strategy):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
         if self._checkpoint is not None:
-            state = {flat_name(model, path): value for path, value in model.state_dict().items()}
+            state = flat_state_dict(model)
             load_sharded_into(self._checkpoint, {"model": state})
             return
-        check_fits(where, weights, {flat_name(model, k): v for k, v in model.state_dict().items()})
+        check_fits(where, weights, flat_state_dict(model))
         set_model_state_dict(model, from_flat(model, weights), options=StateDictOptions(full_state_dict=True))
 
     def load_optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ...data import EvalTransform, build_dataset, build_loader
-from ...data.clips import ClipDataset, ClipSampling, EvalClips, TrainClips, frame_interval
+from ...data.clips import ClipSampling, EvalClips, TrainClips, frame_interval
 from ...data.labels import Source, label_subset, labeled_splits, num_classes_of
 from ...model import ModelConfig, ViTEncoder
 from ..encoder import Stats, normalization
@@ -56,23 +56,23 @@ def frozen_encoder_data(encoder: ViTEncoder, data: str, val_data: str | None, se
         return FrozenEncoderData(labeled, mean, std, EvalTransform(config.img_size, mean, std))
     labeled = labeled_data(data, val_data, config.in_chans, seed, labels_fraction, labels_per_class, "clip",
                            clip_label=clips["clip_label"], clips=clips["clips"])
-    views, interval = clip_views(config, mean, std, labeled.train_all, clips)
+    views, interval, _ = clip_views(config, mean, std, labeled.train_all, clips)
     return FrozenEncoderData(labeled, mean, std, views, interval)
 
 
 def clip_views(config: ModelConfig, mean: Stats, std: Stats, source: Source,
-               clips: dict[str, Any]) -> tuple[EvalClips, int]:
+               clips: dict[str, Any]) -> tuple[EvalClips, int, str | None]:
     """(the evaluation views ClipViewOptions' fields `clips` ask for, their frame interval: given, or sized
-    from `source`'s videos)."""
-    interval, _ = frame_interval(source, config.num_frames, clips["frame_interval"])
+    from `source`'s videos, the line that says how it was sized)."""
+    interval, line = frame_interval(source, config.num_frames, clips["frame_interval"])
     views = EvalClips(ClipSampling(config.num_frames, interval), config.img_size, mean, std, clips["test_clips"],
                       clips["test_crops"])
-    return views, interval
+    return views, interval, line
 
 
 def eval_loader(source: Source, transform, batch_size: int, num_workers: int):
-    dataset = ClipDataset(source, transform, 0) if hasattr(transform, "collate") else build_dataset(source, transform)
-    return build_loader(dataset, batch_size, None, num_workers, drop_last=False, persistent_workers=num_workers > 0)
+    return build_loader(build_dataset(source, transform), batch_size, None, num_workers, drop_last=False,
+                        persistent_workers=num_workers > 0)
 
 
 def flip_changes_label(source: Source) -> bool:
@@ -82,13 +82,12 @@ def flip_changes_label(source: Source) -> bool:
     return bool(getattr(source, "flip_changes_label", False))
 
 
-def clip_transforms(config: ModelConfig, mean: Stats, std: Stats, source: Source, interval: int | None,
-                    crop_min_scale: float, hflip: float, repeat: int, test_clips: int, test_crops: int):
+def clip_transforms(config: ModelConfig, mean: Stats, std: Stats, source: Source, clips: dict[str, Any],
+                    crop_min_scale: float, hflip: float, repeat: int):
     """(training clips, evaluation views, the frame interval, the line on how it was sized) of a video
     classifier: VideoMAE's recipe of random resized crops and flips (pass `hflip` 0 where a mirror changes
-    the label: `flip_changes_label`), `repeat` clips a video; `test_clips` x `test_crops` views at
-    evaluation."""
-    interval, line = frame_interval(source, config.num_frames, interval)
-    sampling = ClipSampling(config.num_frames, interval)
-    train = TrainClips(sampling, config.img_size, mean, std, scale=(crop_min_scale, 1.0), hflip=hflip, repeat=repeat)
-    return train, EvalClips(sampling, config.img_size, mean, std, test_clips, test_crops), interval, line
+    the label: `flip_changes_label`), `repeat` clips a video, sampled as the views `clip_views` makes."""
+    views, interval, line = clip_views(config, mean, std, source, clips)
+    train = TrainClips(views.sampling, config.img_size, mean, std, scale=(crop_min_scale, 1.0), hflip=hflip,
+                       repeat=repeat)
+    return train, views, interval, line

@@ -189,7 +189,7 @@ def evaluate_classifier(request: EvaluationRequest) -> dict[str, Any]:
     names = getattr(model, "class_names", None) or class_names(source, num_classes)
     model.to(request.runtime.device)
     if config.is_video:  # the views the run was validated on, by default: the frames sized as it sized them
-        transform, interval = clip_views(config, *normalization(config, data), source, clips)
+        transform, interval, _ = clip_views(config, *normalization(config, data), source, clips)
     else:
         transform = eval_transform(model, data)
     loader = eval_loader(source, transform, request.batch_size or EVAL_BATCH, request.num_workers)

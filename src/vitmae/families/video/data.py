@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ...data import UnreadableImage, open_source
-from ...data.clips import ClipDataset, ClipSampling, EvalClips, TrainClips, frame_interval
+from ...data import UnreadableImage, build_dataset, open_source
+from ...data.clips import ClipSampling, EvalClips, TrainClips, frame_interval
 from ...data.moving_fashion import MOVING_FASHION
 from ...data.source import require_readable
 from ...model import ModelConfig
@@ -21,7 +21,7 @@ def pretrain_clips(data: str, config: ModelConfig, crop_min_scale: float, seed: 
     interval, line = frame_interval(source, config.num_frames, interval)
     transform = TrainClips(ClipSampling(config.num_frames, interval), config.img_size, mean, std,
                            scale=(crop_min_scale, 1.0), repeat=repeat)
-    return source, ClipDataset(source, transform, seed), mean, std, interval, line
+    return source, build_dataset(source, transform, seed), mean, std, interval, line
 
 
 def heldout_clips(data: str, val_data: str | None, train, config: ModelConfig, count: int, interval: int,
