@@ -47,10 +47,6 @@ from .distributed import DistInfo, barrier
 Loaded = tuple[dict[str, Tensor], dict[str, Any], Path, list[str]]  # weights, train state, its path, notes
 
 
-# FSDP warns of views among a forward's outputs, in case a caller changes one in place; none does.
-warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
-
-
 class Strategy:
     """Single-process training: the model as it is, a full checkpoint written by the one process."""
 
@@ -166,6 +162,10 @@ class FSDPStrategy(Strategy):
         for unit in self.units(model) if self.units else []:
             fully_shard(unit, reshard_after_forward=self.reshard_after_forward, **options)
         fully_shard(model, reshard_after_forward=False, **options)  # the root is gathered again at once
+        # FSDP warns of views among a forward's outputs, in case a caller changes one in place; none does.
+        # Set here, where it applies (a test's warning capture would drop a filter set at import); the same
+        # filter set again replaces itself.
+        warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
         self.wrapped = model
         return model
 
