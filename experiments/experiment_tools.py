@@ -39,14 +39,14 @@ class Clock:
         return result
 
 
-def parse_counts(text: str, unit: str, example: str) -> list[int]:
-    """`--labeled`: positive counts, comma-separated; sorted, each once."""
+def parse_counts(text: str, unit: str, example: str, flag: str = "--labeled", least: int = 1) -> list[int]:
+    """`--labeled` (or another `flag`): integers of at least `least`, comma-separated; sorted, each once."""
     try:
         counts = sorted({int(c) for c in str(text).split(",") if c.strip()})
     except ValueError:
-        raise ConfigError(f"--labeled takes {unit} like {example}, not {text!r}") from None
-    if not counts or min(counts) < 1:
-        raise ConfigError(f"--labeled takes positive {unit}, got {text!r}")
+        raise ConfigError(f"{flag} takes {unit} like {example}, not {text!r}") from None
+    if not counts or min(counts) < least:
+        raise ConfigError(f"{flag} takes {unit} of at least {least}, got {text!r}")
     return counts
 
 
