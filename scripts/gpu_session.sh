@@ -333,12 +333,13 @@ quality() {
     piece label_efficiency 415 "$BUDGET" "$WORK/quality_summary.json" quality_after \
         $LABEL_EFFICIENCY --scale "$QUALITY_SCALE" --num-workers 12 --output "$QUALITY_DIR" "${TOY_QUALITY[@]}"
     # Dense transfer (experiments/dense_transfer.py, `gpu` scale): MAE against scratch for segmentation and
-    # detection on fashion-scenes at 100 and 1,000 labeled scenes. Predicted 1200 s, so it runs in the time
-    # the label-efficiency piece leaves and continues over the next calls (finished runs are reused, a
-    # cut-off pre-training resumes): 50,000 scenes written 60 s; ViT-Tiny pre-training, 100 epochs of 96-px
-    # scenes (144 tokens), 5M images at ~15,000 img/s 340 s; per label budget four segmentation runs of
-    # 2,000 steps ~40 s each and two Mask R-CNN runs ~100 s each, 360 s.
-    piece dense_transfer 1200 "$BUDGET" - dense_after \
+    # detection on fashion-scenes at 100 and 1,000 labeled scenes, each cell with seeds 0, 1 and 2. Predicted
+    # 2560 s, so it runs in the time the label-efficiency piece leaves and continues over the next calls
+    # (finished runs are reused, a cut-off pre-training resumes): 50,000 scenes written 60 s; ViT-Tiny
+    # pre-training, 100 epochs of 96-px scenes (144 tokens), 5M images at ~15,000 img/s 340 s; per label
+    # budget and seed four segmentation runs of 2,000 steps ~40 s each and two Mask R-CNN runs ~100 s each,
+    # 360 s (2,160 s for the six).
+    piece dense_transfer 2560 "$BUDGET" - dense_after \
         $DENSE_TRANSFER --scale gpu --num-workers 12 --output "$DENSE_DIR" "${TOY_DENSE[@]}"
 }
 
