@@ -212,9 +212,9 @@ def _baselines(cfg: DenseTransferOptions, counts: list[int], seeds: list[int],
         return {}
     source = Path(cfg.baselines_from)
     earlier = finished(source)
-    if earlier is None or earlier.get("scale") != cfg.scale:
-        raise ConfigError(f"--baselines-from {source}: not a finished experiment of scale {cfg.scale} "
-                          f"(its metrics.json says {None if earlier is None else earlier.get('scale')!r})")
+    if earlier is None or (earlier.get("scale"), earlier.get("seed")) != (cfg.scale, cfg.seed):
+        raise ConfigError(f"--baselines-from {source}: not a finished experiment of scale {cfg.scale} and --seed "
+                          f"{cfg.seed} (the seed that draws the scenes)")
     found, missing = {}, []
     for n in counts:
         for seed in seeds:
@@ -256,8 +256,8 @@ def _table(results: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]
             scores = [_scores(name, row[name]) for row in by_seed.values()]
             entry[name] = {metric: _spread([s[metric] for s in scores]) for metric in scores[0]}
             entry[name]["time_s"] = _spread([row[name].get("train_time_s") for row in by_seed.values()])["mean"]
-        entry["leads"] = {title: _spread([_scores(run, row[run])[metric] - _scores(base, row[base])[metric]
-                                          for row in by_seed.values()])
+        entry["leads"] = {title: _spread([a - b for a, b in zip(entry[run][metric]["per_seed"],
+                                                                entry[base][metric]["per_seed"])])
                           for title, run, base, metric in LEADS if run in names and base in names}
         table.append(entry)
     return table
@@ -265,7 +265,7 @@ def _table(results: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]
 
 def _write(out: Path, cfg: DenseTransferOptions, scale: Scale, model: dict[str, Any], pretrain_summary: dict[str, Any],
            results: dict[str, dict[str, dict[str, Any]]], clock: Clock, started: float) -> dict[str, Any]:
-    summary = {"scale": cfg.scale, "command": command_line("dense_transfer.py", f"--scale {cfg.scale} --output {cfg.output}"),
+    summary = {"scale": cfg.scale, "seed": cfg.seed, "command": command_line("dense_transfer.py", f"--scale {cfg.scale} --output {cfg.output}"),
                "hardware": hardware(cfg.device), "wall_time_s": round(time.perf_counter() - started, 1),
                "stage_times_s": clock.times, "val_scenes": scale.val, "scene_size": scale.size, "model": model,
                "baselines_from": cfg.baselines_from,

@@ -68,6 +68,10 @@ def test_tiny_scale_runs_every_transfer_per_seed_and_reuses_finished_runs(tmp_pa
     assert experiment.main(["--scale", "tiny", "--labeled", "4", "--baselines-from", str(out),
                             "--output", str(tmp_path / "none")]) == 2
     assert "no finished run n4/seed0/segment_scratch" in capsys.readouterr().err
+    # nor are those of other scenes (another --seed draws them)
+    assert experiment.main(["--scale", "tiny", "--seed", "1", "--baselines-from", str(out),
+                            "--output", str(tmp_path / "none")]) == 2
+    assert "--seed 1 (the seed that draws the scenes)" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
 
 
